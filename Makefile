@@ -1,0 +1,52 @@
+# registry-up: `make demo` brings up a verified registry offline; `make test` runs every test.
+# Both work on a fresh Debian 12 machine as root (they install what they need with apt-get).
+
+SHELL := /bin/bash
+CARGO ?= cargo
+# Podman settings these machines need (runc; no default ulimits), kept out of /etc.
+export CONTAINERS_CONF ?= $(CURDIR)/tests/fixtures/containers.conf
+
+DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar
+IMAGES := target/test-images/registry.tar target/test-images/nginx.tar
+
+DEMO_PORT ?= 8443
+DEMO_DIR := $(CURDIR)/target/demo
+DEMO_ARGS := --domain localhost --san 127.0.0.1 --port $(DEMO_PORT) \
+	--config-dir $(DEMO_DIR)/config --data-dir $(DEMO_DIR)/data --pod-name registry-up-demo \
+	--registry-image localhost/registry-up-test/registry:latest \
+	--nginx-image localhost/registry-up-test/nginx:latest
+
+.PHONY: deps test-images build demo demo-down test lint
+
+deps:
+	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
+	fi
+
+# Offline stand-ins for registry:2 and nginx:alpine, built from Debian packages (tests/images/build.sh).
+test-images: $(IMAGES)
+$(IMAGES) &: tests/images/build.sh
+	tests/images/build.sh target/test-images
+
+build:
+	$(CARGO) build --release --locked
+
+demo: deps test-images build
+	target/release/registry-up $(DEMO_ARGS) \
+		--image-archive target/test-images/registry.tar --image-archive target/test-images/nginx.tar
+	@echo
+	@echo "Push to it (the CA is $(DEMO_DIR)/config/ca.crt):"
+	@echo "  skopeo copy --dest-cert-dir $(DEMO_DIR)/config oci-archive:target/test-images/nginx.tar docker://localhost:$(DEMO_PORT)/demo/nginx:1"
+	@echo "  skopeo inspect --cert-dir $(DEMO_DIR)/config docker://localhost:$(DEMO_PORT)/demo/nginx:1"
+	@echo "Stop it with: make demo-down"
+
+demo-down:
+	-podman play kube --down $(DEMO_DIR)/config/registry-pod.yaml
+	rm -rf $(DEMO_DIR)
+
+test: deps test-images
+	$(CARGO) test --locked
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings

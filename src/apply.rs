@@ -1,0 +1,68 @@
+//! Apply: carries out a plan with atomic writes (temp file, fsync, rename, fsync of the folder), so no
+//! reader ever sees a half-written file, and a run killed half-way converges on the next run.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::plan::{Action, Plan};
+use crate::render::STATE;
+
+fn write_error(path: &Path, e: std::io::Error) -> Error {
+    Error::runtime(format!(
+        "Cannot write {} ({e}): check the disk and the folder's permissions, then run registry-up again.",
+        path.display()
+    ))
+}
+
+/// Returns how many files were written.
+pub fn apply(plan: &Plan) -> Result<usize> {
+    for dir in &plan.dirs {
+        if dir.create {
+            fs::create_dir_all(&dir.path).map_err(|e| write_error(&dir.path, e))?;
+        }
+        // Explicit, so that a restrictive umask does not decide the mode.
+        fs::set_permissions(&dir.path, fs::Permissions::from_mode(dir.mode)).map_err(|e| write_error(&dir.path, e))?;
+    }
+    // The state file goes last: it records a finished apply.
+    let mut writes: Vec<_> = plan.writes().collect();
+    writes.sort_by_key(|c| c.file.rel == STATE);
+    for change in &writes {
+        if change.action != Action::Unchanged {
+            write_atomic(&change.path, &change.file.contents, change.file.mode)?;
+        }
+    }
+    Ok(writes.len())
+}
+
+/// Writes `contents` to `path` with `mode`, atomically.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.registry-up-{}.tmp", std::process::id()));
+    let result = (|| {
+        // Created with the final mode: a key is never readable by others, not even for a moment.
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if let Err(e) = result {
+        let _ = fs::remove_file(&tmp);
+        return Err(write_error(path, e));
+    }
+    Ok(())
+}

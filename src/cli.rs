@@ -1,0 +1,102 @@
+//! Command-line interface. `registry-up --domain D` is the same as `registry-up up --domain D`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::settings::{DEFAULT_NGINX_IMAGE, DEFAULT_REGISTRY_IMAGE};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "registry-up",
+    version,
+    about = "Turn a Podman host into a verified, TLS-fronted private OCI registry in one command.",
+    args_conflicts_with_subcommands = true,
+    args_override_self = true,
+    subcommand_negates_reqs = true,
+    after_help = "Exit codes: 0 success, 1 verification failed, 2 invalid input or unmet precondition \
+                  (nothing changed), 3 failed while applying or starting (re-run after fixing)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub up: UpArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create or update the registry appliance, start it and verify it (the default command).
+    Up(UpArgs),
+    /// Write every file `up` would write into a folder, without touching the system.
+    Render(RenderArgs),
+}
+
+/// What the appliance is: shared by `up` and `render`.
+#[derive(Args, Debug, Clone)]
+pub struct SetupArgs {
+    /// DNS name or IP address clients use to reach the registry.
+    #[arg(long, required = true, value_name = "NAME|IP")]
+    pub domain: Option<String>,
+
+    /// Another name or IP address the certificate covers (repeatable).
+    #[arg(long = "san", value_name = "NAME|IP")]
+    pub sans: Vec<String>,
+
+    /// Host port nginx listens on (TLS).
+    #[arg(long, default_value_t = 443, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: u16,
+
+    /// Registry image (the CNCF distribution registry).
+    #[arg(long, default_value = DEFAULT_REGISTRY_IMAGE, value_name = "REF")]
+    pub registry_image: String,
+
+    /// nginx image for the TLS proxy.
+    #[arg(long, default_value = DEFAULT_NGINX_IMAGE, value_name = "REF")]
+    pub nginx_image: String,
+
+    /// Name of the Podman pod (also names the systemd unit NAME.service).
+    #[arg(long, default_value = "registry-pod", value_name = "NAME")]
+    pub pod_name: String,
+
+    /// Where certificates, secrets and configuration live.
+    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Where the registry stores images.
+    #[arg(long, default_value = "/var/lib/registry-up/data", value_name = "DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub setup: SetupArgs,
+
+    /// Load an image archive (podman save output) before starting: the offline path (repeatable).
+    #[arg(long = "image-archive", value_name = "PATH")]
+    pub image_archives: Vec<PathBuf>,
+
+    /// Print what would change and exit without touching anything.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Skip the push/pull verification at the end.
+    #[arg(long)]
+    pub no_verify: bool,
+
+    /// Seconds to wait for the registry to answer through the proxy.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub wait_timeout: u64,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RenderArgs {
+    #[command(flatten)]
+    pub setup: SetupArgs,
+
+    /// Folder to write into (created if missing; existing certificates in it are reused).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}

@@ -1,0 +1,188 @@
+//! Render: settings (and the certificates and secret they need) in, file contents out. Pure: no I/O,
+//! so every file can be snapshot-tested and `plan` can compare it with the disk.
+
+mod nginx;
+mod pod;
+mod registry_config;
+mod state;
+mod systemd;
+
+pub use pod::{NGINX_CONTAINER, REGISTRY_CONTAINER};
+pub use registry_config::read_http_secret;
+pub use state::State;
+
+use crate::pki::Pki;
+use crate::settings::Settings;
+
+/// Paths below the config directory. The pod YAML mounts the folders, so nginx sees only `tls/` and
+/// `nginx/`, and the registry only `registry/`; the CA key is in no container.
+/// At the top, so the config folder itself works as a `--cert-dir` for skopeo and podman (a folder
+/// holding any .key without its .cert is refused by them).
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca/ca.key";
+pub const SERVER_CERT: &str = "tls/server.crt";
+pub const SERVER_KEY: &str = "tls/server.key";
+pub const NGINX_CONF: &str = "nginx/registry.conf";
+pub const REGISTRY_CONFIG: &str = "registry/config.yml";
+pub const POD_YAML: &str = "registry-pod.yaml";
+pub const STATE: &str = "state.json";
+
+/// Where systemd looks for system units an administrator installs.
+pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
+
+/// Which folder a file belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Root {
+    Config,
+    SystemdUnits,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderedFile {
+    pub root: Root,
+    /// Path relative to its root.
+    pub rel: String,
+    pub contents: Vec<u8>,
+    pub mode: u32,
+    /// Whether the running pod reads this file, so that a change needs a restart.
+    pub pod_input: bool,
+}
+
+/// Everything render needs besides the settings.
+pub struct Inputs<'a> {
+    pub pki: &'a Pki,
+    /// The registry's `http.secret`: persistent, so that upload sessions survive restarts.
+    pub http_secret: &'a str,
+    /// Absolute path of the podman binary, for the systemd unit.
+    pub podman: &'a str,
+    /// How the pod is kept running: decides whether the unit file is part of the output.
+    pub service: state::Service,
+}
+
+pub use state::Service;
+
+pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
+    let config = |rel: &str, contents: String, mode: u32, pod_input: bool| RenderedFile {
+        root: Root::Config,
+        rel: rel.to_string(),
+        contents: contents.into_bytes(),
+        mode,
+        pod_input,
+    };
+    let mut files = vec![
+        config(CA_CERT, inputs.pki.ca_cert.clone(), 0o644, false),
+        config(CA_KEY, inputs.pki.ca_key.clone(), 0o600, false),
+        config(SERVER_CERT, inputs.pki.server_cert.clone(), 0o644, true),
+        config(SERVER_KEY, inputs.pki.server_key.clone(), 0o600, true),
+        config(NGINX_CONF, nginx::render(settings), 0o644, true),
+        config(
+            REGISTRY_CONFIG,
+            registry_config::render(inputs.http_secret),
+            0o600,
+            true,
+        ),
+        config(POD_YAML, pod::render(settings), 0o644, true),
+        config(STATE, state::render(settings, inputs.service), 0o644, false),
+    ];
+    if inputs.service == Service::SystemdUnit {
+        files.push(RenderedFile {
+            root: Root::SystemdUnits,
+            rel: settings.unit_name(),
+            contents: systemd::render(settings, inputs.podman).into_bytes(),
+            mode: 0o644,
+            pod_input: true,
+        });
+    }
+    files
+}
+
+/// Fills `{{name}}` placeholders; panics on a placeholder left over, which only a template bug causes.
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = template.to_string();
+    for (name, value) in values {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    assert!(!out.contains("{{"), "template placeholder left unfilled:\n{out}");
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::host::HostName;
+    use std::path::PathBuf;
+
+    pub fn sample_settings() -> Settings {
+        Settings {
+            domain: HostName::parse("registry.example.com", "d").unwrap(),
+            sans: vec![HostName::parse("10.0.0.5", "d").unwrap()],
+            port: 8443,
+            registry_image: "docker.io/library/registry:2.8.3".into(),
+            nginx_image: "docker.io/library/nginx:1.28-alpine".into(),
+            pod_name: "registry-pod".into(),
+            config_dir: PathBuf::from("/etc/registry-up"),
+            data_dir: PathBuf::from("/var/lib/registry-up/data"),
+        }
+    }
+
+    pub fn sample_pki() -> Pki {
+        Pki {
+            ca_cert: "CA CERT".into(),
+            ca_key: "CA KEY".into(),
+            server_cert: "SERVER CERT".into(),
+            server_key: "SERVER KEY".into(),
+            ca_origin: crate::pki::Origin::Kept,
+            server_origin: crate::pki::Origin::Kept,
+        }
+    }
+
+    fn file<'a>(files: &'a [RenderedFile], rel: &str) -> &'a str {
+        let f = files
+            .iter()
+            .find(|f| f.rel == rel)
+            .unwrap_or_else(|| panic!("{rel} not rendered"));
+        std::str::from_utf8(&f.contents).unwrap()
+    }
+
+    fn rendered(service: Service) -> Vec<RenderedFile> {
+        let pki = sample_pki();
+        let inputs = Inputs {
+            pki: &pki,
+            http_secret: "s3cr3t",
+            podman: "/usr/bin/podman",
+            service,
+        };
+        render(&sample_settings(), &inputs)
+    }
+
+    #[test]
+    fn snapshots() {
+        let files = rendered(Service::SystemdUnit);
+        insta::assert_snapshot!("registry.conf", file(&files, NGINX_CONF));
+        insta::assert_snapshot!("config.yml", file(&files, REGISTRY_CONFIG));
+        insta::assert_snapshot!("registry-pod.yaml", file(&files, POD_YAML));
+        insta::assert_snapshot!("registry-pod.service", file(&files, "registry-pod.service"));
+        insta::assert_snapshot!("state.json", file(&files, STATE));
+    }
+
+    #[test]
+    fn keys_and_secrets_are_private() {
+        for f in rendered(Service::SystemdUnit) {
+            let secret = f.rel.ends_with(".key") || f.rel == REGISTRY_CONFIG;
+            assert_eq!(f.mode, if secret { 0o600 } else { 0o644 }, "{}", f.rel);
+        }
+    }
+
+    #[test]
+    fn the_unit_is_rendered_only_for_systemd() {
+        assert!(rendered(Service::SystemdUnit)
+            .iter()
+            .any(|f| f.root == Root::SystemdUnits));
+        assert!(!rendered(Service::Direct).iter().any(|f| f.root == Root::SystemdUnits));
+    }
+
+    #[test]
+    fn render_is_deterministic() {
+        assert_eq!(rendered(Service::Direct), rendered(Service::Direct));
+    }
+}

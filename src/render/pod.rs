@@ -1,0 +1,139 @@
+//! `registry-pod.yaml` for `podman play kube`, from typed structs (a small subset of the Kubernetes
+//! Pod API: only the fields this pod uses).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::registry_config::STORAGE_PATH;
+use crate::settings::Settings;
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Pod {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: Metadata,
+    spec: PodSpec,
+}
+
+#[derive(Serialize)]
+struct Metadata {
+    name: String,
+    labels: BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PodSpec {
+    restart_policy: &'static str,
+    containers: Vec<Container>,
+    volumes: Vec<Volume>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Container {
+    name: &'static str,
+    image: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    ports: Vec<ContainerPort>,
+    volume_mounts: Vec<VolumeMount>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ContainerPort {
+    container_port: u16,
+    host_port: u16,
+    protocol: &'static str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct VolumeMount {
+    name: &'static str,
+    mount_path: &'static str,
+    read_only: bool,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Volume {
+    name: &'static str,
+    host_path: HostPath,
+}
+
+#[derive(Serialize)]
+struct HostPath {
+    path: String,
+    /// `Directory`: apply creates every folder with the right mode first; a missing one is a bug
+    /// that should fail loudly rather than be created as root 0755.
+    #[serde(rename = "type")]
+    kind: &'static str,
+}
+
+/// Container names; Podman names the containers `<pod>-<name>`.
+pub const REGISTRY_CONTAINER: &str = "registry";
+pub const NGINX_CONTAINER: &str = "nginx";
+
+pub fn render(settings: &Settings) -> String {
+    let dir = |rel: &str| settings.config_dir.join(rel).display().to_string();
+    let volume = |name, path: String| Volume {
+        name,
+        host_path: HostPath {
+            path,
+            kind: "Directory",
+        },
+    };
+    let mount = |name, mount_path, read_only| VolumeMount {
+        name,
+        mount_path,
+        read_only,
+    };
+    let pod = Pod {
+        api_version: "v1",
+        kind: "Pod",
+        metadata: Metadata {
+            name: settings.pod_name.clone(),
+            labels: BTreeMap::from([("app.kubernetes.io/managed-by", "registry-up".to_string())]),
+        },
+        spec: PodSpec {
+            restart_policy: "Always",
+            containers: vec![
+                Container {
+                    name: REGISTRY_CONTAINER,
+                    image: settings.registry_image.clone(),
+                    // No ports: the registry listens on the pod's loopback only and is never published.
+                    ports: Vec::new(),
+                    volume_mounts: vec![
+                        mount("registry-data", STORAGE_PATH, false),
+                        mount("registry-config", "/etc/docker/registry", true),
+                    ],
+                },
+                Container {
+                    name: NGINX_CONTAINER,
+                    image: settings.nginx_image.clone(),
+                    // nginx listens on the same port inside, so Host headers and redirects carry it.
+                    ports: vec![ContainerPort {
+                        container_port: settings.port,
+                        host_port: settings.port,
+                        protocol: "TCP",
+                    }],
+                    volume_mounts: vec![
+                        mount("nginx-conf", "/etc/nginx/conf.d", true),
+                        mount("tls", "/etc/nginx/tls", true),
+                    ],
+                },
+            ],
+            volumes: vec![
+                volume("registry-data", settings.data_dir.display().to_string()),
+                volume("registry-config", dir("registry")),
+                volume("nginx-conf", dir("nginx")),
+                volume("tls", dir("tls")),
+            ],
+        },
+    };
+    let body = serde_yaml_ng::to_string(&pod).expect("the pod always serialises");
+    format!("# Written by registry-up: changes here are overwritten on the next run.\n{body}")
+}

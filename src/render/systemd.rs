@@ -1,0 +1,18 @@
+//! The classic systemd unit that keeps the pod running, from templates/registry-pod.service.
+
+use crate::settings::Settings;
+
+const TEMPLATE: &str = include_str!("../../templates/registry-pod.service");
+
+pub fn render(settings: &Settings, podman: &str) -> String {
+    super::fill(
+        TEMPLATE,
+        &[
+            ("pod_name", &settings.pod_name),
+            ("config_dir", &settings.config_dir.display().to_string()),
+            ("data_dir", &settings.data_dir.display().to_string()),
+            ("podman", podman),
+            ("pod_yaml", &settings.pod_yaml_path().display().to_string()),
+        ],
+    )
+}

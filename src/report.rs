@@ -1,0 +1,60 @@
+//! Progress output: a spinner per step on a terminal, one plain line per step otherwise.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::error::Result;
+
+pub struct Reporter {
+    tty: bool,
+}
+
+impl Reporter {
+    pub fn new() -> Self {
+        Reporter {
+            tty: std::io::stdout().is_terminal(),
+        }
+    }
+
+    /// Runs one step; `f` returns its value and a short detail for the result line.
+    pub fn step<T>(&self, label: &str, f: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
+        let spinner = self.tty.then(|| {
+            let pb = ProgressBar::new_spinner();
+            pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
+            pb.set_message(label.to_string());
+            pb.enable_steady_tick(Duration::from_millis(100));
+            pb
+        });
+        let start = Instant::now();
+        let result = f();
+        if let Some(pb) = spinner {
+            pb.finish_and_clear();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok((value, detail)) => {
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {detail}")
+                };
+                println!("ok   {label}{detail} ({secs:.1} s)");
+                Ok(value)
+            }
+            Err(e) => {
+                println!("FAIL {label} ({secs:.1} s)");
+                Err(e)
+            }
+        }
+    }
+
+    pub fn line(&self, text: &str) {
+        println!("{text}");
+    }
+
+    pub fn warn(&self, text: &str) {
+        eprintln!("warning: {text}");
+    }
+}

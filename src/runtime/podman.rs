@@ -1,0 +1,161 @@
+//! The podman CLI.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+pub struct Podman {
+    pub bin: PathBuf,
+}
+
+/// What `podman pod inspect` says about our pod.
+#[derive(Debug, Clone)]
+pub struct PodStatus {
+    pub state: String,
+    /// (container name, state) of every container except the infra one.
+    pub containers: Vec<(String, String)>,
+}
+
+impl PodStatus {
+    /// Running, with every container running.
+    pub fn healthy(&self) -> bool {
+        self.state.eq_ignore_ascii_case("running")
+            && !self.containers.is_empty()
+            && self.containers.iter().all(|(_, s)| s.eq_ignore_ascii_case("running"))
+    }
+}
+
+fn stderr_of(out: &Output) -> String {
+    let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if text.is_empty() {
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    } else {
+        text
+    }
+}
+
+impl Podman {
+    pub fn find() -> Result<Self> {
+        super::which("podman").map(|bin| Podman { bin }).ok_or_else(|| {
+            Error::usage(
+                "Podman is not installed or not on PATH: install it (apt-get install podman runc) and run again.",
+            )
+        })
+    }
+
+    fn output(&self, args: &[&str]) -> Result<Output> {
+        Command::new(&self.bin).args(args).output().map_err(|e| {
+            Error::runtime(format!(
+                "Could not run {} ({e}): check the Podman installation.",
+                self.bin.display()
+            ))
+        })
+    }
+
+    /// Runs podman and returns stdout; a failure becomes an error naming the command and Podman's words.
+    fn run(&self, args: &[&str]) -> Result<String> {
+        let out = self.output(args)?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(Error::runtime(format!(
+                "`podman {}` failed: {}",
+                args.join(" "),
+                stderr_of(&out)
+            )))
+        }
+    }
+
+    pub fn version(&self) -> Result<String> {
+        let out = self.output(&["version", "--format", "{{.Client.Version}}"])?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(Error::usage(format!(
+                "Podman does not work here: `podman version` said: {}. Fix the Podman installation (see `podman info`) and run again.",
+                stderr_of(&out)
+            )))
+        }
+    }
+
+    pub fn image_exists(&self, reference: &str) -> Result<bool> {
+        Ok(self.output(&["image", "exists", reference])?.status.success())
+    }
+
+    /// `podman load -i ARCHIVE`; returns Podman's summary line.
+    pub fn load(&self, archive: &Path) -> Result<String> {
+        let path = archive.display().to_string();
+        let out = self.output(&["load", "-q", "-i", &path])?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().replace('\n', ", "))
+        } else {
+            Err(Error::usage(format!(
+                "Podman cannot load the image archive {path}: {}. Give --image-archive a file made by `podman save`.",
+                stderr_of(&out)
+            )))
+        }
+    }
+
+    pub fn pod_status(&self, pod: &str) -> Result<Option<PodStatus>> {
+        if !self.output(&["pod", "exists", pod])?.status.success() {
+            return Ok(None);
+        }
+        let text = self.run(&["pod", "inspect", pod])?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| Error::runtime(format!("Could not read `podman pod inspect {pod}` ({e}).")))?;
+        // Podman 4 prints an object, Podman 5 a list of one.
+        let pod_value = match &value {
+            Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
+            other => other.clone(),
+        };
+        let infra = pod_value["InfraContainerID"].as_str().unwrap_or_default().to_string();
+        let containers = pod_value["Containers"]
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter(|c| c["Id"].as_str() != Some(infra.as_str()))
+                    .map(|c| {
+                        (
+                            c["Name"].as_str().unwrap_or_default().to_string(),
+                            c["State"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Some(PodStatus {
+            state: pod_value["State"].as_str().unwrap_or_default().to_string(),
+            containers,
+        }))
+    }
+
+    /// `podman play kube --replace YAML` (the spelling Podman 4.3 through 5 all accept).
+    pub fn play(&self, yaml: &Path) -> Result<()> {
+        let path = yaml.display().to_string();
+        let out = self.output(&["play", "kube", "--replace", &path])?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let why = stderr_of(&out);
+        // Never leave a half-created pod behind (Podman may leave it in state Created).
+        let _ = self.output(&["play", "kube", "--down", &path]);
+        Err(Error::runtime(format!(
+            "Podman could not start the pod from {path}: {why}. Fix the cause and run registry-up again."
+        )))
+    }
+
+    /// The last lines a container wrote, for a failure report.
+    pub fn logs_tail(&self, container: &str, lines: u32) -> String {
+        match self.output(&["logs", "--tail", &lines.to_string(), container]) {
+            Ok(out) => {
+                let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+                text.push_str(&String::from_utf8_lossy(&out.stderr));
+                text.trim_end().to_string()
+            }
+            Err(e) => e.message,
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! `registry-up up`: settings → certificates → render → plan → apply → start → wait → verify.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::cli::{RenderArgs, UpArgs};
+use crate::error::{Error, Result};
+use crate::pki::{self, Origin, Pki};
+use crate::plan::{self, Plan, WantedDir};
+use crate::render::{self, Inputs, RenderedFile, Root, Service, State};
+use crate::report::Reporter;
+use crate::runtime::podman::Podman;
+use crate::settings::{self, Settings};
+use crate::verify::{self, Target};
+
+/// Everything `up` and `render` compute before touching anything.
+struct Desired {
+    pki: Pki,
+    files: Vec<RenderedFile>,
+}
+
+fn desired(settings: &Settings, pki_dir: &Path, podman: &str, service: Service) -> Result<Desired> {
+    let existing = pki::Existing::read(pki_dir)?;
+    let pki = pki::ensure(existing, &settings.cert_names(), OffsetDateTime::now_utc(), pki_dir)?;
+    let config_path = pki_dir.join(render::REGISTRY_CONFIG);
+    let http_secret = std::fs::read_to_string(&config_path)
+        .ok()
+        .and_then(|text| render::read_http_secret(&text))
+        .unwrap_or_else(|| crate::sys::random_hex(32));
+    let files = render::render(
+        settings,
+        &Inputs {
+            pki: &pki,
+            http_secret: &http_secret,
+            podman,
+            service,
+        },
+    );
+    Ok(Desired { pki, files })
+}
+
+fn describe(origin: &Origin, what: &str) -> String {
+    match origin {
+        Origin::Kept => format!("{what} kept"),
+        Origin::New => format!("{what} created"),
+        Origin::Reissued(why) => format!("{what} re-issued because {why}"),
+    }
+}
+
+fn wanted_dirs(settings: &Settings) -> Vec<WantedDir> {
+    let dir = |path: PathBuf, enforce_mode| WantedDir {
+        path,
+        mode: 0o700,
+        enforce_mode,
+    };
+    vec![
+        dir(settings.config_dir.clone(), false),
+        dir(settings.config_dir.join("ca"), true),
+        dir(settings.config_dir.join("tls"), true),
+        dir(settings.config_dir.join("nginx"), true),
+        dir(settings.config_dir.join("registry"), true),
+        dir(settings.data_dir.clone(), false),
+    ]
+}
+
+fn host_path(settings: &Settings, file: &RenderedFile) -> PathBuf {
+    match file.root {
+        Root::Config => settings.config_dir.join(&file.rel),
+        Root::SystemdUnits => Path::new(render::SYSTEM_UNIT_DIR).join(&file.rel),
+    }
+}
+
+fn read_previous_state(settings: &Settings) -> Option<State> {
+    let text = std::fs::read_to_string(settings.config_dir.join(render::STATE)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn check_port_free(port: u16) -> Result<()> {
+    match std::net::TcpListener::bind(("0.0.0.0", port)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::usage(format!(
+            "Port {port} is already in use on this host: stop the program that listens on it (see `ss -ltnp 'sport = :{port}'`), \
+             or choose another port with --port."
+        ))),
+        // Binding a low port as non-root is refused here but may work for Podman; let Podman decide.
+        Err(_) => Ok(()),
+    }
+}
+
+pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
+    let out = Reporter::new();
+    let settings = Settings::from_args(&args.setup)?;
+    settings::check_writable(&[
+        (&settings.config_dir, "--config-dir"),
+        (&settings.data_dir, "--data-dir"),
+    ])?;
+    for archive in &args.image_archives {
+        if !archive.is_file() {
+            return Err(Error::usage(format!(
+                "The image archive {} does not exist or is not a file: give --image-archive a file made by `podman save`.",
+                archive.display()
+            )));
+        }
+    }
+    let podman = Podman::find()?;
+    let version = podman.version()?;
+    let service = if crate::sys::systemd_running() {
+        Service::SystemdUnit
+    } else {
+        Service::Direct
+    };
+
+    // Images first: a missing image must stop the run before any file is written.
+    if !args.dry_run {
+        for archive in &args.image_archives {
+            out.step(&format!("load {}", archive.display()), || {
+                Ok(((), podman.load(archive)?))
+            })?;
+        }
+    }
+    // A dry run does not load archives, so it cannot tell what they hold.
+    let archives_pending = args.dry_run && !args.image_archives.is_empty();
+    out.step("check images", || {
+        for (image, flag) in [(&settings.registry_image, "--registry-image"), (&settings.nginx_image, "--nginx-image")] {
+            if !archives_pending && !podman.image_exists(image)? {
+                return Err(Error::usage(format!(
+                    "The image {image} is not in Podman's image store: load it with --image-archive FILE (made by \
+                     `podman save` on a connected host), pull it with `podman pull {image}`, or pick another with {flag}."
+                )));
+            }
+        }
+        let state = if archives_pending { "expected from the archives" } else { "present" };
+        let detail = format!("{} and {} {state} (podman {version})", settings.registry_image, settings.nginx_image);
+        Ok(((), detail))
+    })?;
+
+    let podman_bin = podman.bin.display().to_string();
+    let desired = out.step("certificates", || {
+        let d = desired(&settings, &settings.config_dir, &podman_bin, service)?;
+        let detail = format!(
+            "{}, {}",
+            describe(&d.pki.ca_origin, "CA"),
+            describe(&d.pki.server_origin, "server certificate")
+        );
+        Ok((d, detail))
+    })?;
+    let files = desired
+        .files
+        .into_iter()
+        .map(|f| (host_path(&settings, &f), f))
+        .collect();
+    let plan = plan::plan(wanted_dirs(&settings), files)?;
+
+    let status = podman.pod_status(&settings.pod_name)?;
+    let healthy = status.as_ref().is_some_and(|s| s.healthy());
+    let restart = !healthy || plan.pod_inputs_change();
+    let same_port = read_previous_state(&settings).is_some_and(|s| s.port == settings.port);
+    if !(healthy && same_port) {
+        check_port_free(settings.port)?;
+    }
+
+    if args.dry_run {
+        out.line(&format!(
+            "Plan for {} (dry run: nothing is changed):",
+            settings.pod_name
+        ));
+        out.line(&plan.to_string());
+        let pod = match (&status, restart) {
+            (None, _) => "would be created and started".to_string(),
+            (Some(_), false) => "is healthy and would be left alone".to_string(),
+            (Some(s), true) if !s.healthy() => format!("is {} and would be restarted", s.state.to_lowercase()),
+            (Some(_), true) => "would be restarted to pick up the changes".to_string(),
+        };
+        out.line(&format!("  pod       {} {pod}", settings.pod_name));
+        return Ok(());
+    }
+
+    out.step("write files", || {
+        let n = crate::apply::apply(&plan)?;
+        Ok(((), summary(&plan, n)))
+    })?;
+
+    out.step("start pod", || {
+        start(&settings, &podman, &plan, service, restart, status.is_some())
+    })?;
+    if service == Service::Direct {
+        out.warn(&format!(
+            "systemd is not running on this host, so the pod {} was started directly and will not come back after \
+             a reboot: run registry-up again after booting.",
+            settings.pod_name
+        ));
+    }
+
+    let ca_pem = desired.pki.ca_cert.as_bytes().to_vec();
+    let target = Target {
+        registry: settings.registry_host(),
+        ca_pem,
+    };
+    out.step("wait for registry", || {
+        rt.block_on(verify::wait_ready(&target, Duration::from_secs(args.wait_timeout)))
+            .map(|d| ((), d))
+            .map_err(|e| with_logs(e, &podman, &settings))
+    })?;
+
+    if !args.no_verify {
+        out.step("verify push/pull", || {
+            let trip = rt.block_on(verify::round_trip(
+                &target,
+                verify::DEFAULT_SIZE,
+                Duration::from_secs(60),
+            ))?;
+            Ok(((), trip.to_string()))
+        })?;
+    }
+
+    let ca = settings.ca_cert_path();
+    out.line(&format!(
+        "\nThe registry is up at https://{host}/ (pod {pod}).\n\
+         Clients trust it with the CA {ca}, for example:\n  \
+         mkdir -p /etc/containers/certs.d/{host} && cp {ca} /etc/containers/certs.d/{host}/ca.crt\n  \
+         podman push IMAGE {host}/NAME:TAG",
+        host = settings.registry_host(),
+        pod = settings.pod_name,
+        ca = ca.display()
+    ));
+    Ok(())
+}
+
+fn summary(plan: &Plan, written: usize) -> String {
+    let unchanged = plan
+        .files
+        .iter()
+        .filter(|c| c.action == plan::Action::Unchanged)
+        .count();
+    if plan.is_noop() {
+        format!("nothing changed ({unchanged} files up to date)")
+    } else {
+        format!("{written} written, {unchanged} unchanged")
+    }
+}
+
+fn start(
+    settings: &Settings,
+    podman: &Podman,
+    plan: &Plan,
+    service: Service,
+    restart: bool,
+    exists: bool,
+) -> Result<((), String)> {
+    match service {
+        Service::SystemdUnit => {
+            let unit = settings.unit_name();
+            let unit_changed = plan.writes().any(|c| c.file.root == Root::SystemdUnits);
+            crate::runtime::systemd::start(&unit, unit_changed, restart && exists)?;
+            Ok(((), format!("systemd unit {unit} enabled and started")))
+        }
+        Service::Direct if !restart => Ok(((), "healthy and unchanged: left running".into())),
+        Service::Direct => {
+            podman.play(&settings.pod_yaml_path())?;
+            let verb = if exists { "replaced" } else { "started" };
+            Ok(((), format!("{verb} with podman play kube")))
+        }
+    }
+}
+
+fn with_logs(e: Error, podman: &Podman, settings: &Settings) -> Error {
+    let mut message = e.message;
+    for c in [render::REGISTRY_CONTAINER, render::NGINX_CONTAINER] {
+        let name = format!("{}-{c}", settings.pod_name);
+        message.push_str(&format!(
+            "\n--- last lines of {name} ---\n{}",
+            podman.logs_tail(&name, 15)
+        ));
+    }
+    message.push_str("\nFix the cause shown above and run registry-up again.");
+    Error::runtime(message)
+}
+
+/// `registry-up render --out DIR`: the same files as `up`, into DIR, as they would be on the host.
+pub fn render_to(args: &RenderArgs) -> Result<()> {
+    let settings = Settings::from_args(&args.setup)?;
+    let out_dir = &args.out;
+    settings::check_writable(&[(out_dir, "--out")])?;
+    let podman = crate::runtime::which("podman")
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "/usr/bin/podman".into());
+    let desired = desired(&settings, out_dir, &podman, Service::SystemdUnit)?;
+    let dirs = ["", "ca", "tls", "nginx", "registry"]
+        .iter()
+        .map(|d| WantedDir {
+            path: out_dir.join(d),
+            mode: 0o700,
+            enforce_mode: !d.is_empty(),
+        })
+        .collect();
+    let files = desired.files.into_iter().map(|f| (out_dir.join(&f.rel), f)).collect();
+    let plan = plan::plan(dirs, files)?;
+    crate::apply::apply(&plan)?;
+    println!(
+        "Wrote the files for {} into {}:",
+        settings.registry_host(),
+        out_dir.display()
+    );
+    print!("{plan}");
+    println!(
+        "On the host, the files below {} go to {}, and {} to {}.",
+        out_dir.display(),
+        settings.config_dir.display(),
+        settings.unit_name(),
+        render::SYSTEM_UNIT_DIR
+    );
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! End-to-end fixture: a real appliance on real Podman, with everything it makes removed again.
+//!
+//! - Stand-in images are built once per run from Debian packages (tests/images/build.sh) and loaded from
+//!   their archives with `--image-archive`, as an air-gapped user would.
+//! - Each appliance gets a unique pod name, domain, port and temp folder, so tests run in parallel.
+//! - The domain resolves through a scoped /etc/hosts line tagged with this process's PID; it is removed
+//!   on drop, and lines and pods left by a crashed earlier run (dead PID) are removed on first use.
+//! - Podman runs with the test containers.conf (CONTAINERS_CONF), never /etc/containers.
+#![allow(dead_code)]
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_registry-up");
+const HOSTS: &str = "/etc/hosts";
+const HOSTS_TAG: &str = "# registry-up-e2e pid=";
+const POD_PREFIX: &str = "ru-e2e-";
+pub const REGISTRY_IMAGE: &str = "localhost/registry-up-test/registry:latest";
+pub const NGINX_IMAGE: &str = "localhost/registry-up-test/nginx:latest";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn containers_conf() -> PathBuf {
+    repo().join("tests/fixtures/containers.conf")
+}
+
+/// A command with the test Podman configuration.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("CONTAINERS_CONF", containers_conf());
+    cmd
+}
+
+pub fn podman(args: &[&str]) -> Output {
+    command("podman").args(args).output().expect("podman runs")
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Holds an exclusive flock on `path` while alive.
+struct FileLock(std::fs::File);
+
+impl FileLock {
+    fn new(path: &Path) -> Self {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .expect("lock file opens");
+        // SAFETY: a valid open file descriptor.
+        assert_eq!(
+            unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) },
+            0,
+            "flock {}",
+            path.display()
+        );
+        FileLock(file)
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Image archives of the stand-ins, built once per run (make test-images builds them ahead).
+pub fn image_archives() -> &'static [PathBuf; 2] {
+    static ARCHIVES: OnceLock<[PathBuf; 2]> = OnceLock::new();
+    ARCHIVES.get_or_init(|| {
+        let dir = repo().join("target/test-images");
+        let archives = [dir.join("registry.tar"), dir.join("nginx.tar")];
+        std::fs::create_dir_all(&dir).unwrap();
+        let _lock = FileLock::new(&dir.join(".lock"));
+        if !archives.iter().all(|a| a.is_file()) {
+            let out = command(repo().join("tests/images/build.sh"))
+                .arg(&dir)
+                .output()
+                .expect("build.sh runs");
+            assert!(
+                out.status.success(),
+                "building the stand-in images failed:\n{}{}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        archives
+    })
+}
+
+/// Removes what a crashed earlier run of these tests left: pods and hosts lines of dead PIDs.
+fn sweep_leftovers() {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    SWEPT.get_or_init(|| {
+        assert!(
+            unsafe { libc::geteuid() } == 0,
+            "the end-to-end tests need root (they run Podman rootful and edit /etc/hosts): run `make test` as root"
+        );
+        let out = podman(&["pod", "ps", "--format", "{{.Name}}"]);
+        for name in text(&out.stdout).lines() {
+            let Some(rest) = name.strip_prefix(POD_PREFIX) else {
+                continue;
+            };
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            if pid.is_some_and(|p| !pid_alive(p)) {
+                podman(&["pod", "rm", "-f", "-t", "0", name]);
+            }
+        }
+        edit_hosts(
+            |line| {
+                line.split(HOSTS_TAG)
+                    .nth(1)
+                    .and_then(|p| p.split_whitespace().next()?.parse::<u32>().ok())
+                    .is_some_and(|p| !pid_alive(p))
+            },
+            None,
+        );
+    });
+}
+
+/// Rewrites /etc/hosts in place (it may be a bind mount, so no rename), under a lock shared by all
+/// test processes: drops lines for which `drop` is true, then appends `add`.
+fn edit_hosts(drop: impl Fn(&str) -> bool, add: Option<&str>) {
+    let _lock = FileLock::new(Path::new("/tmp/registry-up-e2e-hosts.lock"));
+    let current = std::fs::read_to_string(HOSTS).unwrap_or_default();
+    let mut lines: Vec<&str> = current.lines().filter(|l| !drop(l)).collect();
+    if let Some(line) = add {
+        lines.push(line);
+    }
+    let mut new = lines.join("\n");
+    new.push('\n');
+    if new != current {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(HOSTS)
+            .expect("/etc/hosts opens for writing");
+        f.write_all(new.as_bytes()).expect("/etc/hosts written");
+    }
+}
+
+/// A hosts line mapping `name` to 127.0.0.1, removed on drop.
+pub struct HostsEntry {
+    line: String,
+}
+
+impl HostsEntry {
+    pub fn add(name: &str) -> Self {
+        let line = format!("127.0.0.1 {name} {HOSTS_TAG}{}", std::process::id());
+        edit_hosts(|_| false, Some(&line));
+        HostsEntry { line }
+    }
+}
+
+impl Drop for HostsEntry {
+    fn drop(&mut self) {
+        edit_hosts(|l| l == self.line, None);
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind(("0.0.0.0", 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One appliance under test: its own pod, domain, port and folders.
+pub struct Appliance {
+    pub pod: String,
+    pub domain: String,
+    pub port: u16,
+    pub tmp: tempfile::TempDir,
+    _hosts: HostsEntry,
+}
+
+impl Appliance {
+    pub fn new() -> Self {
+        sweep_leftovers();
+        image_archives();
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let pod = format!(
+            "{POD_PREFIX}{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        let domain = format!("{pod}.registry-up.test");
+        let hosts = HostsEntry::add(&domain);
+        let tmp = tempfile::Builder::new().prefix("registry-up-e2e-").tempdir().unwrap();
+        Appliance {
+            pod,
+            domain,
+            port: free_port(),
+            tmp,
+            _hosts: hosts,
+        }
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.tmp.path().join("config")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.tmp.path().join("data")
+    }
+
+    pub fn registry(&self) -> String {
+        format!("{}:{}", self.domain, self.port)
+    }
+
+    /// The arguments that make `up` target this appliance, with the stand-in images.
+    pub fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "--domain".into(),
+            self.domain.clone(),
+            "--port".into(),
+            self.port.to_string(),
+            "--pod-name".into(),
+            self.pod.clone(),
+            "--config-dir".into(),
+            self.config_dir().display().to_string(),
+            "--data-dir".into(),
+            self.data_dir().display().to_string(),
+            "--registry-image".into(),
+            REGISTRY_IMAGE.into(),
+            "--nginx-image".into(),
+            NGINX_IMAGE.into(),
+        ];
+        for archive in image_archives() {
+            args.push("--image-archive".into());
+            args.push(archive.display().to_string());
+        }
+        args
+    }
+
+    /// Runs the real binary: `registry-up <args> <extra>`.
+    pub fn run(&self, extra: &[&str]) -> Output {
+        command(BIN)
+            .args(self.args())
+            .args(extra)
+            .output()
+            .expect("registry-up runs")
+    }
+
+    /// Runs `up` and asserts it succeeded.
+    pub fn up(&self, extra: &[&str]) -> Output {
+        let out = self.run(extra);
+        assert!(
+            out.status.success(),
+            "registry-up failed ({:?}):\n{}\n{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        out
+    }
+
+    pub fn container(&self, name: &str) -> String {
+        format!("{}-{name}", self.pod)
+    }
+
+    /// `podman inspect --format FORMAT NAME`, trimmed.
+    pub fn inspect(&self, name: &str, format: &str) -> String {
+        let out = podman(&["inspect", "--format", format, name]);
+        assert!(out.status.success(), "podman inspect {name}: {}", text(&out.stderr));
+        text(&out.stdout).trim().to_string()
+    }
+
+    pub fn pod_exists(&self) -> bool {
+        podman(&["pod", "exists", &self.pod]).status.success()
+    }
+}
+
+impl Drop for Appliance {
+    fn drop(&mut self) {
+        if self.pod_exists() {
+            podman(&["pod", "rm", "-f", "-t", "0", &self.pod]);
+        }
+    }
+}
+
+/// Every file below `dir` with its modification time.
+pub fn mtimes(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                out.push((entry.path(), meta.modified().unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}

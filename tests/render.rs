@@ -1,0 +1,166 @@
+//! `registry-up render`: the real binary writes every file, and the real tools accept them: nginx -t
+//! with the real certificates, systemd-analyze verify, openssl verify. No Podman needed.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::text;
+
+fn render(out: &Path, extra: &[&str]) {
+    let output = Command::new(common::BIN)
+        .args([
+            "render",
+            "--domain",
+            "registry.example.com",
+            "--san",
+            "10.20.30.40",
+            "--port",
+            "8443",
+            "--out",
+        ])
+        .arg(out)
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output.stderr));
+}
+
+#[test]
+fn nginx_accepts_the_rendered_conf_with_real_certificates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    render(&out, &[]);
+    // The conf is written for the container's paths: point it at the rendered TLS files instead.
+    let conf = std::fs::read_to_string(out.join("nginx/registry.conf"))
+        .unwrap()
+        .replace("/etc/nginx/tls/", &format!("{}/", out.join("tls").display()));
+    let conf_path = tmp.path().join("registry.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    // A main nginx.conf like the official image's: conf.d included inside http {}.
+    let main = format!(
+        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  include {conf};\n}}\n",
+        dir = tmp.path().display(),
+        conf = conf_path.display()
+    );
+    let main_path = tmp.path().join("nginx.conf");
+    std::fs::write(&main_path, main).unwrap();
+    let result = Command::new("nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(&main_path)
+        .arg("-p")
+        .arg(tmp.path())
+        .output()
+        .expect("nginx is installed");
+    let stderr = text(&result.stderr);
+    assert!(result.status.success(), "nginx -t failed:\n{stderr}");
+    assert!(stderr.contains("test is successful"), "{stderr}");
+    assert!(!stderr.contains("[warn]"), "nginx warns:\n{stderr}");
+
+    // A broken certificate is caught by the same check, so the check can fail.
+    std::fs::write(out.join("tls/server.crt"), "not a certificate").unwrap();
+    let result = Command::new("nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(&main_path)
+        .arg("-p")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(!result.status.success(), "nginx -t must reject a broken certificate");
+}
+
+#[test]
+fn systemd_analyze_accepts_the_rendered_unit() {
+    let tmp = tempfile::tempdir().unwrap();
+    render(tmp.path(), &["--pod-name", "registry-pod"]);
+    let unit = tmp.path().join("registry-pod.service");
+    let result = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&unit)
+        .output()
+        .expect("systemd-analyze is installed");
+    assert!(result.status.success(), "{}", text(&result.stderr));
+    assert_eq!(
+        text(&result.stderr).trim(),
+        "",
+        "systemd-analyze verify printed warnings"
+    );
+
+    // An unknown key is reported on stderr by the same check, so the check can fail.
+    let broken = tmp.path().join("broken-pod.service");
+    let text_unit = std::fs::read_to_string(&unit)
+        .unwrap()
+        .replace("Restart=always", "Restart=always\nRestartTypo=1");
+    std::fs::write(&broken, text_unit).unwrap();
+    let result = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&broken)
+        .output()
+        .unwrap();
+    assert!(text(&result.stderr).contains("RestartTypo"), "{}", text(&result.stderr));
+}
+
+#[test]
+fn openssl_verifies_the_server_certificate_for_each_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    render(tmp.path(), &[]);
+    let ca = tmp.path().join("ca.crt");
+    let cert = tmp.path().join("tls/server.crt");
+    let verify = |flag: &str, value: &str| {
+        Command::new("openssl")
+            .args(["verify", "-purpose", "sslserver", flag, value, "-CAfile"])
+            .arg(&ca)
+            .arg(&cert)
+            .output()
+            .expect("openssl is installed")
+    };
+    for (flag, value) in [
+        ("-verify_hostname", "registry.example.com"),
+        ("-verify_ip", "10.20.30.40"),
+    ] {
+        let out = verify(flag, value);
+        assert!(
+            out.status.success(),
+            "{flag} {value}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        assert!(text(&out.stdout).contains(": OK"));
+    }
+    let out = verify("-verify_hostname", "other.example.com");
+    assert!(!out.status.success(), "a name not in the certificate must fail");
+
+    // The text form shows what a reviewer would check.
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    let dump = text(&out.stdout);
+    assert!(
+        dump.contains("DNS:registry.example.com, IP Address:10.20.30.40"),
+        "{dump}"
+    );
+    assert!(dump.contains("TLS Web Server Authentication"), "{dump}");
+    assert!(dump.contains("CA:FALSE"), "{dump}");
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&ca)
+        .output()
+        .unwrap();
+    let dump = text(&out.stdout);
+    assert!(dump.contains("CA:TRUE, pathlen:0"), "{dump}");
+    assert!(dump.contains("Certificate Sign, CRL Sign"), "{dump}");
+}
+
+#[test]
+fn render_twice_keeps_the_certificates_and_writes_nothing_new() {
+    let tmp = tempfile::tempdir().unwrap();
+    render(tmp.path(), &[]);
+    let before = common::mtimes(tmp.path());
+    render(tmp.path(), &[]);
+    assert_eq!(common::mtimes(tmp.path()), before);
+}
