@@ -228,3 +228,29 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
     }
     drop(taken);
 }
+
+#[test]
+fn a_proxy_that_never_answers_times_out_showing_both_containers_logs() {
+    let app = Appliance::new();
+    // The registry image in nginx's place: the pod starts, but nothing serves TLS on the port.
+    let out = app.run(&["--nginx-image", common::REGISTRY_IMAGE, "--wait-timeout", "3"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains(&format!("did not answer at https://{}/v2/ within 3 s", app.registry())),
+        "{stderr}"
+    );
+    for c in ["registry", "nginx"] {
+        assert!(
+            stderr.contains(&format!("--- last lines of {} ---", app.container(c))),
+            "{stderr}"
+        );
+    }
+    // Each section holds the container's own log lines (both run the registry binary here).
+    for section in stderr.split("--- last lines of ").skip(1) {
+        assert!(
+            section.lines().nth(1).is_some_and(|l| l.contains("msg=")),
+            "a log section is empty:\n{stderr}"
+        );
+    }
+}
