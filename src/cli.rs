@@ -31,6 +31,9 @@ pub enum Command {
     Up(UpArgs),
     /// Write every file `up` would write into a folder, without touching the system.
     Render(RenderArgs),
+    /// Check a registry end to end: name, TCP, TLS, API, push/pull round trip, pod health; --deep walks
+    /// every stored image.
+    Verify(VerifyArgs),
 }
 
 /// What the appliance is: shared by `up` and `render`.
@@ -99,4 +102,47 @@ pub struct RenderArgs {
     /// Folder to write into (created if missing; existing certificates in it are reused).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct VerifyArgs {
+    /// Registry to check; default: the appliance installed on this host (from its state.json).
+    #[arg(long, value_name = "NAME|IP")]
+    pub domain: Option<String>,
+
+    /// Port of that registry; default: the appliance's, else 443.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
+
+    /// CA certificate (PEM) to trust; default: the appliance's CA, else the system's roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// Where the installed appliance keeps its state.
+    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Also walk every repository, tag, manifest and blob: the "nothing lost" check.
+    #[arg(long)]
+    pub deep: bool,
+
+    /// Tags checked at once by --deep.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(usize))]
+    pub jobs: usize,
+
+    /// Print one JSON document instead of text (schema in the README).
+    #[arg(long)]
+    pub json: bool,
+
+    /// Count warnings as failures.
+    #[arg(long)]
+    pub strict: bool,
+
+    /// Seconds the whole run may take; every network step is bounded by it.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    pub timeout: u64,
+
+    /// Size of the test image's layer, e.g. 1MiB, 512MiB, 1GiB.
+    #[arg(long, default_value = "1MiB")]
+    pub size: String,
 }

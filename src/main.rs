@@ -31,6 +31,11 @@ fn main() {
         None => up::run(&cli.up, &rt),
         Some(Command::Up(args)) => up::run(args, &rt),
         Some(Command::Render(args)) => up::render_to(args),
+        Some(Command::Verify(args)) => verify::command(args, &rt).map(|code| {
+            if code != 0 {
+                std::process::exit(code);
+            }
+        }),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -193,10 +193,10 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         ));
     }
 
-    let ca_pem = desired.pki.ca_cert.as_bytes().to_vec();
     let target = Target {
-        registry: settings.registry_host(),
-        ca_pem,
+        host: settings.domain.url_host(),
+        port: settings.port,
+        ca_pem: Some(desired.pki.ca_cert.as_bytes().to_vec()),
     };
     out.step("wait for registry", || {
         rt.block_on(verify::wait_ready(&target, Duration::from_secs(args.wait_timeout)))
@@ -211,7 +211,8 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
                 verify::DEFAULT_SIZE,
                 Duration::from_secs(60),
             ))?;
-            Ok(((), trip.to_string()))
+            trip.cleanup.as_ref().map_err(|e| Error::verify(e.message.clone()))?;
+            Ok(((), trip.summary()))
         })?;
     }
 

@@ -147,6 +147,14 @@ impl Podman {
         )))
     }
 
+    /// How often Podman restarted a container.
+    pub fn restart_count(&self, container: &str) -> Option<u64> {
+        let text = self
+            .run(&["inspect", "--format", "{{.RestartCount}}", container])
+            .ok()?;
+        text.trim().parse().ok()
+    }
+
     /// The last lines a container wrote, for a failure report.
     pub fn logs_tail(&self, container: &str, lines: u32) -> String {
         match self.output(&["logs", "--tail", &lines.to_string(), container]) {

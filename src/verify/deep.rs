@@ -1,0 +1,227 @@
+//! `verify --deep`: the "nothing lost" walk. Every repository of the catalog, every tag, every manifest
+//! (and every child of an index) fetched and its digest checked, every referenced blob HEADed.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use super::report::{Deep, Problem};
+use super::target::{chain, Target};
+
+const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+    application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
+const PAGE: usize = 100;
+
+fn sha256(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    format!(
+        "sha256:{}",
+        d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+/// The next page of a paginated listing, from the Link header.
+fn next_link(resp: &reqwest::Response) -> Option<String> {
+    let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
+    let (url, rel) = link.split_once(';')?;
+    rel.contains("next")
+        .then(|| url.trim().trim_start_matches('<').trim_end_matches('>').to_string())
+}
+
+/// Follows `Link: rel="next"` through every page, collecting the strings under `key`.
+async fn paginate(http: &reqwest::Client, target: &Target, first: String, key: &str) -> Result<Vec<String>, String> {
+    let mut items = Vec::new();
+    let mut next = Some(first);
+    while let Some(path) = next.take() {
+        let url = if path.starts_with("http") {
+            path
+        } else {
+            target.url(&path)
+        };
+        let resp = http
+            .get(&url)
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {}", chain(&e)))?;
+        let status = resp.status();
+        if status.as_u16() == 404 && key == "tags" {
+            // A repository whose every tag was deleted: nothing to check.
+            return Ok(items);
+        }
+        if !status.is_success() {
+            return Err(format!("{url} answered HTTP {status}"));
+        }
+        next = next_link(&resp);
+        let body: Value = resp.json().await.map_err(|e| format!("{url}: not JSON ({e})"))?;
+        items.extend(
+            body[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from)),
+        );
+    }
+    Ok(items)
+}
+
+/// What checking one tag found.
+#[derive(Default)]
+struct TagResult {
+    manifests: usize,
+    blobs: BTreeSet<(String, String)>,
+    problems: Vec<Problem>,
+}
+
+struct TagWalk<'a> {
+    http: &'a reqwest::Client,
+    target: &'a Target,
+    repo: &'a str,
+    tag: &'a str,
+    result: TagResult,
+}
+
+impl TagWalk<'_> {
+    fn problem(&mut self, digest: &str, problem: String) {
+        self.result.problems.push(Problem {
+            repository: self.repo.to_string(),
+            tag: self.tag.to_string(),
+            digest: digest.to_string(),
+            problem,
+        });
+    }
+
+    /// Fetches a manifest by tag or digest; checks its digest; walks what it references.
+    async fn manifest(&mut self, reference: &str, depth: u8) {
+        let url = self.target.url(&format!("/v2/{}/manifests/{reference}", self.repo));
+        let resp = match self.http.get(&url).header(reqwest::header::ACCEPT, ACCEPT).send().await {
+            Ok(r) => r,
+            Err(e) => return self.problem(reference, format!("manifest request failed: {}", chain(&e))),
+        };
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return self.problem(reference, "manifest missing".into());
+        }
+        if status != 200 {
+            return self.problem(reference, format!("manifest answered HTTP {status}"));
+        }
+        let header_digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) => return self.problem(reference, format!("manifest download failed: {}", chain(&e))),
+        };
+        self.result.manifests += 1;
+        let actual = sha256(&body);
+        let expected = if reference.starts_with("sha256:") {
+            Some(reference.to_string())
+        } else {
+            header_digest
+        };
+        if let Some(expected) = &expected {
+            if *expected != actual {
+                return self.problem(expected, format!("manifest corrupt: its content hashes to {actual}"));
+            }
+        }
+        let json: Value = match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => return self.problem(&actual, format!("manifest is not JSON ({e})")),
+        };
+        if let Some(children) = json["manifests"].as_array() {
+            if depth > 2 {
+                return self.problem(&actual, "image index nested too deep".into());
+            }
+            for child in children {
+                if let Some(d) = child["digest"].as_str() {
+                    Box::pin(self.manifest(d, depth + 1)).await;
+                }
+            }
+            return;
+        }
+        let mut blobs: Vec<String> = Vec::new();
+        blobs.extend(json["config"]["digest"].as_str().map(String::from));
+        for layer in json["layers"].as_array().into_iter().flatten() {
+            blobs.extend(layer["digest"].as_str().map(String::from));
+        }
+        // Docker schema 1, should an old registry still hold one.
+        for layer in json["fsLayers"].as_array().into_iter().flatten() {
+            blobs.extend(layer["blobSum"].as_str().map(String::from));
+        }
+        for blob in blobs {
+            self.blob(&blob).await;
+        }
+    }
+
+    async fn blob(&mut self, digest: &str) {
+        self.result.blobs.insert((self.repo.to_string(), digest.to_string()));
+        let url = self.target.url(&format!("/v2/{}/blobs/{digest}", self.repo));
+        match self.http.head(&url).send().await {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) if r.status().as_u16() == 404 => self.problem(digest, "blob missing".into()),
+            Ok(r) => self.problem(digest, format!("blob answered HTTP {}", r.status().as_u16())),
+            Err(e) => self.problem(digest, format!("blob request failed: {}", chain(&e))),
+        }
+    }
+}
+
+/// Walks the whole registry with at most `jobs` tags in flight. `show_progress`: draw a bar (a terminal,
+/// and not --json).
+pub async fn walk(target: &Target, timeout: Duration, jobs: usize, show_progress: bool) -> Result<Deep, String> {
+    let http = target.http_client(timeout).map_err(|e| e.message)?;
+    let repos = paginate(&http, target, format!("/v2/_catalog?n={PAGE}"), "repositories").await?;
+    let mut work = Vec::new();
+    for repo in &repos {
+        for tag in paginate(&http, target, format!("/v2/{repo}/tags/list?n={PAGE}"), "tags").await? {
+            work.push((repo.clone(), tag));
+        }
+    }
+    let bar = if show_progress {
+        ProgressBar::new(work.len() as u64)
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tags checked {msg}").expect("valid template"));
+    let semaphore = Arc::new(Semaphore::new(jobs.max(1)));
+    let http = Arc::new(http);
+    let target = Arc::new(target.clone());
+    let mut set = tokio::task::JoinSet::new();
+    let tags = work.len();
+    for (repo, tag) in work {
+        let (semaphore, http, target, bar) = (semaphore.clone(), http.clone(), target.clone(), bar.clone());
+        set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+            let mut walk = TagWalk {
+                http: &http,
+                target: &target,
+                repo: &repo,
+                tag: &tag,
+                result: TagResult::default(),
+            };
+            walk.manifest(&tag, 0).await;
+            bar.inc(1);
+            walk.result
+        });
+    }
+    let mut deep = Deep {
+        repositories: repos.len(),
+        tags,
+        ..Default::default()
+    };
+    let mut blobs = BTreeSet::new();
+    while let Some(done) = set.join_next().await {
+        let result = done.map_err(|e| format!("a check task failed: {e}"))?;
+        deep.manifests += result.manifests;
+        blobs.extend(result.blobs);
+        deep.problems.extend(result.problems);
+    }
+    bar.finish_and_clear();
+    deep.blobs = blobs.len();
+    deep.problems.sort();
+    Ok(deep)
+}

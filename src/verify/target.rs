@@ -1,0 +1,109 @@
+//! The registry under test as a client sees it, and the HTTPS clients that trust only its CA.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::{Client, Reference};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Host part: a DNS name or an IP address (IPv6 in brackets).
+    pub host: String,
+    pub port: u16,
+    /// PEM of the CA(s) to trust; None trusts the system's roots.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
+impl Target {
+    /// `host:port` as in image references.
+    pub fn registry(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.registry())
+    }
+
+    pub fn reference(&self, repository: &str, tag: &str) -> Result<Reference> {
+        let text = format!("{}/{repository}:{tag}", self.registry());
+        Reference::from_str(&text).map_err(|e| Error::usage(format!("'{text}' is not a valid image reference ({e}).")))
+    }
+
+    pub fn http_client(&self, timeout: Duration) -> Result<reqwest::Client> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout);
+        if let Some(pem) = &self.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| Error::usage(format!("The CA file cannot be read as PEM certificates ({e}).")))?;
+            builder = builder.tls_certs_only(certs);
+        }
+        builder
+            .build()
+            .map_err(|e| Error::usage(format!("Could not set up the HTTPS client ({}).", chain(&e))))
+    }
+
+    pub fn oci_client(&self, timeout: Duration) -> Result<Client> {
+        let tls_certs_only = self
+            .ca_pem
+            .iter()
+            .map(|pem| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data: pem.clone(),
+            })
+            .collect();
+        // try_from, not new: new() silently falls back to defaults on a bad certificate.
+        Client::try_from(ClientConfig {
+            protocol: ClientProtocol::Https,
+            tls_certs_only,
+            connect_timeout: Some(timeout.min(Duration::from_secs(10))),
+            read_timeout: Some(timeout),
+            ..Default::default()
+        })
+        .map_err(|e| Error::usage(format!("The CA certificate cannot be used ({e}): check the CA file.")))
+    }
+}
+
+/// An error with its causes, which is where reqwest and rustls put the useful part.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Polls `https://REGISTRY/v2/` until it answers 200 (or 401, with auth on), or `timeout` passes.
+pub async fn wait_ready(target: &Target, timeout: Duration) -> Result<String> {
+    let client = target.http_client(Duration::from_secs(5))?;
+    let start = Instant::now();
+    let mut last = String::from("no answer yet");
+    while start.elapsed() < timeout {
+        match client.get(target.url("/v2/")).send().await {
+            Ok(resp) if matches!(resp.status().as_u16(), 200 | 401) => {
+                return Ok(format!(
+                    "HTTP {} from https://{}/v2/",
+                    resp.status().as_u16(),
+                    target.registry()
+                ));
+            }
+            Ok(resp) => last = format!("HTTP {}", resp.status()),
+            Err(e) => last = chain(&e),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(Error::runtime(format!(
+        "The registry did not answer at https://{}/v2/ within {} s (last: {last}).",
+        target.registry(),
+        timeout.as_secs()
+    )))
+}

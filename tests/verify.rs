@@ -1,0 +1,421 @@
+//! `registry-up verify` against a real appliance: what `--deep` finds, how TLS problems are named,
+//! what a stopped registry or a hung server looks like, and the JSON document.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{podman, text, Appliance};
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use serde_json::Value;
+
+fn skopeo(args: &[&str]) -> String {
+    let out = common::command("skopeo").args(args).output().expect("skopeo runs");
+    assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// `registry-up verify --config-dir <the appliance's> ARGS --json`: exit code and parsed report.
+fn verify_json(app: &Appliance, args: &[&str]) -> (i32, Value) {
+    let out = common::command(common::BIN)
+        .arg("verify")
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --json printed no JSON ({e}):\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), report)
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
+}
+
+/// The documented schema (README, "verify --json"), key for key.
+fn assert_schema(report: &Value) {
+    let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<BTreeSet<_>>();
+    let set = |names: &[&str]| names.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    let mut top = set(&["schema", "registry", "status", "checks", "summary"]);
+    if report.get("deep").is_some() {
+        top.insert("deep".into());
+    }
+    assert_eq!(keys(report), top);
+    assert_eq!(report["schema"], "registry-up.verify/v1");
+    assert!(["pass", "warn", "fail"].contains(&report["status"].as_str().unwrap()));
+    for c in report["checks"].as_array().unwrap() {
+        assert_eq!(keys(c), set(&["name", "status", "detail", "duration_ms"]), "{c}");
+        assert!(
+            ["pass", "warn", "fail", "skip"].contains(&c["status"].as_str().unwrap()),
+            "{c}"
+        );
+        assert!(c["duration_ms"].is_u64() && c["name"].is_string() && c["detail"].is_string());
+    }
+    assert_eq!(
+        keys(&report["summary"]),
+        set(&["passed", "warned", "failed", "skipped", "duration_ms"])
+    );
+    if let Some(deep) = report.get("deep") {
+        assert_eq!(
+            keys(deep),
+            set(&["repositories", "tags", "manifests", "blobs", "problems"])
+        );
+        for p in deep["problems"].as_array().unwrap() {
+            assert_eq!(keys(p), set(&["repository", "tag", "digest", "problem"]));
+        }
+    }
+    let count = |s: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == s)
+            .count() as u64
+    };
+    assert_eq!(report["summary"]["passed"], count("pass"));
+    assert_eq!(report["summary"]["failed"], count("fail"));
+}
+
+#[test]
+fn deep_checks_every_image_and_names_exactly_what_a_lost_blob_breaks() {
+    let app = Appliance::new();
+    app.up(&[]);
+    let cert_dir = app.config_dir().display().to_string();
+    let [registry_tar, nginx_tar] = common::image_archives();
+    let push = |archive: &Path, dest: &str| {
+        skopeo(&[
+            "copy",
+            "-q",
+            "--dest-cert-dir",
+            &cert_dir,
+            &format!("oci-archive:{}", archive.display()),
+            &format!("docker://{}/{dest}", app.registry()),
+        ]);
+    };
+    push(nginx_tar, "e2e/nginx:1");
+    push(nginx_tar, "e2e/nginx:2");
+    push(registry_tar, "e2e/registry:1");
+    push(registry_tar, "other/registry:latest");
+    // An image index with two platform manifests, pushed by podman.
+    let list = format!("{}-list", app.pod);
+    assert!(podman(&["manifest", "create", &list]).status.success());
+    for (arch, archive) in [("amd64", nginx_tar), ("arm64", registry_tar)] {
+        let out = podman(&[
+            "manifest",
+            "add",
+            "--arch",
+            arch,
+            &list,
+            &format!("oci-archive:{}", archive.display()),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+    let out = podman(&[
+        "manifest",
+        "push",
+        "--all",
+        "--cert-dir",
+        &cert_dir,
+        &list,
+        &format!("docker://{}/multi/app:1", app.registry()),
+    ]);
+    podman(&["manifest", "rm", &list]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let (code, report) = verify_json(&app, &["--deep", "--jobs", "3"]);
+    assert_schema(&report);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(check(&report, "deep")["status"], "pass");
+    let deep = &report["deep"];
+    // Four repositories pushed, plus the one verification uses (its manifests are deleted after each run).
+    assert_eq!(deep["repositories"], 5, "{deep}");
+    assert_eq!(deep["tags"], 5, "{deep}");
+    // Four image tags, the index and its two children.
+    assert_eq!(deep["manifests"], 7, "{deep}");
+    // Config + layer per repository and image: e2e/nginx 2, e2e/registry 2, other/registry 2, multi/app 4.
+    assert_eq!(deep["blobs"], 10, "{deep}");
+    assert_eq!(deep["problems"].as_array().unwrap().len(), 0);
+
+    // Lose the registry image's layer on disk: exactly the tags that reference it are named.
+    let layer = skopeo(&[
+        "inspect",
+        "--cert-dir",
+        &cert_dir,
+        "--format",
+        "{{index .Layers 0}}",
+        &format!("docker://{}/e2e/registry:1", app.registry()),
+    ]);
+    let layer = layer.trim().to_string();
+    let hex = layer.strip_prefix("sha256:").unwrap();
+    let data = app
+        .data_dir()
+        .join(format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+    std::fs::remove_file(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+
+    let (code, report) = verify_json(&app, &["--deep"]);
+    assert_schema(&report);
+    assert_eq!(code, 1, "a lost blob fails verify");
+    assert_eq!(report["status"], "fail");
+    assert_eq!(check(&report, "deep")["status"], "fail");
+    let found: BTreeSet<(String, String, String, String)> = report["deep"]["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap().to_string();
+            (s("repository"), s("tag"), s("digest"), s("problem"))
+        })
+        .collect();
+    let expected: BTreeSet<_> = [("e2e/registry", "1"), ("multi/app", "1"), ("other/registry", "latest")]
+        .iter()
+        .map(|(r, t)| (r.to_string(), t.to_string(), layer.clone(), "blob missing".to_string()))
+        .collect();
+    assert_eq!(found, expected);
+
+    // The text form names them too, one per line.
+    let out = common::command(common::BIN)
+        .arg("verify")
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .arg("--deep")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains(&format!("other/registry:latest {layer} blob missing")),
+        "{stdout}"
+    );
+}
+
+/// Writes a server certificate for the appliance signed by its own CA, valid from..until, and makes
+/// nginx load it.
+fn install_server_cert(app: &Appliance, not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) {
+    let cfg = app.config_dir();
+    let ca_key = KeyPair::from_pem(&std::fs::read_to_string(cfg.join("ca/ca.key")).unwrap()).unwrap();
+    let issuer = Issuer::from_ca_cert_pem(&std::fs::read_to_string(cfg.join("ca.crt")).unwrap(), ca_key).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![app.domain.clone()]).unwrap();
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::write(cfg.join("tls/server.crt"), cert.pem()).unwrap();
+    std::fs::write(cfg.join("tls/server.key"), key.serialize_pem()).unwrap();
+    let out = podman(&["exec", &app.container("nginx"), "nginx", "-s", "reload"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+fn other_ca(dir: &Path) -> std::path::PathBuf {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec![]).unwrap();
+    params.distinguished_name.push(DnType::CommonName, "Some Other CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
+    let path = dir.join("other-ca.crt");
+    std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+    path
+}
+
+#[test]
+fn tls_problems_fail_their_own_check_and_name_the_cause() {
+    let app = Appliance::new();
+    app.up(&["--no-verify"]);
+
+    // A CA that did not sign the server certificate.
+    let other = other_ca(app.tmp.path());
+    let (code, report) = verify_json(&app, &["--ca", other.to_str().unwrap()]);
+    assert_schema(&report);
+    assert_eq!(code, 1);
+    let chain = check(&report, "certificate-chain");
+    assert_eq!(chain["status"], "fail", "{chain}");
+    let detail = chain["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("unknown issuer") && detail.contains("registry-up CA for"),
+        "{detail}"
+    );
+    assert_eq!(check(&report, "round-trip")["status"], "skip");
+
+    // A name the certificate does not cover.
+    let (code, report) = verify_json(
+        &app,
+        &[
+            "--domain",
+            "127.0.0.1",
+            "--port",
+            &app.port.to_string(),
+            "--ca",
+            app.config_dir().join("ca.crt").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1);
+    let name = check(&report, "certificate-name");
+    assert_eq!(name["status"], "fail");
+    assert!(
+        name["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("does not cover 127.0.0.1: it names only {}", app.domain)),
+        "{name}"
+    );
+    assert_eq!(check(&report, "certificate-chain")["status"], "pass");
+
+    // Expired.
+    let date = |y, m, d| rcgen::date_time_ymd(y, m, d);
+    install_server_cert(&app, date(2020, 1, 1), date(2021, 1, 1));
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 1);
+    let expiry = check(&report, "certificate-expiry");
+    assert_eq!(expiry["status"], "fail");
+    assert!(
+        expiry["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expired on 2021-01-01 00:00 UTC"),
+        "{expiry}"
+    );
+    assert_eq!(
+        check(&report, "certificate-chain")["status"],
+        "pass",
+        "an expired certificate is not a chain problem"
+    );
+
+    // Not yet valid.
+    install_server_cert(&app, date(2099, 6, 1), date(2100, 1, 1));
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 1);
+    let expiry = check(&report, "certificate-expiry");
+    assert_eq!(expiry["status"], "fail");
+    assert!(
+        expiry["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not valid before 2099-06-01 00:00 UTC"),
+        "{expiry}"
+    );
+
+    // Expiring soon: a warning, which --strict turns into a failure.
+    let now = time::OffsetDateTime::now_utc();
+    install_server_cert(&app, now - time::Duration::days(1), now + time::Duration::days(10));
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 0, "warnings pass: {report:#}");
+    assert_eq!(report["status"], "warn");
+    assert_eq!(check(&report, "certificate-expiry")["status"], "warn");
+    let (code, report) = verify_json(&app, &["--strict"]);
+    assert_eq!((code, report["status"].as_str()), (1, Some("fail")));
+}
+
+#[test]
+fn a_stopped_registry_fails_the_round_trip_and_pod_health_within_the_timeout() {
+    let app = Appliance::new();
+    app.up(&["--no-verify"]);
+    assert!(podman(&["stop", "-t", "0", &app.container("registry")])
+        .status
+        .success());
+    let start = Instant::now();
+    let (code, report) = verify_json(&app, &["--timeout", "20"]);
+    let took = start.elapsed();
+    assert_schema(&report);
+    assert_eq!(code, 1);
+    assert!(took < Duration::from_secs(25), "verify took {took:?} with --timeout 20");
+    let trip = check(&report, "round-trip");
+    assert_eq!(trip["status"], "fail");
+    assert!(
+        trip["detail"]
+            .as_str()
+            .unwrap()
+            .contains("registry container behind it is not running"),
+        "{trip}"
+    );
+    assert!(!trip["detail"].as_str().unwrap().contains('\n'), "one line: {trip}");
+    let pod = check(&report, "pod");
+    assert_eq!(pod["status"], "fail");
+    assert!(
+        pod["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{} exited", app.container("registry"))),
+        "{pod}"
+    );
+}
+
+#[test]
+fn a_hung_server_never_hangs_verify() {
+    // Accepts connections and never says a word.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let tmp = tempfile::tempdir().unwrap();
+    let ca = other_ca(tmp.path());
+    let start = Instant::now();
+    let out = common::command(common::BIN)
+        .args([
+            "verify",
+            "--domain",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--ca",
+            ca.to_str().unwrap(),
+            "--timeout",
+            "3",
+            "--json",
+        ])
+        .arg("--config-dir")
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(8), "verify took {took:?} with --timeout 3");
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_schema(&report);
+    assert_eq!(check(&report, "tcp")["status"], "pass");
+    assert_eq!(check(&report, "tls")["status"], "fail");
+    drop(listener);
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        common::command(common::BIN)
+            .arg("verify")
+            .arg("--config-dir")
+            .arg(tmp.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("No appliance is installed here"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = run(&["--domain", "x.example", "--ca", "/nonexistent/ca.crt"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("Cannot read the CA file /nonexistent/ca.crt"));
+    let bad = tmp.path().join("bad.crt");
+    std::fs::write(&bad, "hello").unwrap();
+    let out = run(&["--domain", "x.example", "--ca", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let out = run(&["--domain", "x.example", "--size", "lots"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["--domain", "bad_name"]);
+    assert_eq!(out.status.code(), Some(2));
+}
