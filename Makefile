@@ -8,6 +8,8 @@ export CONTAINERS_CONF ?= $(CURDIR)/tests/fixtures/containers.conf
 
 DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar
 IMAGES := target/test-images/registry.tar target/test-images/nginx.tar
+# A second build with another tag: the "new version" for upgrade tests.
+IMAGES_V2 := target/test-images/v2/registry.tar target/test-images/v2/nginx.tar
 
 DEMO_PORT ?= 8443
 DEMO_DIR := $(CURDIR)/target/demo
@@ -24,9 +26,11 @@ deps:
 	fi
 
 # Offline stand-ins for registry:2 and nginx:alpine, built from Debian packages (tests/images/build.sh).
-test-images: $(IMAGES)
+test-images: $(IMAGES) $(IMAGES_V2)
 $(IMAGES) &: tests/images/build.sh
 	tests/images/build.sh target/test-images
+$(IMAGES_V2) &: tests/images/build.sh
+	tests/images/build.sh target/test-images/v2 v2
 
 build:
 	$(CARGO) build --release --locked

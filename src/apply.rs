@@ -26,6 +26,11 @@ pub fn apply(plan: &Plan) -> Result<usize> {
         // Explicit, so that a restrictive umask does not decide the mode.
         fs::set_permissions(&dir.path, fs::Permissions::from_mode(dir.mode)).map_err(|e| write_error(&dir.path, e))?;
     }
+    // A run killed half-way may have left its temp files: nobody else names files like ours.
+    let dirs: std::collections::BTreeSet<&Path> = plan.files.iter().filter_map(|c| c.path.parent()).collect();
+    for dir in dirs {
+        remove_stale_temp_files(dir);
+    }
     // The state file goes last: it records a finished apply.
     let mut writes: Vec<_> = plan.writes().collect();
     writes.sort_by_key(|c| c.file.rel == STATE);
@@ -37,6 +42,20 @@ pub fn apply(plan: &Plan) -> Result<usize> {
     Ok(writes.len())
 }
 
+fn temp_name(name: &str, pid: u32) -> String {
+    format!(".{name}.registry-up-{pid}.tmp")
+}
+
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".registry-up-") && name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes `contents` to `path` with `mode`, atomically.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("/"));
@@ -44,7 +63,7 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.registry-up-{}.tmp", std::process::id()));
+    let tmp = dir.join(temp_name(&name, std::process::id()));
     let result = (|| {
         // Created with the final mode: a key is never readable by others, not even for a moment.
         let mut file = OpenOptions::new()

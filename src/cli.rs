@@ -4,8 +4,6 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::settings::{DEFAULT_NGINX_IMAGE, DEFAULT_REGISTRY_IMAGE};
-
 #[derive(Parser, Debug)]
 #[command(
     name = "registry-up",
@@ -34,42 +32,63 @@ pub enum Command {
     /// Check a registry end to end: name, TCP, TLS, API, push/pull round trip, pod health; --deep walks
     /// every stored image.
     Verify(VerifyArgs),
+    /// Show the installed appliance: settings, pod and containers, images, certificate, disk, systemd.
+    Status(StatusArgs),
+    /// Stop the appliance and remove its unit; keeps data, certificates and settings unless --purge.
+    Down(DownArgs),
 }
 
-/// What the appliance is: shared by `up` and `render`.
-#[derive(Args, Debug, Clone)]
+/// What the appliance is: shared by `up` and `render`. On a re-run, a flag left out keeps the value of
+/// the installed appliance (its state.json); only a first run falls back to the defaults shown.
+#[derive(Args, Debug, Clone, Default)]
 pub struct SetupArgs {
-    /// DNS name or IP address clients use to reach the registry.
-    #[arg(long, required = true, value_name = "NAME|IP")]
+    /// DNS name or IP address clients use to reach the registry (required on the first run).
+    #[arg(long, value_name = "NAME|IP")]
     pub domain: Option<String>,
 
-    /// Another name or IP address the certificate covers (repeatable).
+    /// Another name or IP address the certificate covers (repeatable; replaces the installed list).
     #[arg(long = "san", value_name = "NAME|IP")]
     pub sans: Vec<String>,
 
-    /// Host port nginx listens on (TLS).
-    #[arg(long, default_value_t = 443, value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    /// Host port nginx listens on (TLS) [default: 443].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub port: Option<u16>,
 
-    /// Registry image (the CNCF distribution registry).
-    #[arg(long, default_value = DEFAULT_REGISTRY_IMAGE, value_name = "REF")]
-    pub registry_image: String,
+    /// Registry image (the CNCF distribution registry) [default: pinned registry:2, see README].
+    #[arg(long, value_name = "REF")]
+    pub registry_image: Option<String>,
 
-    /// nginx image for the TLS proxy.
-    #[arg(long, default_value = DEFAULT_NGINX_IMAGE, value_name = "REF")]
-    pub nginx_image: String,
+    /// nginx image for the TLS proxy [default: pinned nginx alpine, see README].
+    #[arg(long, value_name = "REF")]
+    pub nginx_image: Option<String>,
 
-    /// Name of the Podman pod (also names the systemd unit NAME.service).
-    #[arg(long, default_value = "registry-pod", value_name = "NAME")]
-    pub pod_name: String,
+    /// Name of the Podman pod, also of the systemd unit NAME.service [default: registry-pod].
+    #[arg(long, value_name = "NAME")]
+    pub pod_name: Option<String>,
 
-    /// Where certificates, secrets and configuration live.
+    /// Where certificates, secrets, configuration and state.json live.
     #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
     pub config_dir: PathBuf,
 
-    /// Where the registry stores images.
-    #[arg(long, default_value = "/var/lib/registry-up/data", value_name = "DIR")]
-    pub data_dir: PathBuf,
+    /// Where the registry stores images [default: /var/lib/registry-up/data].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Require a user name and password (htpasswd, bcrypt) to push and pull.
+    #[arg(long, overrides_with = "no_auth")]
+    pub auth: bool,
+
+    /// Turn authentication off again.
+    #[arg(long, overrides_with = "auth")]
+    pub no_auth: bool,
+
+    /// User created with --auth [default: admin].
+    #[arg(long, value_name = "NAME")]
+    pub auth_user: Option<String>,
+
+    /// Read the --auth user's password from standard input instead of generating one.
+    #[arg(long)]
+    pub auth_password_stdin: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -122,6 +141,10 @@ pub struct VerifyArgs {
     #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
     pub config_dir: PathBuf,
 
+    /// User to log in as; the password is read from standard input. Default: the appliance's --auth user.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+
     /// Also walk every repository, tag, manifest and blob: the "nothing lost" check.
     #[arg(long)]
     pub deep: bool,
@@ -145,4 +168,30 @@ pub struct VerifyArgs {
     /// Size of the test image's layer, e.g. 1MiB, 512MiB, 1GiB.
     #[arg(long, default_value = "1MiB")]
     pub size: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Where the installed appliance keeps its state.
+    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DownArgs {
+    /// Where the installed appliance keeps its state.
+    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Also delete the data (every image), the certificates, the secrets and the settings.
+    #[arg(long)]
+    pub purge: bool,
+
+    /// Do not ask before --purge deletes.
+    #[arg(long)]
+    pub yes: bool,
 }

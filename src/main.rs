@@ -2,6 +2,7 @@
 
 mod apply;
 mod cli;
+mod down;
 mod error;
 mod host;
 mod pki;
@@ -9,7 +10,9 @@ mod plan;
 mod render;
 mod report;
 mod runtime;
+mod secrets;
 mod settings;
+mod status;
 mod sys;
 mod up;
 mod verify;
@@ -19,6 +22,11 @@ use clap::Parser;
 use crate::cli::{Cli, Command};
 
 fn main() {
+    // Like other Unix filters: a closed pipe (`registry-up status | head`) ends the process quietly.
+    // SAFETY: setting a signal disposition to its default at start-up, before any threads exist.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // One crypto provider for the whole process (rcgen, rustls, reqwest all use ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
@@ -31,14 +39,19 @@ fn main() {
         None => up::run(&cli.up, &rt),
         Some(Command::Up(args)) => up::run(args, &rt),
         Some(Command::Render(args)) => up::render_to(args),
-        Some(Command::Verify(args)) => verify::command(args, &rt).map(|code| {
-            if code != 0 {
-                std::process::exit(code);
-            }
-        }),
+        Some(Command::Verify(args)) => verify::command(args, &rt).map(exit_with),
+        Some(Command::Status(args)) => status::command(args).map(exit_with),
+        Some(Command::Down(args)) => down::command(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(e.code as i32);
+    }
+}
+
+/// Exits with `code` unless it is 0 (for commands whose result is a code, not an error).
+fn exit_with(code: i32) {
+    if code != 0 {
+        std::process::exit(code);
     }
 }

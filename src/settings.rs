@@ -8,6 +8,7 @@ use oci_client::Reference;
 use crate::cli::SetupArgs;
 use crate::error::{Error, Result};
 use crate::host::HostName;
+use crate::render::State;
 
 /// Pinned official images; `--registry-image` and `--nginx-image` override them.
 pub const DEFAULT_REGISTRY_IMAGE: &str = "docker.io/library/registry:2.8.3";
@@ -25,33 +26,88 @@ pub struct Settings {
     pub pod_name: String,
     pub config_dir: PathBuf,
     pub data_dir: PathBuf,
+    /// The htpasswd user when authentication is on.
+    pub auth_user: Option<String>,
 }
 
+pub const DEFAULT_PORT: u16 = 443;
+pub const DEFAULT_POD_NAME: &str = "registry-pod";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/registry-up/data";
+pub const DEFAULT_AUTH_USER: &str = "admin";
+
 impl Settings {
-    pub fn from_args(args: &SetupArgs) -> Result<Self> {
-        let domain = HostName::parse(args.domain.as_deref().unwrap_or_default(), "domain")?;
+    /// Settings from the flags given; a flag left out keeps the installed value (`previous`), and only
+    /// without one the default. Never silently resets an installed setting.
+    pub fn resolve(args: &SetupArgs, previous: Option<&State>) -> Result<Self> {
+        let domain = match (&args.domain, previous) {
+            (Some(d), _) => HostName::parse(d, "domain")?,
+            (None, Some(state)) => HostName::parse(&state.domain, "domain in state.json")?,
+            (None, None) => {
+                return Err(Error::usage(
+                    "No --domain given and no appliance installed here: give the name clients will use, for example --domain registry.example.com.",
+                ))
+            }
+        };
+        let san_inputs: Vec<String> = match (args.sans.is_empty(), previous) {
+            (true, Some(state)) => state.sans.clone(),
+            _ => args.sans.clone(),
+        };
         let mut sans = Vec::new();
-        for san in &args.sans {
+        for san in &san_inputs {
             let name = HostName::parse(san, "--san value")?;
             if name != domain && !sans.contains(&name) {
                 sans.push(name);
             }
         }
         sans.sort();
-        if args.port == 0 {
-            return Err(Error::usage(
-                "The port 0 is not a port: give --port a number from 1 to 65535.",
-            ));
-        }
+        let pick = |given: &Option<String>, installed: Option<&String>, default: &str| -> String {
+            given
+                .clone()
+                .or_else(|| installed.cloned())
+                .unwrap_or_else(|| default.to_string())
+        };
+        let auth_on = if args.auth {
+            true
+        } else if args.no_auth {
+            false
+        } else {
+            previous.is_some_and(|s| s.auth_user.is_some())
+        };
+        let auth_user = if auth_on {
+            let user = pick(
+                &args.auth_user,
+                previous.and_then(|s| s.auth_user.as_ref()),
+                DEFAULT_AUTH_USER,
+            );
+            Some(auth_user_name(&user)?)
+        } else {
+            None
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or_else(|| previous.map(|s| PathBuf::from(&s.data_dir)))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
         Ok(Settings {
             domain,
             sans,
-            port: args.port,
-            registry_image: image_reference(&args.registry_image, "--registry-image")?,
-            nginx_image: image_reference(&args.nginx_image, "--nginx-image")?,
-            pod_name: pod_name(&args.pod_name)?,
+            port: args.port.or(previous.map(|s| s.port)).unwrap_or(DEFAULT_PORT),
+            registry_image: image_reference(
+                &pick(
+                    &args.registry_image,
+                    previous.map(|s| &s.registry_image),
+                    DEFAULT_REGISTRY_IMAGE,
+                ),
+                "--registry-image",
+            )?,
+            nginx_image: image_reference(
+                &pick(&args.nginx_image, previous.map(|s| &s.nginx_image), DEFAULT_NGINX_IMAGE),
+                "--nginx-image",
+            )?,
+            pod_name: pod_name(&pick(&args.pod_name, previous.map(|s| &s.pod_name), DEFAULT_POD_NAME))?,
             config_dir: usable_path(&args.config_dir, "--config-dir")?,
-            data_dir: usable_path(&args.data_dir, "--data-dir")?,
+            data_dir: usable_path(&data_dir, "--data-dir")?,
+            auth_user,
         })
     }
 
@@ -88,6 +144,21 @@ fn image_reference(input: &str, flag: &str) -> Result<String> {
         ))
     })?;
     Ok(reference.whole())
+}
+
+fn auth_user_name(input: &str) -> Result<String> {
+    let valid = !input.is_empty()
+        && input.len() <= 64
+        && input
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if valid {
+        Ok(input.to_string())
+    } else {
+        Err(Error::usage(format!(
+            "The user name '{input}' is not valid: use up to 64 letters, digits and - _ . (htpasswd cannot hold ':')."
+        )))
+    }
 }
 
 fn pod_name(input: &str) -> Result<String> {
@@ -153,6 +224,36 @@ fn usable_path(input: &Path, flag: &str) -> Result<PathBuf> {
     Ok(clean)
 }
 
+/// The installed appliance's state.json in `config_dir`, if there is one.
+pub fn read_state(config_dir: &Path) -> Result<Option<State>> {
+    let path = config_dir.join(crate::render::STATE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_state(&text).map(Some).map_err(|e| {
+            Error::usage(format!(
+                "{} cannot be read ({e}): restore it from a backup, or move it away and give every setting again.",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::usage(format!(
+            "Cannot read {} ({e}): run as root.",
+            path.display()
+        ))),
+    }
+}
+
+/// Parses a state file; any text is safe to give it.
+pub fn parse_state(text: &str) -> std::result::Result<State, String> {
+    let state: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if state.format != 1 {
+        return Err(format!(
+            "format {} is newer than this registry-up understands (1)",
+            state.format
+        ));
+    }
+    Ok(state)
+}
+
 /// Checks that each directory exists and is writable, or can be created (a folder can be made in its
 /// nearest existing parent). I/O, but leaves nothing behind.
 pub fn check_writable(dirs: &[(&Path, &str)]) -> Result<()> {
@@ -196,7 +297,7 @@ mod tests {
         argv.extend_from_slice(args);
         let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments parse");
         match cli.command {
-            Some(crate::cli::Command::Render(r)) => Settings::from_args(&r.setup),
+            Some(crate::cli::Command::Render(r)) => Settings::resolve(&r.setup, None),
             _ => unreachable!(),
         }
     }
@@ -257,6 +358,65 @@ mod tests {
         assert!(e.message.contains("contains ' '"), "{e}");
         assert!(crate::cli::Cli::try_parse_from(["registry-up", "--domain", "x", "--port", "0"]).is_err());
         assert!(crate::cli::Cli::try_parse_from(["registry-up", "--domain", "x", "--port", "65536"]).is_err());
+    }
+
+    fn installed() -> State {
+        let first = settings(&[
+            "--domain",
+            "r.example",
+            "--san",
+            "10.0.0.9",
+            "--port",
+            "5443",
+            "--auth",
+            "--auth-user",
+            "ops",
+        ])
+        .unwrap();
+        let text = crate::render::tests_support::state_json(&first);
+        parse_state(&text).unwrap()
+    }
+
+    fn rerun(args: &[&str], previous: &State) -> Result<Settings> {
+        let mut argv = vec!["registry-up", "up"];
+        argv.extend_from_slice(args);
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments parse");
+        match cli.command {
+            Some(crate::cli::Command::Up(u)) => Settings::resolve(&u.setup, Some(previous)),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_rerun_keeps_every_installed_setting_it_is_not_told_to_change() {
+        let previous = installed();
+        let s = rerun(&[], &previous).unwrap();
+        assert_eq!(s.domain.to_string(), "r.example");
+        assert_eq!(s.port, 5443);
+        assert_eq!(s.sans.len(), 1);
+        assert_eq!(s.auth_user.as_deref(), Some("ops"));
+        let s = rerun(&["--registry-image", "localhost/r:2"], &previous).unwrap();
+        assert_eq!((s.registry_image.as_str(), s.port), ("localhost/r:2", 5443));
+        assert_eq!(s.nginx_image, DEFAULT_NGINX_IMAGE);
+        let s = rerun(&["--port", "8443", "--san", "b.example", "--no-auth"], &previous).unwrap();
+        assert_eq!(s.port, 8443);
+        assert_eq!(s.sans[0].to_string(), "b.example");
+        assert_eq!(s.auth_user, None);
+    }
+
+    #[test]
+    fn a_first_run_needs_a_domain() {
+        let e = settings(&[]).unwrap_err();
+        assert!(e.message.contains("No --domain given"), "{e}");
+    }
+
+    #[test]
+    fn state_files_of_a_newer_format_are_refused() {
+        let mut state = installed();
+        state.format = 2;
+        let text = serde_json::to_string(&state).unwrap();
+        assert!(parse_state(&text).unwrap_err().contains("newer"));
+        assert!(parse_state("{").is_err());
     }
 
     #[test]

@@ -9,36 +9,41 @@ use crate::cli::{RenderArgs, UpArgs};
 use crate::error::{Error, Result};
 use crate::pki::{self, Origin, Pki};
 use crate::plan::{self, Plan, WantedDir};
-use crate::render::{self, Inputs, RenderedFile, Root, Service, State};
+use crate::render::{self, Inputs, RenderedFile, Root, Service};
 use crate::report::Reporter;
 use crate::runtime::podman::Podman;
+use crate::secrets::{self, PasswordOrigin, Secrets};
 use crate::settings::{self, Settings};
 use crate::verify::{self, Target};
 
 /// Everything `up` and `render` compute before touching anything.
 struct Desired {
     pki: Pki,
+    secrets: Secrets,
     files: Vec<RenderedFile>,
 }
 
-fn desired(settings: &Settings, pki_dir: &Path, podman: &str, service: Service) -> Result<Desired> {
-    let existing = pki::Existing::read(pki_dir)?;
-    let pki = pki::ensure(existing, &settings.cert_names(), OffsetDateTime::now_utc(), pki_dir)?;
-    let config_path = pki_dir.join(render::REGISTRY_CONFIG);
-    let http_secret = std::fs::read_to_string(&config_path)
-        .ok()
-        .and_then(|text| render::read_http_secret(&text))
-        .unwrap_or_else(|| crate::sys::random_hex(32));
+/// `dir` holds the existing certificates and secrets (the config dir, or render's --out).
+fn desired(
+    settings: &Settings,
+    dir: &Path,
+    podman: &str,
+    service: Service,
+    password: Option<String>,
+) -> Result<Desired> {
+    let existing = pki::Existing::read(dir)?;
+    let pki = pki::ensure(existing, &settings.cert_names(), OffsetDateTime::now_utc(), dir)?;
+    let secrets = secrets::ensure(dir, settings.auth_user.as_deref(), password)?;
     let files = render::render(
         settings,
         &Inputs {
             pki: &pki,
-            http_secret: &http_secret,
+            secrets: &secrets,
             podman,
             service,
         },
     );
-    Ok(Desired { pki, files })
+    Ok(Desired { pki, secrets, files })
 }
 
 fn describe(origin: &Origin, what: &str) -> String {
@@ -55,14 +60,20 @@ fn wanted_dirs(settings: &Settings) -> Vec<WantedDir> {
         mode: 0o700,
         enforce_mode,
     };
-    vec![
+    let auth = settings
+        .auth_user
+        .as_ref()
+        .map(|_| dir(settings.config_dir.join("auth"), true));
+    let mut dirs = vec![
         dir(settings.config_dir.clone(), false),
         dir(settings.config_dir.join("ca"), true),
         dir(settings.config_dir.join("tls"), true),
         dir(settings.config_dir.join("nginx"), true),
         dir(settings.config_dir.join("registry"), true),
         dir(settings.data_dir.clone(), false),
-    ]
+    ];
+    dirs.extend(auth);
+    dirs
 }
 
 fn host_path(settings: &Settings, file: &RenderedFile) -> PathBuf {
@@ -72,18 +83,18 @@ fn host_path(settings: &Settings, file: &RenderedFile) -> PathBuf {
     }
 }
 
-fn read_previous_state(settings: &Settings) -> Option<State> {
-    let text = std::fs::read_to_string(settings.config_dir.join(render::STATE)).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 fn check_port_free(port: u16) -> Result<()> {
     match std::net::TcpListener::bind(("0.0.0.0", port)) {
         Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Err(Error::usage(format!(
-            "Port {port} is already in use on this host: stop the program that listens on it (see `ss -ltnp 'sport = :{port}'`), \
-             or choose another port with --port."
-        ))),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            let who = match crate::sys::port_owner(port) {
+                Some((pid, name)) => format!(" by {name} (pid {pid})"),
+                None => String::new(),
+            };
+            Err(Error::usage(format!(
+                "Port {port} is already in use on this host{who}: stop that program, or choose another port with --port."
+            )))
+        }
         // Binding a low port as non-root is refused here but may work for Podman; let Podman decide.
         Err(_) => Ok(()),
     }
@@ -91,7 +102,13 @@ fn check_port_free(port: u16) -> Result<()> {
 
 pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     let out = Reporter::new();
-    let settings = Settings::from_args(&args.setup)?;
+    let previous = settings::read_state(&args.setup.config_dir)?;
+    let settings = Settings::resolve(&args.setup, previous.as_ref())?;
+    let password = args
+        .setup
+        .auth_password_stdin
+        .then(|| secrets::password_from_stdin("--auth-password-stdin"))
+        .transpose()?;
     settings::check_writable(&[
         (&settings.config_dir, "--config-dir"),
         (&settings.data_dir, "--data-dir"),
@@ -138,7 +155,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
 
     let podman_bin = podman.bin.display().to_string();
     let desired = out.step("certificates", || {
-        let d = desired(&settings, &settings.config_dir, &podman_bin, service)?;
+        let d = desired(&settings, &settings.config_dir, &podman_bin, service, password)?;
         let detail = format!(
             "{}, {}",
             describe(&d.pki.ca_origin, "CA"),
@@ -156,8 +173,9 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     let status = podman.pod_status(&settings.pod_name)?;
     let healthy = status.as_ref().is_some_and(|s| s.healthy());
     let restart = !healthy || plan.pod_inputs_change();
-    let same_port = read_previous_state(&settings).is_some_and(|s| s.port == settings.port);
-    if !(healthy && same_port) {
+    let same_port = previous.as_ref().is_some_and(|s| s.port == settings.port);
+    // Our own pod holds its port (conmon) even when degraded; play --replace frees it.
+    if !(status.is_some() && same_port) {
         check_port_free(settings.port)?;
     }
 
@@ -197,6 +215,11 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         host: settings.domain.url_host(),
         port: settings.port,
         ca_pem: Some(desired.pki.ca_cert.as_bytes().to_vec()),
+        credentials: desired
+            .secrets
+            .auth
+            .as_ref()
+            .map(|a| (a.user.clone(), a.password.clone())),
     };
     out.step("wait for registry", || {
         rt.block_on(verify::wait_ready(&target, Duration::from_secs(args.wait_timeout)))
@@ -216,6 +239,23 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         })?;
     }
 
+    if let Some(auth) = &desired.secrets.auth {
+        let saved = settings.config_dir.join(render::AUTH_PASSWORD);
+        match auth.password_origin {
+            PasswordOrigin::Generated => out.line(&format!(
+                "\nAuthentication is on. User {} has the password {} (shown once; also in {}, mode 0600).",
+                auth.user,
+                auth.password,
+                saved.display()
+            )),
+            PasswordOrigin::FromStdin => out.line(&format!(
+                "\nAuthentication is on for user {}, with the password read from standard input (saved in {}).",
+                auth.user,
+                saved.display()
+            )),
+            PasswordOrigin::Kept => {}
+        }
+    }
     let ca = settings.ca_cert_path();
     out.line(&format!(
         "\nThe registry is up at https://{host}/ (pod {pod}).\n\
@@ -281,14 +321,19 @@ fn with_logs(e: Error, podman: &Podman, settings: &Settings) -> Error {
 
 /// `registry-up render --out DIR`: the same files as `up`, into DIR, as they would be on the host.
 pub fn render_to(args: &RenderArgs) -> Result<()> {
-    let settings = Settings::from_args(&args.setup)?;
+    let settings = Settings::resolve(&args.setup, None)?;
     let out_dir = &args.out;
     settings::check_writable(&[(out_dir, "--out")])?;
     let podman = crate::runtime::which("podman")
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "/usr/bin/podman".into());
-    let desired = desired(&settings, out_dir, &podman, Service::SystemdUnit)?;
-    let dirs = ["", "ca", "tls", "nginx", "registry"]
+    let password = args
+        .setup
+        .auth_password_stdin
+        .then(|| secrets::password_from_stdin("--auth-password-stdin"))
+        .transpose()?;
+    let desired = desired(&settings, out_dir, &podman, Service::SystemdUnit, password)?;
+    let dirs = ["", "ca", "tls", "nginx", "registry", "auth"]
         .iter()
         .map(|d| WantedDir {
             path: out_dir.join(d),

@@ -205,6 +205,7 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
         (vec!["--data-dir", "/proc/registry-up-e2e"], "Cannot write to /proc"),
         (vec!["--port", &taken_port], "already in use"),
     ];
+    let owner = format!("(pid {})", std::process::id());
     for (extra, expect) in cases {
         let out = app.run(&extra);
         let stderr = text(&out.stderr);
@@ -219,6 +220,12 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
         );
         assert!(!app.data_dir().exists(), "{extra:?} wrote {}", app.data_dir().display());
         assert!(!app.pod_exists(), "{extra:?} created the pod");
+        if extra[0] == "--port" {
+            assert!(
+                stderr.contains(&owner),
+                "the process holding the port is named: {stderr}"
+            );
+        }
     }
     // clap refuses out-of-range ports itself, with the same exit code.
     for port in ["0", "65536", "https"] {
@@ -251,6 +258,33 @@ fn a_proxy_that_never_answers_times_out_showing_both_containers_logs() {
         assert!(
             section.lines().nth(1).is_some_and(|l| l.contains("msg=")),
             "a log section is empty:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn the_registry_port_is_unreachable_from_another_network_namespace() {
+    let app = Appliance::new();
+    app.up(&["--no-verify"]);
+    let infra = app.inspect(&app.pod, "{{.InfraContainerID}}");
+    let pod_ip = app.inspect(&infra, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let other = common::NetNs::new();
+    // The probe reaches the pod: nginx's port answers from the other namespace, directly and as published.
+    assert!(
+        other.connects(&pod_ip, app.port),
+        "nginx is reachable at {pod_ip}:{} from {}",
+        app.port,
+        other.name
+    );
+    assert!(
+        other.connects("169.254.77.1", app.port),
+        "the published port is reachable through the host"
+    );
+    // The registry's plain-HTTP port is not, on any address.
+    for host in [pod_ip.as_str(), "169.254.77.1"] {
+        assert!(
+            !other.connects(host, 5000),
+            "the registry answers on {host}:5000 from another namespace"
         );
     }
 }

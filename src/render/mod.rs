@@ -12,6 +12,7 @@ pub use registry_config::read_http_secret;
 pub use state::State;
 
 use crate::pki::Pki;
+use crate::secrets::Secrets;
 use crate::settings::Settings;
 
 /// Paths below the config directory. The pod YAML mounts the folders, so nginx sees only `tls/` and
@@ -26,6 +27,9 @@ pub const NGINX_CONF: &str = "nginx/registry.conf";
 pub const REGISTRY_CONFIG: &str = "registry/config.yml";
 pub const POD_YAML: &str = "registry-pod.yaml";
 pub const STATE: &str = "state.json";
+/// With --auth: the user's password for clients on this host (and verify), and the registry's htpasswd.
+pub const AUTH_PASSWORD: &str = "auth/password";
+pub const HTPASSWD: &str = "registry/htpasswd";
 
 /// Where systemd looks for system units an administrator installs.
 pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
@@ -51,8 +55,8 @@ pub struct RenderedFile {
 /// Everything render needs besides the settings.
 pub struct Inputs<'a> {
     pub pki: &'a Pki,
-    /// The registry's `http.secret`: persistent, so that upload sessions survive restarts.
-    pub http_secret: &'a str,
+    /// The registry's `http.secret` (persistent, so upload sessions survive restarts) and auth files.
+    pub secrets: &'a Secrets,
     /// Absolute path of the podman binary, for the systemd unit.
     pub podman: &'a str,
     /// How the pod is kept running: decides whether the unit file is part of the output.
@@ -77,13 +81,17 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
         config(NGINX_CONF, nginx::render(settings), 0o644, true),
         config(
             REGISTRY_CONFIG,
-            registry_config::render(inputs.http_secret),
+            registry_config::render(&inputs.secrets.http_secret, inputs.secrets.auth.is_some()),
             0o600,
             true,
         ),
         config(POD_YAML, pod::render(settings), 0o644, true),
         config(STATE, state::render(settings, inputs.service), 0o644, false),
     ];
+    if let Some(auth) = &inputs.secrets.auth {
+        files.push(config(AUTH_PASSWORD, format!("{}\n", auth.password), 0o600, false));
+        files.push(config(HTPASSWD, format!("{}\n", auth.htpasswd_line), 0o600, true));
+    }
     if inputs.service == Service::SystemdUnit {
         files.push(RenderedFile {
             root: Root::SystemdUnits,
@@ -107,6 +115,14 @@ fn fill(template: &str, values: &[(&str, &str)]) -> String {
 }
 
 #[cfg(test)]
+pub(crate) mod tests_support {
+    /// The state.json `up` would write for these settings.
+    pub fn state_json(settings: &crate::settings::Settings) -> String {
+        super::state::render(settings, super::Service::Direct)
+    }
+}
+
+#[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::host::HostName;
@@ -122,6 +138,7 @@ pub(crate) mod tests {
             pod_name: "registry-pod".into(),
             config_dir: PathBuf::from("/etc/registry-up"),
             data_dir: PathBuf::from("/var/lib/registry-up/data"),
+            auth_user: None,
         }
     }
 
@@ -146,9 +163,13 @@ pub(crate) mod tests {
 
     fn rendered(service: Service) -> Vec<RenderedFile> {
         let pki = sample_pki();
+        let secrets = Secrets {
+            http_secret: "s3cr3t".into(),
+            auth: None,
+        };
         let inputs = Inputs {
             pki: &pki,
-            http_secret: "s3cr3t",
+            secrets: &secrets,
             podman: "/usr/bin/podman",
             service,
         };
@@ -168,8 +189,40 @@ pub(crate) mod tests {
     #[test]
     fn keys_and_secrets_are_private() {
         for f in rendered(Service::SystemdUnit) {
-            let secret = f.rel.ends_with(".key") || f.rel == REGISTRY_CONFIG;
+            let secret =
+                f.rel.ends_with(".key") || [REGISTRY_CONFIG, HTPASSWD, AUTH_PASSWORD].contains(&f.rel.as_str());
             assert_eq!(f.mode, if secret { 0o600 } else { 0o644 }, "{}", f.rel);
+        }
+    }
+
+    #[test]
+    fn auth_adds_the_htpasswd_and_password_files() {
+        let pki = sample_pki();
+        let auth = crate::secrets::Auth {
+            user: "admin".into(),
+            password: "pw".into(),
+            htpasswd_line: "admin:$2b$10$hash".into(),
+            password_origin: crate::secrets::PasswordOrigin::Kept,
+        };
+        let secrets = Secrets {
+            http_secret: "s3cr3t".into(),
+            auth: Some(auth),
+        };
+        let mut settings = sample_settings();
+        settings.auth_user = Some("admin".into());
+        let inputs = Inputs {
+            pki: &pki,
+            secrets: &secrets,
+            podman: "/usr/bin/podman",
+            service: Service::Direct,
+        };
+        let files = render(&settings, &inputs);
+        assert_eq!(file(&files, HTPASSWD), "admin:$2b$10$hash\n");
+        assert_eq!(file(&files, AUTH_PASSWORD), "pw\n");
+        insta::assert_snapshot!("config-auth.yml", file(&files, REGISTRY_CONFIG));
+        assert!(file(&files, STATE).contains("\"auth_user\": \"admin\""));
+        for f in files.iter().filter(|f| f.rel == HTPASSWD || f.rel == AUTH_PASSWORD) {
+            assert_eq!(f.mode, 0o600);
         }
     }
 

@@ -8,7 +8,20 @@ struct Config {
     log: Log,
     storage: Storage,
     http: Http,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    auth: Option<Auth>,
     health: Health,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Auth {
+    htpasswd: Htpasswd,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Htpasswd {
+    realm: String,
+    path: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -68,7 +81,7 @@ struct StorageHealth {
 /// Where the registry keeps its data inside the container (the official image's path).
 pub const STORAGE_PATH: &str = "/var/lib/registry";
 
-pub fn render(http_secret: &str) -> String {
+pub fn render(http_secret: &str, auth: bool) -> String {
     let config = Config {
         version: "0.1".into(),
         log: Log {
@@ -91,6 +104,12 @@ pub fn render(http_secret: &str) -> String {
                 x_content_type_options: vec!["nosniff".into()],
             },
         },
+        auth: auth.then(|| Auth {
+            htpasswd: Htpasswd {
+                realm: "registry-up".into(),
+                path: "/etc/docker/registry/htpasswd".into(),
+            },
+        }),
         health: Health {
             storagedriver: StorageHealth {
                 enabled: true,
@@ -126,7 +145,7 @@ mod tests {
     #[test]
     fn secret_round_trips() {
         assert_eq!(
-            super::read_http_secret(&super::render("abc123")).as_deref(),
+            super::read_http_secret(&super::render("abc123", true)).as_deref(),
             Some("abc123")
         );
         assert_eq!(super::read_http_secret("not: [yaml"), None);

@@ -28,6 +28,9 @@ pub struct State {
     pub data_dir: String,
     pub ca_cert: String,
     pub service: Service,
+    /// The htpasswd user when authentication is on (its password is in auth/password).
+    #[serde(default)]
+    pub auth_user: Option<String>,
 }
 
 pub fn render(settings: &Settings, service: Service) -> String {
@@ -43,6 +46,7 @@ pub fn render(settings: &Settings, service: Service) -> String {
         data_dir: settings.data_dir.display().to_string(),
         ca_cert: settings.ca_cert_path().display().to_string(),
         service,
+        auth_user: settings.auth_user.clone(),
     };
     let mut text = serde_json::to_string_pretty(&state).expect("state always serialises");
     text.push('\n');

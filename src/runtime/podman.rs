@@ -28,6 +28,16 @@ impl PodStatus {
     }
 }
 
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ContainerInfo {
+    pub name: String,
+    pub state: String,
+    pub started_at: String,
+    pub restarts: u64,
+    pub image_name: String,
+    pub image_id: String,
+}
+
 fn stderr_of(out: &Output) -> String {
     let text = String::from_utf8_lossy(&out.stderr).trim().to_string();
     if text.is_empty() {
@@ -145,6 +155,32 @@ impl Podman {
         Err(Error::runtime(format!(
             "Podman could not start the pod from {path}: {why}. Fix the cause and run registry-up again."
         )))
+    }
+
+    /// State, start time, restarts and image of a container, or None if it does not exist.
+    pub fn container(&self, name: &str) -> Result<Option<ContainerInfo>> {
+        let out = self.output(&["container", "inspect", name])?;
+        if !out.status.success() {
+            return Ok(None);
+        }
+        let value: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::runtime(format!("Could not read `podman container inspect {name}` ({e}).")))?;
+        let c = &value[0];
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+        Ok(Some(ContainerInfo {
+            name: name.to_string(),
+            state: text(&c["State"]["Status"]),
+            started_at: text(&c["State"]["StartedAt"]),
+            restarts: c["RestartCount"].as_u64().unwrap_or(0),
+            image_name: text(&c["ImageName"]),
+            image_id: text(&c["Image"]),
+        }))
+    }
+
+    /// `podman play kube --down YAML`: stops and removes the pod.
+    pub fn down(&self, yaml: &Path) -> Result<()> {
+        self.run(&["play", "kube", "--down", &yaml.display().to_string()])
+            .map(|_| ())
     }
 
     /// How often Podman restarted a container.

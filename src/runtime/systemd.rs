@@ -41,3 +41,23 @@ pub fn start(unit: &str, unit_changed: bool, restart: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// Stops and disables the unit, then removes its file. Missing units are fine: `down` is idempotent.
+pub fn remove(unit: &str, unit_file: &std::path::Path) -> Result<()> {
+    if unit_file.exists() {
+        let _ = systemctl(&["disable", "--now", unit]);
+        std::fs::remove_file(unit_file)
+            .map_err(|e| Error::runtime(format!("Cannot remove {} ({e}): run as root.", unit_file.display())))?;
+        systemctl(&["daemon-reload"])?;
+    }
+    Ok(())
+}
+
+/// `active`, `inactive`, `failed`, … as systemctl says.
+pub fn state(unit: &str) -> String {
+    Command::new("systemctl")
+        .args(["is-active", unit])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}

@@ -10,7 +10,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::report::{Deep, Problem};
-use super::target::{chain, Target};
+use super::target::{chain, Http, Target};
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
     application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -33,7 +33,7 @@ fn next_link(resp: &reqwest::Response) -> Option<String> {
 }
 
 /// Follows `Link: rel="next"` through every page, collecting the strings under `key`.
-async fn paginate(http: &reqwest::Client, target: &Target, first: String, key: &str) -> Result<Vec<String>, String> {
+async fn paginate(http: &Http, target: &Target, first: String, key: &str) -> Result<Vec<String>, String> {
     let mut items = Vec::new();
     let mut next = Some(first);
     while let Some(path) = next.take() {
@@ -77,7 +77,7 @@ struct TagResult {
 }
 
 struct TagWalk<'a> {
-    http: &'a reqwest::Client,
+    http: &'a Http,
     target: &'a Target,
     repo: &'a str,
     tag: &'a str,

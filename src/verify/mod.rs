@@ -31,7 +31,12 @@ pub struct Options {
     pub jobs: usize,
     pub strict: bool,
     pub progress: bool,
+    /// On the appliance host: the registry's data directory, for the storage check.
+    pub data_dir: Option<std::path::PathBuf>,
 }
+
+/// Below this much free space the storage check warns.
+const STORAGE_WARN_BYTES: u64 = 1 << 30;
 
 /// Parses sizes such as 1048576, 512KiB, 1MiB, 1GiB (also KB/MB/GB, read as powers of 1024).
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
@@ -99,6 +104,9 @@ pub async fn run_checks(
     }
     if let Some((podman, name)) = pod {
         checks.push(pod_health(podman, name));
+    }
+    if let Some(dir) = &opts.data_dir {
+        checks.push(storage(dir, opts.size));
     }
     (checks, deep_report)
 }
@@ -201,7 +209,7 @@ async fn network_checks(
     // 4. The registry API answers through the proxy.
     let t = Instant::now();
     let http = target.http_client(remaining(deadline)).map_err(|e| e.message)?;
-    let api = match http.get(target.url("/v2/")).send().await {
+    let api = match http.get(&target.url("/v2/")).send().await {
         Err(e) => Check::new(
             "api",
             Status::Fail,
@@ -295,6 +303,44 @@ async fn network_checks(
     Ok(())
 }
 
+/// Free space where the registry writes: a full disk is the usual cause of failed pushes.
+fn storage(dir: &Path, size: u64) -> Check {
+    let t = Instant::now();
+    let mib = |n: u64| format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0));
+    match crate::sys::free_bytes(dir) {
+        None => Check::new(
+            "storage",
+            Status::Fail,
+            format!("cannot read the free space of {}", dir.display()),
+            t.elapsed(),
+        ),
+        // The round trip stores its layer once, plus room for the registry's own files.
+        Some(free) if free < size + (1 << 20) => Check::new(
+            "storage",
+            Status::Fail,
+            format!(
+                "the data directory {} is full: {} free, a push of {} does not fit; free space or grow the filesystem",
+                dir.display(),
+                mib(free),
+                mib(size)
+            ),
+            t.elapsed(),
+        ),
+        Some(free) if free < STORAGE_WARN_BYTES => Check::new(
+            "storage",
+            Status::Warn,
+            format!("only {} free in {}: pushes will soon fail", mib(free), dir.display()),
+            t.elapsed(),
+        ),
+        Some(free) => Check::new(
+            "storage",
+            Status::Pass,
+            format!("{:.1} GiB free in {}", free as f64 / (1u64 << 30) as f64, dir.display()),
+            t.elapsed(),
+        ),
+    }
+}
+
 fn pod_health(podman: &Podman, pod: &str) -> Check {
     let t = Instant::now();
     match podman.pod_status(pod) {
@@ -339,15 +385,7 @@ fn pod_health(podman: &Podman, pod: &str) -> Check {
 pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<i32> {
     let start = Instant::now();
     let state_path = args.config_dir.join(crate::render::STATE);
-    let state: Option<State> = match std::fs::read_to_string(&state_path) {
-        Ok(text) => Some(serde_json::from_str(&text).map_err(|e| {
-            Error::usage(format!(
-                "{} cannot be read ({e}): run registry-up up again to rewrite it.",
-                state_path.display()
-            ))
-        })?),
-        Err(_) => None,
-    };
+    let state: Option<State> = crate::settings::read_state(&args.config_dir)?;
     let size = parse_size(&args.size).map_err(|e| Error::usage(format!("--size {e}.")))?;
     let domain = match (&args.domain, &state) {
         (Some(d), _) => HostName::parse(d, "domain")?,
@@ -369,10 +407,25 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<i32> {
         Some(path) => Some(read_ca(path)?),
         None => None,
     };
+    let credentials = match (&args.user, appliance.and_then(|s| s.auth_user.as_ref())) {
+        (Some(user), _) => Some((user.clone(), crate::secrets::password_from_stdin("--user")?)),
+        (None, Some(user)) => {
+            let path = args.config_dir.join(crate::render::AUTH_PASSWORD);
+            let password = std::fs::read_to_string(&path).map_err(|e| {
+                Error::usage(format!(
+                    "The appliance requires a password, but {} cannot be read ({e}): run as root, or give --user and --password-stdin.",
+                    path.display()
+                ))
+            })?;
+            Some((user.clone(), password.trim_end_matches('\n').to_string()))
+        }
+        (None, None) => None,
+    };
     let target = Target {
         host: domain.url_host(),
         port,
         ca_pem,
+        credentials,
     };
     let podman = match appliance {
         Some(_) => Some(Podman::find()?),
@@ -386,6 +439,7 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<i32> {
         jobs: args.jobs,
         strict: args.strict,
         progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        data_dir: appliance.map(|s| s.data_dir.clone().into()),
     };
     let (checks, deep) = rt.block_on(run_checks(&target, &opts, pod));
     let report = Report::new(target.registry(), checks, deep, opts.strict, start.elapsed());

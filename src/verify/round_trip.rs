@@ -7,7 +7,6 @@ use futures_util::StreamExt;
 use oci_client::manifest::{
     OciDescriptor, OciImageManifest, OciManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
 };
-use oci_client::secrets::RegistryAuth;
 
 use super::image::{config_json, Layer};
 use super::target::{chain, Target};
@@ -92,7 +91,7 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
     let reference = target.reference(VERIFY_REPOSITORY, &tag)?;
     let name = reference.whole();
     let client = target.oci_client(timeout)?;
-    let auth = RegistryAuth::Anonymous;
+    let auth = target.registry_auth();
     let layer = Layer::new(size);
 
     // Push: the layer streamed (digest computed on the way), then config and manifest.

@@ -4,6 +4,7 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use crate::error::{Error, Result};
@@ -15,6 +16,36 @@ pub struct Target {
     pub port: u16,
     /// PEM of the CA(s) to trust; None trusts the system's roots.
     pub ca_pem: Option<Vec<u8>>,
+    /// User name and password, when the registry requires them.
+    pub credentials: Option<(String, String)>,
+}
+
+/// An HTTPS client for one registry: trusts its CA, sends its credentials.
+#[derive(Clone)]
+pub struct Http {
+    client: reqwest::Client,
+    credentials: Option<(String, String)>,
+}
+
+impl Http {
+    fn with_auth(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.credentials {
+            Some((user, password)) => request.basic_auth(user, Some(password)),
+            None => request,
+        }
+    }
+
+    pub fn get(&self, url: &str) -> reqwest::RequestBuilder {
+        self.with_auth(self.client.get(url))
+    }
+
+    pub fn head(&self, url: &str) -> reqwest::RequestBuilder {
+        self.with_auth(self.client.head(url))
+    }
+
+    pub fn delete(&self, url: &str) -> reqwest::RequestBuilder {
+        self.with_auth(self.client.delete(url))
+    }
 }
 
 impl Target {
@@ -32,7 +63,14 @@ impl Target {
         Reference::from_str(&text).map_err(|e| Error::usage(format!("'{text}' is not a valid image reference ({e}).")))
     }
 
-    pub fn http_client(&self, timeout: Duration) -> Result<reqwest::Client> {
+    pub fn registry_auth(&self) -> RegistryAuth {
+        match &self.credentials {
+            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
+            None => RegistryAuth::Anonymous,
+        }
+    }
+
+    pub fn http_client(&self, timeout: Duration) -> Result<Http> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout);
@@ -41,9 +79,13 @@ impl Target {
                 .map_err(|e| Error::usage(format!("The CA file cannot be read as PEM certificates ({e}).")))?;
             builder = builder.tls_certs_only(certs);
         }
-        builder
+        let client = builder
             .build()
-            .map_err(|e| Error::usage(format!("Could not set up the HTTPS client ({}).", chain(&e))))
+            .map_err(|e| Error::usage(format!("Could not set up the HTTPS client ({}).", chain(&e))))?;
+        Ok(Http {
+            client,
+            credentials: self.credentials.clone(),
+        })
     }
 
     pub fn oci_client(&self, timeout: Duration) -> Result<Client> {
@@ -88,7 +130,7 @@ pub async fn wait_ready(target: &Target, timeout: Duration) -> Result<String> {
     let start = Instant::now();
     let mut last = String::from("no answer yet");
     while start.elapsed() < timeout {
-        match client.get(target.url("/v2/")).send().await {
+        match client.get(&target.url("/v2/")).send().await {
             Ok(resp) if matches!(resp.status().as_u16(), 200 | 401) => {
                 return Ok(format!(
                     "HTTP {} from https://{}/v2/",

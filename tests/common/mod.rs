@@ -72,28 +72,38 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Image archives of the stand-ins, built once per run (make test-images builds them ahead).
+/// Builds the stand-in image archives into `dir` with `tag` once per run (make test-images builds them
+/// ahead; this covers a plain `cargo test`). Concurrent test processes wait on a lock.
+fn built_archives(dir: PathBuf, tag: &str) -> [PathBuf; 2] {
+    let archives = [dir.join("registry.tar"), dir.join("nginx.tar")];
+    std::fs::create_dir_all(&dir).unwrap();
+    let _lock = FileLock::new(&dir.join(".lock"));
+    if !archives.iter().all(|a| a.is_file()) {
+        let out = command(repo().join("tests/images/build.sh"))
+            .arg(&dir)
+            .arg(tag)
+            .output()
+            .expect("build.sh runs");
+        assert!(
+            out.status.success(),
+            "building the stand-in images failed:\n{}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+    }
+    archives
+}
+
+/// Archives of the stand-in images tagged `latest`: [registry, nginx].
 pub fn image_archives() -> &'static [PathBuf; 2] {
     static ARCHIVES: OnceLock<[PathBuf; 2]> = OnceLock::new();
-    ARCHIVES.get_or_init(|| {
-        let dir = repo().join("target/test-images");
-        let archives = [dir.join("registry.tar"), dir.join("nginx.tar")];
-        std::fs::create_dir_all(&dir).unwrap();
-        let _lock = FileLock::new(&dir.join(".lock"));
-        if !archives.iter().all(|a| a.is_file()) {
-            let out = command(repo().join("tests/images/build.sh"))
-                .arg(&dir)
-                .output()
-                .expect("build.sh runs");
-            assert!(
-                out.status.success(),
-                "building the stand-in images failed:\n{}{}",
-                text(&out.stdout),
-                text(&out.stderr)
-            );
-        }
-        archives
-    })
+    ARCHIVES.get_or_init(|| built_archives(repo().join("target/test-images"), "latest"))
+}
+
+/// The same stand-ins built again and tagged `v2` (other image IDs): the upgrade target.
+pub fn image_archives_v2() -> &'static [PathBuf; 2] {
+    static ARCHIVES: OnceLock<[PathBuf; 2]> = OnceLock::new();
+    ARCHIVES.get_or_init(|| built_archives(repo().join("target/test-images/v2"), "v2"))
 }
 
 /// Removes what a crashed earlier run of these tests left: pods and hosts lines of dead PIDs.
@@ -305,4 +315,56 @@ pub fn mtimes(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
     }
     out.sort();
     out
+}
+
+/// A network namespace joined to the host by a veth pair (169.254.77.0/30, link-local), with a default
+/// route through the host: "another machine" on this host. Removed on drop.
+pub struct NetNs {
+    pub name: String,
+    host_link: String,
+}
+
+impl NetNs {
+    pub fn new() -> Self {
+        let pid = std::process::id();
+        let name = format!("{POD_PREFIX}{pid}-ns");
+        let host_link = format!("ru{pid}h");
+        let peer = format!("ru{pid}n");
+        let ns = NetNs {
+            name: name.clone(),
+            host_link: host_link.clone(),
+        };
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip").args(args).output().expect("ip runs");
+            assert!(out.status.success(), "ip {args:?}: {}", text(&out.stderr));
+        };
+        ip(&["netns", "add", &name]);
+        ip(&["link", "add", &host_link, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &name]);
+        ip(&["addr", "add", "169.254.77.1/30", "dev", &host_link]);
+        ip(&["link", "set", &host_link, "up"]);
+        ip(&["-n", &name, "addr", "add", "169.254.77.2/30", "dev", &peer]);
+        ip(&["-n", &name, "link", "set", &peer, "up"]);
+        ip(&["-n", &name, "link", "set", "lo", "up"]);
+        ip(&["-n", &name, "route", "add", "default", "via", "169.254.77.1"]);
+        ns
+    }
+
+    /// Whether a TCP connection from inside the namespace to `host:port` succeeds within 3 s.
+    pub fn connects(&self, host: &str, port: u16) -> bool {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name, "timeout", "3", "bash", "-c"])
+            .arg(format!("exec 3<>/dev/tcp/{host}/{port}"))
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip").args(["link", "del", &self.host_link]).output();
+    }
 }

@@ -50,7 +50,8 @@ save() {
   rm -f "$out/$name.tar.tmp"
   podman save -q --format oci-archive -o "$out/$name.tar.tmp" "$ref"
   mv "$out/$name.tar.tmp" "$out/$name.tar"
-  podman rmi "$ref" >/dev/null
+  # Tolerate a tag still used by a running test pod: the archive is what tests load.
+  podman rmi "$ref" >/dev/null 2>&1 || true
   echo "built $ref -> $out/$name.tar ($(du -h "$out/$name.tar" | cut -f1))"
 }
 

@@ -1,0 +1,100 @@
+//! `registry-up down`: stop the pod and remove its unit, keeping data, certificates and settings.
+//! `--purge` also deletes those, after a confirmation or `--yes`. Only files registry-up made are removed.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+
+use crate::cli::DownArgs;
+use crate::error::{Error, Result};
+use crate::render::{self, Service};
+use crate::runtime::podman::Podman;
+
+/// What registry-up creates below the config directory.
+const CONFIG_ENTRIES: &[&str] = &[
+    "ca",
+    "tls",
+    "nginx",
+    "registry",
+    "auth",
+    render::CA_CERT,
+    render::POD_YAML,
+    render::STATE,
+];
+
+pub fn command(args: &DownArgs) -> Result<()> {
+    let Some(state) = crate::settings::read_state(&args.config_dir)? else {
+        println!(
+            "No appliance is installed in {}: nothing to stop.",
+            args.config_dir.display()
+        );
+        return Ok(());
+    };
+    let data_dir = Path::new(&state.data_dir);
+    if args.purge && !args.yes && !confirm(&args.config_dir, data_dir)? {
+        return Err(Error::usage(
+            "Nothing was deleted: --purge needs a yes at the prompt, or --yes.",
+        ));
+    }
+    if state.service == Service::SystemdUnit {
+        let unit = format!("{}.service", state.pod_name);
+        crate::runtime::systemd::remove(&unit, &Path::new(render::SYSTEM_UNIT_DIR).join(&unit))?;
+    }
+    let podman = Podman::find()?;
+    if podman.pod_status(&state.pod_name)?.is_some() {
+        podman.down(&args.config_dir.join(render::POD_YAML))?;
+    }
+    println!("Stopped and removed the pod {}.", state.pod_name);
+    if !args.purge {
+        println!(
+            "Kept the data in {}, and the certificates and settings in {}: registry-up up brings it back.",
+            data_dir.display(),
+            args.config_dir.display()
+        );
+        return Ok(());
+    }
+    // The registry keeps everything below docker/ in its storage folder.
+    remove(&data_dir.join("docker"))?;
+    remove_if_empty(data_dir);
+    for entry in CONFIG_ENTRIES {
+        remove(&args.config_dir.join(entry))?;
+    }
+    remove_if_empty(&args.config_dir);
+    println!(
+        "Deleted the data in {} and the certificates and settings in {}.",
+        data_dir.display(),
+        args.config_dir.display()
+    );
+    Ok(())
+}
+
+fn confirm(config_dir: &Path, data_dir: &Path) -> Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(Error::usage(
+            "--purge deletes every stored image and the CA: confirm with --yes when not running at a terminal.",
+        ));
+    }
+    print!(
+        "Delete every image in {} and the CA, certificates and settings in {}? This cannot be undone. [y/N] ",
+        data_dir.display(),
+        config_dir.display()
+    );
+    std::io::stdout().flush().ok();
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer).ok();
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
+}
+
+fn remove(path: &Path) -> Result<()> {
+    let result = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    };
+    result.map_err(|e| Error::runtime(format!("Cannot delete {} ({e}): run as root.", path.display())))
+}
+
+fn remove_if_empty(dir: &Path) {
+    let _ = std::fs::remove_dir(dir);
+}

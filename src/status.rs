@@ -1,0 +1,277 @@
+//! `registry-up status`: what is installed and how it is doing. Exit 0 healthy, 1 degraded, 3 not
+//! installed.
+
+use std::path::Path;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::cli::StatusArgs;
+use crate::error::Result;
+use crate::render::{self, Service, State, NGINX_CONTAINER, REGISTRY_CONTAINER};
+use crate::runtime::podman::{ContainerInfo, Podman};
+
+pub const EXIT_DEGRADED: i32 = 1;
+pub const EXIT_NOT_INSTALLED: i32 = 3;
+
+#[derive(Serialize)]
+struct Status {
+    installed: bool,
+    healthy: bool,
+    problems: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    settings: Option<State>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pod: Option<Pod>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    certificate: Option<Certificate>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<Data>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service: Option<ServiceStatus>,
+}
+
+#[derive(Serialize)]
+struct Pod {
+    name: String,
+    state: String,
+    containers: Vec<Container>,
+}
+
+#[derive(Serialize)]
+struct Container {
+    #[serde(flatten)]
+    info: ContainerInfo,
+    uptime_seconds: Option<i64>,
+}
+
+#[derive(Serialize)]
+struct Certificate {
+    subject: String,
+    not_after: String,
+    days_left: i64,
+}
+
+#[derive(Serialize)]
+struct Data {
+    path: String,
+    size_bytes: u64,
+    free_bytes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct ServiceStatus {
+    /// systemd-unit or direct
+    kind: Service,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unit_state: Option<String>,
+}
+
+fn certificate(path: &Path, problems: &mut Vec<String>) -> Option<Certificate> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let der = crate::pki::parse_pem(&text).ok()?;
+    let (_, cert) = X509Certificate::from_der(&der).ok()?;
+    let not_after = cert.validity().not_after.to_datetime();
+    let days_left = (not_after - OffsetDateTime::now_utc()).whole_days();
+    if days_left < crate::pki::RENEW_BEFORE_DAYS {
+        problems.push(format!(
+            "the server certificate has {days_left} days left: run registry-up up to renew it"
+        ));
+    }
+    Some(Certificate {
+        subject: cert.subject().to_string(),
+        not_after: not_after.date().to_string(),
+        days_left,
+    })
+}
+
+fn uptime(started_at: &str) -> Option<i64> {
+    // Podman prints RFC 3339 with nanoseconds, e.g. 2026-11-29T07:30:45.123456789Z.
+    let t = OffsetDateTime::parse(started_at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((OffsetDateTime::now_utc() - t).whole_seconds())
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < units.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", units[unit])
+}
+
+pub fn command(args: &StatusArgs) -> Result<i32> {
+    let Some(state) = crate::settings::read_state(&args.config_dir)? else {
+        let status = Status {
+            installed: false,
+            healthy: false,
+            problems: vec![format!("no appliance is installed in {}", args.config_dir.display())],
+            settings: None,
+            pod: None,
+            certificate: None,
+            data: None,
+            service: None,
+        };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&status).expect("serialises"));
+        } else {
+            println!(
+                "not installed: no state.json in {} (run registry-up up)",
+                args.config_dir.display()
+            );
+        }
+        return Ok(EXIT_NOT_INSTALLED);
+    };
+    let mut problems = Vec::new();
+    let podman = Podman::find()?;
+    let pod = match podman.pod_status(&state.pod_name)? {
+        None => {
+            problems.push(format!("the pod {} does not exist: run registry-up up", state.pod_name));
+            None
+        }
+        Some(pod_status) => {
+            if !pod_status.healthy() {
+                problems.push(format!(
+                    "the pod {} is {}",
+                    state.pod_name,
+                    pod_status.state.to_lowercase()
+                ));
+            }
+            let mut containers = Vec::new();
+            for c in [REGISTRY_CONTAINER, NGINX_CONTAINER] {
+                let name = format!("{}-{c}", state.pod_name);
+                match podman.container(&name)? {
+                    Some(info) => {
+                        if info.state != "running" {
+                            problems.push(format!("the container {name} is {}", info.state));
+                        }
+                        let uptime_seconds = (info.state == "running").then(|| uptime(&info.started_at)).flatten();
+                        containers.push(Container { info, uptime_seconds });
+                    }
+                    None => problems.push(format!("the container {name} does not exist")),
+                }
+            }
+            Some(Pod {
+                name: state.pod_name.clone(),
+                state: pod_status.state.to_lowercase(),
+                containers,
+            })
+        }
+    };
+    let certificate = certificate(&args.config_dir.join(render::SERVER_CERT), &mut problems);
+    let data_dir = Path::new(&state.data_dir);
+    let data = Data {
+        path: state.data_dir.clone(),
+        size_bytes: crate::sys::tree_size(data_dir),
+        free_bytes: crate::sys::free_bytes(data_dir),
+    };
+    let service = match state.service {
+        Service::SystemdUnit => {
+            let unit = format!("{}.service", state.pod_name);
+            let unit_state = crate::runtime::systemd::state(&unit);
+            if unit_state != "active" {
+                problems.push(format!("the systemd unit {unit} is {unit_state}"));
+            }
+            ServiceStatus {
+                kind: state.service,
+                unit: Some(unit),
+                unit_state: Some(unit_state),
+            }
+        }
+        Service::Direct => ServiceStatus {
+            kind: state.service,
+            unit: None,
+            unit_state: None,
+        },
+    };
+    let status = Status {
+        installed: true,
+        healthy: problems.is_empty(),
+        problems,
+        settings: Some(state),
+        pod,
+        certificate,
+        data: Some(data),
+        service: Some(service),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status).expect("serialises"));
+    } else {
+        print_text(&status);
+    }
+    Ok(if status.healthy { 0 } else { EXIT_DEGRADED })
+}
+
+fn print_text(s: &Status) {
+    let state = s.settings.as_ref().expect("installed");
+    println!("{}", if s.healthy { "healthy" } else { "DEGRADED" });
+    for p in &s.problems {
+        println!("  problem: {p}");
+    }
+    let sans = if state.sans.is_empty() {
+        String::new()
+    } else {
+        format!(" (also {})", state.sans.join(", "))
+    };
+    println!("registry   https://{}:{}/{sans}", state.domain, state.port);
+    println!(
+        "auth       {}",
+        state
+            .auth_user
+            .as_deref()
+            .map_or("off".to_string(), |u| format!("on, user {u}"))
+    );
+    match &s.pod {
+        Some(pod) => {
+            println!("pod        {} {}", pod.name, pod.state);
+            for c in &pod.containers {
+                let up = c
+                    .uptime_seconds
+                    .map_or(String::new(), |t| format!(", up {}", human_duration(t)));
+                println!(
+                    "  {:<24} {}{up}, restarts {}, image {} ({})",
+                    c.info.name,
+                    c.info.state,
+                    c.info.restarts,
+                    c.info.image_name,
+                    &c.info.image_id[..c.info.image_id.len().min(12)]
+                );
+            }
+        }
+        None => println!("pod        {} missing", state.pod_name),
+    }
+    if let Some(cert) = &s.certificate {
+        println!(
+            "certificate {} until {} ({} days left)",
+            cert.subject, cert.not_after, cert.days_left
+        );
+    }
+    if let Some(d) = &s.data {
+        let free = d.free_bytes.map_or("unknown".to_string(), human_bytes);
+        println!(
+            "data       {} ({} stored, {free} free)",
+            d.path,
+            human_bytes(d.size_bytes)
+        );
+    }
+    if let Some(svc) = &s.service {
+        match (&svc.unit, &svc.unit_state) {
+            (Some(unit), Some(st)) => println!("systemd    unit {unit}, {st}"),
+            _ => println!("systemd    none: started directly, will not come back after a reboot"),
+        }
+    }
+}
+
+fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86400),
+    }
+}

@@ -1,0 +1,681 @@
+//! The days after the first: authentication, status, upgrades, down and purge, and the faults users
+//! actually hit (a port taken, a killed run, a stopped container, a full disk, a strict umask, many
+//! clients at once), each ending in a clear message and a state a re-run fixes.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{podman, text, Appliance};
+use serde_json::Value;
+
+fn skopeo(args: &[&str]) -> std::process::Output {
+    common::command("skopeo").args(args).output().expect("skopeo runs")
+}
+
+fn skopeo_ok(args: &[&str]) -> String {
+    let out = skopeo(args);
+    assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+fn push(app: &Appliance, archive: &Path, dest: &str, creds: Option<&str>) -> String {
+    let cert_dir = app.config_dir().display().to_string();
+    let digest_file = app.tmp.path().join(format!("digest-{}", dest.replace(['/', ':'], "-")));
+    let mut args = vec!["copy", "-q", "--dest-cert-dir", &cert_dir];
+    let creds_flag;
+    if let Some(c) = creds {
+        creds_flag = c.to_string();
+        args.extend(["--dest-creds", &creds_flag]);
+    }
+    let src = format!("oci-archive:{}", archive.display());
+    let dst = format!("docker://{}/{dest}", app.registry());
+    let digest_path = digest_file.display().to_string();
+    args.extend(["--digestfile", &digest_path, &src, &dst]);
+    skopeo_ok(&args);
+    std::fs::read_to_string(&digest_file).unwrap().trim().to_string()
+}
+
+fn remote_digest(app: &Appliance, image: &str, creds: Option<&str>) -> String {
+    let cert_dir = app.config_dir().display().to_string();
+    let mut args = vec!["inspect", "--cert-dir", &cert_dir, "--format", "{{.Digest}}"];
+    if let Some(c) = creds {
+        args.extend(["--creds", c]);
+    }
+    let reference = format!("docker://{}/{image}", app.registry());
+    args.push(&reference);
+    skopeo_ok(&args).trim().to_string()
+}
+
+fn run(app: &Appliance, args: &[&str]) -> std::process::Output {
+    common::command(common::BIN)
+        .args(args)
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .output()
+        .unwrap()
+}
+
+fn status_json(app: &Appliance) -> (i32, Value) {
+    let out = run(app, &["status", "--json"]);
+    let value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json ({e}): {}", text(&out.stdout)));
+    (out.status.code().unwrap(), value)
+}
+
+fn curl_code(app: &Appliance, user: Option<&str>) -> String {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+        .arg(app.config_dir().join("ca.crt"));
+    if let Some(u) = user {
+        cmd.args(["-u", u]);
+    }
+    let out = cmd
+        .arg(format!("https://{}/v2/", app.registry()))
+        .output()
+        .expect("curl runs");
+    text(&out.stdout)
+}
+
+#[test]
+fn auth_requires_the_password_which_reruns_never_change() {
+    let app = Appliance::new();
+    let out = app.up(&["--auth"]);
+    let stdout = text(&out.stdout);
+    let password = std::fs::read_to_string(app.config_dir().join("auth/password"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(password.len(), 24);
+    assert!(
+        stdout.contains(&format!("User admin has the password {password}")),
+        "printed once: {stdout}"
+    );
+    assert!(stdout.contains("ok   verify push/pull"), "verify logs in: {stdout}");
+    let mode = |p: &str| {
+        std::fs::metadata(app.config_dir().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(
+        (mode("auth/password"), mode("auth"), mode("registry/htpasswd")),
+        (0o600, 0o700, 0o600)
+    );
+
+    // Anonymous and wrong-password requests are refused, by curl and by skopeo.
+    assert_eq!(curl_code(&app, None), "401");
+    assert_eq!(curl_code(&app, Some("admin:wrong")), "401");
+    assert_eq!(curl_code(&app, Some(&format!("admin:{password}"))), "200");
+    let creds = format!("admin:{password}");
+    let [_, nginx] = common::image_archives();
+    let cert_dir = app.config_dir().display().to_string();
+    let anonymous = skopeo(&[
+        "copy",
+        "-q",
+        "--dest-cert-dir",
+        &cert_dir,
+        &format!("oci-archive:{}", nginx.display()),
+        &format!("docker://{}/auth/nginx:1", app.registry()),
+    ]);
+    assert!(!anonymous.status.success());
+    assert!(
+        text(&anonymous.stderr).contains("unauthorized") || text(&anonymous.stderr).contains("401"),
+        "{}",
+        text(&anonymous.stderr)
+    );
+    let wrong = skopeo(&[
+        "inspect",
+        "--cert-dir",
+        &cert_dir,
+        "--creds",
+        "admin:wrong",
+        &format!("docker://{}/auth/nginx:1", app.registry()),
+    ]);
+    assert!(!wrong.status.success());
+    let digest = push(&app, nginx, "auth/nginx:1", Some(&creds));
+    assert_eq!(remote_digest(&app, "auth/nginx:1", Some(&creds)), digest);
+
+    // verify reads the credentials from the appliance.
+    let out = run(&app, &["verify"]);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+
+    // A re-run without --auth keeps auth on, the same password, the same htpasswd file, and prints no password.
+    let htpasswd = app.config_dir().join("registry/htpasswd");
+    let before = std::fs::metadata(&htpasswd).unwrap().modified().unwrap();
+    let again = common::command(common::BIN)
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .output()
+        .unwrap();
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert!(
+        !text(&again.stdout).contains(&password),
+        "the password is shown only once"
+    );
+    assert_eq!(std::fs::metadata(&htpasswd).unwrap().modified().unwrap(), before);
+    assert_eq!(curl_code(&app, Some(&creds)), "200");
+
+    // --auth-password-stdin sets a new one; the old one stops working.
+    let mut child = common::command(common::BIN)
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .arg("--auth-password-stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"correct-horse-battery\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(curl_code(&app, Some(&creds)), "401");
+    assert_eq!(curl_code(&app, Some("admin:correct-horse-battery")), "200");
+    assert_eq!(
+        remote_digest(&app, "auth/nginx:1", Some("admin:correct-horse-battery")),
+        digest,
+        "data kept"
+    );
+
+    // --no-auth turns it off again.
+    let out = common::command(common::BIN)
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .arg("--no-auth")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(curl_code(&app, None), "200");
+}
+
+#[test]
+fn status_down_up_and_purge() {
+    let app = Appliance::new();
+    let (code, status) = status_json(&app);
+    assert_eq!(code, 3, "not installed yet: {status}");
+    assert_eq!(status["installed"], false);
+
+    app.up(&["--san", "127.0.0.1"]);
+    let [_, nginx] = common::image_archives();
+    let digest = push(&app, nginx, "keep/nginx:1", None);
+
+    let (code, status) = status_json(&app);
+    assert_eq!(code, 0, "{status:#}");
+    assert_eq!(status["healthy"], true);
+    assert_eq!(status["settings"]["port"], app.port);
+    assert_eq!(status["settings"]["sans"][0], "127.0.0.1");
+    let containers = status["pod"]["containers"].as_array().unwrap();
+    assert_eq!(containers.len(), 2);
+    for c in containers {
+        assert_eq!(c["state"], "running");
+        assert!(c["image_id"].as_str().unwrap().len() >= 12);
+        assert!(c["uptime_seconds"].as_i64().unwrap() >= 0);
+    }
+    assert!(status["certificate"]["days_left"].as_i64().unwrap() > 800);
+    assert!(
+        status["data"]["size_bytes"].as_u64().unwrap() > 1_000_000,
+        "the pushed image is counted"
+    );
+    assert!(status["data"]["free_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(status["service"]["kind"], "direct");
+    let out = run(&app, &["status"]);
+    assert!(text(&out.stdout).starts_with("healthy"), "{}", text(&out.stdout));
+
+    // A stopped registry container: status says degraded, up brings it back, data intact.
+    assert!(podman(&["stop", "-t", "0", &app.container("registry")])
+        .status
+        .success());
+    let (code, status) = status_json(&app);
+    assert_eq!(code, 1, "{status:#}");
+    let problems = status["problems"].to_string();
+    assert!(
+        problems.contains(&format!("{} is exited", app.container("registry"))),
+        "{problems}"
+    );
+    let out = common::command(common::BIN)
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("replaced with podman play kube"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(status_json(&app).0, 0);
+    assert_eq!(remote_digest(&app, "keep/nginx:1", None), digest);
+
+    // down: pod gone, everything else kept; up (no flags: settings read back) brings the images back.
+    let out = run(&app, &["down"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!app.pod_exists());
+    assert!(app.config_dir().join("ca.crt").exists() && app.data_dir().join("docker").exists());
+    assert_eq!(status_json(&app).0, 1, "installed but stopped is degraded");
+    let out = common::command(common::BIN)
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("CA kept, server certificate kept"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(remote_digest(&app, "keep/nginx:1", None), digest);
+    let (_, status) = status_json(&app);
+    assert_eq!(
+        status["settings"]["sans"][0], "127.0.0.1",
+        "settings read back, not reset"
+    );
+
+    // --purge without a terminal and without --yes refuses and deletes nothing.
+    let out = run(&app, &["down", "--purge"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("--yes"));
+    assert!(app.config_dir().join("ca.crt").exists());
+    let out = run(&app, &["down", "--purge", "--yes"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!app.pod_exists());
+    assert!(
+        !app.config_dir().exists(),
+        "config dir left: {:?}",
+        std::fs::read_dir(app.config_dir()).map(|d| d.count())
+    );
+    assert!(!app.data_dir().exists(), "data dir left");
+    assert_eq!(status_json(&app).0, 3);
+    // Idempotent.
+    assert!(run(&app, &["down"]).status.success());
+}
+
+#[test]
+fn upgrade_to_new_images_keeps_data_settings_and_secrets() {
+    let app = Appliance::new();
+    app.up(&["--san", "10.77.0.1", "--auth"]);
+    let creds = format!(
+        "admin:{}",
+        std::fs::read_to_string(app.config_dir().join("auth/password"))
+            .unwrap()
+            .trim()
+    );
+    let [registry_tar, nginx_tar] = common::image_archives();
+    let pushed = [
+        ("up/nginx:1", push(&app, nginx_tar, "up/nginx:1", Some(&creds))),
+        ("up/registry:1", push(&app, registry_tar, "up/registry:1", Some(&creds))),
+    ];
+    let ca_before = std::fs::read(app.config_dir().join("ca.crt")).unwrap();
+    let cert_before = std::fs::read(app.config_dir().join("tls/server.crt")).unwrap();
+    let image_id = |c: &str| app.inspect(&app.container(c), "{{.Image}}");
+    let ids_before = (image_id("registry"), image_id("nginx"));
+
+    let [registry_v2, nginx_v2] = common::image_archives_v2();
+    let out = common::command(common::BIN)
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .args([
+            "--registry-image",
+            "localhost/registry-up-test/registry:v2",
+            "--nginx-image",
+            "localhost/registry-up-test/nginx:v2",
+        ])
+        .arg("--image-archive")
+        .arg(registry_v2)
+        .arg("--image-archive")
+        .arg(nginx_v2)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    let ids_after = (image_id("registry"), image_id("nginx"));
+    assert_ne!(ids_after.0, ids_before.0, "the registry runs the new image");
+    assert_ne!(ids_after.1, ids_before.1, "nginx runs the new image");
+    assert_eq!(
+        std::fs::read(app.config_dir().join("ca.crt")).unwrap(),
+        ca_before,
+        "CA kept"
+    );
+    assert_eq!(
+        std::fs::read(app.config_dir().join("tls/server.crt")).unwrap(),
+        cert_before,
+        "certificate kept"
+    );
+    let (_, status) = status_json(&app);
+    assert_eq!(status["settings"]["sans"][0], "10.77.0.1");
+    assert_eq!(status["settings"]["port"], app.port);
+    assert_eq!(status["settings"]["auth_user"], "admin");
+    assert_eq!(
+        status["settings"]["registry_image"],
+        "localhost/registry-up-test/registry:v2"
+    );
+
+    // Nothing lost: verify --deep finds every earlier image, with its digest.
+    let out = run(&app, &["verify", "--deep", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    assert_eq!(report["deep"]["problems"].as_array().unwrap().len(), 0);
+    assert_eq!(report["deep"]["tags"], 2);
+    for (image, digest) in &pushed {
+        assert_eq!(&remote_digest(&app, image, Some(&creds)), digest, "{image} unchanged");
+    }
+}
+
+#[test]
+fn killed_runs_converge_and_never_leave_a_half_written_file() {
+    let app = Appliance::new();
+    app.up(&["--no-verify"]); // loads the images once
+    let args: Vec<String> = app.args().into_iter().take_while(|a| a != "--image-archive").collect();
+    // Kill runs at spread-out moments of a first run (fresh config each time) and of re-runs.
+    for (i, delay_ms) in [0u64, 5, 15, 30, 50, 80, 120, 200, 300, 450].iter().enumerate() {
+        if i % 2 == 0 {
+            podman(&["pod", "rm", "-f", "-t", "0", &app.pod]);
+            let _ = std::fs::remove_dir_all(app.config_dir());
+        }
+        let mut child = common::command(common::BIN)
+            .args(&args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(*delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        assert_complete_files(&app.config_dir());
+    }
+    let out = common::command(common::BIN).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "the next run converges:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(text(&out.stdout).contains("ok   verify push/pull"));
+    let leftovers: Vec<_> = walk(&app.config_dir())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    common::mtimes(dir).into_iter().map(|(p, _)| p).collect()
+}
+
+/// Every file registry-up has put in place is whole: it parses, or ends as the template does.
+fn assert_complete_files(dir: &Path) {
+    if !dir.exists() {
+        return;
+    }
+    for path in walk(dir) {
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if name.ends_with(".tmp") {
+            continue; // a temp file is not in place; the next run removes it
+        }
+        let body = std::fs::read_to_string(&path).unwrap();
+        let whole = match name.as_str() {
+            n if n.ends_with(".crt") || n.ends_with(".key") => {
+                body.trim_end().ends_with("-----") && body.starts_with("-----BEGIN")
+            }
+            "state.json" => serde_json::from_str::<Value>(&body).is_ok(),
+            "config.yml" | "registry-pod.yaml" => {
+                serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&body).is_ok() && body.ends_with('\n')
+            }
+            "registry.conf" => body.trim_end().ends_with('}'),
+            _ => !body.is_empty(),
+        };
+        assert!(whole, "{} is half-written:\n{body}", path.display());
+    }
+}
+
+/// A tmpfs mounted on the appliance's data directory; the pod goes first, then the mount.
+struct SmallDisk {
+    app: Appliance,
+    mount: PathBuf,
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if self.app.pod_exists() {
+            podman(&["pod", "rm", "-f", "-t", "0", &self.app.pod]);
+        }
+        let _ = Command::new("umount").arg(&self.mount).status();
+    }
+}
+
+#[test]
+fn a_full_disk_fails_pushes_is_reported_as_storage_and_loses_nothing() {
+    let app = Appliance::new();
+    let data = app.data_dir();
+    std::fs::create_dir_all(&data).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs"])
+        .arg(&data)
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mounting a tmpfs needs root");
+    let disk = SmallDisk { app, mount: data };
+    let app = &disk.app;
+    app.up(&[]);
+    let [_, nginx] = common::image_archives();
+    let digest = push(app, nginx, "small/nginx:1", None);
+
+    let out = run(app, &["verify", "--json", "--size", "40MiB", "--timeout", "60"]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{report:#}");
+    let check = |name: &str| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(check("round-trip")["status"], "fail", "{report:#}");
+    let storage = check("storage");
+    assert_eq!(storage["status"], "fail", "{storage}");
+    assert!(storage["detail"].as_str().unwrap().contains("is full"), "{storage}");
+
+    // What was stored before is still whole: it pulls back with its digest.
+    assert_eq!(remote_digest(app, "small/nginx:1", None), digest);
+    let dest = format!("dir:{}", app.tmp.path().join("pulled").display());
+    let cert_dir = app.config_dir().display().to_string();
+    skopeo_ok(&[
+        "copy",
+        "-q",
+        "--src-cert-dir",
+        &cert_dir,
+        &format!("docker://{}/small/nginx:1", app.registry()),
+        &dest,
+    ]);
+}
+
+#[test]
+fn a_strict_umask_still_gives_a_working_appliance() {
+    let app = Appliance::new();
+    let mut cmd = common::command("sh");
+    cmd.arg("-c")
+        .arg("umask 077; exec \"$0\" \"$@\"")
+        .arg(common::BIN)
+        .args(app.args());
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok   verify push/pull"));
+    let mode = |p: &str| {
+        std::fs::metadata(app.config_dir().join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("ca.crt"), 0o644, "clients can read the CA whatever the umask");
+    assert_eq!(mode("nginx/registry.conf"), 0o644);
+    assert_eq!(mode("tls/server.key"), 0o600);
+}
+
+#[test]
+fn keys_are_private_and_owned_by_the_user_running_it() {
+    let app = Appliance::new();
+    app.up(&["--no-verify", "--auth"]);
+    let uid = unsafe { libc::geteuid() };
+    for (path, mode) in [
+        ("ca/ca.key", 0o600),
+        ("tls/server.key", 0o600),
+        ("registry/config.yml", 0o600),
+        ("registry/htpasswd", 0o600),
+        ("auth/password", 0o600),
+        ("ca", 0o700),
+        ("tls", 0o700),
+        ("auth", 0o700),
+        ("registry", 0o700),
+        ("", 0o700),
+    ] {
+        let meta = std::fs::metadata(app.config_dir().join(path)).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, mode, "{path}");
+        assert_eq!(meta.uid(), uid, "{path} owner");
+    }
+}
+
+#[test]
+fn tls_1_0_and_1_1_are_refused_and_1_2_and_1_3_accepted() {
+    let app = Appliance::new();
+    app.up(&["--no-verify"]);
+    let s_client = |version: &str| {
+        Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{}", app.port),
+                "-servername",
+                &app.domain,
+                version,
+            ])
+            // OpenSSL 3 refuses old protocols on its own side by default: lower the client's bar so that
+            // only the server can say no.
+            .args(["-cipher", "DEFAULT@SECLEVEL=0"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("openssl runs")
+    };
+    for old in ["-tls1", "-tls1_1"] {
+        let out = s_client(old);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!out.status.success(), "{old} was accepted:\n{said}");
+        assert!(
+            said.contains("alert protocol version"),
+            "{old} must be refused by the server:\n{said}"
+        );
+    }
+    for new in ["-tls1_2", "-tls1_3"] {
+        let out = s_client(new);
+        assert!(out.status.success(), "{new}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn sixteen_clients_pushing_at_once_all_succeed() {
+    let app = Appliance::new();
+    app.up(&["--no-verify"]);
+    let work = app.tmp.path().join("images");
+    let layouts: Vec<PathBuf> = (0..16)
+        .map(|i| make_oci_layout(&work.join(format!("img{i}")), i))
+        .collect();
+    let cert_dir = app.config_dir().display().to_string();
+    let children: Vec<_> = layouts
+        .iter()
+        .enumerate()
+        .map(|(i, layout)| {
+            common::command("skopeo")
+                .args(["copy", "-q", "--dest-cert-dir", &cert_dir, "--digestfile"])
+                .arg(work.join(format!("pushed{i}")))
+                .arg(format!("oci:{}", layout.display()))
+                .arg(format!("docker://{}/many/img{i}:1", app.registry()))
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "client {i}: {}", text(&out.stderr));
+    }
+    for i in 0..16 {
+        let pushed = std::fs::read_to_string(work.join(format!("pushed{i}"))).unwrap();
+        assert_eq!(
+            remote_digest(&app, &format!("many/img{i}:1"), None),
+            pushed.trim(),
+            "image {i}"
+        );
+    }
+}
+
+fn sha256(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// An OCI image layout with one layer holding 2 MiB of bytes unique to `seed`.
+fn make_oci_layout(dir: &Path, seed: u64) -> PathBuf {
+    let files = dir.join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let payload: Vec<u8> = (0..2 * 1024 * 1024 / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    std::fs::write(files.join("payload.bin"), payload).unwrap();
+    let layer_path = dir.join("layer.tar");
+    assert!(Command::new("tar")
+        .arg("-cf")
+        .arg(&layer_path)
+        .arg("-C")
+        .arg(&files)
+        .arg("payload.bin")
+        .status()
+        .unwrap()
+        .success());
+    let layer = std::fs::read(&layer_path).unwrap();
+    let layout = dir.join("layout");
+    let blobs = layout.join("blobs/sha256");
+    std::fs::create_dir_all(&blobs).unwrap();
+    let put = |data: &[u8]| {
+        let hex = sha256(data);
+        std::fs::write(blobs.join(&hex), data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let (layer_digest, layer_size) = put(&layer);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
+    }))
+    .unwrap();
+    let (config_digest, config_size) = put(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]
+    }))
+    .unwrap();
+    let (manifest_digest, manifest_size) = put(&manifest);
+    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size}]
+    });
+    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
+    layout
+}
