@@ -36,6 +36,13 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop the appliance and remove its unit; keeps data, certificates and settings unless --purge.
     Down(DownArgs),
+    /// On a connected host: pull the registry and nginx images into one offline bundle for `up --bundle`.
+    Bundle(BundleArgs),
+    /// Show or renew the certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+    /// Make this host's container clients (podman, skopeo, buildah, docker) trust the registry's CA.
+    Trust(TrustArgs),
 }
 
 /// What the appliance is: shared by `up` and `render`. On a re-run, a flag left out keeps the value of
@@ -74,6 +81,18 @@ pub struct SetupArgs {
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Your own server certificate (PEM, leaf first, then intermediates) instead of a generated one.
+    #[arg(long, value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+
+    /// The private key of --cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+
+    /// The CA (bundle, PEM) that issued --cert: checked against, and what clients trust.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub ca_bundle: Option<PathBuf>,
+
     /// Require a user name and password (htpasswd, bcrypt) to push and pull.
     #[arg(long, overrides_with = "no_auth")]
     pub auth: bool,
@@ -99,6 +118,10 @@ pub struct UpArgs {
     /// Load an image archive (podman save output) before starting: the offline path (repeatable).
     #[arg(long = "image-archive", value_name = "PATH")]
     pub image_archives: Vec<PathBuf>,
+
+    /// Load the images from a bundle made by `registry-up bundle` (every checksum is checked first).
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
 
     /// Print what would change and exit without touching anything.
     #[arg(long)]
@@ -194,4 +217,72 @@ pub struct DownArgs {
     /// Do not ask before --purge deletes.
     #[arg(long)]
     pub yes: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BundleArgs {
+    /// The bundle file to write.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Registry image to include [default: the pinned one `up` uses].
+    #[arg(long, value_name = "REF")]
+    pub registry_image: Option<String>,
+
+    /// nginx image to include [default: the pinned one `up` uses].
+    #[arg(long, value_name = "REF")]
+    pub nginx_image: Option<String>,
+
+    /// Architecture to pull, as OCI names it (amd64, arm64, …) [default: this host's].
+    #[arg(long)]
+    pub arch: Option<String>,
+
+    /// CA certificate (PEM) to trust for the source registry [default: the system's roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+
+    /// User for the source registry; the password is read from standard input.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Subject, names, issuer, validity, days left and fingerprints of the CA and server certificate.
+    Show(CertsShowArgs),
+    /// Re-issue the server certificate from the existing CA and reload nginx in place (no restart).
+    Renew(CertsRenewArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsShowArgs {
+    /// Where the installed appliance keeps its state.
+    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CertsRenewArgs {
+    /// Where the installed appliance keeps its state.
+    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Also make a new CA (every client must then trust the new ca.crt).
+    #[arg(long)]
+    pub rotate_ca: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct TrustArgs {
+    /// Where the installed appliance keeps its state.
+    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// Also add the CA to the operating system's trust store (update-ca-certificates).
+    #[arg(long)]
+    pub system: bool,
 }

@@ -52,6 +52,9 @@ pub fn command(args: &DownArgs) -> Result<()> {
         );
         return Ok(());
     }
+    if let Ok(ca) = std::fs::read(args.config_dir.join(render::CA_CERT)) {
+        crate::certs::untrust(&state, &ca);
+    }
     // The registry keeps everything below docker/ in its storage folder.
     remove(&data_dir.join("docker"))?;
     remove_if_empty(data_dir);

@@ -1,10 +1,13 @@
 //! registry-up: turns a Podman host into a verified, TLS-fronted private OCI registry.
 
 mod apply;
+mod bundle;
+mod certs;
 mod cli;
 mod down;
 mod error;
 mod host;
+mod own_cert;
 mod pki;
 mod plan;
 mod render;
@@ -36,12 +39,16 @@ fn main() {
         .build()
         .expect("the async runtime starts");
     let result = match &cli.command {
-        None => up::run(&cli.up, &rt),
-        Some(Command::Up(args)) => up::run(args, &rt),
+        None => up::run(&cli.up, &rt, pki::Renew::IfNeeded),
+        Some(Command::Up(args)) => up::run(args, &rt, pki::Renew::IfNeeded),
         Some(Command::Render(args)) => up::render_to(args),
         Some(Command::Verify(args)) => verify::command(args, &rt).map(exit_with),
         Some(Command::Status(args)) => status::command(args).map(exit_with),
         Some(Command::Down(args)) => down::command(args),
+        Some(Command::Bundle(args)) => bundle::command(args, &rt),
+        Some(Command::Certs(cli::CertsCommand::Show(args))) => certs::show(args),
+        Some(Command::Certs(cli::CertsCommand::Renew(args))) => certs::renew(args, &rt),
+        Some(Command::Trust(args)) => certs::trust(args),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -24,8 +24,11 @@ pub const RENEW_BEFORE_DAYS: i64 = 30;
 
 /// PEM texts of the CA and the server certificate, and what happened to each.
 pub struct Pki {
-    pub ca_cert: String,
-    pub ca_key: String,
+    /// The CA clients trust: ours, or the bundle given with --ca-bundle; None for a certificate that
+    /// chains to the system's roots.
+    pub ca_cert: Option<String>,
+    /// Our CA's key; None for a certificate brought by the user.
+    pub ca_key: Option<String>,
     pub server_cert: String,
     pub server_key: String,
     pub ca_origin: Origin,
@@ -40,6 +43,8 @@ pub enum Origin {
     New,
     /// Made now to replace an existing one, for the reason given.
     Reissued(String),
+    /// Brought by the user (--cert/--key), checked and used as it is.
+    Provided,
 }
 
 /// Existing PEM files, as read from disk by the caller (None = file absent).
@@ -74,9 +79,30 @@ impl Existing {
 }
 
 /// Keeps what is still right and issues what is missing or wrong. `names` are the server's SANs.
-pub fn ensure(existing: Existing, names: &[HostName], now: OffsetDateTime, config_dir: &Path) -> Result<Pki> {
+/// What `certs renew` asks for beyond the usual keep-what-is-right.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renew {
+    /// Re-issue only what is missing or wrong (every `up`).
+    IfNeeded,
+    /// Re-issue the server certificate now, from the existing CA.
+    Server,
+    /// Make a new CA, and a server certificate from it.
+    CaAndServer,
+}
+
+pub fn ensure(
+    existing: Existing,
+    names: &[HostName],
+    now: OffsetDateTime,
+    config_dir: &Path,
+    renew: Renew,
+) -> Result<Pki> {
     let ca_dir = config_dir.join("ca");
-    let (ca_cert, ca_key, ca_origin) = match (existing.ca_cert, existing.ca_key) {
+    let existing_ca = match renew {
+        Renew::CaAndServer => (None, None),
+        _ => (existing.ca_cert, existing.ca_key),
+    };
+    let (ca_cert, ca_key, ca_origin) = match existing_ca {
         (Some(cert), Some(key)) => {
             check_ca(&cert, &key, now).map_err(|problem| {
                 Error::usage(format!(
@@ -89,7 +115,12 @@ pub fn ensure(existing: Existing, names: &[HostName], now: OffsetDateTime, confi
         }
         (None, None) => {
             let (cert, key) = issue_ca(names, now)?;
-            (cert, key, Origin::New)
+            let origin = if renew == Renew::CaAndServer {
+                Origin::Reissued("a new CA was asked for".into())
+            } else {
+                Origin::New
+            };
+            (cert, key, origin)
         }
         (cert, _) => {
             let (present, missing) = if cert.is_some() {
@@ -106,24 +137,22 @@ pub fn ensure(existing: Existing, names: &[HostName], now: OffsetDateTime, confi
     };
 
     let reason = match (&existing.server_cert, &existing.server_key) {
+        _ if renew == Renew::Server => Some("a renewal was asked for".to_string()),
+        _ if renew == Renew::CaAndServer => Some("the CA is new".to_string()),
         (Some(cert), Some(key)) => server_cert_problem(cert, key, &ca_cert, names, now),
         (None, None) => None,
         _ => Some("the certificate or its key was missing".to_string()),
     };
     let (server_cert, server_key, server_origin) = match (reason, existing.server_cert, existing.server_key) {
         (None, Some(cert), Some(key)) => (cert, key, Origin::Kept),
-        (reason, had_cert, _) => {
+        (reason, _, _) => {
             let (cert, key) = issue_server(names, &ca_cert, &ca_key, now)?;
-            let origin = match (reason, had_cert) {
-                (Some(r), _) => Origin::Reissued(r),
-                (None, _) => Origin::New,
-            };
-            (cert, key, origin)
+            (cert, key, reason.map_or(Origin::New, Origin::Reissued))
         }
     };
     Ok(Pki {
-        ca_cert,
-        ca_key,
+        ca_cert: Some(ca_cert),
+        ca_key: Some(ca_key),
         server_cert,
         server_key,
         ca_origin,
@@ -216,6 +245,12 @@ fn key_matches(cert: &X509Certificate<'_>, key_pem: &str) -> std::result::Result
     } else {
         Err("the key does not belong to the certificate".into())
     }
+}
+
+/// `2021-01-01 00:00 UTC`: how every date is shown.
+pub fn utc(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute())
 }
 
 fn date(t: x509_parser::time::ASN1Time) -> String {
@@ -332,8 +367,8 @@ mod tests {
 
     fn again(p: &Pki) -> Existing {
         Existing {
-            ca_cert: Some(p.ca_cert.clone()),
-            ca_key: Some(p.ca_key.clone()),
+            ca_cert: p.ca_cert.clone(),
+            ca_key: p.ca_key.clone(),
             server_cert: Some(p.server_cert.clone()),
             server_key: Some(p.server_key.clone()),
         }
@@ -345,9 +380,9 @@ mod tests {
 
     #[test]
     fn ca_properties_parsed_back() {
-        let pki = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
+        let pki = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         assert_eq!(pki.ca_origin, Origin::New);
-        let der = parse_pem(&pki.ca_cert).unwrap();
+        let der = parse_pem(pki.ca_cert.as_deref().unwrap()).unwrap();
         let ca = parse_der(&der).unwrap();
         let bc = ca.basic_constraints().unwrap().unwrap();
         assert!(bc.critical);
@@ -363,7 +398,7 @@ mod tests {
 
     #[test]
     fn server_properties_parsed_back() {
-        let pki = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
+        let pki = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         let der = parse_pem(&pki.server_cert).unwrap();
         let cert = parse_der(&der).unwrap();
         assert_eq!(san_names(&cert), ["registry.example.com", "10.1.2.3"]);
@@ -382,7 +417,7 @@ mod tests {
             .iter()
             .any(|e| matches!(e.parsed_extension(), ParsedExtension::AuthorityKeyIdentifier(_))));
         assert!(cert.raw_serial().len() >= 16, "random serial");
-        let ca_der = parse_pem(&pki.ca_cert).unwrap();
+        let ca_der = parse_pem(pki.ca_cert.as_deref().unwrap()).unwrap();
         let ca = parse_der(&ca_der).unwrap();
         cert.verify_signature(Some(ca.public_key())).expect("signed by the CA");
         assert_eq!(cert.issuer(), ca.subject());
@@ -390,8 +425,8 @@ mod tests {
 
     #[test]
     fn serials_differ_between_certificates() {
-        let a = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
-        let b = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
+        let a = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
+        let b = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         let sa = parse_der(&parse_pem(&a.server_cert).unwrap())
             .unwrap()
             .raw_serial()
@@ -405,8 +440,8 @@ mod tests {
 
     #[test]
     fn rerun_keeps_everything_when_nothing_changed() {
-        let first = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
-        let second = ensure(again(&first), &names(), now(), Path::new("/x")).unwrap();
+        let first = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
+        let second = ensure(again(&first), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         assert_eq!(second.ca_origin, Origin::Kept);
         assert_eq!(second.server_origin, Origin::Kept);
         assert_eq!(second.server_cert, first.server_cert);
@@ -415,10 +450,10 @@ mod tests {
 
     #[test]
     fn new_san_reissues_only_the_server_certificate() {
-        let first = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
+        let first = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         let mut more = names();
         more.push(HostName::parse("mirror.example.com", "d").unwrap());
-        let second = ensure(again(&first), &more, now(), Path::new("/x")).unwrap();
+        let second = ensure(again(&first), &more, now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         assert_eq!(second.ca_origin, Origin::Kept);
         assert_eq!(second.ca_cert, first.ca_cert);
         match &second.server_origin {
@@ -429,9 +464,9 @@ mod tests {
 
     #[test]
     fn near_expiry_reissues_the_server_certificate() {
-        let first = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
+        let first = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         let later = now() + Duration::days(SERVER_CERT_DAYS - 20);
-        let second = ensure(again(&first), &names(), later, Path::new("/x")).unwrap();
+        let second = ensure(again(&first), &names(), later, Path::new("/x"), Renew::IfNeeded).unwrap();
         assert_eq!(second.ca_origin, Origin::Kept);
         assert!(
             matches!(&second.server_origin, Origin::Reissued(r) if r.contains("days left")),
@@ -442,31 +477,52 @@ mod tests {
 
     #[test]
     fn broken_ca_is_an_error_not_a_silent_new_ca() {
-        let first = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
+        let first = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         let mut half = again(&first);
         half.ca_key = None;
-        let e = ensure(half, &names(), now(), Path::new("/x")).err().unwrap();
+        let e = ensure(half, &names(), now(), Path::new("/x"), Renew::IfNeeded)
+            .err()
+            .unwrap();
         assert!(e.message.contains("ca.key is missing"), "{e}");
 
-        let other = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
+        let other = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         let mut mixed = again(&first);
-        mixed.ca_key = Some(other.ca_key.clone());
-        let e = ensure(mixed, &names(), now(), Path::new("/x")).err().unwrap();
+        mixed.ca_key = other.ca_key.clone();
+        let e = ensure(mixed, &names(), now(), Path::new("/x"), Renew::IfNeeded)
+            .err()
+            .unwrap();
         assert!(e.message.contains("does not belong"), "{e}");
 
         let mut garbage = again(&first);
         garbage.ca_cert = Some("hello".into());
-        assert!(ensure(garbage, &names(), now(), Path::new("/x")).is_err());
+        assert!(ensure(garbage, &names(), now(), Path::new("/x"), Renew::IfNeeded).is_err());
+    }
+
+    #[test]
+    fn renew_on_request_keeps_or_rotates_the_ca() {
+        let first = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
+        let renewed = ensure(again(&first), &names(), now(), Path::new("/x"), Renew::Server).unwrap();
+        assert_eq!(renewed.ca_cert, first.ca_cert);
+        assert_eq!(renewed.ca_origin, Origin::Kept);
+        assert_ne!(renewed.server_cert, first.server_cert);
+        let rotated = ensure(again(&first), &names(), now(), Path::new("/x"), Renew::CaAndServer).unwrap();
+        assert_ne!(rotated.ca_cert, first.ca_cert);
+        assert!(matches!(rotated.ca_origin, Origin::Reissued(_)));
+        let cert = parse_der(&parse_pem(&rotated.server_cert).unwrap())
+            .unwrap()
+            .issuer()
+            .to_string();
+        assert!(cert.contains("registry-up CA"));
     }
 
     #[test]
     fn server_cert_from_another_ca_is_reissued() {
-        let first = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
-        let other = ensure(empty(), &names(), now(), Path::new("/x")).unwrap();
+        let first = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
+        let other = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         let mut mixed = again(&first);
         mixed.server_cert = Some(other.server_cert.clone());
         mixed.server_key = Some(other.server_key.clone());
-        let second = ensure(mixed, &names(), now(), Path::new("/x")).unwrap();
+        let second = ensure(mixed, &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
         assert!(matches!(&second.server_origin, Origin::Reissued(r) if r.contains("not signed by the current CA")));
     }
 }

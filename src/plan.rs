@@ -6,7 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::render::RenderedFile;
+use crate::render::{Reader, RenderedFile};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -47,9 +47,16 @@ impl Plan {
         self.dirs.is_empty() && self.writes().next().is_none()
     }
 
-    /// Whether the running pod reads a file that changes, so it must be restarted.
-    pub fn pod_inputs_change(&self) -> bool {
-        self.writes().any(|c| c.file.pod_input)
+    /// What the running pod needs for the files that change: nothing, an nginx reload, or a restart.
+    pub fn pod_needs(&self) -> Reader {
+        self.writes()
+            .map(|c| c.file.reader)
+            .max_by_key(|r| match r {
+                Reader::Nobody => 0,
+                Reader::Nginx => 1,
+                Reader::Pod => 2,
+            })
+            .unwrap_or(Reader::Nobody)
     }
 }
 
@@ -140,7 +147,7 @@ impl fmt::Display for Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::render::{RenderedFile, Root};
+    use crate::render::{Reader, RenderedFile, Root};
 
     fn file(rel: &str, contents: &str, mode: u32) -> RenderedFile {
         RenderedFile {
@@ -148,7 +155,7 @@ mod tests {
             rel: rel.into(),
             contents: contents.into(),
             mode,
-            pod_input: true,
+            reader: Reader::Pod,
         }
     }
 
@@ -176,7 +183,7 @@ mod tests {
 
         let second = plan(dirs(), files()).unwrap();
         assert!(second.is_noop(), "{second}");
-        assert!(!second.pod_inputs_change());
+        assert_eq!(second.pod_needs(), Reader::Nobody);
 
         // A changed file and a changed mode are both seen.
         std::fs::set_permissions(root.join("b.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -185,6 +192,6 @@ mod tests {
         let third = plan(dirs(), changed).unwrap();
         assert_eq!(third.files[0].action, Action::Update("contents"));
         assert_eq!(third.files[1].action, Action::Update("mode"));
-        assert!(third.pod_inputs_change());
+        assert_eq!(third.pod_needs(), Reader::Pod);
     }
 }

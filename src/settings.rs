@@ -8,6 +8,7 @@ use oci_client::Reference;
 use crate::cli::SetupArgs;
 use crate::error::{Error, Result};
 use crate::host::HostName;
+use crate::own_cert::OwnCertFiles;
 use crate::render::State;
 
 /// Pinned official images; `--registry-image` and `--nginx-image` override them.
@@ -28,6 +29,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// The htpasswd user when authentication is on.
     pub auth_user: Option<String>,
+    /// The user's own certificate files, when not issued by registry-up.
+    pub own_cert: Option<OwnCertFiles>,
 }
 
 pub const DEFAULT_PORT: u16 = 443;
@@ -83,6 +86,28 @@ impl Settings {
         } else {
             None
         };
+        let config_dir = usable_path(&args.config_dir, "--config-dir")?;
+        let own_cert = match (&args.cert, &args.key) {
+            (Some(cert), Some(key)) => Some(OwnCertFiles {
+                cert: absolute(cert)?,
+                key: absolute(key)?,
+                ca_bundle: args.ca_bundle.as_deref().map(absolute).transpose()?,
+            }),
+            (None, None) if args.ca_bundle.is_some() => {
+                return Err(Error::usage("--ca-bundle goes with --cert and --key: give all three."))
+            }
+            (None, None) if previous.is_some_and(|s| s.own_cert) => {
+                // Keep using the certificate installed from the user's files.
+                let ca = config_dir.join(crate::render::CA_CERT);
+                Some(OwnCertFiles {
+                    cert: config_dir.join(crate::render::SERVER_CERT),
+                    key: config_dir.join(crate::render::SERVER_KEY),
+                    ca_bundle: ca.exists().then_some(ca),
+                })
+            }
+            (None, None) => None,
+            _ => return Err(Error::usage("--cert and --key go together: give both.")),
+        };
         let data_dir = args
             .data_dir
             .clone()
@@ -105,9 +130,10 @@ impl Settings {
                 "--nginx-image",
             )?,
             pod_name: pod_name(&pick(&args.pod_name, previous.map(|s| &s.pod_name), DEFAULT_POD_NAME))?,
-            config_dir: usable_path(&args.config_dir, "--config-dir")?,
+            config_dir,
             data_dir: usable_path(&data_dir, "--data-dir")?,
             auth_user,
+            own_cert,
         })
     }
 
@@ -146,6 +172,16 @@ fn image_reference(input: &str, flag: &str) -> Result<String> {
     Ok(reference.whole())
 }
 
+/// An absolute path for a file the user names (read only: any characters are fine).
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    std::env::current_dir()
+        .map(|d| d.join(path))
+        .map_err(|e| Error::usage(format!("Cannot read the current directory ({e}): give absolute paths.")))
+}
+
 fn auth_user_name(input: &str) -> Result<String> {
     let valid = !input.is_empty()
         && input.len() <= 64
@@ -180,7 +216,7 @@ fn pod_name(input: &str) -> Result<String> {
 }
 
 /// Absolute, normalised, and free of characters that systemd unit files and YAML would need quoting for.
-fn usable_path(input: &Path, flag: &str) -> Result<PathBuf> {
+pub fn usable_path(input: &Path, flag: &str) -> Result<PathBuf> {
     let absolute = if input.is_absolute() {
         input.to_path_buf()
     } else {

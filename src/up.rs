@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::bundle;
 use crate::cli::{RenderArgs, UpArgs};
 use crate::error::{Error, Result};
-use crate::pki::{self, Origin, Pki};
+use crate::pki::{self, Origin, Pki, Renew};
 use crate::plan::{self, Plan, WantedDir};
-use crate::render::{self, Inputs, RenderedFile, Root, Service};
+use crate::render::{self, Inputs, Reader, RenderedFile, Root, Service};
 use crate::report::Reporter;
 use crate::runtime::podman::Podman;
 use crate::secrets::{self, PasswordOrigin, Secrets};
@@ -30,9 +31,13 @@ fn desired(
     podman: &str,
     service: Service,
     password: Option<String>,
+    renew: Renew,
 ) -> Result<Desired> {
-    let existing = pki::Existing::read(dir)?;
-    let pki = pki::ensure(existing, &settings.cert_names(), OffsetDateTime::now_utc(), dir)?;
+    let now = OffsetDateTime::now_utc();
+    let pki = match &settings.own_cert {
+        Some(files) => crate::own_cert::load(files, &settings.cert_names(), now)?,
+        None => pki::ensure(pki::Existing::read(dir)?, &settings.cert_names(), now, dir, renew)?,
+    };
     let secrets = secrets::ensure(dir, settings.auth_user.as_deref(), password)?;
     let files = render::render(
         settings,
@@ -51,6 +56,7 @@ fn describe(origin: &Origin, what: &str) -> String {
         Origin::Kept => format!("{what} kept"),
         Origin::New => format!("{what} created"),
         Origin::Reissued(why) => format!("{what} re-issued because {why}"),
+        Origin::Provided => format!("{what} as given"),
     }
 }
 
@@ -64,15 +70,19 @@ fn wanted_dirs(settings: &Settings) -> Vec<WantedDir> {
         .auth_user
         .as_ref()
         .map(|_| dir(settings.config_dir.join("auth"), true));
+    let ca = settings
+        .own_cert
+        .is_none()
+        .then(|| dir(settings.config_dir.join("ca"), true));
     let mut dirs = vec![
         dir(settings.config_dir.clone(), false),
-        dir(settings.config_dir.join("ca"), true),
         dir(settings.config_dir.join("tls"), true),
         dir(settings.config_dir.join("nginx"), true),
         dir(settings.config_dir.join("registry"), true),
         dir(settings.data_dir.clone(), false),
     ];
     dirs.extend(auth);
+    dirs.extend(ca);
     dirs
 }
 
@@ -100,10 +110,34 @@ fn check_port_free(port: u16) -> Result<()> {
     }
 }
 
-pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
+/// What the pod needs after the files are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PodAction {
+    Nothing,
+    ReloadNginx,
+    Restart,
+}
+
+/// `up`; `renew` forces a new server certificate (or CA), as `certs renew` asks.
+pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<()> {
     let out = Reporter::new();
     let previous = settings::read_state(&args.setup.config_dir)?;
-    let settings = Settings::resolve(&args.setup, previous.as_ref())?;
+    let mut settings = Settings::resolve(&args.setup, previous.as_ref())?;
+    // A bundle names the images it holds: they are the ones to run, unless flags say otherwise.
+    let bundle = match &args.bundle {
+        Some(path) => Some(out.step(&format!("check bundle {}", path.display()), || {
+            let checked = bundle::check(path)?;
+            let detail = format!("{} images, every checksum matches", checked.manifest.images.len());
+            Ok((checked, detail))
+        })?),
+        None => None,
+    };
+    if let Some(checked) = &bundle {
+        let mut setup = args.setup.clone();
+        setup.registry_image = setup.registry_image.or(checked.reference("registry").map(String::from));
+        setup.nginx_image = setup.nginx_image.or(checked.reference("nginx").map(String::from));
+        settings = Settings::resolve(&setup, previous.as_ref())?;
+    }
     let password = args
         .setup
         .auth_password_stdin
@@ -130,6 +164,9 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     };
 
     // Images first: a missing image must stop the run before any file is written.
+    if let (Some(checked), false) = (&bundle, args.dry_run) {
+        out.step("load bundle", || Ok(((), checked.load(&podman)?.join(", "))))?;
+    }
     if !args.dry_run {
         for archive in &args.image_archives {
             out.step(&format!("load {}", archive.display()), || {
@@ -138,7 +175,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         }
     }
     // A dry run does not load archives, so it cannot tell what they hold.
-    let archives_pending = args.dry_run && !args.image_archives.is_empty();
+    let archives_pending = args.dry_run && (!args.image_archives.is_empty() || bundle.is_some());
     out.step("check images", || {
         for (image, flag) in [(&settings.registry_image, "--registry-image"), (&settings.nginx_image, "--nginx-image")] {
             if !archives_pending && !podman.image_exists(image)? {
@@ -155,7 +192,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
 
     let podman_bin = podman.bin.display().to_string();
     let desired = out.step("certificates", || {
-        let d = desired(&settings, &settings.config_dir, &podman_bin, service, password)?;
+        let d = desired(&settings, &settings.config_dir, &podman_bin, service, password, renew)?;
         let detail = format!(
             "{}, {}",
             describe(&d.pki.ca_origin, "CA"),
@@ -172,7 +209,11 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
 
     let status = podman.pod_status(&settings.pod_name)?;
     let healthy = status.as_ref().is_some_and(|s| s.healthy());
-    let restart = !healthy || plan.pod_inputs_change();
+    let action = match (healthy, plan.pod_needs()) {
+        (false, _) | (true, Reader::Pod) => PodAction::Restart,
+        (true, Reader::Nginx) => PodAction::ReloadNginx,
+        (true, Reader::Nobody) => PodAction::Nothing,
+    };
     let same_port = previous.as_ref().is_some_and(|s| s.port == settings.port);
     // Our own pod holds its port (conmon) even when degraded; play --replace frees it.
     if !(status.is_some() && same_port) {
@@ -185,11 +226,16 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
             settings.pod_name
         ));
         out.line(&plan.to_string());
-        let pod = match (&status, restart) {
+        let pod = match (&status, action) {
             (None, _) => "would be created and started".to_string(),
-            (Some(_), false) => "is healthy and would be left alone".to_string(),
-            (Some(s), true) if !s.healthy() => format!("is {} and would be restarted", s.state.to_lowercase()),
-            (Some(_), true) => "would be restarted to pick up the changes".to_string(),
+            (Some(_), PodAction::Nothing) => "is healthy and would be left alone".to_string(),
+            (Some(_), PodAction::ReloadNginx) => {
+                "would keep running; nginx would reload its certificate and config".to_string()
+            }
+            (Some(s), PodAction::Restart) if !s.healthy() => {
+                format!("is {} and would be restarted", s.state.to_lowercase())
+            }
+            (Some(_), PodAction::Restart) => "would be restarted to pick up the changes".to_string(),
         };
         out.line(&format!("  pod       {} {pod}", settings.pod_name));
         return Ok(());
@@ -201,7 +247,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     })?;
 
     out.step("start pod", || {
-        start(&settings, &podman, &plan, service, restart, status.is_some())
+        start(&settings, &podman, &plan, service, action, status.is_some())
     })?;
     if service == Service::Direct {
         out.warn(&format!(
@@ -214,7 +260,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     let target = Target {
         host: settings.domain.url_host(),
         port: settings.port,
-        ca_pem: Some(desired.pki.ca_cert.as_bytes().to_vec()),
+        ca_pem: desired.pki.ca_cert.as_ref().map(|c| c.as_bytes().to_vec()),
         credentials: desired
             .secrets
             .auth
@@ -256,15 +302,18 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
             PasswordOrigin::Kept => {}
         }
     }
-    let ca = settings.ca_cert_path();
+    let host = settings.registry_host();
+    let trust = match &desired.pki.ca_cert {
+        Some(_) => format!(
+            "Clients trust it with the CA {}: registry-up trust sets up this host; on others copy it to\n  \
+             /etc/containers/certs.d/{host}/ca.crt (podman, skopeo, buildah) and /etc/docker/certs.d/{host}/ca.crt.",
+            settings.ca_cert_path().display()
+        ),
+        None => "Its certificate chains to the system's trusted CAs: clients need nothing else.".to_string(),
+    };
     out.line(&format!(
-        "\nThe registry is up at https://{host}/ (pod {pod}).\n\
-         Clients trust it with the CA {ca}, for example:\n  \
-         mkdir -p /etc/containers/certs.d/{host} && cp {ca} /etc/containers/certs.d/{host}/ca.crt\n  \
-         podman push IMAGE {host}/NAME:TAG",
-        host = settings.registry_host(),
-        pod = settings.pod_name,
-        ca = ca.display()
+        "\nThe registry is up at https://{host}/ (pod {}).\n{trust}\nThen: podman push IMAGE {host}/NAME:TAG",
+        settings.pod_name
     ));
     Ok(())
 }
@@ -287,17 +336,24 @@ fn start(
     podman: &Podman,
     plan: &Plan,
     service: Service,
-    restart: bool,
+    action: PodAction,
     exists: bool,
 ) -> Result<((), String)> {
+    if action == PodAction::ReloadNginx {
+        podman.reload_nginx(&format!("{}-{}", settings.pod_name, render::NGINX_CONTAINER))?;
+        return Ok((
+            (),
+            "running; nginx reloaded its certificate and config without a restart".into(),
+        ));
+    }
     match service {
         Service::SystemdUnit => {
             let unit = settings.unit_name();
             let unit_changed = plan.writes().any(|c| c.file.root == Root::SystemdUnits);
-            crate::runtime::systemd::start(&unit, unit_changed, restart && exists)?;
+            crate::runtime::systemd::start(&unit, unit_changed, action == PodAction::Restart && exists)?;
             Ok(((), format!("systemd unit {unit} enabled and started")))
         }
-        Service::Direct if !restart => Ok(((), "healthy and unchanged: left running".into())),
+        Service::Direct if action == PodAction::Nothing => Ok(((), "healthy and unchanged: left running".into())),
         Service::Direct => {
             podman.play(&settings.pod_yaml_path())?;
             let verb = if exists { "replaced" } else { "started" };
@@ -332,7 +388,14 @@ pub fn render_to(args: &RenderArgs) -> Result<()> {
         .auth_password_stdin
         .then(|| secrets::password_from_stdin("--auth-password-stdin"))
         .transpose()?;
-    let desired = desired(&settings, out_dir, &podman, Service::SystemdUnit, password)?;
+    let desired = desired(
+        &settings,
+        out_dir,
+        &podman,
+        Service::SystemdUnit,
+        password,
+        Renew::IfNeeded,
+    )?;
     let dirs = ["", "ca", "tls", "nginx", "registry", "auth"]
         .iter()
         .map(|d| WantedDir {

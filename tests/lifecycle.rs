@@ -301,6 +301,11 @@ fn status_down_up_and_purge() {
 
 #[test]
 fn upgrade_to_new_images_keeps_data_settings_and_secrets() {
+    // Declared first, dropped last: the v2 names go once the pod using them is gone.
+    let _v2_names = common::ImageNames(vec![
+        "localhost/registry-up-test/registry:v2".into(),
+        "localhost/registry-up-test/nginx:v2".into(),
+    ]);
     let app = Appliance::new();
     app.up(&["--san", "10.77.0.1", "--auth"]);
     let creds = format!(
@@ -320,6 +325,7 @@ fn upgrade_to_new_images_keeps_data_settings_and_secrets() {
     let ids_before = (image_id("registry"), image_id("nginx"));
 
     let [registry_v2, nginx_v2] = common::image_archives_v2();
+
     let out = common::command(common::BIN)
         .arg("--config-dir")
         .arg(app.config_dir())

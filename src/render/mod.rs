@@ -48,8 +48,18 @@ pub struct RenderedFile {
     pub rel: String,
     pub contents: Vec<u8>,
     pub mode: u32,
-    /// Whether the running pod reads this file, so that a change needs a restart.
-    pub pod_input: bool,
+    /// Who reads the file at run time, which decides what a change to it needs.
+    pub reader: Reader,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// Clients, later runs, people: a change needs nothing else.
+    Nobody,
+    /// nginx: `nginx -s reload` picks a change up without dropping a request.
+    Nginx,
+    /// The registry, Podman or systemd: a change needs the pod started again.
+    Pod,
 }
 
 /// Everything render needs besides the settings.
@@ -66,31 +76,45 @@ pub struct Inputs<'a> {
 pub use state::Service;
 
 pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
-    let config = |rel: &str, contents: String, mode: u32, pod_input: bool| RenderedFile {
+    let config = |rel: &str, contents: String, mode: u32, reader: Reader| RenderedFile {
         root: Root::Config,
         rel: rel.to_string(),
         contents: contents.into_bytes(),
         mode,
-        pod_input,
+        reader,
     };
     let mut files = vec![
-        config(CA_CERT, inputs.pki.ca_cert.clone(), 0o644, false),
-        config(CA_KEY, inputs.pki.ca_key.clone(), 0o600, false),
-        config(SERVER_CERT, inputs.pki.server_cert.clone(), 0o644, true),
-        config(SERVER_KEY, inputs.pki.server_key.clone(), 0o600, true),
-        config(NGINX_CONF, nginx::render(settings), 0o644, true),
+        config(SERVER_CERT, inputs.pki.server_cert.clone(), 0o644, Reader::Nginx),
+        config(SERVER_KEY, inputs.pki.server_key.clone(), 0o600, Reader::Nginx),
+        config(NGINX_CONF, nginx::render(settings), 0o644, Reader::Nginx),
         config(
             REGISTRY_CONFIG,
             registry_config::render(&inputs.secrets.http_secret, inputs.secrets.auth.is_some()),
             0o600,
-            true,
+            Reader::Pod,
         ),
-        config(POD_YAML, pod::render(settings), 0o644, true),
-        config(STATE, state::render(settings, inputs.service), 0o644, false),
+        config(POD_YAML, pod::render(settings), 0o644, Reader::Pod),
+        config(STATE, state::render(settings, inputs.service), 0o644, Reader::Nobody),
     ];
+    if let Some(ca) = &inputs.pki.ca_cert {
+        files.push(config(CA_CERT, ca.clone(), 0o644, Reader::Nobody));
+    }
+    if let Some(key) = &inputs.pki.ca_key {
+        files.push(config(CA_KEY, key.clone(), 0o600, Reader::Nobody));
+    }
     if let Some(auth) = &inputs.secrets.auth {
-        files.push(config(AUTH_PASSWORD, format!("{}\n", auth.password), 0o600, false));
-        files.push(config(HTPASSWD, format!("{}\n", auth.htpasswd_line), 0o600, true));
+        files.push(config(
+            AUTH_PASSWORD,
+            format!("{}\n", auth.password),
+            0o600,
+            Reader::Nobody,
+        ));
+        files.push(config(
+            HTPASSWD,
+            format!("{}\n", auth.htpasswd_line),
+            0o600,
+            Reader::Pod,
+        ));
     }
     if inputs.service == Service::SystemdUnit {
         files.push(RenderedFile {
@@ -98,7 +122,7 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
             rel: settings.unit_name(),
             contents: systemd::render(settings, inputs.podman).into_bytes(),
             mode: 0o644,
-            pod_input: true,
+            reader: Reader::Pod,
         });
     }
     files
@@ -139,13 +163,14 @@ pub(crate) mod tests {
             config_dir: PathBuf::from("/etc/registry-up"),
             data_dir: PathBuf::from("/var/lib/registry-up/data"),
             auth_user: None,
+            own_cert: None,
         }
     }
 
     pub fn sample_pki() -> Pki {
         Pki {
-            ca_cert: "CA CERT".into(),
-            ca_key: "CA KEY".into(),
+            ca_cert: Some("CA CERT".into()),
+            ca_key: Some("CA KEY".into()),
             server_cert: "SERVER CERT".into(),
             server_key: "SERVER KEY".into(),
             ca_origin: crate::pki::Origin::Kept,

@@ -31,6 +31,9 @@ pub struct State {
     /// The htpasswd user when authentication is on (its password is in auth/password).
     #[serde(default)]
     pub auth_user: Option<String>,
+    /// The server certificate was brought by the user (--cert/--key), not issued by registry-up.
+    #[serde(default)]
+    pub own_cert: bool,
 }
 
 pub fn render(settings: &Settings, service: Service) -> String {
@@ -47,6 +50,7 @@ pub fn render(settings: &Settings, service: Service) -> String {
         ca_cert: settings.ca_cert_path().display().to_string(),
         service,
         auth_user: settings.auth_user.clone(),
+        own_cert: settings.own_cert.is_some(),
     };
     let mut text = serde_json::to_string_pretty(&state).expect("state always serialises");
     text.push('\n');

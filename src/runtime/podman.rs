@@ -183,6 +183,39 @@ impl Podman {
             .map(|_| ())
     }
 
+    /// nginx worker processes in `container`: (pid, still accepting new connections).
+    fn nginx_workers(&self, container: &str) -> Vec<(String, bool)> {
+        let Ok(text) = self.run(&["top", container, "pid", "args"]) else {
+            return Vec::new();
+        };
+        text.lines()
+            .filter(|l| l.contains("worker process"))
+            .filter_map(|l| {
+                let pid = l.split_whitespace().next()?.to_string();
+                Some((pid, !l.contains("shutting down")))
+            })
+            .collect()
+    }
+
+    /// `nginx -s reload` in the nginx container: new certificate and config, no dropped request. Returns
+    /// once every old worker has stopped accepting connections (at most 10 s), so that the next client
+    /// cannot land on a worker that is about to close its connection.
+    pub fn reload_nginx(&self, container: &str) -> Result<()> {
+        let old: Vec<String> = self.nginx_workers(container).into_iter().map(|(pid, _)| pid).collect();
+        self.run(&["exec", container, "nginx", "-s", "reload"])?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            let now = self.nginx_workers(container);
+            let old_accepting = now.iter().any(|(pid, accepting)| *accepting && old.contains(pid));
+            let new_running = now.iter().any(|(pid, _)| !old.contains(pid));
+            if !old_accepting && new_running {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
     /// How often Podman restarted a container.
     pub fn restart_count(&self, container: &str) -> Option<u64> {
         let text = self

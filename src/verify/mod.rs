@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use round_trip::{round_trip, DEFAULT_SIZE};
-pub use target::{wait_ready, Target};
+pub use target::{chain, wait_ready, Target};
 
 use crate::cli::VerifyArgs;
 use crate::error::{Error, Result};

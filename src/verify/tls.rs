@@ -234,30 +234,27 @@ pub fn checks(addr: SocketAddr, host: &str, ca_pem: Option<&[u8]>, timeout: Dura
     out
 }
 
-/// `2021-01-01 00:00 UTC`
-fn when(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!("{} {:02}:{:02} UTC", t.date(), t.hour(), t.minute())
-}
-
 fn expiry(leaf: &X509Certificate<'_>, now: OffsetDateTime, t: std::time::Instant) -> Check {
     let not_before = leaf.validity().not_before.to_datetime();
     let not_after = leaf.validity().not_after.to_datetime();
     let days_left = (not_after - now).whole_days();
     let (status, detail) = if not_before > now {
-        (Status::Fail, format!("not valid before {} (the server's or this host's clock is wrong, or the certificate was issued for later)", when(not_before)))
+        (Status::Fail, format!("not valid before {} (the server's or this host's clock is wrong, or the certificate was issued for later)", crate::pki::utc(not_before)))
     } else if not_after <= now {
         (
             Status::Fail,
             format!(
                 "expired on {}: renew the server certificate (registry-up up re-issues it)",
-                when(not_after)
+                crate::pki::utc(not_after)
             ),
         )
     } else if days_left < WARN_DAYS {
         (
             Status::Warn,
-            format!("expires on {}, in {days_left} days: renew it soon", when(not_after)),
+            format!(
+                "expires on {}, in {days_left} days: renew it soon",
+                crate::pki::utc(not_after)
+            ),
         )
     } else {
         (

@@ -227,9 +227,9 @@ impl Appliance {
         format!("{}:{}", self.domain, self.port)
     }
 
-    /// The arguments that make `up` target this appliance, with the stand-in images.
-    pub fn args(&self) -> Vec<String> {
-        let mut args: Vec<String> = vec![
+    /// The arguments that name this appliance: domain, port, pod, folders (no images).
+    pub fn base_args(&self) -> Vec<String> {
+        vec![
             "--domain".into(),
             self.domain.clone(),
             "--port".into(),
@@ -240,11 +240,18 @@ impl Appliance {
             self.config_dir().display().to_string(),
             "--data-dir".into(),
             self.data_dir().display().to_string(),
+        ]
+    }
+
+    /// The arguments that make `up` target this appliance, with the stand-in images.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = self.base_args();
+        args.extend([
             "--registry-image".into(),
             REGISTRY_IMAGE.into(),
             "--nginx-image".into(),
             NGINX_IMAGE.into(),
-        ];
+        ]);
         for archive in image_archives() {
             args.push("--image-archive".into());
             args.push(archive.display().to_string());
@@ -295,6 +302,76 @@ impl Drop for Appliance {
         if self.pod_exists() {
             podman(&["pod", "rm", "-f", "-t", "0", &self.pod]);
         }
+        // What `registry-up trust` may have installed for this appliance's unique name.
+        for root in ["/etc/containers/certs.d", "/etc/docker/certs.d"] {
+            let _ = std::fs::remove_dir_all(Path::new(root).join(self.registry()));
+        }
+    }
+}
+
+/// Removes image names from Podman's store on drop (only the names: the images stay if others use them).
+pub struct ImageNames(pub Vec<String>);
+
+impl Drop for ImageNames {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            podman(&["rmi", name]);
+        }
+    }
+}
+
+/// Certificates made with rcgen for tests: CAs, intermediates and leaves with chosen properties.
+pub mod certs {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    use time::OffsetDateTime;
+
+    pub struct Ca {
+        pub pem: String,
+        pub issuer: Issuer<'static, KeyPair>,
+    }
+
+    pub fn ca(name: &str, parent: Option<&Ca>) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = match parent {
+            Some(p) => params.signed_by(&key, &p.issuer).unwrap(),
+            None => params.self_signed(&key).unwrap(),
+        };
+        Ca {
+            pem: cert.pem(),
+            issuer: Issuer::new(params, key),
+        }
+    }
+
+    /// A leaf for `names` signed by `ca`: (certificate PEM, key PEM).
+    pub fn leaf(
+        names: &[&str],
+        ca: &Ca,
+        valid: (OffsetDateTime, OffsetDateTime),
+        server_auth: bool,
+    ) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.not_before = valid.0;
+        params.not_after = valid.1;
+        params.use_authority_key_identifier_extension = true;
+        params.extended_key_usages = if server_auth {
+            vec![ExtendedKeyUsagePurpose::ServerAuth]
+        } else {
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
+        (params.signed_by(&key, &ca.issuer).unwrap().pem(), key.serialize_pem())
+    }
+
+    /// Valid from yesterday for a year.
+    pub fn now_valid() -> (OffsetDateTime, OffsetDateTime) {
+        let now = OffsetDateTime::now_utc();
+        (now - time::Duration::days(1), now + time::Duration::days(365))
     }
 }
 
