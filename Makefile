@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Podman settings these machines need (runc; no default ulimits), kept out of /etc.
 export CONTAINERS_CONF ?= $(CURDIR)/tests/fixtures/containers.conf
 
-DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates
+DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3
 IMAGES := target/test-images/registry.tar target/test-images/nginx.tar
 # A second build with another tag: the "new version" for upgrade tests.
 IMAGES_V2 := target/test-images/v2/registry.tar target/test-images/v2/nginx.tar
@@ -18,7 +18,7 @@ DEMO_ARGS := --domain localhost --san 127.0.0.1 --port $(DEMO_PORT) \
 	--registry-image localhost/registry-up-test/registry:latest \
 	--nginx-image localhost/registry-up-test/nginx:latest
 
-.PHONY: deps test-images build demo demo-down test lint
+.PHONY: deps test-images build demo demo-down test lint bench
 
 deps:
 	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
@@ -50,6 +50,10 @@ demo-down:
 
 test: deps test-images
 	$(CARGO) test --locked
+
+# Figures against the baselines users would otherwise use (a few minutes; not part of `make test`).
+bench: deps test-images build
+	python3 bench/bench.py
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -21,6 +21,9 @@ struct Pod {
 struct Metadata {
     name: String,
     labels: BTreeMap<&'static str, String>,
+    /// `bind-mount-options:<host path>: Z` for every hostPath: Podman relabels the folder for SELinux
+    /// (a no-op on hosts without it), so enforcing hosts work without editing anything.
+    annotations: BTreeMap<String, &'static str>,
 }
 
 #[derive(Serialize)]
@@ -91,12 +94,23 @@ pub fn render(settings: &Settings) -> String {
         mount_path,
         read_only,
     };
+    let volumes = vec![
+        volume("registry-data", settings.data_dir.display().to_string()),
+        volume("registry-config", dir("registry")),
+        volume("nginx-conf", dir("nginx")),
+        volume("tls", dir("tls")),
+    ];
+    let annotations = volumes
+        .iter()
+        .map(|v| (format!("bind-mount-options:{}", v.host_path.path), "Z"))
+        .collect();
     let pod = Pod {
         api_version: "v1",
         kind: "Pod",
         metadata: Metadata {
             name: settings.pod_name.clone(),
             labels: BTreeMap::from([("app.kubernetes.io/managed-by", "registry-up".to_string())]),
+            annotations,
         },
         spec: PodSpec {
             restart_policy: "Always",
@@ -126,12 +140,7 @@ pub fn render(settings: &Settings) -> String {
                     ],
                 },
             ],
-            volumes: vec![
-                volume("registry-data", settings.data_dir.display().to_string()),
-                volume("registry-config", dir("registry")),
-                volume("nginx-conf", dir("nginx")),
-                volume("tls", dir("tls")),
-            ],
+            volumes,
         },
     };
     let body = serde_yaml_ng::to_string(&pod).expect("the pod always serialises");

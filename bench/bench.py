@@ -1,0 +1,367 @@
+#!/usr/bin/env python3
+"""`make bench`: registry-up's figures side by side with what users would do instead.
+
+Every figure is the median of BENCH_RUNS runs (default 5) with min and max, and a ratio against a
+baseline measured in the same run. Needs root, Podman and the stand-in images (make test-images), and
+the release binary (make build); the Makefile target provides both. Prints one Markdown table and
+writes it to target/bench/results.md.
+"""
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import hashlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = ROOT / "target/release/registry-up"
+REGISTRY_IMAGE = "localhost/registry-up-test/registry:latest"
+NGINX_IMAGE = "localhost/registry-up-test/nginx:latest"
+ARCHIVES = [ROOT / "target/test-images/registry.tar", ROOT / "target/test-images/nginx.tar"]
+RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+OUT = ROOT / "target/bench"
+BLOB_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
+os.environ.setdefault("CONTAINERS_CONF", str(ROOT / "tests/fixtures/containers.conf"))
+MiB = 1024 * 1024
+
+
+def sh(cmd, **kw):
+    kw.setdefault("check", True)
+    kw.setdefault("stdout", subprocess.PIPE)
+    kw.setdefault("stderr", subprocess.PIPE)
+    try:
+        return subprocess.run([str(c) for c in cmd], text=True, **kw)
+    except subprocess.CalledProcessError as e:
+        sys.exit(f"bench: {' '.join(map(str, cmd))} failed:\n{e.stdout}\n{e.stderr}")
+
+
+def timed(cmd, **kw):
+    start = time.perf_counter()
+    sh(cmd, **kw)
+    return time.perf_counter() - start
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return s.getsockname()[1]
+
+
+def stats(samples):
+    return statistics.median(samples), min(samples), max(samples)
+
+
+def fmt(samples, unit="s", scale=1.0):
+    med, lo, hi = stats([x * scale for x in samples])
+    digits = 3 if unit == "s" and med < 1 else 1
+    return f"{med:.{digits}f} {unit} [{lo:.{digits}f}–{hi:.{digits}f}]"
+
+
+def rm_pod(name):
+    subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], capture_output=True)
+
+
+def make_oci_layout(path: Path, size: int, seed: str):
+    """An OCI image layout with one uncompressed layer holding `size` random bytes."""
+    blobs = path / "blobs/sha256"
+    blobs.mkdir(parents=True)
+    payload = path / "payload.bin"
+    with open(payload, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 16 * MiB)
+            f.write(os.urandom(n))
+            left -= n
+    layer = path / "layer.tar"
+    with tarfile.open(layer, "w", format=tarfile.USTAR_FORMAT) as t:
+        t.add(payload, arcname=f"{seed}.bin")
+    payload.unlink()
+
+    def put_file(src: Path):
+        h = hashlib.sha256()
+        with open(src, "rb") as f:
+            while chunk := f.read(8 * MiB):
+                h.update(chunk)
+        digest = h.hexdigest()
+        src.rename(blobs / digest)
+        return f"sha256:{digest}", (blobs / digest).stat().st_size
+
+    def put_bytes(data: bytes):
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}", len(data)
+
+    layer_digest, layer_size = put_file(layer)
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()
+    config_digest, config_size = put_bytes(config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}],
+    }).encode()
+    manifest_digest, manifest_size = put_bytes(manifest)
+    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size}]}))
+
+
+def up_args(work: Path, port: int, pod: str):
+    return [BIN, "--domain", "localhost", "--san", "127.0.0.1", "--port", port, "--config-dir", work / "cfg",
+            "--data-dir", work / "data", "--pod-name", pod, "--registry-image", REGISTRY_IMAGE, "--nginx-image", NGINX_IMAGE]
+
+
+def peak_rss_kib(cmd):
+    out = sh(["/usr/bin/time", "-v", *cmd])
+    for line in out.stderr.splitlines():
+        if "Maximum resident set size" in line:
+            return int(line.split(":")[1])
+    sys.exit("bench: /usr/bin/time printed no peak RSS")
+
+
+rows = []
+
+
+def row(measure, ours, baseline, ratio, goal, met):
+    rows.append((measure, ours, baseline, ratio, goal, "yes" if met else "**no**"))
+
+
+def bench_cold_up_and_noop(tmp: Path, small_image: Path):
+    ours, manual = [], []
+    for i in range(RUNS):
+        work, port, pod = tmp / f"cold-ours-{i}", free_port(), f"ru-bench-cold-{i}"
+        ours.append(timed(up_args(work, port, pod)))
+        rm_pod(pod)
+        shutil.rmtree(work)
+        work, port, pod = tmp / f"cold-manual-{i}", free_port(), f"ru-bench-manual-{i}"
+        manual.append(timed([ROOT / "bench/manual-up.sh", work, port, pod, REGISTRY_IMAGE, NGINX_IMAGE, small_image]))
+        rm_pod(pod)
+        shutil.rmtree(work)
+    ratio = statistics.median(ours) / statistics.median(manual)
+    row("1. cold `up` → verified (local images)", fmt(ours), f"by hand (openssl, files, play kube, skopeo push+pull): {fmt(manual)}",
+        f"{ratio:.2f}×", "≤ 3 s, ratio ≤ 1.0", statistics.median(ours) <= 3 and ratio <= 1.0)
+
+    # 2. A re-run with nothing changed: time, files written, pod restarted.
+    work, port, pod = tmp / "noop", free_port(), "ru-bench-noop"
+    sh(up_args(work, port, pod))
+
+    def snapshot():
+        files = sorted((str(p), p.stat().st_mtime_ns) for p in (work / "cfg").rglob("*") if p.is_file())
+        started = [sh(["podman", "inspect", "--format", "{{.State.StartedAt}}", f"{pod}-{c}"]).stdout for c in ("registry", "nginx")]
+        return files, started
+
+    before = snapshot()
+    noop = [timed(up_args(work, port, pod)) for _ in range(RUNS)]
+    after = snapshot()
+    written = sum(1 for a, b in zip(before[0], after[0]) if a != b) + abs(len(before[0]) - len(after[0]))
+    restarted = before[1] != after[1]
+    rm_pod(pod)
+    ratio = statistics.median(noop) / statistics.median(ours)
+    row("2. no-op re-run (verified)", f"{fmt(noop)}; {written} files written; pod restarted: {'yes' if restarted else 'no'}",
+        f"cold `up`: {fmt(ours)}", f"{ratio:.2f}×", "≤ 0.3 s, 0 files, no restart",
+        statistics.median(noop) <= 0.3 and written == 0 and not restarted)
+
+
+MINIMAL_CONF = """server {{
+    listen {port} ssl;
+    ssl_certificate /etc/nginx/tls/server.crt;
+    ssl_certificate_key /etc/nginx/tls/server.key;
+    client_max_body_size 0;
+    location /v2/ {{
+        proxy_pass http://127.0.0.1:5000;
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Real-IP $remote_addr;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+    }}
+}}
+"""
+
+
+def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
+    work = tmp / "proxy"
+    ports = {"direct": free_port(), "ours": free_port(), "minimal": free_port()}
+    render = work / "render"
+    sh([BIN, "render", "--domain", "localhost", "--san", "127.0.0.1", "--port", ports["ours"], "--out", render])
+    (work / "min").mkdir(parents=True)
+    (work / "min/registry.conf").write_text(MINIMAL_CONF.format(port=ports["minimal"]))
+    (work / "registry").mkdir()
+    (work / "registry/config.yml").write_text(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  delete:\n    enabled: true\nhttp:\n  addr: :5000\n")
+    (work / "data").mkdir()
+    pod = "ru-bench-proxy"
+    yaml = {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
+        "spec": {
+            "containers": [
+                {"name": "registry", "image": REGISTRY_IMAGE,
+                 "ports": [{"containerPort": 5000, "hostPort": ports["direct"]}],
+                 "volumeMounts": [{"name": "data", "mountPath": "/var/lib/registry"},
+                                  {"name": "config", "mountPath": "/etc/docker/registry"}]},
+                {"name": "ours", "image": NGINX_IMAGE, "ports": [{"containerPort": ports["ours"], "hostPort": ports["ours"]}],
+                 "volumeMounts": [{"name": "ours", "mountPath": "/etc/nginx/conf.d"}, {"name": "tls", "mountPath": "/etc/nginx/tls"}]},
+                {"name": "minimal", "image": NGINX_IMAGE, "ports": [{"containerPort": ports["minimal"], "hostPort": ports["minimal"]}],
+                 "volumeMounts": [{"name": "min", "mountPath": "/etc/nginx/conf.d"}, {"name": "tls", "mountPath": "/etc/nginx/tls"}]},
+            ],
+            "volumes": [{"name": n, "hostPath": {"path": str(p), "type": "Directory"}} for n, p in
+                        [("data", work / "data"), ("config", work / "registry"), ("ours", render / "nginx"),
+                         ("min", work / "min"), ("tls", render / "tls")]],
+        },
+    }
+    (work / "pod.yaml").write_text(json.dumps(yaml))  # JSON is YAML
+    sh(["podman", "play", "kube", work / "pod.yaml"])
+    certs = work / "certs"
+    certs.mkdir()
+    shutil.copy(render / "ca.crt", certs / "ca.crt")
+    for target, port in ports.items():
+        url = f"https://127.0.0.1:{port}/v2/" if target != "direct" else f"http://127.0.0.1:{port}/v2/"
+        for _ in range(200):
+            if subprocess.run(["curl", "-sf", "--cacert", certs / "ca.crt", "-o", "/dev/null", url]).returncode == 0:
+                break
+            time.sleep(0.05)
+
+    push = {t: [] for t in ports}
+    pull = {t: [] for t in ports}
+    for i in range(RUNS):
+        for target, port in ports.items():
+            tls = ["--dest-tls-verify=false"] if target == "direct" else ["--dest-cert-dir", certs]
+            src_tls = ["--src-tls-verify=false"] if target == "direct" else ["--src-cert-dir", certs]
+            ref = f"docker://127.0.0.1:{port}/bench-{target}-{i}/big:1"
+            BLOB_CACHE.unlink(missing_ok=True)  # so blobs are really uploaded, not mounted from another repo
+            push[target].append(timed(["skopeo", "copy", "-q", *tls, f"oci:{big_image}", ref]))
+            dest = work / f"pulled-{target}-{i}"
+            pull[target].append(timed(["skopeo", "copy", "-q", *src_tls, ref, f"dir:{dest}"]))
+            shutil.rmtree(dest)
+    spooled = {}
+    for target in ("ours", "minimal"):
+        logs = subprocess.run(["podman", "logs", f"{pod}-{target}"], capture_output=True, text=True)
+        spooled[target] = "buffered to a temporary file" in logs.stdout + logs.stderr
+    rm_pod(pod)
+    shutil.rmtree(work)
+    for direction, samples, goal in (("push", push, 1.10), ("pull", pull, 1.20)):
+        direct = statistics.median(samples["direct"])
+        mbps = lambda s: f"{size_mib / statistics.median(s):.0f} MiB/s"
+        ours = statistics.median(samples["ours"]) / direct
+        minimal = statistics.median(samples["minimal"]) / direct
+        row(f"3. {direction} {size_mib} MiB through the proxy",
+            f"our nginx conf: {fmt(samples['ours'])} ({mbps(samples['ours'])}); spooled to temp files: {'yes' if spooled['ours'] else 'no'}",
+            f"direct to the registry: {fmt(samples['direct'])} ({mbps(samples['direct'])}); classic minimal conf: "
+            f"{fmt(samples['minimal'])}, {minimal:.2f}×, spooled: {'yes' if spooled['minimal'] else 'no'}",
+            f"{ours:.2f}×", f"≤ {goal:.2f}× direct", ours <= goal)
+
+
+def bench_verify(tmp: Path, small_image: Path, gib_image: Path):
+    work, port, pod = tmp / "verify", free_port(), "ru-bench-verify"
+    sh(up_args(work, port, pod) + ["--no-verify"])
+    cfg = work / "cfg"
+    certs = tmp / "verify-certs"
+    certs.mkdir()
+    shutil.copy(cfg / "ca.crt", certs / "ca.crt")
+    ours, skopeo = [], []
+    for i in range(RUNS):
+        ours.append(timed([BIN, "verify", "--config-dir", cfg]))
+        ref = f"docker://localhost:{port}/bench-skopeo-{i}/small:1"
+        BLOB_CACHE.unlink(missing_ok=True)
+        start = time.perf_counter()
+        sh(["skopeo", "copy", "-q", "--dest-cert-dir", certs, f"oci:{small_image}", ref])
+        sh(["skopeo", "copy", "-q", "--src-cert-dir", certs, ref, f"dir:{tmp / f'small-{i}'}"])
+        skopeo.append(time.perf_counter() - start)
+    ratio = statistics.median(ours) / statistics.median(skopeo)
+    row("4. `verify` (1 MiB round trip + all checks)", fmt(ours), f"skopeo copy push + pull of a 1 MiB image: {fmt(skopeo)}",
+        f"{ratio:.2f}×", "≤ 0.5×", ratio <= 0.5)
+
+    # 5. verify --size 1GiB: peak memory and throughput, against skopeo moving a 1 GiB image.
+    rss, walls, sk_rss, sk_walls = [], [], [], []
+    for i in range(RUNS):
+        start = time.perf_counter()
+        rss.append(peak_rss_kib([BIN, "verify", "--config-dir", cfg, "--size", "1GiB", "--timeout", "600"]))
+        walls.append(time.perf_counter() - start)
+        ref = f"docker://localhost:{port}/bench-big-{i}/big:1"
+        BLOB_CACHE.unlink(missing_ok=True)
+        start = time.perf_counter()
+        push_rss = peak_rss_kib(["skopeo", "copy", "-q", "--dest-cert-dir", certs, f"oci:{gib_image}", ref])
+        dest = tmp / f"gib-{i}"
+        pull_rss = peak_rss_kib(["skopeo", "copy", "-q", "--src-cert-dir", certs, ref, f"dir:{dest}"])
+        sk_walls.append(time.perf_counter() - start)
+        sk_rss.append(max(push_rss, pull_rss))
+        shutil.rmtree(dest)
+    rm_pod(pod)
+    ratio = statistics.median(walls) / statistics.median(sk_walls)
+    row("5. `verify --size 1GiB`", f"peak RSS {fmt(rss, 'MB', 1 / 1024)}; {fmt(walls)} ({2048 / statistics.median(walls):.0f} MiB/s moved)",
+        f"skopeo push + pull of 1 GiB: peak RSS {fmt(sk_rss, 'MB', 1 / 1024)}; {fmt(sk_walls)}",
+        f"{ratio:.2f}× time, {statistics.median(rss) / statistics.median(sk_rss):.2f}× RSS", "peak RSS ≤ 64 MB",
+        statistics.median(rss) / 1024 <= 64)
+
+
+OPENSSL_CERTS = r"""
+set -e
+cd "$1"
+openssl ecparam -name prime256v1 -genkey -noout -out ca.key 2>/dev/null
+openssl req -x509 -new -key ca.key -sha256 -days 3650 -subj "/CN=bench CA" -addext "basicConstraints=critical,CA:TRUE,pathlen:0" -addext "keyUsage=critical,keyCertSign,cRLSign" -out ca.crt
+openssl ecparam -name prime256v1 -genkey -noout -out server.key 2>/dev/null
+openssl req -new -key server.key -subj "/CN=localhost" -out server.csr
+printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nauthorityKeyIdentifier=keyid\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 -sha256 -extfile server.ext -out server.crt 2>/dev/null
+"""
+
+
+def bench_certs(tmp: Path):
+    ours, openssl = [], []
+    for i in range(RUNS):
+        out = tmp / f"render-{i}"
+        ours.append(timed([BIN, "render", "--domain", "localhost", "--san", "127.0.0.1", "--out", out]))
+        d = tmp / f"openssl-{i}"
+        d.mkdir()
+        openssl.append(timed(["bash", "-c", OPENSSL_CERTS, "bench", d]))
+    ratio = statistics.median(ours) / statistics.median(openssl)
+    row("6. CA + server certificate", f"`registry-up render` (certificates and every file): {fmt(ours)}",
+        f"the openssl commands (CA, key, CSR, signed leaf): {fmt(openssl)}", f"{ratio:.2f}×", "(no goal)", True)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (it starts rootful Podman pods)")
+    for path in [BIN, *ARCHIVES]:
+        if not path.exists():
+            sys.exit(f"bench: {path} is missing: run `make bench` (it builds it)")
+    for archive in ARCHIVES:
+        sh(["podman", "load", "-q", "-i", archive])
+    OUT.mkdir(parents=True, exist_ok=True)
+    size_mib = int(os.environ.get("BENCH_PROXY_MIB", "512"))
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="registry-up-bench-", dir=OUT) as t:
+        tmp = Path(t)
+        small, big, gib = tmp / "img-1m", tmp / "img-big", tmp / "img-1g"
+        make_oci_layout(small, MiB, "small")
+        make_oci_layout(big, size_mib * MiB, "big")
+        make_oci_layout(gib, 1024 * MiB, "gib")
+        try:
+            bench_certs(tmp)
+            bench_cold_up_and_noop(tmp, small)
+            bench_verify(tmp, small, gib)
+            shutil.rmtree(gib)
+            bench_proxy(tmp, big, size_mib)
+        finally:
+            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-verify"] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
+                rm_pod(pod)
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
+    podman = sh(["podman", "--version"]).stdout.strip()
+    header = (f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores ({cpu}), "
+              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') // 1024**3} GiB, kernel {os.uname().release}, {podman}; "
+              f"median of {RUNS} runs [min–max]; total {time.perf_counter() - started:.0f} s.\n\n")
+    rows.sort(key=lambda r: r[0])
+    table = "| measure | registry-up | baseline (same run) | ratio | goal | met |\n|---|---|---|---|---|---|\n"
+    table += "".join(f"| {' | '.join(r)} |\n" for r in rows)
+    (OUT / "results.md").write_text(header + table)
+    print(header + table)
+
+
+if __name__ == "__main__":
+    main()
