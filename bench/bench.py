@@ -2,7 +2,7 @@
 """`make bench`: registry-up's figures side by side with what users would do instead.
 
 Every figure is the median of BENCH_RUNS runs (default 5) with min and max, and a ratio against a
-baseline measured in the same run. Needs root, Podman and the stand-in images (make test-images), and
+baseline measured in the same run. BENCH_ONLY=certs,up,verify,proxy runs a subset. Needs root, Podman and the stand-in images (make test-images), and
 the release binary (make build); the Makefile target provides both. Prints one Markdown table and
 writes it to target/bench/results.md.
 """
@@ -341,13 +341,19 @@ def main():
         small, big, gib = tmp / "img-1m", tmp / "img-big", tmp / "img-1g"
         make_oci_layout(small, MiB, "small")
         make_oci_layout(big, size_mib * MiB, "big")
-        make_oci_layout(gib, 1024 * MiB, "gib")
+        make_oci_layout(gib, 1024 * MiB if not os.environ.get("BENCH_ONLY") or "verify" in os.environ["BENCH_ONLY"] else MiB, "gib")
+        only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))  # e.g. BENCH_ONLY=proxy
+        wanted = lambda name: not only or name in only
         try:
-            bench_certs(tmp)
-            bench_cold_up_and_noop(tmp, small)
-            bench_verify(tmp, small, gib)
+            if wanted("certs"):
+                bench_certs(tmp)
+            if wanted("up"):
+                bench_cold_up_and_noop(tmp, small)
+            if wanted("verify"):
+                bench_verify(tmp, small, gib)
             shutil.rmtree(gib)
-            bench_proxy(tmp, big, size_mib)
+            if wanted("proxy"):
+                bench_proxy(tmp, big, size_mib)
         finally:
             for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-verify"] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
                 rm_pod(pod)

@@ -131,8 +131,8 @@ pub fn trust_paths(state: &State) -> Vec<PathBuf> {
     let mut paths = Vec::new();
     for name in names {
         let host = if name.contains(':') { format!("[{name}]") } else { name };
-        for root in ["/etc/containers/certs.d", "/etc/docker/certs.d"] {
-            paths.push(Path::new(root).join(format!("{host}:{}", state.port)).join("ca.crt"));
+        for root in crate::paths::trust_roots() {
+            paths.push(root.join(format!("{host}:{}", state.port)).join("ca.crt"));
         }
     }
     paths
@@ -167,6 +167,11 @@ pub fn trust(args: &TrustArgs) -> Result<()> {
         }
     };
     let mut targets = trust_paths(&state);
+    if args.system && !crate::paths::is_root() {
+        return Err(Error::usage(
+            "--system changes the operating system's trust store: run it as root.",
+        ));
+    }
     if args.system {
         targets.push(system_trust_path(&state));
     }

@@ -43,6 +43,10 @@ pub enum Command {
     Certs(CertsCommand),
     /// Make this host's container clients (podman, skopeo, buildah, docker) trust the registry's CA.
     Trust(TrustArgs),
+    /// As root: prepare an ordinary user for rootless Podman (subordinate IDs, lingering, checks).
+    PrepareUser(PrepareUserArgs),
+    /// Check this host for everything the appliance needs, each problem with its fix.
+    Doctor(DoctorArgs),
 }
 
 /// What the appliance is: shared by `up` and `render`. On a re-run, a flag left out keeps the value of
@@ -57,7 +61,7 @@ pub struct SetupArgs {
     #[arg(long = "san", value_name = "NAME|IP")]
     pub sans: Vec<String>,
 
-    /// Host port nginx listens on (TLS) [default: 443].
+    /// Host port nginx listens on (TLS) [default: 443 for root, 8443 for a user].
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
 
@@ -74,10 +78,11 @@ pub struct SetupArgs {
     pub pod_name: Option<String>,
 
     /// Where certificates, secrets, configuration and state.json live.
-    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
     pub config_dir: PathBuf,
 
-    /// Where the registry stores images [default: /var/lib/registry-up/data].
+    /// Where the registry stores images [default: /var/lib/registry-up/data; for a user
+    /// $XDG_DATA_HOME/registry-up/data].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
@@ -108,6 +113,10 @@ pub struct SetupArgs {
     /// Read the --auth user's password from standard input instead of generating one.
     #[arg(long)]
     pub auth_password_stdin: bool,
+
+    /// Rootless: enable lingering for this user (loginctl enable-linger), so the pod outlives the login.
+    #[arg(long)]
+    pub linger: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -161,7 +170,7 @@ pub struct VerifyArgs {
     pub ca: Option<PathBuf>,
 
     /// Where the installed appliance keeps its state.
-    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
     pub config_dir: PathBuf,
 
     /// User to log in as; the password is read from standard input. Default: the appliance's --auth user.
@@ -196,7 +205,7 @@ pub struct VerifyArgs {
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
     /// Where the installed appliance keeps its state.
-    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
     pub config_dir: PathBuf,
 
     /// Print one JSON document instead of text.
@@ -207,7 +216,7 @@ pub struct StatusArgs {
 #[derive(Args, Debug, Clone)]
 pub struct DownArgs {
     /// Where the installed appliance keeps its state.
-    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
     pub config_dir: PathBuf,
 
     /// Also delete the data (every image), the certificates, the secrets and the settings.
@@ -257,7 +266,7 @@ pub enum CertsCommand {
 #[derive(Args, Debug, Clone)]
 pub struct CertsShowArgs {
     /// Where the installed appliance keeps its state.
-    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
     pub config_dir: PathBuf,
 
     /// Print one JSON document instead of text.
@@ -268,7 +277,7 @@ pub struct CertsShowArgs {
 #[derive(Args, Debug, Clone)]
 pub struct CertsRenewArgs {
     /// Where the installed appliance keeps its state.
-    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
     pub config_dir: PathBuf,
 
     /// Also make a new CA (every client must then trust the new ca.crt).
@@ -279,10 +288,39 @@ pub struct CertsRenewArgs {
 #[derive(Args, Debug, Clone)]
 pub struct TrustArgs {
     /// Where the installed appliance keeps its state.
-    #[arg(long, default_value = "/etc/registry-up", value_name = "DIR")]
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
     pub config_dir: PathBuf,
 
     /// Also add the CA to the operating system's trust store (update-ca-certificates).
     #[arg(long)]
     pub system: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct PrepareUserArgs {
+    /// The user who will run registry-up rootless.
+    pub name: String,
+
+    /// Print what would change and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct DoctorArgs {
+    /// Where an installed appliance keeps its state (its settings are checked when present).
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
+    pub config_dir: PathBuf,
+
+    /// The name clients will use: checked to resolve to an address of this host.
+    #[arg(long, value_name = "NAME")]
+    pub domain: Option<String>,
+
+    /// The port to check [default: the appliance's, else 443 for root and 8443 for a user].
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Print one JSON document instead of text.
+    #[arg(long)]
+    pub json: bool,
 }

@@ -37,7 +37,7 @@ pub fn command(args: &DownArgs) -> Result<()> {
     }
     if state.service == Service::SystemdUnit {
         let unit = format!("{}.service", state.pod_name);
-        crate::runtime::systemd::remove(&unit, &Path::new(render::SYSTEM_UNIT_DIR).join(&unit))?;
+        crate::runtime::systemd::remove(state.rootless, &unit, &crate::paths::unit_dir().join(&unit))?;
     }
     let podman = Podman::find()?;
     if podman.pod_status(&state.pod_name)?.is_some() {

@@ -4,12 +4,15 @@ mod apply;
 mod bundle;
 mod certs;
 mod cli;
+mod doctor;
 mod down;
 mod error;
 mod host;
 mod own_cert;
+mod paths;
 mod pki;
 mod plan;
+mod prepare_user;
 mod render;
 mod report;
 mod runtime;
@@ -49,6 +52,8 @@ fn main() {
         Some(Command::Certs(cli::CertsCommand::Show(args))) => certs::show(args),
         Some(Command::Certs(cli::CertsCommand::Renew(args))) => certs::renew(args, &rt),
         Some(Command::Trust(args)) => certs::trust(args),
+        Some(Command::PrepareUser(args)) => prepare_user::command(args).map(exit_with),
+        Some(Command::Doctor(args)) => doctor::command(args).map(exit_with),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

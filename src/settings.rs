@@ -31,11 +31,11 @@ pub struct Settings {
     pub auth_user: Option<String>,
     /// The user's own certificate files, when not issued by registry-up.
     pub own_cert: Option<OwnCertFiles>,
+    /// Run by an ordinary user: rootless Podman, user units.
+    pub rootless: bool,
 }
 
-pub const DEFAULT_PORT: u16 = 443;
 pub const DEFAULT_POD_NAME: &str = "registry-pod";
-pub const DEFAULT_DATA_DIR: &str = "/var/lib/registry-up/data";
 pub const DEFAULT_AUTH_USER: &str = "admin";
 
 impl Settings {
@@ -112,11 +112,14 @@ impl Settings {
             .data_dir
             .clone()
             .or_else(|| previous.map(|s| PathBuf::from(&s.data_dir)))
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+            .unwrap_or_else(crate::paths::default_data_dir);
         Ok(Settings {
             domain,
             sans,
-            port: args.port.or(previous.map(|s| s.port)).unwrap_or(DEFAULT_PORT),
+            port: args
+                .port
+                .or(previous.map(|s| s.port))
+                .unwrap_or_else(crate::paths::default_port),
             registry_image: image_reference(
                 &pick(
                     &args.registry_image,
@@ -134,6 +137,7 @@ impl Settings {
             data_dir: usable_path(&data_dir, "--data-dir")?,
             auth_user,
             own_cert,
+            rootless: !crate::paths::is_root(),
         })
     }
 
@@ -155,6 +159,22 @@ impl Settings {
 
     pub fn ca_cert_path(&self) -> PathBuf {
         self.config_dir.join(crate::render::CA_CERT)
+    }
+
+    /// A user cannot bind ports below net.ipv4.ip_unprivileged_port_start; Podman would leave a pod half
+    /// created. Checked before anything is made.
+    pub fn check_port_allowed(&self) -> Result<()> {
+        let start = crate::paths::unprivileged_port_start();
+        if self.rootless && self.port < start {
+            return Err(Error::usage(format!(
+                "Port {port} is below net.ipv4.ip_unprivileged_port_start ({start}), so an ordinary user cannot listen on it: \
+                 choose --port {start} or higher (8443 is the default), or let users bind it, as root: \
+                 sysctl -w net.ipv4.ip_unprivileged_port_start={port} and, to keep it after a reboot, \
+                 echo 'net.ipv4.ip_unprivileged_port_start={port}' > /etc/sysctl.d/90-registry-up.conf",
+                port = self.port
+            )));
+        }
+        Ok(())
     }
 
     pub fn unit_name(&self) -> String {

@@ -173,7 +173,7 @@ pub fn command(args: &StatusArgs) -> Result<i32> {
     let service = match state.service {
         Service::SystemdUnit => {
             let unit = format!("{}.service", state.pod_name);
-            let unit_state = crate::runtime::systemd::state(&unit);
+            let unit_state = crate::runtime::systemd::state(state.rootless, &unit);
             if unit_state != "active" {
                 problems.push(format!("the systemd unit {unit} is {unit_state}"));
             }

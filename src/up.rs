@@ -89,7 +89,7 @@ fn wanted_dirs(settings: &Settings) -> Vec<WantedDir> {
 fn host_path(settings: &Settings, file: &RenderedFile) -> PathBuf {
     match file.root {
         Root::Config => settings.config_dir.join(&file.rel),
-        Root::SystemdUnits => Path::new(render::SYSTEM_UNIT_DIR).join(&file.rel),
+        Root::SystemdUnits => crate::paths::unit_dir().join(&file.rel),
     }
 }
 
@@ -123,6 +123,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     let out = Reporter::new();
     let previous = settings::read_state(&args.setup.config_dir)?;
     let mut settings = Settings::resolve(&args.setup, previous.as_ref())?;
+    settings.check_port_allowed()?;
     // A bundle names the images it holds: they are the ones to run, unless flags say otherwise.
     let bundle = match &args.bundle {
         Some(path) => Some(out.step(&format!("check bundle {}", path.display()), || {
@@ -156,7 +157,6 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         }
     }
     let podman = Podman::find()?;
-    let version = podman.version()?;
     let service = if crate::sys::systemd_running() {
         Service::SystemdUnit
     } else {
@@ -176,9 +176,29 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     }
     // A dry run does not load archives, so it cannot tell what they hold.
     let archives_pending = args.dry_run && (!args.image_archives.is_empty() || bundle.is_some());
+    // What Podman knows, asked all at once: each podman call costs tens of milliseconds.
+    let images = [
+        (&settings.registry_image, "--registry-image"),
+        (&settings.nginx_image, "--nginx-image"),
+    ];
+    let (version, present, status) = std::thread::scope(|scope| {
+        let version = scope.spawn(|| podman.version());
+        let present: Vec<_> = images
+            .iter()
+            .map(|(image, _)| scope.spawn(|| podman.image_exists(image)))
+            .collect();
+        let status = scope.spawn(|| podman.pod_status(&settings.pod_name));
+        let present: Vec<Result<bool>> = present.into_iter().map(|p| p.join().expect("podman thread")).collect();
+        (
+            version.join().expect("podman thread"),
+            present,
+            status.join().expect("podman thread"),
+        )
+    });
+    let version = version?;
     out.step("check images", || {
-        for (image, flag) in [(&settings.registry_image, "--registry-image"), (&settings.nginx_image, "--nginx-image")] {
-            if !archives_pending && !podman.image_exists(image)? {
+        for ((image, flag), present) in images.iter().zip(present) {
+            if !archives_pending && !present? {
                 return Err(Error::usage(format!(
                     "The image {image} is not in Podman's image store: load it with --image-archive FILE (made by \
                      `podman save` on a connected host), pull it with `podman pull {image}`, or pick another with {flag}."
@@ -207,7 +227,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         .collect();
     let plan = plan::plan(wanted_dirs(&settings), files)?;
 
-    let status = podman.pod_status(&settings.pod_name)?;
+    let status = status?;
     let healthy = status.as_ref().is_some_and(|s| s.healthy());
     let action = match (healthy, plan.pod_needs()) {
         (false, _) | (true, Reader::Pod) => PodAction::Restart,
@@ -249,6 +269,9 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     out.step("start pod", || {
         start(&settings, &podman, &plan, service, action, status.is_some())
     })?;
+    if settings.rootless && service == Service::SystemdUnit {
+        linger(&out, args.setup.linger);
+    }
     if service == Service::Direct {
         out.warn(&format!(
             "systemd is not running on this host, so the pod {} was started directly and will not come back after \
@@ -318,6 +341,27 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     Ok(())
 }
 
+/// A user's pod stops at logout unless lingering is on: turn it on when asked, else say how.
+fn linger(out: &Reporter, enable: bool) {
+    let user = crate::paths::user_name();
+    if crate::runtime::systemd::linger_enabled(&user) {
+        return;
+    }
+    if enable {
+        match crate::runtime::systemd::enable_linger(&user) {
+            Ok(()) => out.line(&format!(
+                "Lingering is now on for {user}: the pod runs without a login and starts at boot."
+            )),
+            Err(e) => out.warn(&e.message),
+        }
+    } else {
+        out.warn(&format!(
+            "lingering is off for {user}, so the pod stops when {user} logs out and does not start at boot: \
+             run `loginctl enable-linger {user}` (as root, or with --linger)."
+        ));
+    }
+}
+
 fn summary(plan: &Plan, written: usize) -> String {
     let unchanged = plan
         .files
@@ -350,12 +394,17 @@ fn start(
         Service::SystemdUnit => {
             let unit = settings.unit_name();
             let unit_changed = plan.writes().any(|c| c.file.root == Root::SystemdUnits);
-            crate::runtime::systemd::start(&unit, unit_changed, action == PodAction::Restart && exists)?;
+            crate::runtime::systemd::start(
+                settings.rootless,
+                &unit,
+                unit_changed,
+                action == PodAction::Restart && exists,
+            )?;
             Ok(((), format!("systemd unit {unit} enabled and started")))
         }
         Service::Direct if action == PodAction::Nothing => Ok(((), "healthy and unchanged: left running".into())),
         Service::Direct => {
-            podman.play(&settings.pod_yaml_path())?;
+            podman.play(&settings.pod_yaml_path(), exists)?;
             let verb = if exists { "replaced" } else { "started" };
             Ok(((), format!("{verb} with podman play kube")))
         }
@@ -418,7 +467,7 @@ pub fn render_to(args: &RenderArgs) -> Result<()> {
         out_dir.display(),
         settings.config_dir.display(),
         settings.unit_name(),
-        render::SYSTEM_UNIT_DIR
+        crate::paths::unit_dir().display()
     );
     Ok(())
 }

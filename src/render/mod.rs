@@ -31,9 +31,6 @@ pub const STATE: &str = "state.json";
 pub const AUTH_PASSWORD: &str = "auth/password";
 pub const HTPASSWD: &str = "registry/htpasswd";
 
-/// Where systemd looks for system units an administrator installs.
-pub const SYSTEM_UNIT_DIR: &str = "/etc/systemd/system";
-
 /// Which folder a file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Root {
@@ -164,6 +161,7 @@ pub(crate) mod tests {
             data_dir: PathBuf::from("/var/lib/registry-up/data"),
             auth_user: None,
             own_cert: None,
+            rootless: false,
         }
     }
 

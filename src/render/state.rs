@@ -34,6 +34,9 @@ pub struct State {
     /// The server certificate was brought by the user (--cert/--key), not issued by registry-up.
     #[serde(default)]
     pub own_cert: bool,
+    /// Installed by an ordinary user (rootless Podman, user units).
+    #[serde(default)]
+    pub rootless: bool,
 }
 
 pub fn render(settings: &Settings, service: Service) -> String {
@@ -51,6 +54,7 @@ pub fn render(settings: &Settings, service: Service) -> String {
         service,
         auth_user: settings.auth_user.clone(),
         own_cert: settings.own_cert.is_some(),
+        rootless: settings.rootless,
     };
     let mut text = serde_json::to_string_pretty(&state).expect("state always serialises");
     text.push('\n');

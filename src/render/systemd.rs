@@ -13,6 +13,15 @@ pub fn render(settings: &Settings, podman: &str) -> String {
             ("data_dir", &settings.data_dir.display().to_string()),
             ("podman", podman),
             ("pod_yaml", &settings.pod_yaml_path().display().to_string()),
+            // A user's units have no multi-user.target; default.target starts at login, or at boot with linger.
+            (
+                "wanted_by",
+                if settings.rootless {
+                    "default.target"
+                } else {
+                    "multi-user.target"
+                },
+            ),
         ],
     )
 }

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+#[derive(Clone)]
 pub struct Podman {
     pub bin: PathBuf,
 }
@@ -110,10 +111,15 @@ impl Podman {
     }
 
     pub fn pod_status(&self, pod: &str) -> Result<Option<PodStatus>> {
-        if !self.output(&["pod", "exists", pod])?.status.success() {
-            return Ok(None);
+        let out = self.output(&["pod", "inspect", pod])?;
+        if !out.status.success() {
+            let why = stderr_of(&out);
+            if why.contains("no such pod") {
+                return Ok(None);
+            }
+            return Err(Error::runtime(format!("`podman pod inspect {pod}` failed: {why}")));
         }
-        let text = self.run(&["pod", "inspect", pod])?;
+        let text = String::from_utf8_lossy(&out.stdout);
         let value: Value = serde_json::from_str(&text)
             .map_err(|e| Error::runtime(format!("Could not read `podman pod inspect {pod}` ({e}).")))?;
         // Podman 4 prints an object, Podman 5 a list of one.
@@ -142,10 +148,16 @@ impl Podman {
         }))
     }
 
-    /// `podman play kube --replace YAML` (the spelling Podman 4.3 through 5 all accept).
-    pub fn play(&self, yaml: &Path) -> Result<()> {
+    /// `podman play kube [--replace] YAML` (the spelling Podman 4.3 through 5 all accept); `replace` when
+    /// the pod exists.
+    pub fn play(&self, yaml: &Path, replace: bool) -> Result<()> {
         let path = yaml.display().to_string();
-        let out = self.output(&["play", "kube", "--replace", &path])?;
+        let mut args = vec!["play", "kube"];
+        if replace {
+            args.push("--replace");
+        }
+        args.push(&path);
+        let out = self.output(&args)?;
         if out.status.success() {
             return Ok(());
         }
@@ -155,6 +167,24 @@ impl Podman {
         Err(Error::runtime(format!(
             "Podman could not start the pod from {path}: {why}. Fix the cause and run registry-up again."
         )))
+    }
+
+    /// Runs `entrypoint args…` once in a throw-away container of `image`, without network; returns the
+    /// first line it printed.
+    pub fn run_once(&self, image: &str, command: &[&str]) -> Result<String> {
+        let mut args = vec!["run", "--rm", "--network", "none", "--entrypoint", command[0], image];
+        args.extend_from_slice(&command[1..]);
+        let out = self.output(&args)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if out.status.success() {
+            Ok(text.lines().next().unwrap_or_default().trim().to_string())
+        } else {
+            Err(Error::runtime(stderr_of(&out)))
+        }
     }
 
     /// State, start time, restarts and image of a container, or None if it does not exist.
@@ -216,12 +246,17 @@ impl Podman {
         Ok(())
     }
 
-    /// How often Podman restarted a container.
-    pub fn restart_count(&self, container: &str) -> Option<u64> {
-        let text = self
-            .run(&["inspect", "--format", "{{.RestartCount}}", container])
-            .ok()?;
-        text.trim().parse().ok()
+    /// How often Podman restarted each container, in one call.
+    pub fn restart_counts(&self, containers: &[&str]) -> Vec<Option<u64>> {
+        let mut args = vec!["container", "inspect", "--format", "{{.RestartCount}}"];
+        args.extend_from_slice(containers);
+        let text = self.run(&args).unwrap_or_default();
+        let counts: Vec<Option<u64>> = text.lines().map(|l| l.trim().parse().ok()).collect();
+        if counts.len() == containers.len() {
+            counts
+        } else {
+            vec![None; containers.len()]
+        }
     }
 
     /// The last lines a container wrote, for a failure report.

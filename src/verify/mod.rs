@@ -72,13 +72,15 @@ fn timed_out(name: &str, limit: Duration) -> Check {
     )
 }
 
-/// Runs the checks in order; a failed check skips those that depend on it.
+/// Runs the checks in order; a failed check skips those that depend on it. The pod's health comes from
+/// podman, so it is asked in parallel with the network checks.
 pub async fn run_checks(
     target: &Target,
     opts: &Options,
-    pod: Option<(&Podman, &str)>,
+    pod: Option<(Podman, String)>,
 ) -> (Vec<Check>, Option<report::Deep>) {
     let deadline = Instant::now() + opts.timeout;
+    let pod_check = pod.map(|(podman, name)| std::thread::spawn(move || pod_health(&podman, &name)));
     let mut checks = Vec::new();
     let mut deep_report = None;
     let network = network_checks(target, opts, deadline, &mut checks, &mut deep_report).await;
@@ -102,8 +104,12 @@ pub async fn run_checks(
             checks.push(Check::skipped(name, &why));
         }
     }
-    if let Some((podman, name)) = pod {
-        checks.push(pod_health(podman, name));
+    if let Some(handle) = pod_check {
+        checks.push(
+            handle
+                .join()
+                .unwrap_or_else(|_| Check::new("pod", Status::Fail, "the pod check crashed", Duration::ZERO)),
+        );
     }
     if let Some(dir) = &opts.data_dir {
         checks.push(storage(dir, opts.size));
@@ -352,10 +358,12 @@ fn pod_health(podman: &Podman, pod: &str) -> Check {
             t.elapsed(),
         ),
         Ok(Some(status)) => {
+            let names: Vec<&str> = status.containers.iter().map(|(n, _)| n.as_str()).collect();
+            let counts = podman.restart_counts(&names);
             let mut parts = Vec::new();
             let mut restarts_total = 0;
-            for (name, state) in &status.containers {
-                let restarts = podman.restart_count(name).unwrap_or(0);
+            for ((name, state), restarts) in status.containers.iter().zip(counts) {
+                let restarts = restarts.unwrap_or(0);
                 restarts_total += restarts;
                 parts.push(format!("{name} {} (restarts {restarts})", state.to_lowercase()));
             }
@@ -431,7 +439,7 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<i32> {
         Some(_) => Some(Podman::find()?),
         None => None,
     };
-    let pod = podman.as_ref().zip(appliance.map(|s| s.pod_name.as_str()));
+    let pod = podman.zip(appliance.map(|s| s.pod_name.clone()));
     let opts = Options {
         size,
         timeout: Duration::from_secs(args.timeout),

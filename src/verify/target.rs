@@ -141,7 +141,8 @@ pub async fn wait_ready(target: &Target, timeout: Duration) -> Result<String> {
             Ok(resp) => last = format!("HTTP {}", resp.status()),
             Err(e) => last = chain(&e),
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Short: a pod usually answers within a few hundred milliseconds of starting.
+        tokio::time::sleep(Duration::from_millis(40)).await;
     }
     Err(Error::runtime(format!(
         "The registry did not answer at https://{}/v2/ within {} s (last: {last}).",
