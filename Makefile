@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Podman settings these machines need (runc; no default ulimits), kept out of /etc.
 export CONTAINERS_CONF ?= $(CURDIR)/tests/fixtures/containers.conf
 
-DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs
+DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs debootstrap systemd-container
 IMAGES := target/test-images/registry.tar target/test-images/nginx.tar
 # A second build with another tag: the "new version" for upgrade tests.
 IMAGES_V2 := target/test-images/v2/registry.tar target/test-images/v2/nginx.tar
@@ -18,7 +18,7 @@ DEMO_ARGS := --domain localhost --san 127.0.0.1 --port $(DEMO_PORT) \
 	--registry-image localhost/registry-up-test/registry:latest \
 	--nginx-image localhost/registry-up-test/nginx:latest
 
-.PHONY: deps test-images build demo demo-down test lint bench
+.PHONY: deps test-images guests build demo demo-down test lint bench
 
 deps:
 	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
@@ -31,6 +31,12 @@ $(IMAGES) &: tests/images/build.sh
 	tests/images/build.sh target/test-images
 $(IMAGES_V2) &: tests/images/build.sh
 	tests/images/build.sh target/test-images/v2 v2
+
+# Debian guests that boot their own systemd under systemd-nspawn (bookworm: Podman 4.3; trixie: Podman 5).
+GUESTS := target/guests/bookworm/.complete target/guests/trixie/.complete
+guests: $(GUESTS)
+target/guests/%/.complete: tests/guests/build.sh
+	tests/guests/build.sh $* target/guests/$*
 
 build:
 	$(CARGO) build --release --locked
@@ -48,7 +54,7 @@ demo-down:
 	-podman play kube --down $(DEMO_DIR)/config/registry-pod.yaml
 	rm -rf $(DEMO_DIR)
 
-test: deps test-images
+test: deps test-images guests
 	$(CARGO) test --locked
 
 # Figures against the baselines users would otherwise use (a few minutes; not part of `make test`).

@@ -117,6 +117,20 @@ pub struct SetupArgs {
     /// Rootless: enable lingering for this user (loginctl enable-linger), so the pod outlives the login.
     #[arg(long)]
     pub linger: bool,
+
+    /// How systemd keeps the pod running: a Quadlet on Podman 4.4+, a classic unit on older Podman, or
+    /// none (auto picks; none when systemd is not the init system).
+    #[arg(long, value_enum, default_value_t = SystemdChoice::Auto)]
+    pub systemd: SystemdChoice,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SystemdChoice {
+    #[default]
+    Auto,
+    Quadlet,
+    Unit,
+    None,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -315,9 +315,9 @@ pub fn command(args: &DoctorArgs) -> Result<i32> {
     match std::fs::read_to_string("/sys/fs/selinux/enforce").map(|s| s.trim() == "1") {
         Ok(true) => findings.push(Finding::info(
             "selinux",
-            "enforcing: the pod YAML asks Podman to relabel every volume (bind-mount-options :Z), so no manual chcon is needed",
+            "enforcing: the pod YAML asks Podman to relabel every volume (:Z on each mount), so no manual chcon is needed",
         )),
-        _ => findings.push(Finding::info("selinux", "not enforcing: the pod YAML's relabel annotations are a no-op here")),
+        _ => findings.push(Finding::info("selinux", "not enforcing: the pod YAML's :Z relabel options are a no-op here")),
     }
 
     let problems = findings.iter().filter(|f| f.is_problem()).count();

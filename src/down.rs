@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::cli::DownArgs;
 use crate::error::{Error, Result};
-use crate::render::{self, Service};
+use crate::render;
 use crate::runtime::podman::Podman;
 
 /// What registry-up creates below the config directory.
@@ -35,10 +35,8 @@ pub fn command(args: &DownArgs) -> Result<()> {
             "Nothing was deleted: --purge needs a yes at the prompt, or --yes.",
         ));
     }
-    if state.service == Service::SystemdUnit {
-        let unit = format!("{}.service", state.pod_name);
-        crate::runtime::systemd::remove(state.rootless, &unit, &crate::paths::unit_dir().join(&unit))?;
-    }
+    let unit = format!("{}.service", state.pod_name);
+    crate::runtime::systemd::Units::new(state.rootless, &unit, &state.pod_name).remove_any()?;
     let podman = Podman::find()?;
     if podman.pod_status(&state.pod_name)?.is_some() {
         podman.down(&args.config_dir.join(render::POD_YAML))?;

@@ -57,6 +57,31 @@ pub fn unit_dir() -> PathBuf {
     }
 }
 
+/// Where Podman's Quadlet generator reads `.kube` files: system-wide for root, the user's own otherwise.
+pub fn quadlet_dir() -> PathBuf {
+    if is_root() {
+        PathBuf::from("/etc/containers/systemd")
+    } else {
+        xdg("XDG_CONFIG_HOME", ".config").join("containers/systemd")
+    }
+}
+
+/// Whether Podman's Quadlet generator is installed (root: system generator; user: user generator).
+pub fn quadlet_generator_installed() -> bool {
+    let generators: &[&str] = if is_root() {
+        &[
+            "/usr/lib/systemd/system-generators/podman-system-generator",
+            "/lib/systemd/system-generators/podman-system-generator",
+        ]
+    } else {
+        &[
+            "/usr/lib/systemd/user-generators/podman-user-generator",
+            "/lib/systemd/user-generators/podman-user-generator",
+        ]
+    };
+    generators.iter().any(|g| std::path::Path::new(g).exists())
+}
+
 /// Folders whose `HOST:PORT/ca.crt` container clients read: system-wide for root (containers and
 /// docker), the user's own for a user (containers/image reads it for rootless clients).
 pub fn trust_roots() -> Vec<PathBuf> {

@@ -171,7 +171,7 @@ pub fn command(args: &StatusArgs) -> Result<i32> {
         free_bytes: crate::sys::free_bytes(data_dir),
     };
     let service = match state.service {
-        Service::SystemdUnit => {
+        Service::SystemdUnit | Service::Quadlet => {
             let unit = format!("{}.service", state.pod_name);
             let unit_state = crate::runtime::systemd::state(state.rootless, &unit);
             if unit_state != "active" {
@@ -261,7 +261,14 @@ fn print_text(s: &Status) {
     }
     if let Some(svc) = &s.service {
         match (&svc.unit, &svc.unit_state) {
-            (Some(unit), Some(st)) => println!("systemd    unit {unit}, {st}"),
+            (Some(unit), Some(st)) => {
+                let kind = if svc.kind == Service::Quadlet {
+                    "Quadlet-generated unit"
+                } else {
+                    "unit"
+                };
+                println!("systemd    {kind} {unit}, {st}")
+            }
             _ => println!("systemd    none: started directly, will not come back after a reboot"),
         }
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::bundle;
-use crate::cli::{RenderArgs, UpArgs};
+use crate::cli::{RenderArgs, SystemdChoice, UpArgs};
 use crate::error::{Error, Result};
 use crate::pki::{self, Origin, Pki, Renew};
 use crate::plan::{self, Plan, WantedDir};
@@ -60,7 +60,31 @@ fn describe(origin: &Origin, what: &str) -> String {
     }
 }
 
-fn wanted_dirs(settings: &Settings) -> Vec<WantedDir> {
+/// Whether Podman `version` (such as 4.3.1 or 5.4.2) has Quadlet: 4.4 and later.
+fn has_quadlet(version: &str) -> bool {
+    let mut parts = version.split(['.', '-', '~']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (4, 4)
+}
+
+/// How the pod is kept running, from `--systemd` and what this host has.
+fn choose_service(choice: SystemdChoice, podman_version: &str) -> Result<Service> {
+    let quadlet_ok = has_quadlet(podman_version) && crate::paths::quadlet_generator_installed();
+    match (choice, crate::sys::systemd_running()) {
+        (SystemdChoice::None, _) | (SystemdChoice::Auto, false) => Ok(Service::Direct),
+        (SystemdChoice::Quadlet | SystemdChoice::Unit, false) => Err(Error::usage(
+            "systemd is not the init system here, so no unit can keep the pod running: use --systemd none (the pod then does not come back after a reboot).",
+        )),
+        (SystemdChoice::Auto, true) if quadlet_ok => Ok(Service::Quadlet),
+        (SystemdChoice::Auto | SystemdChoice::Unit, true) => Ok(Service::SystemdUnit),
+        (SystemdChoice::Quadlet, true) if quadlet_ok => Ok(Service::Quadlet),
+        (SystemdChoice::Quadlet, true) => Err(Error::usage(format!(
+            "Quadlet needs Podman 4.4 or newer with its systemd generator installed (this is Podman {podman_version}): use --systemd unit."
+        ))),
+    }
+}
+
+fn wanted_dirs(settings: &Settings, service: Service) -> Vec<WantedDir> {
     let dir = |path: PathBuf, enforce_mode| WantedDir {
         path,
         mode: 0o700,
@@ -83,6 +107,17 @@ fn wanted_dirs(settings: &Settings) -> Vec<WantedDir> {
     ];
     dirs.extend(auth);
     dirs.extend(ca);
+    // The folders systemd and Quadlet read may not exist yet (a user's never do).
+    let shared = |path: PathBuf| WantedDir {
+        path,
+        mode: 0o755,
+        enforce_mode: false,
+    };
+    match service {
+        Service::SystemdUnit => dirs.push(shared(crate::paths::unit_dir())),
+        Service::Quadlet => dirs.push(shared(crate::paths::quadlet_dir())),
+        Service::Direct => {}
+    }
     dirs
 }
 
@@ -90,6 +125,7 @@ fn host_path(settings: &Settings, file: &RenderedFile) -> PathBuf {
     match file.root {
         Root::Config => settings.config_dir.join(&file.rel),
         Root::SystemdUnits => crate::paths::unit_dir().join(&file.rel),
+        Root::Quadlets => crate::paths::quadlet_dir().join(&file.rel),
     }
 }
 
@@ -157,11 +193,6 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         }
     }
     let podman = Podman::find()?;
-    let service = if crate::sys::systemd_running() {
-        Service::SystemdUnit
-    } else {
-        Service::Direct
-    };
 
     // Images first: a missing image must stop the run before any file is written.
     if let (Some(checked), false) = (&bundle, args.dry_run) {
@@ -196,6 +227,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         )
     });
     let version = version?;
+    let service = choose_service(args.setup.systemd, &version)?;
     out.step("check images", || {
         for ((image, flag), present) in images.iter().zip(present) {
             if !archives_pending && !present? {
@@ -225,7 +257,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         .into_iter()
         .map(|f| (host_path(&settings, &f), f))
         .collect();
-    let plan = plan::plan(wanted_dirs(&settings), files)?;
+    let plan = plan::plan(wanted_dirs(&settings, service), files)?;
 
     let status = status?;
     let healthy = status.as_ref().is_some_and(|s| s.healthy());
@@ -269,7 +301,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     out.step("start pod", || {
         start(&settings, &podman, &plan, service, action, status.is_some())
     })?;
-    if settings.rootless && service == Service::SystemdUnit {
+    if settings.rootless && service != Service::Direct {
         linger(&out, args.setup.linger);
     }
     if service == Service::Direct {
@@ -390,23 +422,34 @@ fn start(
             "running; nginx reloaded its certificate and config without a restart".into(),
         ));
     }
+    let unit = settings.unit_name();
+    let systemd = crate::runtime::systemd::Units::new(settings.rootless, &unit, &settings.pod_name);
+    // Never two kinds of unit fighting over one pod: remove the one not chosen.
+    let removed = systemd.remove_all_but(service)?;
+    let removed = removed.map(|r| format!("; removed the {r}")).unwrap_or_default();
+    let changed = plan
+        .writes()
+        .any(|c| matches!(c.file.root, Root::SystemdUnits | Root::Quadlets));
+    let restart = action == PodAction::Restart && exists;
     match service {
         Service::SystemdUnit => {
-            let unit = settings.unit_name();
-            let unit_changed = plan.writes().any(|c| c.file.root == Root::SystemdUnits);
-            crate::runtime::systemd::start(
-                settings.rootless,
-                &unit,
-                unit_changed,
-                action == PodAction::Restart && exists,
-            )?;
-            Ok(((), format!("systemd unit {unit} enabled and started")))
+            systemd.start_unit(changed, restart)?;
+            Ok(((), format!("systemd unit {unit} enabled and started{removed}")))
         }
-        Service::Direct if action == PodAction::Nothing => Ok(((), "healthy and unchanged: left running".into())),
+        Service::Quadlet => {
+            systemd.start_generated(changed, restart)?;
+            Ok((
+                (),
+                format!("Quadlet {}.kube started as {unit}{removed}", settings.pod_name),
+            ))
+        }
+        Service::Direct if action == PodAction::Nothing => {
+            Ok(((), format!("healthy and unchanged: left running{removed}")))
+        }
         Service::Direct => {
             podman.play(&settings.pod_yaml_path(), exists)?;
             let verb = if exists { "replaced" } else { "started" };
-            Ok(((), format!("{verb} with podman play kube")))
+            Ok(((), format!("{verb} with podman play kube{removed}")))
         }
     }
 }
@@ -441,7 +484,11 @@ pub fn render_to(args: &RenderArgs) -> Result<()> {
         &settings,
         out_dir,
         &podman,
-        Service::SystemdUnit,
+        match args.setup.systemd {
+            SystemdChoice::Quadlet => Service::Quadlet,
+            SystemdChoice::None => Service::Direct,
+            SystemdChoice::Auto | SystemdChoice::Unit => Service::SystemdUnit,
+        },
         password,
         Renew::IfNeeded,
     )?;
@@ -470,4 +517,17 @@ pub fn render_to(args: &RenderArgs) -> Result<()> {
         crate::paths::unit_dir().display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn quadlet_comes_with_podman_4_4() {
+        assert!(!super::has_quadlet("4.3.1"));
+        assert!(super::has_quadlet("4.4.0"));
+        assert!(super::has_quadlet("5.4.2"));
+        assert!(super::has_quadlet("4.9.3-dev"));
+        assert!(!super::has_quadlet("3.4.4"));
+        assert!(!super::has_quadlet("garbage"));
+    }
 }

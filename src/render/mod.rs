@@ -36,6 +36,8 @@ pub const HTPASSWD: &str = "registry/htpasswd";
 pub enum Root {
     Config,
     SystemdUnits,
+    /// Where Podman's Quadlet generator looks for `.kube` files.
+    Quadlets,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,14 +115,22 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
             Reader::Pod,
         ));
     }
-    if inputs.service == Service::SystemdUnit {
-        files.push(RenderedFile {
+    match inputs.service {
+        Service::SystemdUnit => files.push(RenderedFile {
             root: Root::SystemdUnits,
             rel: settings.unit_name(),
             contents: systemd::render(settings, inputs.podman).into_bytes(),
             mode: 0o644,
             reader: Reader::Pod,
-        });
+        }),
+        Service::Quadlet => files.push(RenderedFile {
+            root: Root::Quadlets,
+            rel: format!("{}.kube", settings.pod_name),
+            contents: systemd::render_quadlet(settings).into_bytes(),
+            mode: 0o644,
+            reader: Reader::Pod,
+        }),
+        Service::Direct => {}
     }
     files
 }
@@ -207,6 +217,8 @@ pub(crate) mod tests {
         insta::assert_snapshot!("registry-pod.yaml", file(&files, POD_YAML));
         insta::assert_snapshot!("registry-pod.service", file(&files, "registry-pod.service"));
         insta::assert_snapshot!("state.json", file(&files, STATE));
+        let quadlet = rendered(Service::Quadlet);
+        insta::assert_snapshot!("registry-pod.kube", file(&quadlet, "registry-pod.kube"));
     }
 
     #[test]

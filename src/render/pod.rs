@@ -21,9 +21,6 @@ struct Pod {
 struct Metadata {
     name: String,
     labels: BTreeMap<&'static str, String>,
-    /// `bind-mount-options:<host path>: Z` for every hostPath: Podman relabels the folder for SELinux
-    /// (a no-op on hosts without it), so enforcing hosts work without editing anything.
-    annotations: BTreeMap<String, &'static str>,
 }
 
 #[derive(Serialize)]
@@ -56,7 +53,10 @@ struct ContainerPort {
 #[serde(rename_all = "camelCase")]
 struct VolumeMount {
     name: &'static str,
-    mount_path: &'static str,
+    /// `PATH:Z`: Podman relabels the host folder for SELinux (a no-op on hosts without it), so enforcing
+    /// hosts work without editing anything. Podman 4.3 to 5 read options after the path; the older
+    /// `bind-mount-options:<path>` annotations are refused by Podman 5 and hold only one path there.
+    mount_path: String,
     read_only: bool,
 }
 
@@ -89,9 +89,9 @@ pub fn render(settings: &Settings) -> String {
             kind: "Directory",
         },
     };
-    let mount = |name, mount_path, read_only| VolumeMount {
+    let mount = |name, path: &str, read_only| VolumeMount {
         name,
-        mount_path,
+        mount_path: format!("{path}:Z"),
         read_only,
     };
     let volumes = vec![
@@ -100,17 +100,12 @@ pub fn render(settings: &Settings) -> String {
         volume("nginx-conf", dir("nginx")),
         volume("tls", dir("tls")),
     ];
-    let annotations = volumes
-        .iter()
-        .map(|v| (format!("bind-mount-options:{}", v.host_path.path), "Z"))
-        .collect();
     let pod = Pod {
         api_version: "v1",
         kind: "Pod",
         metadata: Metadata {
             name: settings.pod_name.clone(),
             labels: BTreeMap::from([("app.kubernetes.io/managed-by", "registry-up".to_string())]),
-            annotations,
         },
         spec: PodSpec {
             restart_policy: "Always",

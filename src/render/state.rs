@@ -10,6 +10,8 @@ use crate::settings::Settings;
 pub enum Service {
     /// A systemd unit starts it at boot and restarts it.
     SystemdUnit,
+    /// A Quadlet `.kube` file, from which Podman's generator makes the unit (Podman 4.4 and later).
+    Quadlet,
     /// Started directly with podman: it will not come back after a reboot.
     Direct,
 }

@@ -3,10 +3,20 @@
 use crate::settings::Settings;
 
 const TEMPLATE: &str = include_str!("../../templates/registry-pod.service");
+const QUADLET: &str = include_str!("../../templates/registry-pod.kube");
+
+/// The Quadlet `.kube` file; the generator names the unit after it.
+pub fn render_quadlet(settings: &Settings) -> String {
+    fill(settings, QUADLET, "")
+}
 
 pub fn render(settings: &Settings, podman: &str) -> String {
+    fill(settings, TEMPLATE, podman)
+}
+
+fn fill(settings: &Settings, template: &str, podman: &str) -> String {
     super::fill(
-        TEMPLATE,
+        template,
         &[
             ("pod_name", &settings.pod_name),
             ("config_dir", &settings.config_dir.display().to_string()),

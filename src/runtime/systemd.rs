@@ -51,17 +51,6 @@ pub fn start(user: bool, unit: &str, unit_changed: bool, restart: bool) -> Resul
     Ok(())
 }
 
-/// Stops and disables the unit, then removes its file. Missing units are fine: `down` is idempotent.
-pub fn remove(user: bool, unit: &str, unit_file: &std::path::Path) -> Result<()> {
-    if unit_file.exists() {
-        let _ = systemctl(user, &["disable", "--now", unit]);
-        std::fs::remove_file(unit_file)
-            .map_err(|e| Error::runtime(format!("Cannot remove {} ({e}): run as root.", unit_file.display())))?;
-        systemctl(user, &["daemon-reload"])?;
-    }
-    Ok(())
-}
-
 /// `active`, `inactive`, `failed`, … as systemctl says.
 pub fn state(user: bool, unit: &str) -> String {
     command(user)
@@ -90,4 +79,78 @@ pub fn enable_linger(user: &str) -> Result<()> {
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
+}
+
+/// The ways systemd can keep one pod running, and the files behind them.
+pub struct Units {
+    user: bool,
+    unit: String,
+    unit_file: std::path::PathBuf,
+    quadlet_file: std::path::PathBuf,
+}
+
+impl Units {
+    pub fn new(user: bool, unit: &str, pod: &str) -> Self {
+        Units {
+            user,
+            unit: unit.to_string(),
+            unit_file: crate::paths::unit_dir().join(unit),
+            quadlet_file: crate::paths::quadlet_dir().join(format!("{pod}.kube")),
+        }
+    }
+
+    /// Removes the kinds not in use; returns what was removed, for the report.
+    pub fn remove_all_but(&self, keep: crate::render::Service) -> Result<Option<&'static str>> {
+        use crate::render::Service;
+        let mut removed = None;
+        if keep != Service::SystemdUnit && self.unit_file.exists() {
+            if crate::sys::systemd_running() {
+                let _ = systemctl(self.user, &["disable", "--now", &self.unit]);
+            }
+            remove_file(&self.unit_file)?;
+            removed = Some("classic systemd unit");
+        }
+        if keep != Service::Quadlet && self.quadlet_file.exists() {
+            if crate::sys::systemd_running() {
+                let _ = systemctl(self.user, &["stop", &self.unit]);
+            }
+            remove_file(&self.quadlet_file)?;
+            removed = Some("Quadlet");
+        }
+        if removed.is_some() && crate::sys::systemd_running() {
+            systemctl(self.user, &["daemon-reload"])?;
+        }
+        Ok(removed)
+    }
+
+    /// A classic unit: enabled and started; restarted when the pod must pick up changes.
+    pub fn start_unit(&self, changed: bool, restart: bool) -> Result<()> {
+        start(self.user, &self.unit, changed, restart)
+    }
+
+    /// A unit Quadlet generates: it cannot be enabled (the generator applies [Install] itself), only
+    /// started; daemon-reload runs the generator again after the .kube file changed.
+    pub fn start_generated(&self, changed: bool, restart: bool) -> Result<()> {
+        if changed {
+            systemctl(self.user, &["daemon-reload"])?;
+        }
+        if is_active(self.user, &self.unit) {
+            if restart {
+                systemctl(self.user, &["restart", &self.unit])?;
+            }
+            Ok(())
+        } else {
+            systemctl(self.user, &["start", &self.unit])
+        }
+    }
+
+    /// `down`: stop and remove whichever kind is installed.
+    pub fn remove_any(&self) -> Result<()> {
+        self.remove_all_but(crate::render::Service::Direct).map(|_| ())
+    }
+}
+
+fn remove_file(path: &std::path::Path) -> Result<()> {
+    std::fs::remove_file(path)
+        .map_err(|e| Error::runtime(format!("Cannot remove {} ({e}): run as root.", path.display())))
 }
