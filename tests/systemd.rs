@@ -69,7 +69,11 @@ fn sweep() {
                 unsafe { libc::kill(init as i32, libc::SIGKILL) };
                 std::thread::sleep(Duration::from_secs(1));
             }
-            let _ = std::fs::remove_dir_all(entry.path());
+            let _ = if entry.path().is_dir() {
+                std::fs::remove_dir_all(entry.path())
+            } else {
+                std::fs::remove_file(entry.path())
+            };
             for hierarchy in ["systemd", "unified"] {
                 remove_cgroup_tree(Path::new(&format!("/sys/fs/cgroup/{hierarchy}/ru-e2e-{name}")));
             }
@@ -189,10 +193,14 @@ impl Guest {
     }
 
     /// Runs a command in the guest's namespaces, as root.
+    /// (With the guest's own environment: nothing of the test's, such as CONTAINERS_CONF, leaks in.)
     fn exec(&self, cmd: &[&str]) -> Output {
         Command::new("nsenter")
             .args(["-t", &self.init.to_string(), "-a", "--"])
             .args(cmd)
+            .env_clear()
+            .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("HOME", "/root")
             .output()
             .unwrap()
     }
