@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::{podman, text, Appliance};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{CertificateParams, Issuer, KeyPair};
 use serde_json::Value;
 
 fn skopeo(args: &[&str]) -> String {
@@ -220,14 +220,10 @@ fn install_server_cert(app: &Appliance, not_before: time::OffsetDateTime, not_af
     std::thread::sleep(Duration::from_millis(500));
 }
 
+/// A CA that signed nothing the appliance serves, written to `dir`.
 fn other_ca(dir: &Path) -> std::path::PathBuf {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(vec![]).unwrap();
-    params.distinguished_name.push(DnType::CommonName, "Some Other CA");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign];
     let path = dir.join("other-ca.crt");
-    std::fs::write(&path, params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(&path, common::certs::ca("Some Other CA", None).pem).unwrap();
     path
 }
 
