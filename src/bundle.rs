@@ -52,14 +52,6 @@ const MANIFEST_TYPES: &[&str] = &[
     "application/vnd.docker.distribution.manifest.v2+json",
 ];
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The OCI architecture name of this host.
 pub fn host_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -215,7 +207,7 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
         ctx.update(&buf[..n]);
         size += n as u64;
     }
-    Ok((hex(ctx.finish().as_ref()), size))
+    Ok((crate::sys::hex(ctx.finish().as_ref()), size))
 }
 
 /// Pulls one image (the `arch` child of an index) into an OCI archive at `path`; returns its digest.
@@ -253,7 +245,7 @@ async fn write_oci_archive(
             })?;
         json = serde_json::from_slice(&raw).map_err(|e| failed(&format!("read the manifest of {name}"), e))?;
     }
-    if format!("sha256:{}", sha256_hex(&raw)) != digest {
+    if format!("sha256:{}", crate::sys::sha256_hex(&raw)) != digest {
         return Err(failed(
             &format!("fetch {name}"),
             "the manifest does not match its digest",
@@ -334,7 +326,7 @@ async fn download_blob(
         file.write_all(&chunk).map_err(|e| failed(&what, e))?;
         bar.inc(chunk.len() as u64);
     }
-    if format!("sha256:{}", hex(ctx.finish().as_ref())) != digest {
+    if format!("sha256:{}", crate::sys::hex(ctx.finish().as_ref())) != digest {
         return Err(failed(&what, "the data does not match its digest"));
     }
     Ok(())
@@ -435,7 +427,7 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
                         .map_err(|e| Error::runtime(format!("Cannot unpack the bundle ({e}).")))?;
                     size += n as u64;
                 }
-                seen.push((member.to_string(), hex(ctx.finish().as_ref()), size));
+                seen.push((member.to_string(), crate::sys::hex(ctx.finish().as_ref()), size));
             }
             other => return Err(damaged(bundle, format!("it holds an unexpected file {other}"))),
         }

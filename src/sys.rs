@@ -21,7 +21,17 @@ pub fn random_bytes(buf: &mut [u8]) {
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     random_bytes(&mut buf);
-    buf.iter().map(|b| format!("{b:02x}")).collect()
+    hex(&buf)
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `data` as lowercase hex (prefix "sha256:" for an OCI digest).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
 /// Whether `path` is a file this process may execute.

@@ -16,14 +16,6 @@ const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.o
     application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 const PAGE: usize = 100;
 
-fn sha256(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    format!(
-        "sha256:{}",
-        d.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
-    )
-}
-
 /// The next page of a paginated listing, from the Link header.
 fn next_link(resp: &reqwest::Response) -> Option<String> {
     let link = resp.headers().get(reqwest::header::LINK)?.to_str().ok()?;
@@ -118,7 +110,7 @@ impl TagWalk<'_> {
             Err(e) => return self.problem(reference, format!("manifest download failed: {}", chain(&e))),
         };
         self.result.manifests += 1;
-        let actual = sha256(&body);
+        let actual = format!("sha256:{}", crate::sys::sha256_hex(&body));
         let expected = if reference.starts_with("sha256:") {
             Some(reference.to_string())
         } else {

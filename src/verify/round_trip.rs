@@ -42,14 +42,6 @@ impl RoundTrip {
     }
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Turns an oci-client error into a sentence, naming the usual cause of the usual failures.
 fn failed(step: &str, reference: &str, e: &(dyn std::error::Error + 'static)) -> Error {
     let full = chain(e);
@@ -103,7 +95,7 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
         .await
         .map_err(|e| failed("layer upload", &name, &e))?;
     let config = config_json(&pushed.blob_digest, &tag);
-    let config_digest = format!("sha256:{}", sha256_hex(&config));
+    let config_digest = format!("sha256:{}", crate::sys::sha256_hex(&config));
     client
         .push_blob(&reference, config.clone(), &config_digest)
         .await
@@ -189,7 +181,7 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
     if !pending.is_empty() || expected.next().is_some() {
         return Err(mismatch(format!("the layer is shorter ({received} bytes)")));
     }
-    let pulled_digest = format!("sha256:{}", hex(hasher.finish().as_ref()));
+    let pulled_digest = format!("sha256:{}", crate::sys::hex(hasher.finish().as_ref()));
     if pulled_digest != pushed.blob_digest {
         return Err(mismatch(format!(
             "layer digest {pulled_digest} instead of {}",
