@@ -7,9 +7,9 @@ CARGO ?= cargo
 export CONTAINERS_CONF ?= $(CURDIR)/tests/fixtures/containers.conf
 
 DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs debootstrap systemd-container
-IMAGES := target/test-images/registry.tar target/test-images/nginx.tar
+IMAGES := target/test-images/registry.tar target/test-images/registry-2x.tar target/test-images/nginx.tar
 # A second build with another tag: the "new version" for upgrade tests.
-IMAGES_V2 := target/test-images/v2/registry.tar target/test-images/v2/nginx.tar
+IMAGES_V2 := target/test-images/v2/registry.tar target/test-images/v2/registry-2x.tar target/test-images/v2/nginx.tar
 
 DEMO_PORT ?= 8443
 DEMO_DIR := $(CURDIR)/target/demo
@@ -25,7 +25,8 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
 	fi
 
-# Offline stand-ins for registry:2 and nginx:alpine, built from Debian packages (tests/images/build.sh).
+# Offline stand-ins for the registry image (3.x and 2.x layouts) and nginx:alpine, built from Debian
+# packages (tests/images/build.sh).
 test-images: $(IMAGES) $(IMAGES_V2)
 $(IMAGES) &: tests/images/build.sh
 	tests/images/build.sh target/test-images

@@ -2,7 +2,7 @@
 """`make bench`: registry-up's figures side by side with what users would do instead.
 
 Every figure is the median of BENCH_RUNS runs (default 5) with min and max, and a ratio against a
-baseline measured in the same run. BENCH_ONLY=certs,up,verify,proxy runs a subset. Needs root, Podman and the stand-in images (make test-images), and
+baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,proxy runs a subset. Needs root, Podman and the stand-in images (make test-images), and
 the release binary (make build); the Makefile target provides both. Prints one Markdown table and
 writes it to target/bench/results.md.
 """
@@ -201,7 +201,7 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
         "spec": {
             "containers": [
-                {"name": "registry", "image": REGISTRY_IMAGE,
+                {"name": "registry", "image": REGISTRY_IMAGE, "args": ["serve", "/etc/docker/registry/config.yml"],
                  "ports": [{"containerPort": 5000, "hostPort": ports["direct"]}],
                  "volumeMounts": [{"name": "data", "mountPath": "/var/lib/registry"},
                                   {"name": "config", "mountPath": "/etc/docker/registry"}]},
@@ -300,6 +300,27 @@ def bench_verify(tmp: Path, small_image: Path, gib_image: Path):
         statistics.median(rss) / 1024 <= 64)
 
 
+def bench_auth(tmp: Path):
+    """7. What --auth costs a client: the registry checks the bcrypt hash on every request."""
+    kinds = {"none": [], "generated": ["--auth"], "chosen": ["--auth", "--auth-password-stdin"]}
+    cfgs, samples = {}, {k: [] for k in kinds}
+    for kind, extra in kinds.items():
+        work, pod = tmp / f"auth-{kind}", f"ru-bench-auth-{kind}"
+        # A person's password (cost 10) for comparison with the generated one (cost 5).
+        sh(up_args(work, free_port(), pod) + ["--no-verify", *extra], input="correct-horse-battery-staple\n")
+        cfgs[kind] = work / "cfg"
+    for _ in range(RUNS):  # interleaved, so drift on the machine hits all three alike
+        for kind, cfg in cfgs.items():
+            samples[kind].append(timed([BIN, "verify", "--config-dir", cfg]))
+    for kind in kinds:
+        rm_pod(f"ru-bench-auth-{kind}")
+    ratio = statistics.median(samples["generated"]) / statistics.median(samples["none"])
+    chosen = statistics.median(samples["chosen"]) / statistics.median(samples["none"])
+    row("7. `verify` (1 MiB) with `--auth`, generated password (bcrypt cost 5)", fmt(samples["generated"]),
+        f"the same without auth: {fmt(samples['none'])}; with a password from stdin (cost 10): "
+        f"{fmt(samples['chosen'])}, {chosen:.2f}×", f"{ratio:.2f}×", "≤ 1.30× no auth", ratio <= 1.3)
+
+
 OPENSSL_CERTS = r"""
 set -e
 cd "$1"
@@ -351,11 +372,13 @@ def main():
                 bench_cold_up_and_noop(tmp, small)
             if wanted("verify"):
                 bench_verify(tmp, small, gib)
+            if wanted("auth"):
+                bench_auth(tmp)
             shutil.rmtree(gib)
             if wanted("proxy"):
                 bench_proxy(tmp, big, size_mib)
         finally:
-            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-verify"] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
+            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-verify"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
                 rm_pod(pod)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
     podman = sh(["podman", "--version"]).stdout.strip()

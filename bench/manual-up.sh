@@ -54,6 +54,7 @@ spec:
   containers:
   - name: registry
     image: $registry_image
+    args: [serve, /etc/docker/registry/config.yml]
     volumeMounts:
     - {name: data, mountPath: /var/lib/registry}
     - {name: config, mountPath: /etc/docker/registry}

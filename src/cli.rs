@@ -65,7 +65,7 @@ pub struct SetupArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
 
-    /// Registry image (the CNCF distribution registry) [default: pinned registry:2, see README].
+    /// Registry image (the CNCF distribution registry, 3.x or 2.x layout) [default: pinned registry:3.1.1, see README].
     #[arg(long, value_name = "REF")]
     pub registry_image: Option<String>,
 

@@ -13,6 +13,7 @@ mod paths;
 mod pki;
 mod plan;
 mod prepare_user;
+mod registry_image;
 mod render;
 mod report;
 mod runtime;

@@ -27,8 +27,32 @@ pub enum PasswordOrigin {
     FromStdin,
 }
 
-/// bcrypt cost: about 50 ms on these machines, paid once per login by the registry.
-const BCRYPT_COST: u32 = 10;
+/// bcrypt cost for a password registry-up generated. The registry checks the hash on every request
+/// (cost 10 measured 70–110 ms each here), and stretching gains nothing for 24 random characters
+/// (~140 bits): 5 is Apache `htpasswd -B`'s default.
+const GENERATED_COST: u32 = 5;
+/// bcrypt cost for a password a person chose (`--auth-password-stdin`): it may be guessable, so it keeps
+/// bcrypt's usual stretching, and every request pays for it (README: Authentication).
+const CHOSEN_COST: u32 = 10;
+const PASSWORD_LEN: usize = 24;
+const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+
+/// The cost a password's hash should have: low only for one that has the shape of a generated password
+/// (a kept password carries no record of where it came from; a person is most unlikely to pick 24
+/// characters of exactly this alphabet).
+fn cost_for(password: &str) -> u32 {
+    let generated = password.len() == PASSWORD_LEN && password.bytes().all(|b| ALPHABET.contains(&b));
+    if generated {
+        GENERATED_COST
+    } else {
+        CHOSEN_COST
+    }
+}
+
+/// The cost field of a bcrypt hash (`$2b$05$...`).
+fn hash_cost(hash: &str) -> Option<u32> {
+    hash.split('$').nth(2)?.parse().ok()
+}
 
 fn read_optional(path: &Path) -> Result<Option<String>> {
     match std::fs::read_to_string(path) {
@@ -43,15 +67,14 @@ fn read_optional(path: &Path) -> Result<Option<String>> {
 
 /// A random password of 24 letters and digits.
 pub fn random_password() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut out = String::new();
     let mut buf = [0u8; 64];
-    while out.len() < 24 {
+    while out.len() < PASSWORD_LEN {
         crate::sys::random_bytes(&mut buf);
         // Rejection sampling keeps every character equally likely.
         let limit = 256 - 256 % ALPHABET.len();
         for b in buf.iter().filter(|b| (**b as usize) < limit) {
-            if out.len() < 24 {
+            if out.len() < PASSWORD_LEN {
                 out.push(ALPHABET[*b as usize % ALPHABET.len()] as char);
             }
         }
@@ -93,20 +116,22 @@ pub fn ensure(dir: &Path, auth_user: Option<&str>, password_from_stdin: Option<S
         (None, Some(kept)) if !kept.is_empty() => (kept, PasswordOrigin::Kept),
         (None, _) => (random_password(), PasswordOrigin::Generated),
     };
-    // bcrypt salts randomly: keep the existing line while it still matches, so re-runs change nothing.
+    // bcrypt salts randomly: keep the existing line while it still matches at the wanted cost, so re-runs
+    // change nothing (and a hash from before the cost was lowered is made once more).
+    let cost = cost_for(&password);
     let existing_line = read_optional(&dir.join(HTPASSWD))?.and_then(|text| {
         text.lines()
             .find(|l| l.split_once(':').is_some_and(|(u, _)| u == user))
             .map(String::from)
     });
+    let keep = |line: &str| {
+        let hash = line.split_once(':').map(|(_, h)| h).unwrap_or("");
+        hash_cost(hash) == Some(cost) && bcrypt::verify(&password, hash).unwrap_or(false)
+    };
     let htpasswd_line = match existing_line {
-        Some(line)
-            if bcrypt::verify(&password, line.split_once(':').map(|(_, h)| h).unwrap_or("")).unwrap_or(false) =>
-        {
-            line
-        }
+        Some(line) if keep(&line) => line,
         _ => {
-            let hash = bcrypt::hash(&password, BCRYPT_COST)
+            let hash = bcrypt::hash(&password, cost)
                 .map_err(|e| Error::runtime(format!("Could not hash the password ({e}).")))?;
             format!("{user}:{hash}")
         }
@@ -135,6 +160,34 @@ mod tests {
     }
 
     #[test]
+    fn generated_passwords_get_a_low_cost_and_chosen_ones_the_usual() {
+        assert_eq!(cost_for(&random_password()), GENERATED_COST);
+        assert_eq!(cost_for("correct-horse-battery"), CHOSEN_COST);
+        assert_eq!(cost_for("short"), CHOSEN_COST);
+        // 24 characters, but outside the generator's alphabet (it has no 0, O, 1, l, I).
+        assert_eq!(cost_for("0000000000000000000000OO"), CHOSEN_COST);
+        assert_eq!(hash_cost("$2b$05$abcdefghijklmnopqrstuv"), Some(5));
+        assert_eq!(hash_cost("garbage"), None);
+    }
+
+    #[test]
+    fn a_hash_of_another_cost_is_made_again_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(tmp.path().join("auth")).unwrap();
+        std::fs::create_dir_all(tmp.path().join("registry")).unwrap();
+        let password = random_password();
+        let old = format!("admin:{}", bcrypt::hash(&password, 10).unwrap());
+        std::fs::write(tmp.path().join(AUTH_PASSWORD), format!("{password}\n")).unwrap();
+        std::fs::write(tmp.path().join(HTPASSWD), format!("{old}\n")).unwrap();
+        let auth = ensure(tmp.path(), Some("admin"), None).unwrap().auth.unwrap();
+        assert_eq!(auth.password, password);
+        assert_ne!(auth.htpasswd_line, old);
+        let hash = auth.htpasswd_line.strip_prefix("admin:").unwrap();
+        assert_eq!(hash_cost(hash), Some(GENERATED_COST));
+        assert!(bcrypt::verify(&password, hash).unwrap());
+    }
+
+    #[test]
     fn rerun_keeps_password_and_hash() {
         let tmp = tempfile::tempdir().unwrap();
         let first = ensure(tmp.path(), Some("admin"), None).unwrap();
@@ -155,6 +208,7 @@ mod tests {
         assert_ne!(third.htpasswd_line, auth.htpasswd_line);
         let hash = third.htpasswd_line.strip_prefix("admin:").unwrap();
         assert!(bcrypt::verify("new-pass", hash).unwrap());
+        assert_eq!(hash_cost(hash), Some(CHOSEN_COST));
         assert!(hash.starts_with("$2"), "bcrypt, as the registry requires");
     }
 }

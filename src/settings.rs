@@ -11,8 +11,10 @@ use crate::host::HostName;
 use crate::own_cert::OwnCertFiles;
 use crate::render::State;
 
-/// Pinned official images; `--registry-image` and `--nginx-image` override them.
-pub const DEFAULT_REGISTRY_IMAGE: &str = "docker.io/library/registry:2.8.3";
+/// Pinned official images; `--registry-image` and `--nginx-image` override them. The registry is the
+/// newest 3.1 release (3.1.0 and 3.1.1 fixed CVE-2026-35172, CVE-2026-33540 and CVE-2026-41888); the
+/// official image has no 2.x tags any more.
+pub const DEFAULT_REGISTRY_IMAGE: &str = "docker.io/library/registry:3.1.1";
 pub const DEFAULT_NGINX_IMAGE: &str = "docker.io/library/nginx:1.28-alpine";
 
 #[derive(Debug, Clone, PartialEq, Eq)]

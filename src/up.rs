@@ -7,9 +7,10 @@ use time::OffsetDateTime;
 
 use crate::bundle;
 use crate::cli::{RenderArgs, SystemdChoice, UpArgs};
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitCode, Result};
 use crate::pki::{self, Origin, Pki, Renew};
 use crate::plan::{self, Plan, WantedDir};
+use crate::registry_image;
 use crate::render::{self, Inputs, Reader, RenderedFile, Root, Service};
 use crate::report::Reporter;
 use crate::runtime::podman::Podman;
@@ -238,7 +239,17 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
             }
         }
         let state = if archives_pending { "expected from the archives" } else { "present" };
-        let detail = format!("{} and {} {state} (podman {version})", settings.registry_image, settings.nginx_image);
+        // The registry must be one whose layout runs our config (else auth and the rest are silently off).
+        let layout = if archives_pending {
+            String::new()
+        } else {
+            let config = podman.image_config(&settings.registry_image)?;
+            format!(", registry in the {}", registry_image::layout(&settings.registry_image, &config)?.describe())
+        };
+        let detail = format!(
+            "{} and {} {state}{layout} (podman {version})",
+            settings.registry_image, settings.nginx_image
+        );
         Ok(((), detail))
     })?;
 
@@ -259,8 +270,24 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         .collect();
     let plan = plan::plan(wanted_dirs(&settings, service), files)?;
 
+    let target = Target {
+        host: settings.domain.url_host(),
+        port: settings.port,
+        ca_pem: desired.pki.ca_cert.as_ref().map(|c| c.as_bytes().to_vec()),
+        credentials: desired
+            .secrets
+            .auth
+            .as_ref()
+            .map(|a| (a.user.clone(), a.password.clone())),
+    };
     let status = status?;
-    let healthy = status.as_ref().is_some_and(|s| s.healthy());
+    let running = status.as_ref().is_some_and(|s| s.healthy());
+    // Running containers are not enough: a pod left alone must answer through the proxy with the config
+    // registry-up wants (its fingerprint header), or it is replaced.
+    let stale = running
+        && plan.pod_needs() != Reader::Pod
+        && rt.block_on(verify::served_fingerprint(&target, Duration::from_secs(5))) != wanted_fingerprint(&plan);
+    let healthy = running && !stale;
     let action = match (healthy, plan.pod_needs()) {
         (false, _) | (true, Reader::Pod) => PodAction::Restart,
         (true, Reader::Nginx) => PodAction::ReloadNginx,
@@ -287,6 +314,9 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
             (Some(s), PodAction::Restart) if !s.healthy() => {
                 format!("is {} and would be restarted", s.state.to_lowercase())
             }
+            (Some(_), PodAction::Restart) if stale => {
+                "runs but does not serve registry-up's configuration, and would be restarted".to_string()
+            }
             (Some(_), PodAction::Restart) => "would be restarted to pick up the changes".to_string(),
         };
         out.line(&format!("  pod       {} {pod}", settings.pod_name));
@@ -312,20 +342,35 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         ));
     }
 
-    let target = Target {
-        host: settings.domain.url_host(),
-        port: settings.port,
-        ca_pem: desired.pki.ca_cert.as_ref().map(|c| c.as_bytes().to_vec()),
-        credentials: desired
-            .secrets
-            .auth
-            .as_ref()
-            .map(|a| (a.user.clone(), a.password.clone())),
-    };
     out.step("wait for registry", || {
         rt.block_on(verify::wait_ready(&target, Duration::from_secs(args.wait_timeout)))
             .map(|d| ((), d))
-            .map_err(|e| with_logs(e, &podman, &settings))
+            .map_err(|e| with_logs(e, &podman, &settings, ExitCode::Runtime))
+    })?;
+
+    // What `up` is about to promise (auth on, this config) is proven on the running registry first.
+    out.step("check auth and config", || {
+        let config = verify::ConfigFile::read(settings.config_dir.join(render::REGISTRY_CONFIG));
+        let checks = rt.block_on(verify::live_checks(&target, Some(&config), Duration::from_secs(10)));
+        let failed: Vec<String> = checks
+            .iter()
+            .filter(|c| c.status != verify::Status::Pass)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        if !failed.is_empty() {
+            return Err(with_logs(
+                Error::verify(failed.join("\n")),
+                &podman,
+                &settings,
+                ExitCode::VerifyFailed,
+            ));
+        }
+        let auth = if target.credentials.is_some() {
+            "anonymous requests get 401"
+        } else {
+            "no password, as set up"
+        };
+        Ok(((), format!("{auth}; the registry runs {}", config.path.display())))
     })?;
 
     if !args.no_verify {
@@ -371,6 +416,16 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         settings.pod_name
     ));
     Ok(())
+}
+
+/// The fingerprint of the registry config this run wants running.
+fn wanted_fingerprint(plan: &Plan) -> Option<String> {
+    plan.files
+        .iter()
+        .find(|c| c.file.root == Root::Config && c.file.rel == render::REGISTRY_CONFIG)
+        .and_then(|c| std::str::from_utf8(&c.file.contents).ok())
+        .and_then(render::disk_fingerprint)
+        .map(|f| f.written)
 }
 
 /// A user's pod stops at logout unless lingering is on: turn it on when asked, else say how.
@@ -454,7 +509,7 @@ fn start(
     }
 }
 
-fn with_logs(e: Error, podman: &Podman, settings: &Settings) -> Error {
+fn with_logs(e: Error, podman: &Podman, settings: &Settings, code: ExitCode) -> Error {
     let mut message = e.message;
     for c in [render::REGISTRY_CONTAINER, render::NGINX_CONTAINER] {
         let name = format!("{}-{c}", settings.pod_name);
@@ -464,7 +519,7 @@ fn with_logs(e: Error, podman: &Podman, settings: &Settings) -> Error {
         ));
     }
     message.push_str("\nFix the cause shown above and run registry-up again.");
-    Error::runtime(message)
+    Error { code, message }
 }
 
 /// `registry-up render --out DIR`: the same files as `up`, into DIR, as they would be on the host.

@@ -66,20 +66,6 @@ fn status_json(app: &Appliance) -> (i32, Value) {
     (out.status.code().unwrap(), value)
 }
 
-fn curl_code(app: &Appliance, user: Option<&str>) -> String {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-        .arg(app.config_dir().join("ca.crt"));
-    if let Some(u) = user {
-        cmd.args(["-u", u]);
-    }
-    let out = cmd
-        .arg(format!("https://{}/v2/", app.registry()))
-        .output()
-        .expect("curl runs");
-    text(&out.stdout)
-}
-
 #[test]
 fn auth_requires_the_password_which_reruns_never_change() {
     let app = Appliance::new();
@@ -108,9 +94,9 @@ fn auth_requires_the_password_which_reruns_never_change() {
     );
 
     // Anonymous and wrong-password requests are refused, by curl and by skopeo.
-    assert_eq!(curl_code(&app, None), "401");
-    assert_eq!(curl_code(&app, Some("admin:wrong")), "401");
-    assert_eq!(curl_code(&app, Some(&format!("admin:{password}"))), "200");
+    assert_eq!(app.curl_code(None), "401");
+    assert_eq!(app.curl_code(Some("admin:wrong")), "401");
+    assert_eq!(app.curl_code(Some(&format!("admin:{password}"))), "200");
     let creds = format!("admin:{password}");
     let [_, nginx] = common::image_archives();
     let cert_dir = app.config_dir().display().to_string();
@@ -158,7 +144,7 @@ fn auth_requires_the_password_which_reruns_never_change() {
         "the password is shown only once"
     );
     assert_eq!(std::fs::metadata(&htpasswd).unwrap().modified().unwrap(), before);
-    assert_eq!(curl_code(&app, Some(&creds)), "200");
+    assert_eq!(app.curl_code(Some(&creds)), "200");
 
     // --auth-password-stdin sets a new one; the old one stops working.
     let mut child = common::command(common::BIN)
@@ -179,8 +165,8 @@ fn auth_requires_the_password_which_reruns_never_change() {
         .unwrap();
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert_eq!(curl_code(&app, Some(&creds)), "401");
-    assert_eq!(curl_code(&app, Some("admin:correct-horse-battery")), "200");
+    assert_eq!(app.curl_code(Some(&creds)), "401");
+    assert_eq!(app.curl_code(Some("admin:correct-horse-battery")), "200");
     assert_eq!(
         remote_digest(&app, "auth/nginx:1", Some("admin:correct-horse-battery")),
         digest,
@@ -195,7 +181,7 @@ fn auth_requires_the_password_which_reruns_never_change() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(curl_code(&app, None), "200");
+    assert_eq!(app.curl_code(None), "200");
 }
 
 #[test]

@@ -7,44 +7,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{podman, text, Appliance};
+use common::{check, podman, text, verify_json, Appliance};
 use rcgen::{CertificateParams, Issuer, KeyPair};
 use serde_json::Value;
 
-fn skopeo(args: &[&str]) -> String {
-    let out = common::command("skopeo").args(args).output().expect("skopeo runs");
-    assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-/// `registry-up verify --config-dir <the appliance's> ARGS --json`: exit code and parsed report.
-fn verify_json(app: &Appliance, args: &[&str]) -> (i32, Value) {
-    let out = common::command(common::BIN)
-        .arg("verify")
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .args(args)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify --json printed no JSON ({e}):\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        )
-    });
-    (out.status.code().unwrap(), report)
-}
-
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
-}
+use common::skopeo_ok as skopeo;
 
 /// The documented schema (README, "verify --json"), key for key.
 fn assert_schema(report: &Value) {
@@ -111,30 +78,7 @@ fn deep_checks_every_image_and_names_exactly_what_a_lost_blob_breaks() {
     push(registry_tar, "e2e/registry:1");
     push(registry_tar, "other/registry:latest");
     // An image index with two platform manifests, pushed by podman.
-    let list = format!("{}-list", app.pod);
-    assert!(podman(&["manifest", "create", &list]).status.success());
-    for (arch, archive) in [("amd64", nginx_tar), ("arm64", registry_tar)] {
-        let out = podman(&[
-            "manifest",
-            "add",
-            "--arch",
-            arch,
-            &list,
-            &format!("oci-archive:{}", archive.display()),
-        ]);
-        assert!(out.status.success(), "{}", text(&out.stderr));
-    }
-    let out = podman(&[
-        "manifest",
-        "push",
-        "--all",
-        "--cert-dir",
-        &cert_dir,
-        &list,
-        &format!("docker://{}/multi/app:1", app.registry()),
-    ]);
-    podman(&["manifest", "rm", &list]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    app.push_index(nginx_tar, registry_tar, "multi/app:1", None);
 
     let (code, report) = verify_json(&app, &["--deep", "--jobs", "3"]);
     assert_schema(&report);

@@ -8,7 +8,7 @@ mod state;
 mod systemd;
 
 pub use pod::{NGINX_CONTAINER, REGISTRY_CONTAINER};
-pub use registry_config::read_http_secret;
+pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
 pub use state::State;
 
 use crate::pki::Pki;
@@ -164,7 +164,7 @@ pub(crate) mod tests {
             domain: HostName::parse("registry.example.com", "d").unwrap(),
             sans: vec![HostName::parse("10.0.0.5", "d").unwrap()],
             port: 8443,
-            registry_image: "docker.io/library/registry:2.8.3".into(),
+            registry_image: "docker.io/library/registry:3.1.1".into(),
             nginx_image: "docker.io/library/nginx:1.28-alpine".into(),
             pod_name: "registry-pod".into(),
             config_dir: PathBuf::from("/etc/registry-up"),

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::registry_config::STORAGE_PATH;
+use super::registry_config::{self, STORAGE_PATH};
 use crate::settings::Settings;
 
 #[derive(Serialize)]
@@ -36,9 +36,20 @@ struct PodSpec {
 struct Container {
     name: &'static str,
     image: String,
+    /// Replaces the image's CMD and keeps its ENTRYPOINT.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    args: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    env: Vec<EnvVar>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     ports: Vec<ContainerPort>,
     volume_mounts: Vec<VolumeMount>,
+}
+
+#[derive(Serialize)]
+struct EnvVar {
+    name: &'static str,
+    value: &'static str,
 }
 
 #[derive(Serialize)]
@@ -113,16 +124,27 @@ pub fn render(settings: &Settings) -> String {
                 Container {
                     name: REGISTRY_CONTAINER,
                     image: settings.registry_image.clone(),
+                    // Both official layouts run `registry serve PATH` from these arguments (3.x: ENTRYPOINT
+                    // registry; 2.x: its entrypoint script), so the registry reads our config whatever the
+                    // image's own CMD names; `up` refuses an image of any other layout.
+                    args: vec!["serve".into(), registry_config::config_path_in_container()],
+                    // 3.0 images export traces to localhost:4318 unless told not to.
+                    env: vec![EnvVar {
+                        name: "OTEL_TRACES_EXPORTER",
+                        value: "none",
+                    }],
                     // No ports: the registry listens on the pod's loopback only and is never published.
                     ports: Vec::new(),
                     volume_mounts: vec![
                         mount("registry-data", STORAGE_PATH, false),
-                        mount("registry-config", "/etc/docker/registry", true),
+                        mount("registry-config", registry_config::MOUNT_PATH, true),
                     ],
                 },
                 Container {
                     name: NGINX_CONTAINER,
                     image: settings.nginx_image.clone(),
+                    args: Vec::new(),
+                    env: Vec::new(),
                     // nginx listens on the same port inside, so Host headers and redirects carry it.
                     ports: vec![ContainerPort {
                         container_port: settings.port,

@@ -64,6 +64,10 @@ struct Http {
 struct Headers {
     #[serde(rename = "X-Content-Type-Options")]
     x_content_type_options: Vec<String>,
+    /// The fingerprint of this very file: distribution adds `http.headers` to every answer (401s too),
+    /// so `verify` can tell whether the running registry reads this file or some other config.
+    #[serde(rename = "X-Registry-Up-Config")]
+    config_fingerprint: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -80,6 +84,23 @@ struct StorageHealth {
 
 /// Where the registry keeps its data inside the container (the official image's path).
 pub const STORAGE_PATH: &str = "/var/lib/registry";
+/// Where the registry container sees the config folder: a path neither official layout keeps its own
+/// config in (2.x: /etc/docker/registry, 3.x: /etc/distribution), so no image default can shadow ours.
+pub const MOUNT_PATH: &str = "/etc/registry-up";
+/// The header carrying the config's fingerprint in every registry answer.
+pub const FINGERPRINT_HEADER: &str = "X-Registry-Up-Config";
+/// Stands in for the fingerprint while it is computed: same shape as a real one, so YAML writes both alike.
+const FINGERPRINT_PLACEHOLDER: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The path of the config file inside the registry container, as the container is told to `serve` it.
+pub fn config_path_in_container() -> String {
+    format!("{MOUNT_PATH}/config.yml")
+}
+
+/// `sha256:HEX` of the config text with its own fingerprint replaced by the placeholder.
+fn fingerprint(text_with_placeholder: &str) -> String {
+    format!("sha256:{}", crate::sys::sha256_hex(text_with_placeholder.as_bytes()))
+}
 
 pub fn render(http_secret: &str, auth: bool) -> String {
     let config = Config {
@@ -102,12 +123,13 @@ pub fn render(http_secret: &str, auth: bool) -> String {
             secret: http_secret.into(),
             headers: Headers {
                 x_content_type_options: vec!["nosniff".into()],
+                config_fingerprint: vec![FINGERPRINT_PLACEHOLDER.into()],
             },
         },
         auth: auth.then(|| Auth {
             htpasswd: Htpasswd {
                 realm: "registry-up".into(),
-                path: "/etc/docker/registry/htpasswd".into(),
+                path: format!("{MOUNT_PATH}/htpasswd"),
             },
         }),
         health: Health {
@@ -119,7 +141,37 @@ pub fn render(http_secret: &str, auth: bool) -> String {
         },
     };
     let body = serde_yaml_ng::to_string(&config).expect("the registry config always serialises");
-    format!("# Written by registry-up: changes here are overwritten on the next run.\n{body}")
+    let text = format!("# Written by registry-up: changes here are overwritten on the next run.\n{body}");
+    text.replacen(FINGERPRINT_PLACEHOLDER, &fingerprint(&text), 1)
+}
+
+/// What a config file on disk says of its own fingerprint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskFingerprint {
+    /// The value in the file's `X-Registry-Up-Config` header: what the registry sends once it reads the file.
+    pub written: String,
+    /// Whether the rest of the file is still what registry-up wrote with that value (no hand edit since).
+    pub intact: bool,
+}
+
+#[derive(Deserialize)]
+struct HeadersOnly {
+    http: HeadersHttp,
+}
+
+#[derive(Deserialize)]
+struct HeadersHttp {
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, Vec<String>>,
+}
+
+/// The fingerprint a config file carries, or None when it carries none (not written by this version).
+pub fn disk_fingerprint(text: &str) -> Option<DiskFingerprint> {
+    let parsed: HeadersOnly = serde_yaml_ng::from_str(text).ok()?;
+    let written = parsed.http.headers.get(FINGERPRINT_HEADER)?.first()?.clone();
+    let intact = text.matches(written.as_str()).count() == 1
+        && fingerprint(&text.replacen(&written, FINGERPRINT_PLACEHOLDER, 1)) == written;
+    Some(DiskFingerprint { written, intact })
 }
 
 #[derive(Deserialize)]
@@ -142,6 +194,41 @@ pub fn read_http_secret(existing: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_carries_its_own_fingerprint() {
+        let text = render("abc123", true);
+        let found = disk_fingerprint(&text).expect("a fingerprint is written");
+        assert!(found.intact, "{text}");
+        assert!(found.written.starts_with("sha256:") && found.written.len() == 71);
+        assert!(!text.contains(FINGERPRINT_PLACEHOLDER));
+        // Another secret or auth setting is another config, so another fingerprint.
+        assert_ne!(disk_fingerprint(&render("other", true)).unwrap().written, found.written);
+        assert_ne!(
+            disk_fingerprint(&render("abc123", false)).unwrap().written,
+            found.written
+        );
+        // A hand edit keeps the written value but breaks the match.
+        let edited = text.replace("level: info", "level: debug");
+        assert_ne!(edited, text);
+        assert_eq!(
+            disk_fingerprint(&edited),
+            Some(DiskFingerprint {
+                written: found.written.clone(),
+                intact: false
+            })
+        );
+        assert_eq!(disk_fingerprint("version: 0.1\nhttp:\n  addr: :5000\n"), None);
+        assert_eq!(disk_fingerprint("not: [yaml"), None);
+    }
+
+    #[test]
+    fn auth_reads_the_htpasswd_from_our_mount() {
+        assert!(render("s", true).contains("path: /etc/registry-up/htpasswd"));
+        assert!(!render("s", false).contains("htpasswd"));
+    }
+
     #[test]
     fn secret_round_trips() {
         assert_eq!(

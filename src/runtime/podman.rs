@@ -96,6 +96,17 @@ impl Podman {
         Ok(self.output(&["image", "exists", reference])?.status.success())
     }
 
+    /// The ENTRYPOINT and CMD of a local image.
+    pub fn image_config(&self, reference: &str) -> Result<crate::registry_image::ImageConfig> {
+        let text = self.run(&["image", "inspect", "--format", "{{json .Config}}", reference])?;
+        serde_json::from_str(text.trim()).map_err(|e| {
+            Error::runtime(format!(
+                "Could not read the configuration of the image {reference} from `podman image inspect` ({e}): \
+                 check the image with `podman image inspect {reference}`."
+            ))
+        })
+    }
+
     /// `podman load -i ARCHIVE`; returns Podman's summary line.
     pub fn load(&self, archive: &Path) -> Result<String> {
         let path = archive.display().to_string();
@@ -244,6 +255,14 @@ impl Podman {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         Ok(())
+    }
+
+    /// What `registry --version` says in the running registry container, without the program name
+    /// (e.g. `github.com/distribution/distribution/v3 3.1.1`).
+    pub fn registry_version(&self, container: &str) -> Result<String> {
+        let text = self.run(&["exec", container, "registry", "--version"])?;
+        let line = text.lines().next().unwrap_or_default().trim();
+        Ok(line.strip_prefix("registry ").unwrap_or(line).to_string())
     }
 
     /// How often Podman restarted each container, in one call.

@@ -4,6 +4,7 @@
 
 mod deep;
 mod image;
+mod live;
 pub mod report;
 mod round_trip;
 mod target;
@@ -13,6 +14,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub use live::{checks as live_checks, served_fingerprint, ConfigFile};
+pub use report::Status;
 pub use round_trip::{round_trip, DEFAULT_SIZE};
 pub use target::{chain, wait_ready, Target};
 
@@ -21,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::host::HostName;
 use crate::render::State;
 use crate::runtime::podman::Podman;
-use report::{Check, Report, Status};
+use report::{Check, Report};
 
 /// What to run, besides the target.
 pub struct Options {
@@ -33,6 +36,8 @@ pub struct Options {
     pub progress: bool,
     /// On the appliance host: the registry's data directory, for the storage check.
     pub data_dir: Option<std::path::PathBuf>,
+    /// On the appliance host: the config file the registry should be running, for the config check.
+    pub config: Option<ConfigFile>,
 }
 
 /// Below this much free space the storage check warns.
@@ -80,28 +85,43 @@ pub async fn run_checks(
     pod: Option<(Podman, String)>,
 ) -> (Vec<Check>, Option<report::Deep>) {
     let deadline = Instant::now() + opts.timeout;
+    let version = pod.clone().map(|(podman, name)| {
+        std::thread::spawn(move || {
+            podman
+                .registry_version(&format!("{name}-{}", crate::render::REGISTRY_CONTAINER))
+                .map_err(|e| e.message)
+        })
+    });
     let pod_check = pod.map(|(podman, name)| std::thread::spawn(move || pod_health(&podman, &name)));
     let mut checks = Vec::new();
     let mut deep_report = None;
     let network = network_checks(target, opts, deadline, &mut checks, &mut deep_report).await;
-    if let Err(why) = network {
-        let done: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
-        let mut names = vec![
-            "resolve",
-            "tcp",
-            "tls",
-            "certificate-chain",
-            "certificate-name",
-            "certificate-expiry",
-            "api",
-            "round-trip",
-            "cleanup",
-        ];
-        if opts.deep {
-            names.push("deep");
-        }
-        for name in names.into_iter().filter(|n| !done.iter().any(|d| d == n)) {
-            checks.push(Check::skipped(name, &why));
+    let version = version.map(|h| h.join().unwrap_or_else(|_| Err("the version check crashed".into())));
+    match &network {
+        Ok(()) => checks.push(live::registry_info(target, version, remaining(deadline)).await),
+        Err(why) => {
+            let done: Vec<String> = checks.iter().map(|c| c.name.clone()).collect();
+            let mut names = vec![
+                "resolve",
+                "tcp",
+                "tls",
+                "certificate-chain",
+                "certificate-name",
+                "certificate-expiry",
+                "api",
+                "auth",
+            ];
+            if opts.config.is_some() {
+                names.push("config");
+            }
+            names.extend(["round-trip", "cleanup"]);
+            if opts.deep {
+                names.push("deep");
+            }
+            names.push("registry");
+            for name in names.into_iter().filter(|n| !done.iter().any(|d| d == n)) {
+                checks.push(Check::skipped(name, why));
+            }
         }
     }
     if let Some(handle) = pod_check {
@@ -239,7 +259,10 @@ async fn network_checks(
     };
     checks.push(api);
 
-    // 5 and 6. The round trip, then its clean-up.
+    // 5. What the running registry enforces: auth as set up, and the config registry-up wrote.
+    checks.extend(live::checks(target, opts.config.as_ref(), remaining(deadline)).await);
+
+    // 6 and 7. The round trip, then its clean-up.
     let t = Instant::now();
     match round_trip(target, opts.size, remaining(deadline)).await {
         Ok(trip) => {
@@ -265,7 +288,7 @@ async fn network_checks(
         }
     }
 
-    // 7. Everything stored.
+    // 8. Everything stored.
     if opts.deep {
         let t = Instant::now();
         let left = remaining(deadline);
@@ -448,6 +471,7 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<i32> {
         strict: args.strict,
         progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         data_dir: appliance.map(|s| s.data_dir.clone().into()),
+        config: appliance.map(|_| ConfigFile::read(args.config_dir.join(crate::render::REGISTRY_CONFIG))),
     };
     let (checks, deep) = rt.block_on(run_checks(&target, &opts, pod));
     let report = Report::new(target.registry(), checks, deep, opts.strict, start.elapsed());

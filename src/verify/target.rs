@@ -43,6 +43,10 @@ impl Http {
         self.with_auth(self.client.head(url))
     }
 
+    pub fn post(&self, url: &str) -> reqwest::RequestBuilder {
+        self.with_auth(self.client.post(url))
+    }
+
     pub fn delete(&self, url: &str) -> reqwest::RequestBuilder {
         self.with_auth(self.client.delete(url))
     }

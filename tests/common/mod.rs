@@ -20,7 +20,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_registry-up");
 const HOSTS: &str = "/etc/hosts";
 const HOSTS_TAG: &str = "# registry-up-e2e pid=";
 const POD_PREFIX: &str = "ru-e2e-";
+/// The registry stand-in laid out like the official 3.x image (the default).
 pub const REGISTRY_IMAGE: &str = "localhost/registry-up-test/registry:latest";
+/// The same registry laid out like the official 2.x image (entrypoint script, /etc/docker/registry).
+pub const REGISTRY_2X_IMAGE: &str = "localhost/registry-up-test/registry-2x:latest";
 pub const NGINX_IMAGE: &str = "localhost/registry-up-test/nginx:latest";
 
 pub fn repo() -> PathBuf {
@@ -74,8 +77,13 @@ fn pid_alive(pid: u32) -> bool {
 
 /// Builds the stand-in image archives into `dir` with `tag` once per run (make test-images builds them
 /// ahead; this covers a plain `cargo test`). Concurrent test processes wait on a lock.
-fn built_archives(dir: PathBuf, tag: &str) -> [PathBuf; 2] {
-    let archives = [dir.join("registry.tar"), dir.join("nginx.tar")];
+/// Returns [registry (3.x layout), nginx, registry (2.x layout)].
+fn built_archives(dir: PathBuf, tag: &str) -> [PathBuf; 3] {
+    let archives = [
+        dir.join("registry.tar"),
+        dir.join("nginx.tar"),
+        dir.join("registry-2x.tar"),
+    ];
     std::fs::create_dir_all(&dir).unwrap();
     let _lock = FileLock::new(&dir.join(".lock"));
     if !archives.iter().all(|a| a.is_file()) {
@@ -94,16 +102,32 @@ fn built_archives(dir: PathBuf, tag: &str) -> [PathBuf; 2] {
     archives
 }
 
-/// Archives of the stand-in images tagged `latest`: [registry, nginx].
-pub fn image_archives() -> &'static [PathBuf; 2] {
-    static ARCHIVES: OnceLock<[PathBuf; 2]> = OnceLock::new();
+fn all_archives() -> &'static [PathBuf; 3] {
+    static ARCHIVES: OnceLock<[PathBuf; 3]> = OnceLock::new();
     ARCHIVES.get_or_init(|| built_archives(repo().join("target/test-images"), "latest"))
+}
+
+/// Archives of the stand-in images tagged `latest`: [registry (3.x layout), nginx].
+pub fn image_archives() -> &'static [PathBuf; 2] {
+    static TWO: OnceLock<[PathBuf; 2]> = OnceLock::new();
+    TWO.get_or_init(|| {
+        let [registry, nginx, _] = all_archives().clone();
+        [registry, nginx]
+    })
+}
+
+/// The archive of the registry stand-in laid out like the official 2.x image ([`REGISTRY_2X_IMAGE`]).
+pub fn registry_2x_archive() -> &'static Path {
+    &all_archives()[2]
 }
 
 /// The same stand-ins built again and tagged `v2` (other image IDs): the upgrade target.
 pub fn image_archives_v2() -> &'static [PathBuf; 2] {
     static ARCHIVES: OnceLock<[PathBuf; 2]> = OnceLock::new();
-    ARCHIVES.get_or_init(|| built_archives(repo().join("target/test-images/v2"), "v2"))
+    ARCHIVES.get_or_init(|| {
+        let [registry, nginx, _] = built_archives(repo().join("target/test-images/v2"), "v2");
+        [registry, nginx]
+    })
 }
 
 /// Removes what a crashed earlier run of these tests left: pods and hosts lines of dead PIDs.
@@ -245,14 +269,19 @@ impl Appliance {
 
     /// The arguments that make `up` target this appliance, with the stand-in images.
     pub fn args(&self) -> Vec<String> {
+        self.args_with_registry(REGISTRY_IMAGE, &image_archives()[0])
+    }
+
+    /// As [`Appliance::args`], with another registry image loaded from `archive`.
+    pub fn args_with_registry(&self, image: &str, archive: &Path) -> Vec<String> {
         let mut args = self.base_args();
         args.extend([
             "--registry-image".into(),
-            REGISTRY_IMAGE.into(),
+            image.into(),
             "--nginx-image".into(),
             NGINX_IMAGE.into(),
         ]);
-        for archive in image_archives() {
+        for archive in [archive, image_archives()[1].as_path()] {
             args.push("--image-archive".into());
             args.push(archive.display().to_string());
         }
@@ -271,14 +300,52 @@ impl Appliance {
     /// Runs `up` and asserts it succeeded.
     pub fn up(&self, extra: &[&str]) -> Output {
         let out = self.run(extra);
-        assert!(
-            out.status.success(),
-            "registry-up failed ({:?}):\n{}\n{}",
-            out.status.code(),
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        assert_success(&out);
         out
+    }
+
+    /// The HTTP status of `GET https://REGISTRY/v2/` from curl trusting the CA, with `user:password` or
+    /// anonymously.
+    pub fn curl_code(&self, user: Option<&str>) -> String {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(self.config_dir().join("ca.crt"));
+        if let Some(u) = user {
+            cmd.args(["-u", u]);
+        }
+        let out = cmd
+            .arg(format!("https://{}/v2/", self.registry()))
+            .output()
+            .expect("curl runs");
+        text(&out.stdout)
+    }
+
+    /// Pushes a two-platform image index (amd64: `amd64`, arm64: `arm64`, both OCI archives) to `dest`
+    /// with `podman manifest push --all`.
+    pub fn push_index(&self, amd64: &Path, arm64: &Path, dest: &str, creds: Option<&str>) {
+        let list = format!("{}-list", self.pod);
+        assert!(podman(&["manifest", "create", &list]).status.success());
+        for (arch, archive) in [("amd64", amd64), ("arm64", arm64)] {
+            let out = podman(&[
+                "manifest",
+                "add",
+                "--arch",
+                arch,
+                &list,
+                &format!("oci-archive:{}", archive.display()),
+            ]);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+        }
+        let cert_dir = self.config_dir().display().to_string();
+        let mut args = vec!["manifest", "push", "--all", "--cert-dir", &cert_dir];
+        if let Some(c) = creds {
+            args.extend(["--creds", c]);
+        }
+        let dest = format!("docker://{}/{dest}", self.registry());
+        args.extend([list.as_str(), dest.as_str()]);
+        let out = podman(&args);
+        podman(&["manifest", "rm", &list]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
     }
 
     pub fn container(&self, name: &str) -> String {
@@ -307,6 +374,54 @@ impl Drop for Appliance {
             let _ = std::fs::remove_dir_all(Path::new(root).join(self.registry()));
         }
     }
+}
+
+/// Asserts that a run of registry-up succeeded, showing its output when it did not.
+pub fn assert_success(out: &Output) {
+    assert!(
+        out.status.success(),
+        "registry-up failed ({:?}):\n{}\n{}",
+        out.status.code(),
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// `skopeo ARGS` with the test Podman configuration; asserts success and returns stdout.
+pub fn skopeo_ok(args: &[&str]) -> String {
+    let out = command("skopeo").args(args).output().expect("skopeo runs");
+    assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+/// `registry-up verify --config-dir <the appliance's> ARGS --json`: exit code and parsed report.
+pub fn verify_json(app: &Appliance, args: &[&str]) -> (i32, serde_json::Value) {
+    let out = command(BIN)
+        .arg("verify")
+        .arg("--config-dir")
+        .arg(app.config_dir())
+        .args(args)
+        .arg("--json")
+        .output()
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "verify --json printed no JSON ({e}):\n{}\n{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        )
+    });
+    (out.status.code().unwrap(), report)
+}
+
+/// The check called `name` in a verify report.
+pub fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
 }
 
 /// Removes image names from Podman's store on drop (only the names: the images stay if others use them).

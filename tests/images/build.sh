@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Builds offline stand-ins for the official `registry:2` and `nginx:alpine` images from this host's Debian
+# Builds offline stand-ins for the official `registry` (3.x and 2.x layouts) and `nginx:alpine` images from this host's Debian
 # packages (docker-registry, nginx), and saves them as OCI archives: the same air-gapped path users take
 # with `registry-up --image-archive`. No network is used.
 #
 #   tests/images/build.sh OUT_DIR [TAG]
 #
-# Writes OUT_DIR/registry.tar and OUT_DIR/nginx.tar holding localhost/registry-up-test/{registry,nginx}:TAG.
+# Writes OUT_DIR/registry.tar (3.x layout), OUT_DIR/registry-2x.tar (2.x layout) and OUT_DIR/nginx.tar,
+# holding localhost/registry-up-test/{registry,registry-2x,nginx}:TAG.
 # The images are removed from Podman's store again afterwards, so that tests load them from the archives.
 set -euo pipefail
 
@@ -40,11 +41,13 @@ base_files() {
   printf 'passwd: files\ngroup: files\nhosts: files dns\n' >"$root/etc/nsswitch.conf"
 }
 
-# save NAME ROOT ENTRYPOINT_JSON
+# save NAME ROOT ENTRYPOINT_JSON [CMD_JSON]
 save() {
-  local name=$1 root=$2 entrypoint=$3 ref="$prefix/$1:$tag"
+  local name=$1 root=$2 entrypoint=$3 cmd=${4:-} ref="$prefix/$1:$tag"
+  local changes=(--change "ENTRYPOINT $entrypoint")
+  [ -z "$cmd" ] || changes+=(--change "CMD $cmd")
   tar --numeric-owner -C "$root" -c . |
-    podman import -q --change "ENTRYPOINT $entrypoint" \
+    podman import -q "${changes[@]}" \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
       - "$ref" >/dev/null
   rm -f "$out/$name.tar.tmp"
@@ -55,22 +58,73 @@ save() {
   echo "built $ref -> $out/$name.tar ($(du -h "$out/$name.tar" | cut -f1))"
 }
 
-# --- registry: /bin/registry serve /etc/docker/registry/config.yml, as the official image runs it.
-r="$work/registry"
-base_files "$r"
-copy_binary "$r" /usr/bin/docker-registry /bin/registry
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$r/etc/passwd"
-printf 'root:x:0:\n' >"$r/etc/group"
-mkdir -p "$r/etc/docker/registry" "$r/var/lib/registry"
-cat >"$r/etc/docker/registry/config.yml" <<'YML'
+# Both official registry layouts, from the same Debian binary. Each carries a permissive config of its
+# own at the path its layout reads, as the official images do: an appliance that ran the image's config
+# instead of registry-up's would answer without auth, which is what the tests must be able to catch.
+registry_root() {
+  local r=$1
+  base_files "$r"
+  copy_binary "$r" /usr/bin/docker-registry /bin/registry
+  printf 'root:x:0:0:root:/root:/bin/sh\n' >"$r/etc/passwd"
+  printf 'root:x:0:\n' >"$r/etc/group"
+  mkdir -p "$r/var/lib/registry"
+}
+dev_config() {
+  cat <<'YML'
 version: 0.1
+log:
+  level: debug
+  fields:
+    service: registry
+    environment: development
 storage:
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
   filesystem:
     rootdirectory: /var/lib/registry
 http:
   addr: :5000
+  debug:
+    addr: :5001
+    prometheus:
+      enabled: true
+      path: /metrics
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
 YML
-save registry "$r" '["/bin/registry", "serve", "/etc/docker/registry/config.yml"]'
+}
+
+# --- registry (3.x layout, the official image today): ENTRYPOINT ["registry"],
+# CMD ["serve", "/etc/distribution/config.yml"]. Like the 3.0 images, no OTEL_TRACES_EXPORTER is set.
+r="$work/registry"
+registry_root "$r"
+mkdir -p "$r/etc/distribution"
+dev_config >"$r/etc/distribution/config.yml"
+save registry "$r" '["registry"]' '["serve", "/etc/distribution/config.yml"]'
+
+# --- registry-2x (2.x layout): ENTRYPOINT ["/entrypoint.sh"], CMD ["/etc/docker/registry/config.yml"];
+# the script turns `serve PATH` or a bare *.yml path into `registry serve PATH`, as the 2.x image's does.
+r="$work/registry-2x"
+registry_root "$r"
+copy_binary "$r" /bin/dash /bin/sh
+mkdir -p "$r/etc/docker/registry"
+dev_config >"$r/etc/docker/registry/config.yml"
+cat >"$r/entrypoint.sh" <<'SH'
+#!/bin/sh
+set -e
+case "$1" in
+  *.yml | *.yaml) set -- registry serve "$@" ;;
+  serve | garbage-collect | help | -*) set -- registry "$@" ;;
+esac
+exec "$@"
+SH
+chmod 0755 "$r/entrypoint.sh"
+save registry-2x "$r" '["/entrypoint.sh"]' '["/etc/docker/registry/config.yml"]'
 
 # --- nginx: master as root, workers as user nginx (101), conf.d included inside http {} as upstream does.
 n="$work/nginx"

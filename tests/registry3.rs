@@ -1,0 +1,321 @@
+//! The registry image's two layouts (3.x, the official image today, and 2.x): the registry runs
+//! registry-up's config on both, auth is enforced on both, an upgrade from one to the other keeps every
+//! digest, and `verify` fails loudly when the running registry is not running registry-up's config.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use common::{assert_success, check, podman, skopeo_ok, text, verify_json, Appliance};
+
+fn registry_up(args: &[String]) -> Output {
+    common::command(common::BIN)
+        .args(args)
+        .output()
+        .expect("registry-up runs")
+}
+
+/// `registry-up --config-dir <the appliance's> EXTRA`: a re-run that keeps every installed setting.
+fn rerun(app: &Appliance, extra: &[&str]) -> Output {
+    let mut args = vec!["--config-dir".to_string(), app.config_dir().display().to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    registry_up(&args)
+}
+
+fn password(app: &Appliance) -> String {
+    std::fs::read_to_string(app.config_dir().join("auth/password"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// Pushes an OCI archive to `dest` on the appliance, returns the manifest digest skopeo wrote.
+fn push(app: &Appliance, archive: &Path, dest: &str, creds: &str) -> String {
+    let cert_dir = app.config_dir().display().to_string();
+    let digest_file = app.tmp.path().join(format!("digest-{}", dest.replace(['/', ':'], "-")));
+    skopeo_ok(&[
+        "copy",
+        "-q",
+        "--dest-cert-dir",
+        &cert_dir,
+        "--dest-creds",
+        creds,
+        "--digestfile",
+        &digest_file.display().to_string(),
+        &format!("oci-archive:{}", archive.display()),
+        &format!("docker://{}/{dest}", app.registry()),
+    ]);
+    std::fs::read_to_string(&digest_file).unwrap().trim().to_string()
+}
+
+/// The manifest (or index) a tag points to, as stored: its digest, computed from its bytes, and its text.
+fn raw_manifest(app: &Appliance, image: &str, creds: &str) -> (String, String) {
+    let cert_dir = app.config_dir().display().to_string();
+    let out = common::command("skopeo")
+        .args(["inspect", "--raw", "--cert-dir", &cert_dir, "--creds", creds])
+        .arg(format!("docker://{}/{image}", app.registry()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "skopeo inspect {image}: {}", text(&out.stderr));
+    let d = ring::digest::digest(&ring::digest::SHA256, &out.stdout);
+    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    (format!("sha256:{hex}"), text(&out.stdout))
+}
+
+fn raw_digest(app: &Appliance, image: &str, creds: &str) -> String {
+    raw_manifest(app, image, creds).0
+}
+
+/// Addresses the pod listens on (TCP), read in the pod's own network namespace.
+fn pod_listeners(app: &Appliance) -> BTreeSet<String> {
+    let pid = app.inspect(&app.container("registry"), "{{.State.Pid}}");
+    let out = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "ss", "-Hltn"])
+        .output()
+        .expect("nsenter runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
+        .collect()
+}
+
+/// Polls until `GET /v2/` answers at all (after a pod was replaced behind registry-up's back).
+fn wait_answering(app: &Appliance) {
+    for _ in 0..150 {
+        if matches!(app.curl_code(None).as_str(), "200" | "401") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{} does not answer", app.registry());
+}
+
+fn auth_is_enforced(image: &str, archive: &Path) {
+    let app = Appliance::new();
+    let mut args = app.args_with_registry(image, archive);
+    args.push("--auth".into());
+    let out = registry_up(&args);
+    assert_success(&out);
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("ok   check auth and config"), "{stdout}");
+    let password = password(&app);
+    let creds = format!("admin:{password}");
+
+    // Anonymous requests are refused, by curl and by skopeo; the password works.
+    assert_eq!(app.curl_code(None), "401");
+    assert_eq!(app.curl_code(Some("admin:wrong")), "401");
+    assert_eq!(app.curl_code(Some(&creds)), "200");
+    let [_, nginx] = common::image_archives();
+    let cert_dir = app.config_dir().display().to_string();
+    let anonymous = common::command("skopeo")
+        .args(["copy", "-q", "--dest-cert-dir", &cert_dir])
+        .arg(format!("oci-archive:{}", nginx.display()))
+        .arg(format!("docker://{}/anon/nginx:1", app.registry()))
+        .output()
+        .unwrap();
+    assert!(!anonymous.status.success(), "an anonymous push went through");
+    let said = text(&anonymous.stderr);
+    assert!(said.contains("unauthorized") || said.contains("401"), "{said}");
+    let digest = push(&app, nginx, "auth/nginx:1", &creds);
+    assert_eq!(raw_digest(&app, "auth/nginx:1", &creds), digest);
+
+    // A generated password is hashed at a low bcrypt cost (the registry checks it on every request).
+    let htpasswd = std::fs::read_to_string(app.config_dir().join("registry/htpasswd")).unwrap();
+    assert!(htpasswd.starts_with("admin:$2b$05$"), "{htpasswd}");
+
+    // verify proves it on the running registry.
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let auth = check(&report, "auth");
+    assert_eq!(auth["status"], "pass", "{auth}");
+    assert!(auth["detail"].as_str().unwrap().starts_with("on:"), "{auth}");
+    assert_eq!(check(&report, "config")["status"], "pass", "{report:#}");
+    let registry = check(&report, "registry")["detail"].as_str().unwrap().to_string();
+    assert!(
+        registry.contains("distribution"),
+        "the version is read in the container: {registry}"
+    );
+    assert!(registry.contains("referrers API not served"), "{registry}");
+
+    // The registry runs with tracing export off, and listens on the pod's loopback only: no debug or
+    // metrics listener (the image's own config has one on :5001), nothing but nginx's port outside.
+    let env = app.inspect(&app.container("registry"), "{{range .Config.Env}}{{println .}}{{end}}");
+    assert!(env.lines().any(|l| l == "OTEL_TRACES_EXPORTER=none"), "{env}");
+    let listeners = pod_listeners(&app);
+    let expected: BTreeSet<String> = ["127.0.0.1:5000".to_string(), format!("0.0.0.0:{}", app.port)]
+        .into_iter()
+        .collect();
+    assert_eq!(listeners, expected);
+}
+
+#[test]
+fn auth_is_enforced_on_the_3x_layout() {
+    auth_is_enforced(common::REGISTRY_IMAGE, &common::image_archives()[0]);
+}
+
+#[test]
+fn auth_is_enforced_on_the_2x_layout() {
+    auth_is_enforced(common::REGISTRY_2X_IMAGE, common::registry_2x_archive());
+}
+
+#[test]
+fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
+    let app = Appliance::new();
+    let mut args = app.args_with_registry(common::REGISTRY_2X_IMAGE, common::registry_2x_archive());
+    args.push("--auth".into());
+    assert_success(&registry_up(&args));
+    let creds = format!("admin:{}", password(&app));
+    let [registry_tar, nginx_tar] = common::image_archives();
+    push(&app, nginx_tar, "keep/nginx:1", &creds);
+    push(&app, registry_tar, "keep/registry:1", &creds);
+    // A multi-platform image: an index and its two per-platform manifests.
+    app.push_index(nginx_tar, registry_tar, "keep/multi:1", Some(&creds));
+    let tags = ["keep/nginx:1", "keep/registry:1", "keep/multi:1"];
+    let digests: Vec<String> = tags.iter().map(|t| raw_digest(&app, t, &creds)).collect();
+    let (_, index) = raw_manifest(&app, "keep/multi:1", &creds);
+    assert!(index.contains("\"manifests\""), "an index was pushed: {index}");
+
+    let steps = [
+        (common::REGISTRY_IMAGE, common::image_archives()[0].as_path()),
+        (common::REGISTRY_2X_IMAGE, common::registry_2x_archive()),
+    ];
+    for (image, archive) in steps {
+        let out = rerun(
+            &app,
+            &[
+                "--registry-image",
+                image,
+                "--image-archive",
+                &archive.display().to_string(),
+            ],
+        );
+        assert_success(&out);
+        assert_eq!(
+            app.inspect(&app.container("registry"), "{{.ImageName}}"),
+            image,
+            "the registry runs the image asked for"
+        );
+        // Same password, still required.
+        assert_eq!(app.curl_code(None), "401", "{image}");
+        assert_eq!(app.curl_code(Some(&creds)), "200", "{image}");
+        for (tag, digest) in tags.iter().zip(&digests) {
+            assert_eq!(&raw_digest(&app, tag, &creds), digest, "{tag} on {image}");
+        }
+        let (code, report) = verify_json(&app, &["--deep"]);
+        assert_eq!(code, 0, "{image}: {report:#}");
+        for name in ["auth", "config", "deep"] {
+            assert_eq!(check(&report, name)["status"], "pass", "{image} {name}: {report:#}");
+        }
+        assert_eq!(report["deep"]["tags"], 3, "{report:#}");
+        // Three image manifests, the index and its two children.
+        assert_eq!(report["deep"]["manifests"], 5, "{report:#}");
+    }
+}
+
+#[test]
+fn verify_fails_auth_and_config_when_the_registry_runs_the_images_own_config() {
+    let app = Appliance::new();
+    app.up(&["--auth", "--no-verify"]);
+    // The pod as a tool that ignores the layout would write it: no arguments, so the 3.x image serves
+    // its built-in config (no auth, no fingerprint), as registry-up did before.
+    let yaml = app.config_dir().join("registry-pod.yaml");
+    let original = std::fs::read_to_string(&yaml).unwrap();
+    let args = "    args:\n    - serve\n    - /etc/registry-up/config.yml\n";
+    assert!(original.contains(args), "{original}");
+    let stripped = app.tmp.path().join("stripped-pod.yaml");
+    std::fs::write(&stripped, original.replace(args, "")).unwrap();
+    let out = podman(&["play", "kube", "--replace", &stripped.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_answering(&app);
+    assert_eq!(app.curl_code(None), "200", "the image's own config has no auth");
+
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(report["status"], "fail");
+    let auth = check(&report, "auth");
+    assert_eq!(auth["status"], "fail", "{auth}");
+    assert!(
+        auth["detail"].as_str().unwrap().contains("anonymous GET /v2/ -> 200"),
+        "{auth}"
+    );
+    let config = check(&report, "config");
+    assert_eq!(config["status"], "fail", "{config}");
+    let detail = config["detail"].as_str().unwrap();
+    assert!(detail.contains("is not running the configuration in"), "{config}");
+    assert!(detail.contains("registry-up up"), "{config}");
+
+    // registry-up puts its pod back; verify passes again.
+    assert_success(&rerun(&app, &[]));
+    assert_eq!(app.curl_code(None), "401");
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 0, "{report:#}");
+}
+
+#[test]
+fn verify_fails_when_the_auth_section_is_removed_from_the_config_by_hand() {
+    let app = Appliance::new();
+    app.up(&["--auth", "--no-verify"]);
+    let config = app.config_dir().join("registry/config.yml");
+    let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    value
+        .as_mapping_mut()
+        .unwrap()
+        .remove("auth")
+        .expect("auth is configured");
+    std::fs::write(&config, serde_yaml_ng::to_string(&value).unwrap()).unwrap();
+
+    // Not restarted yet: auth still holds, but the file is no longer what registry-up wrote.
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(check(&report, "auth")["status"], "pass", "{report:#}");
+    let config_check = check(&report, "config");
+    assert_eq!(config_check["status"], "fail");
+    assert!(
+        config_check["detail"].as_str().unwrap().contains("was changed by hand"),
+        "{config_check}"
+    );
+
+    // Restarted with the edited file: anyone may push now, and verify says so.
+    assert!(podman(&["restart", "-t", "0", &app.container("registry")])
+        .status
+        .success());
+    wait_answering(&app);
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    let auth = check(&report, "auth");
+    assert_eq!(auth["status"], "fail", "{auth}");
+    assert!(
+        auth["detail"]
+            .as_str()
+            .unwrap()
+            .contains("a password is set up, but anonymous GET /v2/ -> 200"),
+        "{auth}"
+    );
+
+    // A re-run writes registry-up's config again and restarts the registry with it.
+    assert_success(&rerun(&app, &[]));
+    assert_eq!(app.curl_code(None), "401");
+    assert_eq!(verify_json(&app, &[]).0, 0);
+}
+
+#[test]
+fn a_registry_image_of_an_unknown_layout_is_refused_before_anything_is_written() {
+    let app = Appliance::new();
+    let [_, nginx_tar] = common::image_archives();
+    let out = registry_up(&app.args_with_registry(common::NGINX_IMAGE, nginx_tar));
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "The image {} is not a distribution registry that registry-up knows how to run",
+            common::NGINX_IMAGE
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--registry-image"), "{stderr}");
+    assert!(!app.config_dir().exists(), "nothing is written");
+    assert!(!app.pod_exists(), "nothing is started");
+}
