@@ -104,6 +104,9 @@ pub fn renew(args: &CertsRenewArgs, rt: &tokio::runtime::Runtime) -> Result<()> 
         dry_run: false,
         no_verify: false,
         wait_timeout: 60,
+        // A renewal runs the images already installed: it never reaches for the network.
+        pull: crate::cli::PullPolicy::Never,
+        pull_timeout: 300,
     };
     let renew = if args.rotate_ca {
         Renew::CaAndServer

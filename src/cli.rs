@@ -47,6 +47,8 @@ pub enum Command {
     PrepareUser(PrepareUserArgs),
     /// Check this host for everything the appliance needs, each problem with its fix.
     Doctor(DoctorArgs),
+    /// Both containers' logs in time order, each line with its container's name.
+    Logs(LogsArgs),
 }
 
 /// What the appliance is: shared by `up` and `render`. On a re-run, a flag left out keeps the value of
@@ -157,6 +159,37 @@ pub struct UpArgs {
     /// Seconds to wait for the registry to answer through the proxy.
     #[arg(long, default_value_t = 60, value_name = "SECONDS")]
     pub wait_timeout: u64,
+
+    /// When to pull the images, in Podman's words: missing (only images not in the store), never, always.
+    /// Images that --image-archive or --bundle provide are never pulled.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, value_name = "WHEN")]
+    pub pull: PullPolicy,
+
+    /// Seconds one image pull may take before it is stopped (a registry or DNS server that never
+    /// answers fails the run instead of hanging it).
+    #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub pull_timeout: u64,
+}
+
+impl PullPolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Never => "never",
+            PullPolicy::Always => "always",
+        }
+    }
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull an image only when it is not in Podman's image store.
+    #[default]
+    Missing,
+    /// Never pull: a missing image stops the run (air-gapped hosts).
+    Never,
+    /// Pull every image on each run (a changed image then replaces the running one).
+    Always,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -225,6 +258,31 @@ pub struct StatusArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct LogsArgs {
+    /// Only this container's lines.
+    #[arg(value_enum, value_name = "CONTAINER")]
+    pub container: Option<LogSource>,
+
+    /// Keep printing new lines until interrupted (Ctrl-C).
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    /// Only lines newer than this: a duration such as 30s, 10m, 2h or 1h30m, or an RFC 3339 time.
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+
+    /// Where the installed appliance keeps its state.
+    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
+    pub config_dir: PathBuf,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    Registry,
+    Nginx,
 }
 
 #[derive(Args, Debug, Clone)]

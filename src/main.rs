@@ -8,6 +8,7 @@ mod doctor;
 mod down;
 mod error;
 mod host;
+mod logs;
 mod own_cert;
 mod paths;
 mod pki;
@@ -37,6 +38,11 @@ fn main() {
     // One crypto provider for the whole process (rcgen, rustls, reqwest all use ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    if std::env::args_os().len() == 1 && !crate::paths::default_config_dir().join(render::STATE).exists() {
+        // A bare `registry-up` on a host without an appliance: how to start, not only what is missing.
+        eprint!("{}", quick_start());
+        std::process::exit(error::ExitCode::Usage as i32);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -55,11 +61,30 @@ fn main() {
         Some(Command::Trust(args)) => certs::trust(args),
         Some(Command::PrepareUser(args)) => prepare_user::command(args).map(exit_with),
         Some(Command::Doctor(args)) => doctor::command(args).map(exit_with),
+        Some(Command::Logs(args)) => logs::command(args, &rt),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
         std::process::exit(e.code as i32);
     }
+}
+
+fn quick_start() -> String {
+    let config = crate::paths::default_config_dir();
+    format!(
+        "registry-up turns this host into a private OCI registry behind TLS, in one command.\n\
+         No appliance is installed here yet ({} does not exist).\n\
+         \n\
+         Quick start:\n  \
+           registry-up doctor                              # check this host first\n  \
+           registry-up --domain registry.example.com       # the name (or IP address) clients will use\n  \
+           registry-up --domain registry.example.com --auth   # the same, with a password\n\
+         Air-gapped: run `registry-up bundle --out bundle.tar` on a connected host, then\n  \
+           registry-up --domain registry.example.com --bundle bundle.tar\n\
+         \n\
+         Every option: registry-up --help. More in the README (README.md beside the source).\n",
+        config.join(render::STATE).display()
+    )
 }
 
 /// Exits with `code` unless it is 0 (for commands whose result is a code, not an error).

@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 
 use crate::error::Result;
 
@@ -42,6 +42,48 @@ impl Reporter {
                 };
                 println!("ok   {label}{detail} ({secs:.1} s)");
                 Ok(value)
+            }
+            Err(e) => {
+                println!("FAIL {label} ({secs:.1} s)");
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a download: on a terminal a bar with bytes and rate, otherwise one line when it starts and
+    /// the step's line when it ends. `f` gets a callback for the bytes so far and returns the total.
+    pub fn download(&self, label: &str, f: impl FnOnce(&mut dyn FnMut(u64)) -> Result<u64>) -> Result<()> {
+        let bar = if self.tty {
+            let pb = ProgressBar::new_spinner();
+            pb.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {bytes} ({binary_bytes_per_sec}) {elapsed}")
+                    .expect("valid template"),
+            );
+            pb.set_message(label.to_string());
+            pb.enable_steady_tick(Duration::from_millis(100));
+            Some(pb)
+        } else {
+            println!("...  {label}");
+            None
+        };
+        let start = Instant::now();
+        let result = f(&mut |bytes| {
+            if let Some(pb) = &bar {
+                pb.set_position(bytes);
+            }
+        });
+        if let Some(pb) = bar {
+            pb.finish_and_clear();
+        }
+        let secs = start.elapsed().as_secs_f64();
+        match result {
+            Ok(bytes) => {
+                println!(
+                    "ok   {label}: {} in {secs:.1} s ({}/s)",
+                    HumanBytes(bytes),
+                    HumanBytes((bytes as f64 / secs.max(1e-3)) as u64)
+                );
+                Ok(())
             }
             Err(e) => {
                 println!("FAIL {label} ({secs:.1} s)");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::bundle;
-use crate::cli::{RenderArgs, SystemdChoice, UpArgs};
+use crate::cli::{PullPolicy, RenderArgs, SystemdChoice, UpArgs};
 use crate::error::{Error, ExitCode, Result};
 use crate::pki::{self, Origin, Pki, Renew};
 use crate::plan::{self, Plan, WantedDir};
@@ -196,14 +196,19 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     let podman = Podman::find()?;
 
     // Images first: a missing image must stop the run before any file is written.
+    // The names the bundle and the archives loaded: those images are never pulled.
+    let mut provided: Vec<String> = Vec::new();
     if let (Some(checked), false) = (&bundle, args.dry_run) {
         out.step("load bundle", || Ok(((), checked.load(&podman)?.join(", "))))?;
+        provided.extend(checked.manifest.images.iter().map(|i| i.reference.clone()));
     }
     if !args.dry_run {
         for archive in &args.image_archives {
-            out.step(&format!("load {}", archive.display()), || {
-                Ok(((), podman.load(archive)?))
+            let summary = out.step(&format!("load {}", archive.display()), || {
+                let summary = podman.load(archive)?;
+                Ok((summary.clone(), summary))
             })?;
+            provided.extend(loaded_names(&summary));
         }
     }
     // A dry run does not load archives, so it cannot tell what they hold.
@@ -213,8 +218,10 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         (&settings.registry_image, "--registry-image"),
         (&settings.nginx_image, "--nginx-image"),
     ];
-    let (version, present, status) = std::thread::scope(|scope| {
+    let (version, present, status, image_config) = std::thread::scope(|scope| {
         let version = scope.spawn(|| podman.version());
+        // Fails for a missing image; asked again after a pull.
+        let image_config = scope.spawn(|| podman.image_config(&settings.registry_image));
         let present: Vec<_> = images
             .iter()
             .map(|(image, _)| scope.spawn(|| podman.image_exists(image)))
@@ -225,33 +232,77 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
             version.join().expect("podman thread"),
             present,
             status.join().expect("podman thread"),
+            image_config.join().expect("podman thread"),
         )
     });
     let version = version?;
     let service = choose_service(args.setup.systemd, &version)?;
+    let present = present.into_iter().collect::<Result<Vec<bool>>>()?;
+    let pulls: Vec<(&String, &str, bool)> = images
+        .iter()
+        .zip(&present)
+        .filter(|((image, _), present)| {
+            !archives_pending
+                && match args.pull {
+                    PullPolicy::Never => false,
+                    PullPolicy::Missing => !**present,
+                    PullPolicy::Always => !provided.contains(image),
+                }
+        })
+        .map(|((image, flag), present)| (*image, *flag, *present))
+        .collect();
+    if !args.dry_run {
+        for (image, flag, present) in &pulls {
+            out.download(&format!("pull {image}"), |progress| {
+                podman
+                    .pull(image, Duration::from_secs(args.pull_timeout), progress)
+                    .map_err(|why| pull_failed(image, flag, *present, &why))
+            })?;
+        }
+    }
+    let will_pull = |image: &String| pulls.iter().any(|(p, _, _)| *p == image);
     out.step("check images", || {
-        for ((image, flag), present) in images.iter().zip(present) {
-            if !archives_pending && !present? {
+        for ((image, flag), present) in images.iter().zip(&present) {
+            if !archives_pending && !present && !will_pull(image) {
                 return Err(Error::usage(format!(
-                    "The image {image} is not in Podman's image store: load it with --image-archive FILE (made by \
-                     `podman save` on a connected host), pull it with `podman pull {image}`, or pick another with {flag}."
+                    "The image {image} is not in Podman's image store, and --pull never forbids pulling it: load it \
+                     with --image-archive FILE (made by `podman save` on a connected host) or --bundle FILE, let \
+                     registry-up pull it (--pull missing), or pick another with {flag}."
                 )));
             }
         }
-        let state = if archives_pending { "expected from the archives" } else { "present" };
+        let state = |image: &String| match (archives_pending, args.dry_run && will_pull(image)) {
+            (true, _) => "expected from the archives",
+            (false, true) => "to be pulled",
+            (false, false) => "present",
+        };
         // The registry must be one whose layout runs our config (else auth and the rest are silently off).
-        let layout = if archives_pending {
-            String::new()
+        let layout = if archives_pending || (args.dry_run && !present[0]) {
+            ", registry image layout checked once it is there".to_string()
         } else {
-            let config = podman.image_config(&settings.registry_image)?;
-            format!(", registry in the {}", registry_image::layout(&settings.registry_image, &config)?.describe())
+            let config = match image_config {
+                Ok(config) if !will_pull(&settings.registry_image) => config,
+                _ => podman.image_config(&settings.registry_image)?,
+            };
+            format!(
+                ", registry in the {}",
+                registry_image::layout(&settings.registry_image, &config)?.describe()
+            )
         };
         let detail = format!(
-            "{} and {} {state}{layout} (podman {version})",
-            settings.registry_image, settings.nginx_image
+            "{} {}, {} {}{layout} (podman {version})",
+            settings.registry_image,
+            state(&settings.registry_image),
+            settings.nginx_image,
+            state(&settings.nginx_image)
         );
         Ok(((), detail))
     })?;
+    // New image content under the same names (pulled or loaded) must replace the running containers.
+    let images_changed = (!pulls.is_empty() || !provided.is_empty())
+        && !args.dry_run
+        && status.as_ref().is_ok_and(|s| s.is_some())
+        && images_differ(&podman, &settings)?;
 
     let podman_bin = podman.bin.display().to_string();
     let desired = out.step("certificates", || {
@@ -286,7 +337,10 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     // registry-up wants (its fingerprint header), or it is replaced.
     let stale = running
         && plan.pod_needs() != Reader::Pod
-        && rt.block_on(verify::served_fingerprint(&target, Duration::from_secs(5))) != wanted_fingerprint(&plan);
+        && (images_changed
+            || rt
+                .block_on(verify::served_fingerprint(&target, Duration::from_secs(5)))
+                .is_some_and(|served| served != wanted_fingerprint(&plan)));
     let healthy = running && !stale;
     let action = match (healthy, plan.pod_needs()) {
         (false, _) | (true, Reader::Pod) => PodAction::Restart,
@@ -320,6 +374,9 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
             (Some(_), PodAction::Restart) => "would be restarted to pick up the changes".to_string(),
         };
         out.line(&format!("  pod       {} {pod}", settings.pod_name));
+        for (image, _, _) in &pulls {
+            out.line(&format!("  pull      {image} (--pull {})", args.pull.name()));
+        }
         return Ok(());
     }
 
@@ -351,13 +408,23 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     // What `up` is about to promise (auth on, this config) is proven on the running registry first.
     out.step("check auth and config", || {
         let config = verify::ConfigFile::read(settings.config_dir.join(render::REGISTRY_CONFIG));
-        let checks = rt.block_on(verify::live_checks(&target, Some(&config), Duration::from_secs(10)));
-        let failed: Vec<String> = checks
+        let checks = rt.block_on(verify::live_checks(
+            &target,
+            Some(&config),
+            true,
+            Duration::from_secs(10),
+        ));
+        let mut failed: Vec<String> = checks
             .iter()
             .filter(|c| c.status != verify::Status::Pass)
             .map(|c| format!("{}: {}", c.name, c.detail))
             .collect();
         if !failed.is_empty() {
+            if let Some(auth) = &desired.secrets.auth {
+                // Printed nowhere else on a failed run, and a later run keeps it silently.
+                let saved = settings.config_dir.join(render::AUTH_PASSWORD);
+                failed.push(format!("(The password of {} is in {}.)", auth.user, saved.display()));
+            }
             return Err(with_logs(
                 Error::verify(failed.join("\n")),
                 &podman,
@@ -416,6 +483,47 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
         settings.pod_name
     ));
     Ok(())
+}
+
+/// The names `podman load` reports (`Loaded image: NAME` lines, joined with ", " by Podman::load).
+fn loaded_names(summary: &str) -> Vec<String> {
+    summary
+        .split([',', '\n'])
+        .map(|part| {
+            let part = part.trim();
+            part.strip_prefix("Loaded image(s):")
+                .or_else(|| part.strip_prefix("Loaded image:"))
+                .unwrap_or(part)
+                .trim()
+                .to_string()
+        })
+        .filter(|name| !name.is_empty())
+        .collect()
+}
+
+fn pull_failed(image: &str, flag: &str, present: bool, why: &str) -> Error {
+    if present {
+        Error::usage(format!(
+            "The image {image} could not be pulled ({why}): run with --pull missing to use the copy already in \
+             Podman's image store, or load a newer one with --image-archive FILE or --bundle FILE."
+        ))
+    } else {
+        Error::usage(format!(
+            "The image {image} is not in Podman's image store and could not be pulled ({why}): load it with \
+             --image-archive FILE (made by `podman save` on a connected host) or --bundle FILE (made by \
+             `registry-up bundle`), or pick another with {flag}."
+        ))
+    }
+}
+
+/// Whether the pod's containers run other images than the names now point to.
+fn images_differ(podman: &Podman, settings: &Settings) -> Result<bool> {
+    let wanted = podman.image_ids(&[&settings.registry_image, &settings.nginx_image])?;
+    let running = podman.container_image_ids(&[
+        &format!("{}-{}", settings.pod_name, render::REGISTRY_CONTAINER),
+        &format!("{}-{}", settings.pod_name, render::NGINX_CONTAINER),
+    ]);
+    Ok(running != wanted.into_iter().map(Some).collect::<Vec<_>>())
 }
 
 /// The fingerprint of the registry config this run wants running.
@@ -576,6 +684,16 @@ pub fn render_to(args: &RenderArgs) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn loaded_names_are_read_from_podman_load() {
+        assert_eq!(
+            super::loaded_names("Loaded image: localhost/a/registry:1, Loaded image: docker.io/library/nginx:1"),
+            ["localhost/a/registry:1", "docker.io/library/nginx:1"]
+        );
+        assert_eq!(super::loaded_names("Loaded image(s): a:1,b:2"), ["a:1", "b:2"]);
+        assert!(super::loaded_names("").is_empty());
+    }
+
     #[test]
     fn quadlet_comes_with_podman_4_4() {
         assert!(!super::has_quadlet("4.3.1"));

@@ -161,6 +161,50 @@ fn auth_is_enforced_on_the_2x_layout() {
     auth_is_enforced(common::REGISTRY_2X_IMAGE, common::registry_2x_archive());
 }
 
+/// Turns the appliance into what the release before registry 3 support left on disk and running: config
+/// mounted at /etc/docker/registry (where the 2.x image reads it by itself), no `serve` arguments, no
+/// fingerprint header, a cost-10 password hash.
+fn as_the_previous_release_wrote_it(app: &Appliance) {
+    let config_path = app.config_dir().join("registry/config.yml");
+    let config: String = std::fs::read_to_string(&config_path)
+        .unwrap()
+        .lines()
+        .filter(|l| !l.contains("X-Registry-Up-Config") && !l.trim_start().starts_with("- sha256:"))
+        .map(|l| {
+            format!(
+                "{}\n",
+                l.replace("/etc/registry-up/htpasswd", "/etc/docker/registry/htpasswd")
+            )
+        })
+        .collect();
+    std::fs::write(&config_path, config).unwrap();
+    let hash = bcrypt::hash(password(app), 10).unwrap();
+    std::fs::write(app.config_dir().join("registry/htpasswd"), format!("admin:{hash}\n")).unwrap();
+    let yaml_path = app.config_dir().join("registry-pod.yaml");
+    let yaml = std::fs::read_to_string(&yaml_path)
+        .unwrap()
+        .replace("    args:\n    - serve\n    - /etc/registry-up/config.yml\n", "")
+        .replace("    env:\n    - name: OTEL_TRACES_EXPORTER\n      value: none\n", "")
+        .replace("mountPath: /etc/registry-up:Z", "mountPath: /etc/docker/registry:Z");
+    assert!(!yaml.contains("registry-up:Z") && !yaml.contains("args:"), "{yaml}");
+    std::fs::write(&yaml_path, yaml).unwrap();
+    let out = podman(&["play", "kube", "--replace", &yaml_path.display().to_string()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    wait_answering(app);
+    // verify cannot compare a config without a fingerprint: it says so, without failing.
+    let (code, report) = verify_json(app, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    let config = check(&report, "config");
+    assert_eq!(config["status"], "warn", "{config}");
+    assert!(
+        config["detail"]
+            .as_str()
+            .unwrap()
+            .contains("carries no X-Registry-Up-Config header"),
+        "{config}"
+    );
+}
+
 #[test]
 fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
     let app = Appliance::new();
@@ -168,6 +212,9 @@ fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
     args.push("--auth".into());
     assert_success(&registry_up(&args));
     let creds = format!("admin:{}", password(&app));
+    as_the_previous_release_wrote_it(&app);
+    assert_eq!(app.curl_code(None), "401", "the old appliance enforces its password");
+    assert_eq!(app.curl_code(Some(&creds)), "200");
     let [registry_tar, nginx_tar] = common::image_archives();
     push(&app, nginx_tar, "keep/nginx:1", &creds);
     push(&app, registry_tar, "keep/registry:1", &creds);
@@ -197,6 +244,11 @@ fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
             app.inspect(&app.container("registry"), "{{.ImageName}}"),
             image,
             "the registry runs the image asked for"
+        );
+        let htpasswd = std::fs::read_to_string(app.config_dir().join("registry/htpasswd")).unwrap();
+        assert!(
+            htpasswd.starts_with("admin:$2b$05$"),
+            "the generated password is hashed cheaply now: {htpasswd}"
         );
         // Same password, still required.
         assert_eq!(app.curl_code(None), "401", "{image}");

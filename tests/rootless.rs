@@ -196,6 +196,19 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
         "no half-created pod"
     );
 
+    // A bare `registry-up` before anything is installed: a quick start, not only a usage error.
+    let out = user.run(common::BIN, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("Quick start:") && said.contains("registry-up --domain registry.example.com"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("{}/.config/registry-up/state.json", user.home.display())),
+        "{said}"
+    );
+
     // The whole appliance, as the user, from the image archives, with no extra flag for rootless.
     for archive in common::image_archives() {
         let dest = user.home.join(archive.file_name().unwrap());
@@ -237,6 +250,12 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
         pods.contains("registry-pod Running"),
         "the user's own rootless pod: {pods}"
     );
+    // Its logs, both containers, as the user.
+    let out = user.run(common::BIN, &["logs"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    assert!(said.lines().any(|l| l.starts_with("registry | ")), "{said}");
+    assert!(said.lines().any(|l| l.starts_with("nginx    | ")), "{said}");
 
     // skopeo, from outside (as root), through the proxy: the image comes back with its digest.
     let cert_dir = config.display().to_string();

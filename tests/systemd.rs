@@ -368,6 +368,14 @@ fn survives_everything(guest: &mut Guest, expect_kind: &str) {
     guest.wait_for(60, "systemd restarts a killed pod", || guest.verify_ok(&[]));
     assert!(still_there(guest));
 
+    // logs: both containers and the unit's own journal lines (the restart among them), in one stream.
+    let out = guest.run(None, &[GUEST_BIN, "logs"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let said = text(&out.stdout);
+    for source in ["registry | ", "nginx    | ", "systemd  | "] {
+        assert!(said.lines().any(|l| l.starts_with(source)), "no {source:?} lines:\n{said}");
+    }
+
     // A clean reboot, then a power cut: the appliance is back by itself, nothing lost.
     guest.poweroff();
     guest.boot();

@@ -2,6 +2,7 @@
 //! test can point them at its own configuration (CONTAINERS_CONF) without test-only flags here.
 
 pub mod podman;
+mod pull;
 pub mod systemd;
 
 use std::path::PathBuf;

@@ -265,6 +265,26 @@ impl Podman {
         Ok(line.strip_prefix("registry ").unwrap_or(line).to_string())
     }
 
+    /// The image IDs `references` name now, in one call.
+    pub fn image_ids(&self, references: &[&str]) -> Result<Vec<String>> {
+        let mut args = vec!["image", "inspect", "--format", "{{.Id}}"];
+        args.extend_from_slice(references);
+        Ok(self.run(&args)?.lines().map(|l| l.trim().to_string()).collect())
+    }
+
+    /// The image ID each container runs (None for a container that does not exist), in one call.
+    pub fn container_image_ids(&self, containers: &[&str]) -> Vec<Option<String>> {
+        let mut args = vec!["container", "inspect", "--format", "{{.Image}}"];
+        args.extend_from_slice(containers);
+        let text = self.run(&args).unwrap_or_default();
+        let ids: Vec<Option<String>> = text.lines().map(|l| Some(l.trim().to_string())).collect();
+        if ids.len() == containers.len() {
+            ids
+        } else {
+            vec![None; containers.len()]
+        }
+    }
+
     /// How often Podman restarted each container, in one call.
     pub fn restart_counts(&self, containers: &[&str]) -> Vec<Option<u64>> {
         let mut args = vec!["container", "inspect", "--format", "{{.RestartCount}}"];

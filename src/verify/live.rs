@@ -14,23 +14,32 @@ use crate::render::{DiskFingerprint, FINGERPRINT_HEADER};
 /// The config file of the appliance on this host and what it says of itself.
 pub struct ConfigFile {
     pub path: PathBuf,
-    /// Err: why the file cannot be compared (unreadable, or written without a fingerprint).
-    pub fingerprint: Result<DiskFingerprint, String>,
+    /// Err: why the file cannot be compared.
+    pub fingerprint: Result<DiskFingerprint, Unusable>,
+}
+
+/// Why a config file cannot be compared with what the registry serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    /// It cannot be read.
+    Unreadable(String),
+    /// It has no fingerprint: written by a registry-up from before fingerprints, or by hand.
+    Unmarked(String),
 }
 
 impl ConfigFile {
     pub fn read(path: PathBuf) -> Self {
         let fingerprint = match std::fs::read_to_string(&path) {
-            Err(e) => Err(format!(
+            Err(e) => Err(Unusable::Unreadable(format!(
                 "cannot read {} ({e}): run verify as the user who owns the appliance",
                 path.display()
-            )),
+            ))),
             Ok(text) => crate::render::disk_fingerprint(&text).ok_or_else(|| {
-                format!(
-                    "{} carries no {FINGERPRINT_HEADER} header (written by an older registry-up, or by hand): \
-                     run registry-up up to write it again",
+                Unusable::Unmarked(format!(
+                    "{} carries no {FINGERPRINT_HEADER} header (written by an older registry-up, or by hand), so \
+                     what the registry runs cannot be compared with it: run registry-up up to write it again",
                     path.display()
-                )
+                ))
             }),
         };
         ConfigFile { path, fingerprint }
@@ -62,23 +71,28 @@ async fn anonymous(request: reqwest::RequestBuilder) -> Result<(Answer, Option<S
     let answer = Answer {
         code: resp.status().as_u16(),
         fingerprint: header(FINGERPRINT_HEADER),
-        // distribution sets it on its own answers; nginx adds it only where the registry did not answer.
-        from_registry: header("docker-distribution-api-version").is_some(),
+        // distribution sets the version header on its answers; registry-up's nginx adds it, and its own
+        // marker, where the registry did not answer.
+        from_registry: header("docker-distribution-api-version").is_some()
+            && header("x-registry-up-answered-by").is_none(),
     };
     Ok((answer, location))
 }
 
-/// The config fingerprint the registry's answers carry now, if it answers at all: `up` asks it to tell a
-/// pod that runs the wanted config from one that only looks healthy.
-pub async fn served_fingerprint(target: &Target, timeout: Duration) -> Option<String> {
+/// The config fingerprint the registry's answers carry now (Some(None): it answered without one), or None
+/// when the registry itself did not answer (no connection, a timeout, nginx alone answering while the
+/// registry starts): `up` asks it to tell a pod that runs the wanted config from one that only looks
+/// healthy, and must not take "no answer yet" for "another config".
+pub async fn served_fingerprint(target: &Target, timeout: Duration) -> Option<Option<String>> {
     let client = target.http_client(timeout).ok()?;
     let (answer, _) = anonymous(client.get(&target.url("/v2/"))).await.ok()?;
-    answer.fingerprint
+    answer.from_registry.then_some(answer.fingerprint)
 }
 
 /// The `auth` check, and with the appliance's config file the `config` check. `target.credentials` says
-/// whether a password is expected.
-pub async fn checks(target: &Target, config: Option<&ConfigFile>, timeout: Duration) -> Vec<Check> {
+/// whether a password is expected; `appliance`, whether registry-up set this registry up (else only
+/// what is seen is reported: another registry may allow anonymous pulls, or want a login for all).
+pub async fn checks(target: &Target, config: Option<&ConfigFile>, appliance: bool, timeout: Duration) -> Vec<Check> {
     let t = Instant::now();
     let anon_target = Target {
         credentials: None,
@@ -105,17 +119,30 @@ pub async fn checks(target: &Target, config: Option<&ConfigFile>, timeout: Durat
             return out;
         }
     };
-    let mut out = vec![auth(target, &client, &base, t).await];
+    let mut out = vec![auth(target, &client, &base, appliance, t).await];
     if let Some(file) = config {
         out.push(config_check(file, &base, Instant::now()));
     }
     out
 }
 
-async fn auth(target: &Target, client: &super::target::Http, base: &Answer, t: Instant) -> Check {
+async fn auth(target: &Target, client: &super::target::Http, base: &Answer, appliance: bool, t: Instant) -> Check {
     let expected = target.credentials.is_some();
     if !expected {
         return match base.code {
+            401 if !appliance => Check::new(
+                "auth",
+                Status::Pass,
+                "on: anonymous GET /v2/ -> 401 (give --user NAME and the password on standard input to log in)",
+                t.elapsed(),
+            ),
+            200 if !appliance => Check::new(
+                "auth",
+                Status::Pass,
+                "off: anonymous GET /v2/ -> 200, so anyone who reaches the registry can pull, and push unless a \
+                 proxy stops it",
+                t.elapsed(),
+            ),
             200 => Check::new(
                 "auth",
                 Status::Pass,
@@ -159,6 +186,21 @@ async fn auth(target: &Target, client: &super::target::Http, base: &Answer, t: I
         let _ = client.delete(&url).send().await;
     }
     match (base.code, upload.code) {
+        (200, 401) if !appliance => Check::new(
+            "auth",
+            Status::Pass,
+            "anonymous pulls allowed (GET /v2/ -> 200), anonymous blob upload -> 401",
+            t.elapsed(),
+        ),
+        (_, code) if !appliance && code != 401 => Check::new(
+            "auth",
+            Status::Fail,
+            format!(
+                "anonymous blob upload -> {code} from {} (expected 401): anyone who reaches it can push",
+                upload.who()
+            ),
+            t.elapsed(),
+        ),
         (401, 401) => Check::new(
             "auth",
             Status::Pass,
@@ -197,7 +239,9 @@ fn config_check(file: &ConfigFile, base: &Answer, t: Instant) -> Check {
     let path = file.path.display();
     let fail = |detail: String| Check::new("config", Status::Fail, detail, t.elapsed());
     let disk = match &file.fingerprint {
-        Err(why) => return fail(why.clone()),
+        Err(Unusable::Unreadable(why)) => return fail(why.clone()),
+        // Nothing to compare with: not a PASS, but no proof of another config either.
+        Err(Unusable::Unmarked(why)) => return Check::new("config", Status::Warn, why.clone(), t.elapsed()),
         Ok(d) => d,
     };
     match &base.fingerprint {
@@ -233,16 +277,20 @@ pub async fn registry_info(target: &Target, version: Option<Result<String, Strin
     let url = target.url(&format!("/v2/{VERIFY_REPOSITORY}/referrers/{zero}"));
     let referrers = match target.http_client(timeout) {
         Err(e) => Err(e.message),
-        Ok(client) => client
-            .get(&url)
-            .send()
-            .await
-            .map_err(|e| chain(&e))
-            .map(|r| match r.status().as_u16() {
-                200 => "served".to_string(),
-                404 => "not served (distribution 3.1 does not serve it yet)".to_string(),
-                code => format!("unknown (HTTP {code})"),
-            }),
+        Ok(client) => match client.get(&url).send().await {
+            Err(e) => Err(chain(&e)),
+            Ok(r) => {
+                let code = r.status().as_u16();
+                let body = r.text().await.unwrap_or_default();
+                Ok(match code {
+                    200 => "served".to_string(),
+                    // The API's own 404 for a repository it does not know proves nothing either way.
+                    404 if body.contains("NAME_UNKNOWN") => "unknown (the repository is not there)".to_string(),
+                    404 => "not served (distribution 3.1 does not serve it yet)".to_string(),
+                    code => format!("unknown (HTTP {code})"),
+                })
+            }
+        },
     };
     let version_text = match &version {
         None => None,
@@ -313,9 +361,19 @@ mod tests {
         }
         let unreadable = ConfigFile {
             path: PathBuf::from("/x"),
-            fingerprint: Err("cannot read /x".into()),
+            fingerprint: Err(Unusable::Unreadable("cannot read /x".into())),
         };
         let check = config_check(&unreadable, &answer(Some("sha256:aa")), t);
         assert_eq!((check.status, check.detail.as_str()), (Status::Fail, "cannot read /x"));
+        let unmarked = ConfigFile {
+            path: PathBuf::from("/x"),
+            fingerprint: Err(Unusable::Unmarked("no header in /x".into())),
+        };
+        let check = config_check(&unmarked, &answer(Some("sha256:aa")), t);
+        assert_eq!(
+            check.status,
+            Status::Warn,
+            "no comparison is no proof, and no failure either"
+        );
     }
 }

@@ -1,0 +1,143 @@
+//! `podman pull`, bounded in time and with byte progress. Podman does the pull, so registries.conf
+//! (mirrors), auth.json, certs.d and the signature policy all apply as they would to `podman pull`; the
+//! bytes come from the folder Podman downloads layers into, which is set per pull with TMPDIR (the
+//! variable podman-pull documents for it) to a private temp folder that is removed afterwards.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::podman::Podman;
+
+/// How a pull ended when it did not succeed: a sentence for the user.
+pub type PullError = String;
+
+/// Bytes seen per downloaded file: Podman deletes them once the image is committed, so each file's
+/// largest size is kept.
+#[derive(Default)]
+struct Downloaded(HashMap<PathBuf, u64>);
+
+impl Downloaded {
+    fn scan(&mut self, dir: &Path) -> u64 {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else { continue };
+            for entry in entries.flatten() {
+                let Ok(meta) = entry.metadata() else { continue };
+                if meta.is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    let seen = self.0.entry(entry.path()).or_default();
+                    *seen = (*seen).max(meta.len());
+                }
+            }
+        }
+        self.0.values().sum()
+    }
+}
+
+/// Where Podman puts big temporary files by default, and so where ours goes (same filesystem).
+fn temp_base() -> PathBuf {
+    std::env::var_os("TMPDIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"))
+}
+
+/// Podman's reason for a failed pull: its last `Error:` line, on one line.
+fn reason(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with("Error:"))
+        .or_else(|| stderr.lines().map(str::trim).rfind(|l| !l.is_empty()))
+        .unwrap_or("podman pull failed without a message");
+    line.trim_start_matches("Error:").trim().to_string()
+}
+
+impl Podman {
+    /// Pulls `image`; `progress` is called often with the bytes downloaded so far.
+    /// Returns the bytes downloaded. Stops the pull after `timeout`.
+    pub fn pull(&self, image: &str, timeout: Duration, mut progress: impl FnMut(u64)) -> Result<u64, PullError> {
+        let tmp = tempfile::Builder::new()
+            .prefix("registry-up-pull-")
+            .tempdir_in(temp_base())
+            .map_err(|e| format!("cannot make a temporary folder for the download ({e})"))?;
+        let mut child = Command::new(&self.bin)
+            .args(["pull", image])
+            .env("TMPDIR", tmp.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot run {} ({e})", self.bin.display()))?;
+        // Read stderr as it comes, so that a chatty pull never blocks on a full pipe.
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = stderr.read_to_string(&mut text);
+            text
+        });
+        let start = Instant::now();
+        let mut downloaded = Downloaded::default();
+        let mut bytes = 0;
+        let status = loop {
+            bytes = downloaded.scan(tmp.path()).max(bytes);
+            progress(bytes);
+            match child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if start.elapsed() >= timeout => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let _ = reader.join();
+                    return Err(format!(
+                        "the pull did not finish within {} s (--pull-timeout; {bytes} bytes downloaded): the \
+                         registry or a DNS server does not answer",
+                        timeout.as_secs()
+                    ));
+                }
+                // Often: Podman deletes each file once its layer is stored, which on a fast link is soon.
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                Err(e) => return Err(format!("lost track of podman pull ({e})")),
+            }
+        };
+        let stderr = reader.join().unwrap_or_default();
+        if status.success() {
+            Ok(downloaded.scan(tmp.path()).max(bytes))
+        } else {
+            Err(reason(&stderr))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reason_is_podmans_last_error_line() {
+        let stderr = "Trying to pull r:1/x:y...\nError: initializing source docker://r:1/x:y: pinging container registry r:1: Get \"https://r:1/v2/\": dial tcp: lookup r: no such host\n";
+        assert_eq!(
+            reason(stderr),
+            "initializing source docker://r:1/x:y: pinging container registry r:1: Get \"https://r:1/v2/\": dial tcp: lookup r: no such host"
+        );
+        assert_eq!(reason("something odd\n\n"), "something odd");
+        assert_eq!(reason(""), "podman pull failed without a message");
+    }
+
+    #[test]
+    fn downloaded_bytes_keep_files_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seen = Downloaded::default();
+        std::fs::create_dir(dir.path().join("storage1")).unwrap();
+        std::fs::write(dir.path().join("storage1/1"), vec![0u8; 1000]).unwrap();
+        assert_eq!(seen.scan(dir.path()), 1000);
+        std::fs::write(dir.path().join("storage1/2"), vec![0u8; 500]).unwrap();
+        assert_eq!(seen.scan(dir.path()), 1500);
+        std::fs::remove_file(dir.path().join("storage1/1")).unwrap();
+        assert_eq!(seen.scan(dir.path()), 1500, "a committed layer still counts");
+    }
+}
