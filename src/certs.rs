@@ -106,7 +106,7 @@ pub fn renew(args: &CertsRenewArgs, rt: &tokio::runtime::Runtime) -> Result<()> 
         wait_timeout: 60,
         // A renewal runs the images already installed: it never reaches for the network.
         pull: crate::cli::PullPolicy::Never,
-        pull_timeout: 300,
+        pull_timeout: 60,
     };
     let renew = if args.rotate_ca {
         Renew::CaAndServer

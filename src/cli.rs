@@ -165,9 +165,9 @@ pub struct UpArgs {
     #[arg(long, value_enum, default_value_t = PullPolicy::Missing, value_name = "WHEN")]
     pub pull: PullPolicy,
 
-    /// Seconds one image pull may take before it is stopped (a registry or DNS server that never
-    /// answers fails the run instead of hanging it).
-    #[arg(long, default_value_t = 300, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds a pull may go without receiving a byte before it is stopped (a registry or DNS server
+    /// that never answers fails the run instead of hanging it; a slow but live download goes on).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub pull_timeout: u64,
 }
 

@@ -164,10 +164,11 @@ pub fn command(args: &DoctorArgs) -> Result<i32> {
                 .chain([crate::settings::DEFAULT_REGISTRY_IMAGE.to_string()])
                 .collect();
             match candidates.iter().find(|i| podman.image_exists(i).unwrap_or(false)) {
-                None => findings.push(Finding::problem(
+                // Not a problem on a connected host: up pulls what is missing.
+                None => findings.push(Finding::info(
                     "runtime",
-                    "no registry image is loaded, so no container could be tried",
-                    "load the images (registry-up up --image-archive or --bundle) and run doctor again",
+                    "no registry image is here yet, so no container could be tried: registry-up up pulls the \
+                     images (--pull missing), or loads them from --image-archive or --bundle on an air-gapped host",
                 )),
                 Some(image) => match podman.run_once(image, &["/bin/registry", "--version"]) {
                     Ok(out) => findings.push(Finding::ok("runtime", format!("ran a container of {image}: {out}"))),

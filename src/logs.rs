@@ -1,7 +1,8 @@
-//! `registry-up logs`: "what happened?" without knowing container names. Both containers' lines (from
-//! `podman logs`, which reads whichever log driver Podman uses, journald included) and, when systemd runs
-//! the pod, the unit's own journal lines (start, stop, podman's errors), merged in time order with the
-//! source's name on each line.
+//! `registry-up logs`: "what happened?" without knowing container names. Both containers' lines and,
+//! when systemd runs the pod, the unit's own journal lines (start, stop, podman's errors), merged in time
+//! order with the source's name on each line. Container lines come from the journal (by container name,
+//! so a container that crashed and was replaced still shows) when systemd runs a rootful pod that logs to
+//! journald, and from `podman logs` otherwise.
 
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,7 +17,7 @@ use crate::render::{Service, NGINX_CONTAINER, REGISTRY_CONTAINER};
 use crate::runtime::podman::Podman;
 
 /// One line of one source.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Line {
     at: OffsetDateTime,
     source: &'static str,
@@ -35,8 +36,18 @@ struct Source {
 enum Format {
     /// `podman logs -t`: an RFC 3339 time, a space, the line.
     Podman,
-    /// `journalctl -o json`: one JSON object per line.
-    Journal,
+    /// `journalctl -o json`: one JSON object per line, each an entry of one of the pod's containers,
+    /// labelled by the container's name (`<pod>-registry` → `registry`).
+    Containers,
+    /// `journalctl -o json` of the unit: its entries but those of containers (shown by another source).
+    Unit,
+}
+
+/// The label of a container name of the pod (`<pod>-registry` → `registry`).
+fn container_label(name: &str) -> Option<&'static str> {
+    [REGISTRY_CONTAINER, NGINX_CONTAINER]
+        .into_iter()
+        .find(|c| name.ends_with(&format!("-{c}")))
 }
 
 /// `--since`: a duration back from now (30s, 10m, 2h, 1h30m, 1d) or an RFC 3339 time.
@@ -73,26 +84,52 @@ pub fn parse_since(text: &str, now: OffsetDateTime) -> std::result::Result<Offse
         .ok_or_else(bad)
 }
 
-fn parse_line(format: Format, raw: &str, last: OffsetDateTime) -> Option<(OffsetDateTime, String)> {
+/// What one line of a source's output is.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    /// A log line: its time, the label to show and its text.
+    Log(OffsetDateTime, &'static str, String),
+    /// A journal entry that another source shows.
+    Elsewhere,
+    /// Not a log line: the program's own words (podman's "no container with name …"), kept for the error.
+    Said,
+}
+
+fn parse_line(format: Format, label: &'static str, raw: &str, last: Option<OffsetDateTime>) -> Parsed {
     match format {
         Format::Podman => {
             let (stamp, rest) = raw.split_once(' ').unwrap_or((raw, ""));
             match OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339) {
-                Ok(at) => Some((at, rest.to_string())),
-                // A line without a stamp continues the one before it.
-                Err(_) => Some((last, raw.to_string())),
+                Ok(at) => Parsed::Log(at, label, rest.to_string()),
+                // A line without a stamp continues the one before it; before any, it is podman speaking.
+                Err(_) => match last {
+                    Some(at) => Parsed::Log(at, label, raw.to_string()),
+                    None => Parsed::Said,
+                },
             }
         }
-        Format::Journal => {
-            let entry: serde_json::Value = serde_json::from_str(raw).ok()?;
-            // Container lines are read from podman; the journal adds what systemd and podman said.
-            if entry.get("CONTAINER_NAME").is_some() {
-                return None;
+        Format::Containers | Format::Unit => {
+            let Ok(entry) = serde_json::from_str::<serde_json::Value>(raw) else {
+                return Parsed::Said;
+            };
+            let container = entry.get("CONTAINER_NAME").and_then(|n| n.as_str());
+            let label = match (format, container) {
+                (Format::Containers, Some(name)) => match container_label(name) {
+                    Some(l) => l,
+                    None => return Parsed::Elsewhere,
+                },
+                (Format::Unit, None) => label,
+                _ => return Parsed::Elsewhere,
+            };
+            let micros = entry["__REALTIME_TIMESTAMP"]
+                .as_str()
+                .and_then(|m| m.parse::<i128>().ok());
+            let at = micros.and_then(|m| OffsetDateTime::from_unix_timestamp_nanos(m * 1000).ok());
+            match (at, entry["MESSAGE"].as_str()) {
+                (Some(at), Some(text)) => Parsed::Log(at, label, text.to_string()),
+                // Binary messages come as byte arrays: not worth a line.
+                _ => Parsed::Elsewhere,
             }
-            let micros: i128 = entry["__REALTIME_TIMESTAMP"].as_str()?.parse().ok()?;
-            let at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).ok()?;
-            let text = entry["MESSAGE"].as_str()?.to_string();
-            Some((at, text))
         }
     }
 }
@@ -112,7 +149,8 @@ fn stamp(at: OffsetDateTime) -> String {
 }
 
 fn print(lines: &mut Vec<Line>, width: usize) {
-    lines.sort();
+    // Stable: lines of the same instant keep the order they were written in.
+    lines.sort_by_key(|l| l.at);
     let mut out = String::new();
     for l in lines.drain(..) {
         out.push_str(&format!("{:<width$} | {} {}\n", l.source, stamp(l.at), l.text));
@@ -123,67 +161,107 @@ fn print(lines: &mut Vec<Line>, width: usize) {
     let _ = stdout.flush();
 }
 
+fn journal_time(at: OffsetDateTime) -> String {
+    let t = at.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    )
+}
+
+/// `journalctl … -o json` with `matches`.
+fn journal(
+    user: bool,
+    matches: Vec<String>,
+    since: Option<OffsetDateTime>,
+    follow: bool,
+    label: &'static str,
+    format: Format,
+) -> Source {
+    let mut args = Vec::new();
+    if user {
+        args.push("--user".to_string());
+    }
+    args.extend(["-o".into(), "json".into(), "--no-pager".into()]);
+    if let Some(at) = since {
+        args.extend(["--since".into(), journal_time(at)]);
+    }
+    if follow {
+        // -f alone starts from the last ten entries.
+        args.extend(["-f".into(), "-n".into(), "all".into()]);
+    }
+    args.extend(matches);
+    Source {
+        label,
+        program: "journalctl".into(),
+        args,
+        format,
+    }
+}
+
 fn sources(
     args: &LogsArgs,
     podman: &Podman,
     state: &crate::render::State,
     since: Option<OffsetDateTime>,
 ) -> Vec<Source> {
-    let mut list = Vec::new();
-    let wanted = |c: LogSource| args.container.is_none_or(|w| w == c);
-    for (kind, name) in [
+    let wanted: Vec<&'static str> = [
         (LogSource::Registry, REGISTRY_CONTAINER),
         (LogSource::Nginx, NGINX_CONTAINER),
-    ] {
-        if !wanted(kind) {
-            continue;
+    ]
+    .into_iter()
+    .filter(|(kind, _)| args.container.is_none_or(|w| w == *kind))
+    .map(|(_, name)| name)
+    .collect();
+    let systemd = state.service != Service::Direct && crate::sys::systemd_running();
+    let mut list = Vec::new();
+    if systemd && !state.rootless && podman.log_driver().as_deref() == Some("journald") {
+        let matches = wanted
+            .iter()
+            .map(|c| format!("CONTAINER_NAME={}-{c}", state.pod_name))
+            .collect();
+        list.push(journal(
+            false,
+            matches,
+            since,
+            args.follow,
+            "journal",
+            Format::Containers,
+        ));
+    } else {
+        for name in &wanted {
+            let mut cmd = vec!["logs".to_string(), "-t".to_string()];
+            if args.follow {
+                cmd.push("-f".into());
+            }
+            if let Some(at) = since {
+                cmd.extend(["--since".into(), stamp(at)]);
+            }
+            cmd.push(format!("{}-{name}", state.pod_name));
+            list.push(Source {
+                label: name,
+                program: podman.bin.display().to_string(),
+                args: cmd,
+                format: Format::Podman,
+            });
         }
-        let mut cmd = vec!["logs".to_string(), "-t".to_string()];
-        if args.follow {
-            cmd.push("-f".into());
-        }
-        if let Some(at) = since {
-            cmd.extend(["--since".into(), stamp(at)]);
-        }
-        cmd.push(format!("{}-{name}", state.pod_name));
-        list.push(Source {
-            label: name,
-            program: podman.bin.display().to_string(),
-            args: cmd,
-            format: Format::Podman,
-        });
     }
-    if args.container.is_none() && state.service != Service::Direct && crate::sys::systemd_running() {
-        let mut cmd = Vec::new();
-        if state.rootless {
-            cmd.push("--user".to_string());
-        }
-        cmd.extend(["-u".into(), format!("{}.service", state.pod_name)]);
-        cmd.extend(["-o".into(), "json".into(), "--no-pager".into()]);
-        if let Some(at) = since {
-            let t = at.to_offset(time::UtcOffset::UTC);
-            cmd.extend([
-                "--since".into(),
-                format!(
-                    "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                    t.year(),
-                    u8::from(t.month()),
-                    t.day(),
-                    t.hour(),
-                    t.minute(),
-                    t.second()
-                ),
-            ]);
-        }
-        if args.follow {
-            cmd.push("-f".into());
-        }
-        list.push(Source {
-            label: "systemd",
-            program: "journalctl".into(),
-            args: cmd,
-            format: Format::Journal,
-        });
+    if systemd && args.container.is_none() {
+        // The unit's own lines; container entries it may also hold are shown once, from above.
+        let unit = vec!["-u".to_string(), format!("{}.service", state.pod_name)];
+        list.push(journal(
+            state.rootless,
+            unit,
+            since,
+            args.follow,
+            "systemd",
+            Format::Unit,
+        ));
     }
     list
 }
@@ -195,6 +273,8 @@ async fn read_source(source: Source, tx: mpsc::UnboundedSender<Line>) -> Option<
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group: a Ctrl-C at the terminal reaches registry-up alone, which then ends it.
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
     {
@@ -203,49 +283,43 @@ async fn read_source(source: Source, tx: mpsc::UnboundedSender<Line>) -> Option<
     };
     // podman logs writes the container's stderr lines to its own stderr: read both.
     let mut readers = Vec::new();
-    for pipe in [
-        child
-            .stdout
-            .take()
-            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-        child
-            .stderr
-            .take()
-            .map(|p| Box::new(p) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    let pipes: [Option<Box<dyn tokio::io::AsyncRead + Unpin + Send>>; 2] = [
+        child.stdout.take().map(|p| Box::new(p) as _),
+        child.stderr.take().map(|p| Box::new(p) as _),
+    ];
+    for pipe in pipes.into_iter().flatten() {
         let tx = tx.clone();
         let (label, format) = (source.label, source.format);
         readers.push(tokio::spawn(async move {
             let mut lines = BufReader::new(pipe).lines();
-            let mut last = OffsetDateTime::UNIX_EPOCH;
+            let mut last = None;
             let mut kept = Vec::new();
             while let Ok(Some(raw)) = lines.next_line().await {
-                match parse_line(format, &raw, last) {
-                    Some((at, text)) => {
-                        last = at;
+                match parse_line(format, label, &raw, last) {
+                    Parsed::Log(at, label, text) => {
+                        last = Some(at);
                         let _ = tx.send(Line {
                             at,
                             source: label,
                             text,
                         });
                     }
-                    None => kept.push(raw),
+                    Parsed::Elsewhere => {}
+                    Parsed::Said => kept.push(raw.trim().to_string()),
                 }
             }
             kept
         }));
     }
     let status = child.wait().await;
-    let mut unparsed = Vec::new();
+    let mut said = Vec::new();
     for r in readers {
-        unparsed.extend(r.await.unwrap_or_default());
+        said.extend(r.await.unwrap_or_default());
     }
+    said.retain(|l| !l.is_empty());
     match status {
         Ok(s) if s.success() => None,
-        _ if matches!(source.format, Format::Podman) && !unparsed.is_empty() => Some(unparsed.join(" ")),
+        _ if !said.is_empty() => Some(said.join(" ")),
         Ok(s) => Some(format!("{} {} exited with {s}", source.program, source.args.join(" "))),
         Err(e) => Some(e.to_string()),
     }
@@ -266,9 +340,16 @@ pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         .map_err(|e| Error::usage(format!("--since {e}.")))?;
     let podman = Podman::find()?;
     let sources = sources(args, &podman, &state, since);
-    let width = sources.iter().map(|s| s.label.len()).max().unwrap_or(8);
+    let width = if args.container == Some(LogSource::Nginx) {
+        NGINX_CONTAINER.len()
+    } else {
+        REGISTRY_CONTAINER.len()
+    };
     let count = sources.len();
     let failures = rt.block_on(async {
+        // Listening before anything starts: from here a Ctrl-C ends the follow instead of the process.
+        let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| Error::runtime(format!("Cannot listen for Ctrl-C ({e}).")))?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let tasks: Vec<_> = sources
             .into_iter()
@@ -279,7 +360,9 @@ pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         let collect = async {
             if args.follow {
                 // Print in small batches, each sorted: the backlog comes in a burst, new lines one by one.
-                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                // The first batch waits a little longer, for every source's backlog.
+                let start = tokio::time::Instant::now() + Duration::from_millis(500);
+                let mut tick = tokio::time::interval_at(start, Duration::from_millis(200));
                 loop {
                     tokio::select! {
                         line = rx.recv() => match line {
@@ -297,9 +380,10 @@ pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
             print(&mut pending, width);
         };
         tokio::select! {
+            biased;
+            // Ctrl-C ends a follow with success: the children go with their handles (kill_on_drop).
+            _ = interrupt.recv() => return Ok(Vec::new()),
             _ = collect => {}
-            // Ctrl-C ends a follow: the children go with their handles (kill_on_drop).
-            _ = tokio::signal::ctrl_c() => return Vec::new(),
         }
         let mut failures = Vec::new();
         for t in tasks {
@@ -307,8 +391,8 @@ pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
                 failures.push(why);
             }
         }
-        failures
-    });
+        Ok(failures)
+    })?;
     if failures.len() == count && count > 0 {
         return Err(Error::usage(format!(
             "No logs could be read for the pod {} ({}): is it running? See registry-up status, and start it with \
@@ -346,21 +430,39 @@ mod tests {
 
     #[test]
     fn lines_are_read_with_their_time() {
-        let epoch = OffsetDateTime::UNIX_EPOCH;
-        let (at, text) = parse_line(Format::Podman, "2026-11-29T14:09:15.188929876+00:00 hello world", epoch).unwrap();
+        let line = "2026-11-29T14:09:15.188929876+00:00 hello world";
+        let Parsed::Log(at, label, text) = parse_line(Format::Podman, "nginx", line, None) else {
+            panic!("not read")
+        };
         assert_eq!(
-            (stamp(at).as_str(), text.as_str()),
-            ("2026-11-29T14:09:15.188Z", "hello world")
+            (stamp(at).as_str(), label, text.as_str()),
+            ("2026-11-29T14:09:15.188Z", "nginx", "hello world")
         );
-        let (at2, text) = parse_line(Format::Podman, "continued", at).unwrap();
-        assert_eq!((at2, text.as_str()), (at, "continued"));
-        let journal = r#"{"__REALTIME_TIMESTAMP":"1795961355000000","MESSAGE":"Started registry-pod.service."}"#;
-        let (at, text) = parse_line(Format::Journal, journal, epoch).unwrap();
         assert_eq!(
-            (stamp(at).as_str(), text.as_str()),
-            ("2026-11-29T14:09:15.000Z", "Started registry-pod.service.")
+            parse_line(Format::Podman, "nginx", "continued", Some(at)),
+            Parsed::Log(at, "nginx", "continued".into())
         );
-        let container = r#"{"__REALTIME_TIMESTAMP":"1","MESSAGE":"x","CONTAINER_NAME":"p-registry"}"#;
-        assert_eq!(parse_line(Format::Journal, container, epoch), None);
+        // Podman's own error, before any log line, is not a log line.
+        let error = "Error: no container with name or ID \"p-nginx\" found: no such container";
+        assert_eq!(parse_line(Format::Podman, "nginx", error, None), Parsed::Said);
+
+        let unit = r#"{"__REALTIME_TIMESTAMP":"1795961355000000","MESSAGE":"Started registry-pod.service."}"#;
+        let Parsed::Log(at, label, text) = parse_line(Format::Unit, "systemd", unit, None) else {
+            panic!("not read")
+        };
+        assert_eq!(
+            (stamp(at).as_str(), label, text.as_str()),
+            ("2026-11-29T14:09:15.000Z", "systemd", "Started registry-pod.service.")
+        );
+        let container = r#"{"__REALTIME_TIMESTAMP":"1795961355000000","MESSAGE":"x","CONTAINER_NAME":"p-registry"}"#;
+        assert_eq!(parse_line(Format::Unit, "systemd", container, None), Parsed::Elsewhere);
+        let Parsed::Log(_, label, _) = parse_line(Format::Containers, "journal", container, None) else {
+            panic!("not read")
+        };
+        assert_eq!(label, "registry");
+        assert_eq!(
+            parse_line(Format::Unit, "systemd", "-- No entries --", None),
+            Parsed::Said
+        );
     }
 }

@@ -71,6 +71,15 @@ fn main() {
 
 fn quick_start() -> String {
     let config = crate::paths::default_config_dir();
+    let rootful = std::path::Path::new("/etc/registry-up").join(render::STATE);
+    let root_has_one = if !crate::paths::is_root() && rootful.exists() {
+        format!(
+            "An appliance installed by root is there ({}): run registry-up as root (sudo registry-up …) to manage it.\n",
+            rootful.display()
+        )
+    } else {
+        String::new()
+    };
     format!(
         "registry-up turns this host into a private OCI registry behind TLS, in one command.\n\
          No appliance is installed here yet ({} does not exist).\n\
@@ -82,7 +91,8 @@ fn quick_start() -> String {
          Air-gapped: run `registry-up bundle --out bundle.tar` on a connected host, then\n  \
            registry-up --domain registry.example.com --bundle bundle.tar\n\
          \n\
-         Every option: registry-up --help. More in the README (README.md beside the source).\n",
+         {root_has_one}\
+         Every option: registry-up --help. More in the README (README.md in registry-up's source).\n",
         config.join(render::STATE).display()
     )
 }

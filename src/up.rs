@@ -200,7 +200,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     let mut provided: Vec<String> = Vec::new();
     if let (Some(checked), false) = (&bundle, args.dry_run) {
         out.step("load bundle", || Ok(((), checked.load(&podman)?.join(", "))))?;
-        provided.extend(checked.manifest.images.iter().map(|i| i.reference.clone()));
+        provided.extend(checked.manifest.images.iter().map(|i| full_name(&i.reference)));
     }
     if !args.dry_run {
         for archive in &args.image_archives {
@@ -264,10 +264,14 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     out.step("check images", || {
         for ((image, flag), present) in images.iter().zip(&present) {
             if !archives_pending && !present && !will_pull(image) {
+                let why = match args.pull {
+                    PullPolicy::Never => "and --pull never forbids pulling it",
+                    PullPolicy::Missing | PullPolicy::Always => "and the archives given did not hold it",
+                };
                 return Err(Error::usage(format!(
-                    "The image {image} is not in Podman's image store, and --pull never forbids pulling it: load it \
-                     with --image-archive FILE (made by `podman save` on a connected host) or --bundle FILE, let \
-                     registry-up pull it (--pull missing), or pick another with {flag}."
+                    "The image {image} is not in Podman's image store, {why}: load it with --image-archive FILE \
+                     (made by `podman save` on a connected host) or --bundle FILE, let registry-up pull it \
+                     (--pull missing), or pick another with {flag}."
                 )));
             }
         }
@@ -485,7 +489,8 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     Ok(())
 }
 
-/// The names `podman load` reports (`Loaded image: NAME` lines, joined with ", " by Podman::load).
+/// The names `podman load` reports (`Loaded image: NAME` lines, joined with ", " by Podman::load), written
+/// in full as settings write image names (`registry:3` is `docker.io/library/registry:3`).
 fn loaded_names(summary: &str) -> Vec<String> {
     summary
         .split([',', '\n'])
@@ -495,10 +500,16 @@ fn loaded_names(summary: &str) -> Vec<String> {
                 .or_else(|| part.strip_prefix("Loaded image:"))
                 .unwrap_or(part)
                 .trim()
-                .to_string()
         })
         .filter(|name| !name.is_empty())
+        .map(full_name)
         .collect()
+}
+
+fn full_name(name: &str) -> String {
+    name.parse::<oci_client::Reference>()
+        .map(|r| r.whole())
+        .unwrap_or_else(|_| name.to_string())
 }
 
 fn pull_failed(image: &str, flag: &str, present: bool, why: &str) -> Error {
@@ -690,7 +701,10 @@ mod tests {
             super::loaded_names("Loaded image: localhost/a/registry:1, Loaded image: docker.io/library/nginx:1"),
             ["localhost/a/registry:1", "docker.io/library/nginx:1"]
         );
-        assert_eq!(super::loaded_names("Loaded image(s): a:1,b:2"), ["a:1", "b:2"]);
+        assert_eq!(
+            super::loaded_names("Loaded image(s): registry:3,localhost/b:2"),
+            ["docker.io/library/registry:3", "localhost/b:2"]
+        );
         assert!(super::loaded_names("").is_empty());
     }
 

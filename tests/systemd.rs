@@ -372,9 +372,17 @@ fn survives_everything(guest: &mut Guest, expect_kind: &str) {
     let out = guest.run(None, &[GUEST_BIN, "logs"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let said = text(&out.stdout);
-    for source in ["registry | ", "nginx    | ", "systemd  | "] {
-        assert!(said.lines().any(|l| l.starts_with(source)), "no {source:?} lines:\n{said}");
+    for (source, content) in [
+        ("registry | ", "/v2/"),
+        ("nginx    | ", "\"GET /v2/"),
+        ("systemd  | ", "registry-pod"),
+    ] {
+        assert!(
+            said.lines().any(|l| l.starts_with(source) && l.contains(content)),
+            "no {source:?} line with {content:?}:\n{said}"
+        );
     }
+    assert!(!said.contains(" 1970-"), "only lines with their own time:\n{said}");
 
     // A clean reboot, then a power cut: the appliance is back by itself, nothing lost.
     guest.poweroff();

@@ -199,7 +199,12 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
         (vec!["--san", "under_score.example"], "--san"),
         (vec!["--registry-image", "Not A Ref!"], "--registry-image"),
         (
-            vec!["--nginx-image", "localhost/registry-up-test/absent:1"],
+            vec![
+                "--nginx-image",
+                "localhost/registry-up-test/absent:1",
+                "--pull",
+                "never",
+            ],
             "localhost/registry-up-test/absent:1",
         ),
         (vec!["--image-archive", &missing_archive], "does not exist"),

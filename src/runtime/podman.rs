@@ -265,6 +265,14 @@ impl Podman {
         Ok(line.strip_prefix("registry ").unwrap_or(line).to_string())
     }
 
+    /// The log driver containers get by default (`journald`, `k8s-file`, …), if Podman says.
+    pub fn log_driver(&self) -> Option<String> {
+        self.run(&["info", "--format", "{{.Host.LogDriver}}"])
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+    }
+
     /// The image IDs `references` name now, in one call.
     pub fn image_ids(&self, references: &[&str]) -> Result<Vec<String>> {
         let mut args = vec!["image", "inspect", "--format", "{{.Id}}"];

@@ -60,10 +60,11 @@ fn reason(stderr: &str) -> String {
 
 impl Podman {
     /// Pulls `image`; `progress` is called often with the bytes downloaded so far.
-    /// Returns the bytes downloaded. Stops the pull after `timeout`.
-    pub fn pull(&self, image: &str, timeout: Duration, mut progress: impl FnMut(u64)) -> Result<u64, PullError> {
+    /// Returns the bytes downloaded. Stops the pull once `stall` passes with no new byte: a registry or DNS
+    /// server that never answers fails within it, a large image on a slow but live link goes on.
+    pub fn pull(&self, image: &str, stall: Duration, mut progress: impl FnMut(u64)) -> Result<u64, PullError> {
         let tmp = tempfile::Builder::new()
-            .prefix("registry-up-pull-")
+            .prefix(&format!("registry-up-pull-{}-", std::process::id()))
             .tempdir_in(temp_base())
             .map_err(|e| format!("cannot make a temporary folder for the download ({e})"))?;
         let mut child = Command::new(&self.bin)
@@ -76,27 +77,38 @@ impl Podman {
             .map_err(|e| format!("cannot run {} ({e})", self.bin.display()))?;
         // Read stderr as it comes, so that a chatty pull never blocks on a full pipe.
         let mut stderr = child.stderr.take().expect("stderr is piped");
-        let reader = std::thread::spawn(move || {
+        let (said_tx, said) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
             let mut text = String::new();
             let _ = stderr.read_to_string(&mut text);
-            text
+            let _ = said_tx.send(text);
         });
-        let start = Instant::now();
+        // A helper podman started may outlive a killed pull and hold the pipe: never wait long for it.
+        let said = |wait| said.recv_timeout(wait).unwrap_or_default();
+        let mut last_news = Instant::now();
         let mut downloaded = Downloaded::default();
         let mut bytes = 0;
         let status = loop {
-            bytes = downloaded.scan(tmp.path()).max(bytes);
+            let now = downloaded.scan(tmp.path()).max(bytes);
+            if now > bytes {
+                last_news = Instant::now();
+            }
+            bytes = now;
             progress(bytes);
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if start.elapsed() >= timeout => {
+                Ok(None) if last_news.elapsed() >= stall => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    let _ = reader.join();
+                    let _ = said(Duration::from_secs(1));
+                    let got = if bytes == 0 {
+                        "nothing came: the registry or a DNS server does not answer".to_string()
+                    } else {
+                        format!("after {bytes} bytes nothing more came: the registry stopped answering")
+                    };
                     return Err(format!(
-                        "the pull did not finish within {} s (--pull-timeout; {bytes} bytes downloaded): the \
-                         registry or a DNS server does not answer",
-                        timeout.as_secs()
+                        "the pull was stopped after {} s without progress (--pull-timeout); {got}",
+                        stall.as_secs()
                     ));
                 }
                 // Often: Podman deletes each file once its layer is stored, which on a fast link is soon.
@@ -104,7 +116,7 @@ impl Podman {
                 Err(e) => return Err(format!("lost track of podman pull ({e})")),
             }
         };
-        let stderr = reader.join().unwrap_or_default();
+        let stderr = said(Duration::from_secs(5));
         if status.success() {
             Ok(downloaded.scan(tmp.path()).max(bytes))
         } else {
