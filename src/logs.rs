@@ -134,17 +134,24 @@ fn parse_line(format: Format, label: &'static str, raw: &str, last: Option<Offse
     }
 }
 
+/// `2026-11-29T14:09:15.188Z`: how lines show their time, and what `podman logs --since` takes.
 fn stamp(at: OffsetDateTime) -> String {
+    let (date, time) = utc(at);
+    format!("{date}T{time}.{:03}Z", at.millisecond())
+}
+
+/// `2026-11-29 14:09:15 UTC`, as `journalctl --since` takes it.
+fn journal_time(at: OffsetDateTime) -> String {
+    let (date, time) = utc(at);
+    format!("{date} {time} UTC")
+}
+
+/// The date and the time of day (to the second) in UTC.
+fn utc(at: OffsetDateTime) -> (String, String) {
     let t = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
+    (
+        format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
+        format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
     )
 }
 
@@ -159,19 +166,6 @@ fn print(lines: &mut Vec<Line>, width: usize) {
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());
     let _ = stdout.flush();
-}
-
-fn journal_time(at: OffsetDateTime) -> String {
-    let t = at.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
 }
 
 /// `journalctl … -o json` with `matches`.
