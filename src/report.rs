@@ -20,13 +20,7 @@ impl Reporter {
 
     /// Runs one step; `f` returns its value and a short detail for the result line.
     pub fn step<T>(&self, label: &str, f: impl FnOnce() -> Result<(T, String)>) -> Result<T> {
-        let spinner = self.tty.then(|| {
-            let pb = ProgressBar::new_spinner();
-            pb.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"));
-            pb.set_message(label.to_string());
-            pb.enable_steady_tick(Duration::from_millis(100));
-            pb
-        });
+        let spinner = self.spinner("{spinner} {msg} {elapsed}", label);
         let start = Instant::now();
         let result = f();
         if let Some(pb) = spinner {
@@ -53,19 +47,10 @@ impl Reporter {
     /// Runs a download: on a terminal a bar with bytes and rate, otherwise one line when it starts and
     /// the step's line when it ends. `f` gets a callback for the bytes so far and returns the total.
     pub fn download(&self, label: &str, f: impl FnOnce(&mut dyn FnMut(u64)) -> Result<u64>) -> Result<()> {
-        let bar = if self.tty {
-            let pb = ProgressBar::new_spinner();
-            pb.set_style(
-                ProgressStyle::with_template("{spinner} {msg} {bytes} ({binary_bytes_per_sec}) {elapsed}")
-                    .expect("valid template"),
-            );
-            pb.set_message(label.to_string());
-            pb.enable_steady_tick(Duration::from_millis(100));
-            Some(pb)
-        } else {
+        let bar = self.spinner("{spinner} {msg} {bytes} ({binary_bytes_per_sec}) {elapsed}", label);
+        if bar.is_none() {
             println!("...  {label}");
-            None
-        };
+        }
         let start = Instant::now();
         let result = f(&mut |bytes| {
             if let Some(pb) = &bar {
@@ -90,6 +75,17 @@ impl Reporter {
                 Err(e)
             }
         }
+    }
+
+    /// A ticking spinner showing `template` on a terminal; None elsewhere.
+    fn spinner(&self, template: &str, label: &str) -> Option<ProgressBar> {
+        self.tty.then(|| {
+            let pb = ProgressBar::new_spinner();
+            pb.set_style(ProgressStyle::with_template(template).expect("valid template"));
+            pb.set_message(label.to_string());
+            pb.enable_steady_tick(Duration::from_millis(100));
+            pb
+        })
     }
 
     pub fn line(&self, text: &str) {

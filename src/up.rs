@@ -412,12 +412,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew) -> Result<
     // What `up` is about to promise (auth on, this config) is proven on the running registry first.
     out.step("check auth and config", || {
         let config = verify::ConfigFile::read(settings.config_dir.join(render::REGISTRY_CONFIG));
-        let checks = rt.block_on(verify::live_checks(
-            &target,
-            Some(&config),
-            true,
-            Duration::from_secs(10),
-        ));
+        let checks = rt.block_on(verify::live_checks(&target, Some(&config), Duration::from_secs(10)));
         let mut failed: Vec<String> = checks
             .iter()
             .filter(|c| c.status != verify::Status::Pass)

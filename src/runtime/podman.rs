@@ -280,14 +280,25 @@ impl Podman {
         Ok(self.run(&args)?.lines().map(|l| l.trim().to_string()).collect())
     }
 
-    /// The image ID each container runs (None for a container that does not exist), in one call.
+    /// The image ID each container runs (None when not known), in one call.
     pub fn container_image_ids(&self, containers: &[&str]) -> Vec<Option<String>> {
-        let mut args = vec!["container", "inspect", "--format", "{{.Image}}"];
+        self.inspect_each(containers, "{{.Image}}", |l| Some(l.to_string()))
+    }
+
+    /// One `podman container inspect --format FORMAT` for all `containers`, a value per container; all None
+    /// when one of them does not exist (Podman then prints fewer lines than asked for).
+    fn inspect_each<T: Clone>(
+        &self,
+        containers: &[&str],
+        format: &str,
+        read: impl Fn(&str) -> Option<T>,
+    ) -> Vec<Option<T>> {
+        let mut args = vec!["container", "inspect", "--format", format];
         args.extend_from_slice(containers);
         let text = self.run(&args).unwrap_or_default();
-        let ids: Vec<Option<String>> = text.lines().map(|l| Some(l.trim().to_string())).collect();
-        if ids.len() == containers.len() {
-            ids
+        let values: Vec<Option<T>> = text.lines().map(|l| read(l.trim())).collect();
+        if values.len() == containers.len() {
+            values
         } else {
             vec![None; containers.len()]
         }
@@ -295,15 +306,7 @@ impl Podman {
 
     /// How often Podman restarted each container, in one call.
     pub fn restart_counts(&self, containers: &[&str]) -> Vec<Option<u64>> {
-        let mut args = vec!["container", "inspect", "--format", "{{.RestartCount}}"];
-        args.extend_from_slice(containers);
-        let text = self.run(&args).unwrap_or_default();
-        let counts: Vec<Option<u64>> = text.lines().map(|l| l.trim().parse().ok()).collect();
-        if counts.len() == containers.len() {
-            counts
-        } else {
-            vec![None; containers.len()]
-        }
+        self.inspect_each(containers, "{{.RestartCount}}", |l| l.parse().ok())
     }
 
     /// The last lines a container wrote, for a failure report.

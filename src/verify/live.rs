@@ -46,19 +46,30 @@ impl ConfigFile {
     }
 }
 
-/// One anonymous answer: its status and the two headers that say who answered.
+/// Who gave an answer, from the headers that say so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answerer {
+    /// distribution itself (it sets Docker-Distribution-Api-Version on every answer).
+    Registry,
+    /// registry-up's nginx on its own (its marker header): the registry behind it did not answer.
+    Nginx,
+    /// Neither: no registry API header at all.
+    Other,
+}
+
+/// One anonymous answer: its status, its config fingerprint header, and who gave it.
 struct Answer {
     code: u16,
     fingerprint: Option<String>,
-    from_registry: bool,
+    by: Answerer,
 }
 
 impl Answer {
     fn who(&self) -> &'static str {
-        if self.from_registry {
-            "the registry"
-        } else {
-            "something that is not the registry (no Docker-Distribution-Api-Version header)"
+        match self.by {
+            Answerer::Registry => "the registry",
+            Answerer::Nginx => "nginx alone (the registry behind it did not answer)",
+            Answerer::Other => "something that is not the registry (no Docker-Distribution-Api-Version header)",
         }
     }
 }
@@ -73,8 +84,14 @@ async fn anonymous(request: reqwest::RequestBuilder) -> Result<(Answer, Option<S
         fingerprint: header(FINGERPRINT_HEADER),
         // distribution sets the version header on its answers; registry-up's nginx adds it, and its own
         // marker, where the registry did not answer.
-        from_registry: header("docker-distribution-api-version").is_some()
-            && header("x-registry-up-answered-by").is_none(),
+        by: match (
+            header("x-registry-up-answered-by").is_some(),
+            header("docker-distribution-api-version").is_some(),
+        ) {
+            (true, _) => Answerer::Nginx,
+            (false, true) => Answerer::Registry,
+            (false, false) => Answerer::Other,
+        },
     };
     Ok((answer, location))
 }
@@ -86,13 +103,14 @@ async fn anonymous(request: reqwest::RequestBuilder) -> Result<(Answer, Option<S
 pub async fn served_fingerprint(target: &Target, timeout: Duration) -> Option<Option<String>> {
     let client = target.http_client(timeout).ok()?;
     let (answer, _) = anonymous(client.get(&target.url("/v2/"))).await.ok()?;
-    answer.from_registry.then_some(answer.fingerprint)
+    (answer.by == Answerer::Registry).then_some(answer.fingerprint)
 }
 
 /// The `auth` check, and with the appliance's config file the `config` check. `target.credentials` says
-/// whether a password is expected; `appliance`, whether registry-up set this registry up (else only
-/// what is seen is reported: another registry may allow anonymous pulls, or want a login for all).
-pub async fn checks(target: &Target, config: Option<&ConfigFile>, appliance: bool, timeout: Duration) -> Vec<Check> {
+/// whether a password is expected. Without a config file the registry is not this host's appliance, and
+/// only what is seen is reported (another registry may allow anonymous pulls, or want a login for all).
+pub async fn checks(target: &Target, config: Option<&ConfigFile>, timeout: Duration) -> Vec<Check> {
+    let appliance = config.is_some();
     let t = Instant::now();
     let anon_target = Target {
         credentials: None,
@@ -332,7 +350,7 @@ mod tests {
         Answer {
             code: 401,
             fingerprint: fingerprint.map(String::from),
-            from_registry: true,
+            by: Answerer::Registry,
         }
     }
 

@@ -260,7 +260,7 @@ async fn network_checks(
     checks.push(api);
 
     // 5. What the running registry enforces: auth as set up, and the config registry-up wrote.
-    checks.extend(live::checks(target, opts.config.as_ref(), opts.config.is_some(), remaining(deadline)).await);
+    checks.extend(live::checks(target, opts.config.as_ref(), remaining(deadline)).await);
 
     // 6 and 7. The round trip, then its clean-up.
     let t = Instant::now();

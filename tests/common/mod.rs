@@ -424,6 +424,16 @@ pub fn check<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::V
         .unwrap_or_else(|| panic!("no check {name} in {report:#}"))
 }
 
+/// Asserts that the check `name` of a verify report has `status` and that its detail says each of `says`.
+pub fn assert_check(report: &serde_json::Value, name: &str, status: &str, says: &[&str]) {
+    let found = check(report, name);
+    assert_eq!(found["status"], status, "{name}: {found}");
+    let detail = found["detail"].as_str().unwrap_or_default();
+    for words in says {
+        assert!(detail.contains(words), "{name} should say {words:?}: {found}");
+    }
+}
+
 /// Removes image names from Podman's store on drop (only the names: the images stay if others use them).
 pub struct ImageNames(pub Vec<String>);
 
