@@ -56,7 +56,7 @@ demo-down:
 	rm -rf $(DEMO_DIR)
 
 test: deps test-images guests
-	$(CARGO) test --locked
+	REGISTRY_UP_E2E=require $(CARGO) test --locked
 
 # Figures against the baselines users would otherwise use (a few minutes; not part of `make test`).
 bench: deps test-images build

@@ -7,8 +7,8 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::layout::STATE;
 use crate::plan::{Action, Plan};
-use crate::render::STATE;
 
 fn write_error(path: &Path, e: std::io::Error) -> Error {
     Error::runtime(format!(

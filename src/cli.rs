@@ -80,7 +80,7 @@ pub struct SetupArgs {
     pub pod_name: Option<String>,
 
     /// Where certificates, secrets, configuration and state.json live.
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
+    #[arg(long, default_value_os_t = default_config_dir(), value_name = "DIR")]
     pub config_dir: PathBuf,
 
     /// Where the registry stores images [default: /var/lib/registry-up/data; for a user
@@ -216,9 +216,8 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
 
-    /// Where the installed appliance keeps its state.
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 
     /// User to log in as; the password is read from standard input. Default: the appliance's --auth user.
     #[arg(long, value_name = "NAME")]
@@ -251,9 +250,8 @@ pub struct VerifyArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct StatusArgs {
-    /// Where the installed appliance keeps its state.
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -274,9 +272,8 @@ pub struct LogsArgs {
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
 
-    /// Where the installed appliance keeps its state.
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -287,9 +284,8 @@ pub enum LogSource {
 
 #[derive(Args, Debug, Clone)]
 pub struct DownArgs {
-    /// Where the installed appliance keeps its state.
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 
     /// Also delete the data (every image), the certificates, the secrets and the settings.
     #[arg(long)]
@@ -337,9 +333,8 @@ pub enum CertsCommand {
 
 #[derive(Args, Debug, Clone)]
 pub struct CertsShowArgs {
-    /// Where the installed appliance keeps its state.
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 
     /// Print one JSON document instead of text.
     #[arg(long)]
@@ -348,9 +343,8 @@ pub struct CertsShowArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct CertsRenewArgs {
-    /// Where the installed appliance keeps its state.
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 
     /// Also make a new CA (every client must then trust the new ca.crt).
     #[arg(long)]
@@ -359,9 +353,8 @@ pub struct CertsRenewArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct TrustArgs {
-    /// Where the installed appliance keeps its state.
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 
     /// Also add the CA to the operating system's trust store (update-ca-certificates).
     #[arg(long)]
@@ -380,9 +373,8 @@ pub struct PrepareUserArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct DoctorArgs {
-    /// Where an installed appliance keeps its state (its settings are checked when present).
-    #[arg(long, default_value_os_t = crate::paths::default_config_dir(), value_name = "DIR")]
-    pub config_dir: PathBuf,
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 
     /// The name clients will use: checked to resolve to an address of this host.
     #[arg(long, value_name = "NAME")]
@@ -395,4 +387,17 @@ pub struct DoctorArgs {
     /// Print one JSON document instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--config-dir`, for the commands that work on an installed appliance.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ApplianceDir {
+    /// Where the appliance keeps its certificates, secrets, configuration and state.json.
+    #[arg(long, default_value_os_t = default_config_dir(), value_name = "DIR")]
+    pub config_dir: PathBuf,
+}
+
+/// /etc/registry-up for root, $XDG_CONFIG_HOME/registry-up for a user.
+fn default_config_dir() -> PathBuf {
+    crate::host::HostFacts::current().default_config_dir()
 }

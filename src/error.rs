@@ -1,45 +1,72 @@
-//! One error type for the whole tool: a plain sentence for the user and the exit code it maps to.
+//! One exit status for every command, and one error type: a plain sentence for the user (ending with
+//! what to do) and the status it maps to.
 
 use std::fmt;
 
-/// Exit codes, documented in the README. Keep the numbers stable: scripts depend on them.
+/// How a run of registry-up ended, documented in the README's table. Keep the numbers stable: scripts
+/// depend on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ExitCode {
-    /// The registry came up but the push/pull verification failed.
-    VerifyFailed = 1,
+pub enum ExitStatus {
+    /// Done: up and verified, every check passed, healthy, nothing wrong.
+    Success = 0,
+    /// It runs but does not do its job: a verification or check failed, `status` is degraded, `doctor`
+    /// found problems.
+    Failed = 1,
     /// Invalid input or a host precondition that failed before anything was changed.
     Usage = 2,
     /// Something failed while applying files or starting the pod; a re-run after the fix converges.
     Runtime = 3,
+    /// No appliance is installed in the config folder the command was given.
+    NotInstalled = 4,
+}
+
+impl ExitStatus {
+    /// Success when `ok`, else Failed: for commands whose result is a verdict.
+    pub fn verdict(ok: bool) -> Self {
+        if ok {
+            ExitStatus::Success
+        } else {
+            ExitStatus::Failed
+        }
+    }
+}
+
+impl From<ExitStatus> for std::process::ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        std::process::ExitCode::from(status as u8)
+    }
 }
 
 #[derive(Debug)]
 pub struct Error {
-    pub code: ExitCode,
+    pub status: ExitStatus,
     pub message: String,
 }
 
 impl Error {
     /// Bad input or an unmet precondition: nothing has been changed.
     pub fn usage(message: impl Into<String>) -> Self {
-        Self {
-            code: ExitCode::Usage,
-            message: message.into(),
-        }
+        Self::with(ExitStatus::Usage, message)
     }
 
     /// A failure while changing the system or starting the pod.
     pub fn runtime(message: impl Into<String>) -> Self {
-        Self {
-            code: ExitCode::Runtime,
-            message: message.into(),
-        }
+        Self::with(ExitStatus::Runtime, message)
     }
 
     /// The appliance runs but does not do its job.
     pub fn verify(message: impl Into<String>) -> Self {
+        Self::with(ExitStatus::Failed, message)
+    }
+
+    /// The command needs an installed appliance and there is none.
+    pub fn not_installed(message: impl Into<String>) -> Self {
+        Self::with(ExitStatus::NotInstalled, message)
+    }
+
+    pub fn with(status: ExitStatus, message: impl Into<String>) -> Self {
         Self {
-            code: ExitCode::VerifyFailed,
+            status,
             message: message.into(),
         }
     }

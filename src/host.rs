@@ -1,164 +1,273 @@
-//! Host names as users type them: a DNS name (RFC 1123) or an IP address. Pure parsing, no I/O.
+//! HostFacts: what this host is, gathered once per run (user, folders, systemd, Quadlet), so the
+//! decisions made from it are pure and testable with any facts. Also the few probes that need libc or
+//! /proc (free space, port owners), asked only where a command needs them.
 
-use std::fmt;
-use std::net::IpAddr;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
-use crate::error::{Error, Result};
-
-/// A name a TLS client may use to reach the registry; becomes a DNS or an IP subject alternative name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum HostName {
-    Dns(String),
-    Ip(IpAddr),
+/// Facts about the host that decide defaults and how the pod is kept running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFacts {
+    /// Run as root: rootful Podman, system units; else rootless Podman and user units.
+    pub root: bool,
+    pub user: String,
+    /// `$XDG_CONFIG_HOME` (or `~/.config`) and `$XDG_DATA_HOME` (or `~/.local/share`).
+    pub config_home: PathBuf,
+    pub data_home: PathBuf,
+    /// systemd runs as the init system (the check sd_booted(3) documents).
+    pub systemd_running: bool,
+    /// Podman's Quadlet generator for this kind of user is installed.
+    pub quadlet_generator: bool,
+    /// The lowest port an ordinary user may bind (net.ipv4.ip_unprivileged_port_start).
+    pub unprivileged_port_start: u16,
 }
 
-impl HostName {
-    /// Parses `input` as an IP address or an RFC 1123 DNS name; `what` names the flag in the error.
-    pub fn parse(input: &str, what: &str) -> Result<Self> {
-        let trimmed = input.trim();
-        if trimmed.is_empty() {
-            return Err(Error::usage(format!(
-                "The {what} is empty: give a DNS name or an IP address, for example registry.example.com."
-            )));
+impl HostFacts {
+    /// Reads the facts from this process and host (no subprocess).
+    pub fn gather() -> Self {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let root = unsafe { libc::geteuid() } == 0;
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/"));
+        let xdg = |var: &str, fallback: &str| {
+            std::env::var_os(var)
+                .map(PathBuf::from)
+                .filter(|p| p.is_absolute())
+                .unwrap_or_else(|| home.join(fallback))
+        };
+        let kind = if root { "system" } else { "user" };
+        let quadlet_generator = ["/usr/lib/systemd", "/lib/systemd"]
+            .iter()
+            .any(|dir| Path::new(&format!("{dir}/{kind}-generators/podman-{kind}-generator")).exists());
+        HostFacts {
+            root,
+            user: user_name(),
+            config_home: xdg("XDG_CONFIG_HOME", ".config"),
+            data_home: xdg("XDG_DATA_HOME", ".local/share"),
+            systemd_running: Path::new("/run/systemd/system").is_dir(),
+            quadlet_generator,
+            unprivileged_port_start: std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .unwrap_or(1024),
         }
-        // Bracketed IPv6 as in URLs is accepted for convenience.
-        let unbracketed = trimmed
-            .strip_prefix('[')
-            .and_then(|s| s.strip_suffix(']'))
-            .unwrap_or(trimmed);
-        if let Ok(ip) = unbracketed.parse::<IpAddr>() {
-            return Ok(HostName::Ip(ip));
+    }
+
+    /// The facts of this process, gathered on first use (for defaults clap shows in --help).
+    pub fn current() -> &'static HostFacts {
+        static FACTS: OnceLock<HostFacts> = OnceLock::new();
+        FACTS.get_or_init(HostFacts::gather)
+    }
+
+    /// `/etc/registry-up`, or `$XDG_CONFIG_HOME/registry-up` for a user.
+    pub fn default_config_dir(&self) -> PathBuf {
+        self.pick("/etc/registry-up", self.config_home.join("registry-up"))
+    }
+
+    /// `/var/lib/registry-up/data`, or `$XDG_DATA_HOME/registry-up/data` for a user.
+    pub fn default_data_dir(&self) -> PathBuf {
+        self.pick("/var/lib/registry-up/data", self.data_home.join("registry-up/data"))
+    }
+
+    /// 443 for root; 8443 for a user, who may not bind ports below `unprivileged_port_start`.
+    pub fn default_port(&self) -> u16 {
+        if self.root {
+            443
+        } else {
+            8443
         }
-        // One trailing dot is the fully-qualified spelling of the same name.
-        let name = trimmed.strip_suffix('.').unwrap_or(trimmed).to_ascii_lowercase();
-        if name.len() > 253 {
-            return Err(Error::usage(format!(
-                "The {what} '{input}' is {} characters long, but a DNS name has at most 253: use a shorter name.",
-                name.len()
-            )));
+    }
+
+    /// Where systemd looks for units: system units for root, user units for a user.
+    pub fn unit_dir(&self) -> PathBuf {
+        self.pick("/etc/systemd/system", self.config_home.join("systemd/user"))
+    }
+
+    /// Where Podman's Quadlet generator reads `.kube` files.
+    pub fn quadlet_dir(&self) -> PathBuf {
+        self.pick("/etc/containers/systemd", self.config_home.join("containers/systemd"))
+    }
+
+    /// Folders whose `HOST:PORT/ca.crt` container clients read: system-wide for root (containers and
+    /// docker), the user's own for a user (containers/image reads it for rootless clients).
+    pub fn trust_roots(&self) -> Vec<PathBuf> {
+        if self.root {
+            vec![
+                PathBuf::from("/etc/containers/certs.d"),
+                PathBuf::from("/etc/docker/certs.d"),
+            ]
+        } else {
+            vec![self.config_home.join("containers/certs.d")]
         }
-        for label in name.split('.') {
-            if let Some(problem) = label_problem(label) {
-                return Err(Error::usage(format!(
-                    "The {what} '{input}' is not a valid DNS name: {problem}. Use letters, digits and hyphens, \
-                     for example registry.example.com, or an IP address."
-                )));
+    }
+
+    fn pick(&self, system: &str, user: PathBuf) -> PathBuf {
+        if self.root {
+            PathBuf::from(system)
+        } else {
+            user
+        }
+    }
+
+    /// Facts for tests: root or an ordinary user with a home in `home`, systemd and Quadlet as given.
+    #[cfg(test)]
+    pub fn fixed(root: bool, systemd_running: bool, quadlet_generator: bool) -> Self {
+        HostFacts {
+            root,
+            user: if root { "root".into() } else { "alice".into() },
+            config_home: PathBuf::from("/home/alice/.config"),
+            data_home: PathBuf::from("/home/alice/.local/share"),
+            systemd_running,
+            quadlet_generator,
+            unprivileged_port_start: 1024,
+        }
+    }
+}
+
+/// The user's name, for messages and loginctl.
+fn user_name() -> String {
+    std::env::var("USER").ok().filter(|u| !u.is_empty()).unwrap_or_else(|| {
+        // SAFETY: getpwuid returns a pointer into static storage or null.
+        unsafe {
+            let pw = libc::getpwuid(libc::geteuid());
+            if pw.is_null() {
+                return format!("{}", libc::geteuid());
+            }
+            std::ffi::CStr::from_ptr((*pw).pw_name).to_string_lossy().into_owned()
+        }
+    })
+}
+
+/// Whether `path` is a file this process may execute.
+pub fn executable(path: &Path) -> bool {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `c` is a valid path string.
+    path.is_file() && unsafe { libc::access(c.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// Finds an executable on PATH.
+pub fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| executable(candidate))
+}
+
+/// Bytes free for an unprivileged writer on the filesystem holding `path` (statvfs f_bavail).
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let c = CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid path string and `stat` a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+}
+
+/// Total size of the regular files below `dir` (symlinks not followed).
+pub fn tree_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => total += entry.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
             }
         }
-        // "10.0.0.300" passes the label rules but is certainly a mistyped address.
-        if name
-            .rsplit('.')
-            .next()
-            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
-        {
-            return Err(Error::usage(format!(
-                "The {what} '{input}' looks like an IP address but is not a valid one: check the numbers."
-            )));
-        }
-        Ok(HostName::Dns(name))
     }
+    total
+}
 
-    /// The host part of a URL or an image reference (IPv6 in brackets).
-    pub fn url_host(&self) -> String {
-        match self {
-            HostName::Ip(IpAddr::V6(ip)) => format!("[{ip}]"),
-            other => other.to_string(),
-        }
+/// Who holds a TCP port, when it is taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortUse {
+    Free,
+    /// Taken, by (pid, command name) when /proc tells.
+    Taken(Option<(u32, String)>),
+}
+
+/// Whether TCP `port` can be bound on all addresses. Binding a low port as non-root is refused here
+/// but may work for Podman: that counts as free (Podman decides).
+pub fn port_use(port: u16) -> PortUse {
+    match std::net::TcpListener::bind(("0.0.0.0", port)) {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => PortUse::Taken(port_owner(port)),
+        _ => PortUse::Free,
     }
 }
 
-fn label_problem(label: &str) -> Option<String> {
-    if label.is_empty() {
-        return Some("it has an empty label (two dots in a row, or a leading dot)".into());
+/// The process listening on TCP `port` (any address), as (pid, command name), found through
+/// /proc/net/tcp{,6} and the processes' open sockets. None if unknown or not permitted.
+pub fn port_owner(port: u16) -> Option<(u32, String)> {
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address is HEX_IP:HEX_PORT; state 0A is LISTEN; field 9 is the socket inode.
+            let Some(local_port) = fields.get(1).and_then(|a| a.rsplit(':').next()) else {
+                continue;
+            };
+            if u16::from_str_radix(local_port, 16).ok() == Some(port) && fields.get(3) == Some(&"0A") {
+                inodes.extend(fields.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
     }
-    if label.len() > 63 {
-        return Some(format!(
-            "the label '{label}' is {} characters long, the most is 63",
-            label.len()
-        ));
+    if inodes.is_empty() {
+        return None;
     }
-    if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-')) {
-        return Some(format!("the label '{label}' contains '{c}'"));
-    }
-    if label.starts_with('-') || label.ends_with('-') {
-        return Some(format!("the label '{label}' starts or ends with a hyphen"));
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = proc_entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if let Ok(target) = std::fs::read_link(fd.path()) {
+                if inodes.iter().any(|i| target.as_os_str() == i.as_str()) {
+                    let name = std::fs::read_to_string(proc_entry.path().join("comm")).unwrap_or_default();
+                    return Some((pid, name.trim().to_string()));
+                }
+            }
+        }
     }
     None
 }
 
-impl fmt::Display for HostName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            HostName::Dns(name) => f.write_str(name),
-            HostName::Ip(ip) => write!(f, "{ip}"),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::*;
-
-    fn ok(s: &str) -> HostName {
-        HostName::parse(s, "domain").unwrap_or_else(|e| panic!("{s}: {e}"))
-    }
-
-    fn err(s: &str) -> String {
-        match HostName::parse(s, "domain") {
-            Ok(h) => panic!("{s:?} was accepted as {h:?}"),
-            Err(e) => e.message,
-        }
-    }
+    use super::HostFacts;
 
     #[test]
-    fn accepts_dns_names_and_ips() {
-        assert_eq!(ok("registry.example.com"), HostName::Dns("registry.example.com".into()));
+    fn root_and_users_get_their_own_folders_and_ports() {
+        let root = HostFacts::fixed(true, true, true);
+        assert_eq!(root.default_config_dir().to_str(), Some("/etc/registry-up"));
+        assert_eq!(root.default_port(), 443);
+        assert_eq!(root.unit_dir().to_str(), Some("/etc/systemd/system"));
+        let user = HostFacts::fixed(false, true, true);
         assert_eq!(
-            ok("Registry.Example.COM."),
-            HostName::Dns("registry.example.com".into())
+            user.default_config_dir().to_str(),
+            Some("/home/alice/.config/registry-up")
         );
-        assert_eq!(ok("localhost"), HostName::Dns("localhost".into()));
-        assert_eq!(ok("a-b.c0"), HostName::Dns("a-b.c0".into()));
-        assert_eq!(ok("1a.example"), HostName::Dns("1a.example".into()));
-        assert!(matches!(ok("10.0.0.5"), HostName::Ip(_)));
-        assert!(matches!(ok("::1"), HostName::Ip(_)));
-        assert_eq!(ok("[fd00::5]").url_host(), "[fd00::5]");
-        let label63 = "a".repeat(63);
-        ok(&format!("{label63}.example"));
-        // 253 characters in all: 4 labels of 63 plus dots makes 255, so build it up exactly.
-        let name253 = format!(
-            "{}.{}.{}.{}",
-            "a".repeat(63),
-            "b".repeat(63),
-            "c".repeat(63),
-            "d".repeat(61)
+        assert_eq!(
+            user.default_data_dir().to_str(),
+            Some("/home/alice/.local/share/registry-up/data")
         );
-        assert_eq!(name253.len(), 253);
-        ok(&name253);
-    }
-
-    #[test]
-    fn rejects_invalid_names_with_a_reason() {
-        assert!(err("").contains("is empty"));
-        assert!(err("   ").contains("is empty"));
-        assert!(err("-bad.example").contains("hyphen"));
-        assert!(err("bad-.example").contains("hyphen"));
-        assert!(err("a..b").contains("empty label"));
-        assert!(err(".a").contains("empty label"));
-        assert!(err("under_score.example").contains("'_'"));
-        assert!(err("space here").contains("' '"));
-        assert!(err("https://x.example").contains("':'"));
-        assert!(err("x.example:443").contains("':'"));
-        assert!(err("ünicode.example").contains("'ü'"));
-        assert!(err(&format!("{}.example", "a".repeat(64))).contains("most is 63"));
-        let name254 = format!(
-            "{}.{}.{}.{}",
-            "a".repeat(63),
-            "b".repeat(63),
-            "c".repeat(63),
-            "d".repeat(62)
+        assert_eq!(user.default_port(), 8443);
+        assert_eq!(
+            user.quadlet_dir().to_str(),
+            Some("/home/alice/.config/containers/systemd")
         );
-        assert!(err(&name254).contains("at most 253"));
-        assert!(err("10.0.0.300").contains("not a valid one"));
+        assert_eq!(user.trust_roots().len(), 1);
     }
 }

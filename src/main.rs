@@ -2,34 +2,39 @@
 
 mod apply;
 mod bundle;
-mod certs;
 mod cli;
-mod doctor;
-mod down;
+mod commands;
+mod desired;
+mod digest;
 mod error;
 mod host;
-mod logs;
+mod hostname;
+mod layout;
+mod oci;
 mod own_cert;
-mod paths;
 mod pki;
 mod plan;
-mod prepare_user;
+mod preflight;
+mod progress;
 mod registry_image;
 mod render;
-mod report;
 mod runtime;
 mod secrets;
 mod settings;
-mod status;
-mod sys;
-mod up;
+mod subid;
 mod verify;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CertsCommand, Cli, Command};
+use crate::commands::{
+    bundle as bundle_cmd, certs, doctor, down, logs, prepare_user, render as render_cmd, status, trust, up,
+    verify as verify_cmd,
+};
+use crate::error::{ExitStatus, Result};
+use crate::host::HostFacts;
 
-fn main() {
+fn main() -> std::process::ExitCode {
     // Like other Unix filters: a closed pipe (`registry-up status | head`) ends the process quietly.
     // SAFETY: setting a signal disposition to its default at start-up, before any threads exist.
     unsafe {
@@ -38,41 +43,53 @@ fn main() {
     // One crypto provider for the whole process (rcgen, rustls, reqwest all use ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
-    if std::env::args_os().len() == 1 && !crate::paths::default_config_dir().join(render::STATE).exists() {
+    let host = HostFacts::current();
+    if std::env::args_os().len() == 1 && !host.default_config_dir().join(layout::STATE).exists() {
         // A bare `registry-up` on a host without an appliance: how to start, not only what is missing.
-        eprint!("{}", quick_start());
-        std::process::exit(error::ExitCode::Usage as i32);
+        eprint!("{}", quick_start(host));
+        return ExitStatus::Usage.into();
     }
+    match dispatch(&cli, host) {
+        Ok(status) => status.into(),
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.status.into()
+        }
+    }
+}
+
+fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .expect("the async runtime starts");
-    let result = match &cli.command {
-        None => up::run(&cli.up, &rt, pki::Renew::IfNeeded),
-        Some(Command::Up(args)) => up::run(args, &rt, pki::Renew::IfNeeded),
-        Some(Command::Render(args)) => up::render_to(args),
-        Some(Command::Verify(args)) => verify::command(args, &rt).map(exit_with),
-        Some(Command::Status(args)) => status::command(args).map(exit_with),
-        Some(Command::Down(args)) => down::command(args),
-        Some(Command::Bundle(args)) => bundle::command(args, &rt),
-        Some(Command::Certs(cli::CertsCommand::Show(args))) => certs::show(args),
-        Some(Command::Certs(cli::CertsCommand::Renew(args))) => certs::renew(args, &rt),
-        Some(Command::Trust(args)) => certs::trust(args),
-        Some(Command::PrepareUser(args)) => prepare_user::command(args).map(exit_with),
-        Some(Command::Doctor(args)) => doctor::command(args).map(exit_with),
-        Some(Command::Logs(args)) => logs::command(args, &rt),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e}");
-        std::process::exit(e.code as i32);
+        .map_err(|e| {
+            error::Error::runtime(format!(
+                "Cannot start the async runtime ({e}): the host is out of threads or memory; free some and run again."
+            ))
+        })?;
+    let done = |r: Result<()>| r.map(|()| ExitStatus::Success);
+    match &cli.command {
+        None => done(up::run(&cli.up, &rt, pki::Renew::IfNeeded, host)),
+        Some(Command::Up(args)) => done(up::run(args, &rt, pki::Renew::IfNeeded, host)),
+        Some(Command::Render(args)) => done(render_cmd::command(args, host)),
+        Some(Command::Verify(args)) => verify_cmd::command(args, &rt),
+        Some(Command::Status(args)) => status::command(args),
+        Some(Command::Down(args)) => done(down::command(args, host)),
+        Some(Command::Bundle(args)) => done(bundle_cmd::command(args, &rt)),
+        Some(Command::Certs(CertsCommand::Show(args))) => done(certs::show(args)),
+        Some(Command::Certs(CertsCommand::Renew(args))) => done(certs::renew(args, &rt, host)),
+        Some(Command::Trust(args)) => done(trust::command(args, host)),
+        Some(Command::PrepareUser(args)) => prepare_user::command(args, host),
+        Some(Command::Doctor(args)) => doctor::command(args, host),
+        Some(Command::Logs(args)) => done(logs::command(args, &rt, host)),
     }
 }
 
-fn quick_start() -> String {
-    let config = crate::paths::default_config_dir();
-    let rootful = std::path::Path::new("/etc/registry-up").join(render::STATE);
-    let root_has_one = if !crate::paths::is_root() && rootful.exists() {
+fn quick_start(host: &HostFacts) -> String {
+    let config = host.default_config_dir();
+    let rootful = std::path::Path::new("/etc/registry-up").join(crate::layout::STATE);
+    let root_has_one = if !host.root && rootful.exists() {
         format!(
             "An appliance installed by root is there ({}): run registry-up as root (sudo registry-up …) to manage it.\n",
             rootful.display()
@@ -93,13 +110,6 @@ fn quick_start() -> String {
          \n\
          {root_has_one}\
          Every option: registry-up --help. More in the README (README.md in registry-up's source).\n",
-        config.join(render::STATE).display()
+        config.join(crate::layout::STATE).display()
     )
-}
-
-/// Exits with `code` unless it is 0 (for commands whose result is a code, not an error).
-fn exit_with(code: i32) {
-    if code != 0 {
-        std::process::exit(code);
-    }
 }

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::{Error, Result};
-use crate::host::HostName;
+use crate::hostname::HostName;
 use crate::pki::{Origin, Pki};
 
 /// Where the user's certificate files are.
@@ -58,7 +58,7 @@ pub fn load(files: &OwnCertFiles, names: &[HostName], now: OffsetDateTime) -> Re
         )));
     };
     let (_, leaf) = X509Certificate::from_der(leaf_der.as_ref())
-        .map_err(|e| Error::usage(format!("The certificate {cert_path} cannot be parsed ({e}).")))?;
+        .map_err(|e| Error::usage(format!("The certificate {cert_path} cannot be parsed ({e}): give --cert the PEM server certificate (leaf first, then intermediates).")))?;
 
     // The key belongs to the certificate.
     let key = PrivateKeyDer::from_pem_slice(key_text.as_bytes()).map_err(|_| {
@@ -66,8 +66,11 @@ pub fn load(files: &OwnCertFiles, names: &[HostName], now: OffsetDateTime) -> Re
             "The key {key_path} is not a PEM private key (PKCS#8, PKCS#1 or SEC1): give the certificate's private key."
         ))
     })?;
-    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
-        .map_err(|e| Error::usage(format!("The key {key_path} cannot be used ({e}).")))?;
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| {
+        Error::usage(format!(
+            "The key {key_path} cannot be used ({e}): give --key an RSA, ECDSA or Ed25519 private key."
+        ))
+    })?;
     let matches = signer
         .public_key()
         .is_some_and(|spki| spki.as_ref() == leaf.public_key().raw);
@@ -103,7 +106,7 @@ pub fn load(files: &OwnCertFiles, names: &[HostName], now: OffsetDateTime) -> Re
 
     // It covers every name clients use.
     let parsed = ParsedCertificate::try_from(leaf_der)
-        .map_err(|e| Error::usage(format!("The certificate {cert_path} cannot be used ({e}).")))?;
+        .map_err(|e| Error::usage(format!("The certificate {cert_path} cannot be used ({e}): have it issued again as a standard X.509 server certificate.")))?;
     for name in names {
         let server_name = ServerName::try_from(name.to_string()).expect("validated host names are server names");
         if verify_server_name(&parsed, &server_name).is_err() {
@@ -128,7 +131,7 @@ pub fn load(files: &OwnCertFiles, names: &[HostName], now: OffsetDateTime) -> Re
             let (added, _) = roots.add_parsable_certificates(pem_chain(&text));
             if added == 0 {
                 return Err(Error::usage(format!(
-                    "The CA bundle {} holds no usable PEM certificate.",
+                    "The CA bundle {} holds no usable PEM certificate: give --ca-bundle the PEM file of the CA that issued --cert.",
                     bundle.display()
                 )));
             }
@@ -145,7 +148,7 @@ pub fn load(files: &OwnCertFiles, names: &[HostName], now: OffsetDateTime) -> Re
                 }
                 Err(e) => {
                     return Err(Error::usage(format!(
-                        "The certificate {cert_path} does not verify against the CA bundle {}: {e}.",
+                        "The certificate {cert_path} does not verify against the CA bundle {}: {e}. Give the CA that signed it, or have it issued again.",
                         bundle.display()
                     )))
                 }

@@ -14,7 +14,7 @@ use x509_parser::extensions::GeneralName;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::error::{Error, Result};
-use crate::host::HostName;
+use crate::hostname::HostName;
 
 /// The most days Apple clients (and the CA/B forum's old rule) accept for a private CA's leaf.
 pub const SERVER_CERT_DAYS: i64 = 825;
@@ -57,7 +57,7 @@ pub struct Existing {
 
 impl Existing {
     pub fn read(config_dir: &Path) -> Result<Self> {
-        use crate::render::{CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
+        use crate::layout::{CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
         let read = |rel: &str| -> Result<Option<String>> {
             let path = config_dir.join(rel);
             match std::fs::read_to_string(&path) {
@@ -162,7 +162,7 @@ pub fn ensure(
 
 fn random_serial() -> SerialNumber {
     let mut bytes = [0u8; 16];
-    crate::sys::random_bytes(&mut bytes);
+    crate::digest::random_bytes(&mut bytes);
     bytes[0] &= 0x7f; // positive, as RFC 5280 requires
     bytes[0] |= 0x01; // and never shortened by a leading zero
     SerialNumber::from_slice(&bytes)

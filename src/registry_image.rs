@@ -93,7 +93,7 @@ mod tests {
             ImageConfig::default(),
         ] {
             let e = layout("example/nginx:1", &bad).unwrap_err();
-            assert_eq!(e.code, crate::error::ExitCode::Usage);
+            assert_eq!(e.status, crate::error::ExitStatus::Usage);
             assert!(e.message.contains("example/nginx:1"), "{}", e.message);
             assert!(e.message.contains("--registry-image"), "{}", e.message);
         }

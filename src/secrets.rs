@@ -5,7 +5,8 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::render::{read_http_secret, AUTH_PASSWORD, HTPASSWD, REGISTRY_CONFIG};
+use crate::layout::{AUTH_PASSWORD, HTPASSWD, REGISTRY_CONFIG};
+use crate::render::read_http_secret;
 
 pub struct Secrets {
     pub http_secret: String,
@@ -70,7 +71,7 @@ pub fn random_password() -> String {
     let mut out = String::new();
     let mut buf = [0u8; 64];
     while out.len() < PASSWORD_LEN {
-        crate::sys::random_bytes(&mut buf);
+        crate::digest::random_bytes(&mut buf);
         // Rejection sampling keeps every character equally likely.
         let limit = 256 - 256 % ALPHABET.len();
         for b in buf.iter().filter(|b| (**b as usize) < limit) {
@@ -87,7 +88,7 @@ pub fn password_from_stdin(flag: &str) -> Result<String> {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).map_err(|e| {
         Error::usage(format!(
-            "Cannot read the password from standard input for {flag} ({e})."
+            "Cannot read the password from standard input for {flag} ({e}): pipe it in as one line of text."
         ))
     })?;
     let password = line.trim_end_matches(['\n', '\r']).to_string();
@@ -103,7 +104,7 @@ pub fn password_from_stdin(flag: &str) -> Result<String> {
 pub fn ensure(dir: &Path, auth_user: Option<&str>, password_from_stdin: Option<String>) -> Result<Secrets> {
     let http_secret = read_optional(&dir.join(REGISTRY_CONFIG))?
         .and_then(|text| read_http_secret(&text))
-        .unwrap_or_else(|| crate::sys::random_hex(32));
+        .unwrap_or_else(|| crate::digest::random_hex(32));
     let Some(user) = auth_user else {
         return Ok(Secrets {
             http_secret,
@@ -131,8 +132,11 @@ pub fn ensure(dir: &Path, auth_user: Option<&str>, password_from_stdin: Option<S
     let htpasswd_line = match existing_line {
         Some(line) if keep(&line) => line,
         _ => {
-            let hash = bcrypt::hash(&password, cost)
-                .map_err(|e| Error::runtime(format!("Could not hash the password ({e}).")))?;
+            let hash = bcrypt::hash(&password, cost).map_err(|e| {
+                Error::runtime(format!(
+                    "Could not hash the password ({e}): choose a password of at most 72 bytes."
+                ))
+            })?;
             format!("{user}:{hash}")
         }
     };

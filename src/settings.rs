@@ -7,7 +7,8 @@ use oci_client::Reference;
 
 use crate::cli::SetupArgs;
 use crate::error::{Error, Result};
-use crate::host::HostName;
+use crate::host::HostFacts;
+use crate::hostname::HostName;
 use crate::own_cert::OwnCertFiles;
 use crate::render::State;
 
@@ -43,7 +44,7 @@ pub const DEFAULT_AUTH_USER: &str = "admin";
 impl Settings {
     /// Settings from the flags given; a flag left out keeps the installed value (`previous`), and only
     /// without one the default. Never silently resets an installed setting.
-    pub fn resolve(args: &SetupArgs, previous: Option<&State>) -> Result<Self> {
+    pub fn resolve(args: &SetupArgs, previous: Option<&State>, host: &HostFacts) -> Result<Self> {
         let domain = match (&args.domain, previous) {
             (Some(d), _) => HostName::parse(d, "domain")?,
             (None, Some(state)) => HostName::parse(&state.domain, "domain in state.json")?,
@@ -100,10 +101,10 @@ impl Settings {
             }
             (None, None) if previous.is_some_and(|s| s.own_cert) => {
                 // Keep using the certificate installed from the user's files.
-                let ca = config_dir.join(crate::render::CA_CERT);
+                let ca = config_dir.join(crate::layout::CA_CERT);
                 Some(OwnCertFiles {
-                    cert: config_dir.join(crate::render::SERVER_CERT),
-                    key: config_dir.join(crate::render::SERVER_KEY),
+                    cert: config_dir.join(crate::layout::SERVER_CERT),
+                    key: config_dir.join(crate::layout::SERVER_KEY),
                     ca_bundle: ca.exists().then_some(ca),
                 })
             }
@@ -114,14 +115,14 @@ impl Settings {
             .data_dir
             .clone()
             .or_else(|| previous.map(|s| PathBuf::from(&s.data_dir)))
-            .unwrap_or_else(crate::paths::default_data_dir);
+            .unwrap_or_else(|| host.default_data_dir());
         Ok(Settings {
             domain,
             sans,
             port: args
                 .port
                 .or(previous.map(|s| s.port))
-                .unwrap_or_else(crate::paths::default_port),
+                .unwrap_or_else(|| host.default_port()),
             registry_image: image_reference(
                 &pick(
                     &args.registry_image,
@@ -139,7 +140,7 @@ impl Settings {
             data_dir: usable_path(&data_dir, "--data-dir")?,
             auth_user,
             own_cert,
-            rootless: !crate::paths::is_root(),
+            rootless: !host.root,
         })
     }
 
@@ -156,17 +157,17 @@ impl Settings {
     }
 
     pub fn pod_yaml_path(&self) -> PathBuf {
-        self.config_dir.join(crate::render::POD_YAML)
+        self.config_dir.join(crate::layout::POD_YAML)
     }
 
     pub fn ca_cert_path(&self) -> PathBuf {
-        self.config_dir.join(crate::render::CA_CERT)
+        self.config_dir.join(crate::layout::CA_CERT)
     }
 
     /// A user cannot bind ports below net.ipv4.ip_unprivileged_port_start; Podman would leave a pod half
     /// created. Checked before anything is made.
-    pub fn check_port_allowed(&self) -> Result<()> {
-        let start = crate::paths::unprivileged_port_start();
+    pub fn check_port_allowed(&self, host: &HostFacts) -> Result<()> {
+        let start = host.unprivileged_port_start;
         if self.rootless && self.port < start {
             return Err(Error::usage(format!(
                 "Port {port} is below net.ipv4.ip_unprivileged_port_start ({start}), so an ordinary user cannot listen on it: \
@@ -284,7 +285,7 @@ pub fn usable_path(input: &Path, flag: &str) -> Result<PathBuf> {
 
 /// The installed appliance's state.json in `config_dir`, if there is one.
 pub fn read_state(config_dir: &Path) -> Result<Option<State>> {
-    let path = config_dir.join(crate::render::STATE);
+    let path = config_dir.join(crate::layout::STATE);
     match std::fs::read_to_string(&path) {
         Ok(text) => parse_state(&text).map(Some).map_err(|e| {
             Error::usage(format!(
@@ -298,6 +299,16 @@ pub fn read_state(config_dir: &Path) -> Result<Option<State>> {
             path.display()
         ))),
     }
+}
+
+/// The installed appliance's state.json, or a NotInstalled error saying how to install one.
+pub fn installed(config_dir: &Path) -> Result<State> {
+    read_state(config_dir)?.ok_or_else(|| {
+        Error::not_installed(format!(
+            "No appliance is installed in {}: run registry-up up first (or give --config-dir).",
+            config_dir.display()
+        ))
+    })
 }
 
 /// Parses a state file; any text is safe to give it.
@@ -355,7 +366,9 @@ mod tests {
         argv.extend_from_slice(args);
         let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments parse");
         match cli.command {
-            Some(crate::cli::Command::Render(r)) => Settings::resolve(&r.setup, None),
+            Some(crate::cli::Command::Render(r)) => {
+                Settings::resolve(&r.setup, None, &HostFacts::fixed(true, false, false))
+            }
             _ => unreachable!(),
         }
     }
@@ -440,7 +453,9 @@ mod tests {
         argv.extend_from_slice(args);
         let cli = crate::cli::Cli::try_parse_from(argv).expect("arguments parse");
         match cli.command {
-            Some(crate::cli::Command::Up(u)) => Settings::resolve(&u.setup, Some(previous)),
+            Some(crate::cli::Command::Up(u)) => {
+                Settings::resolve(&u.setup, Some(previous), &HostFacts::fixed(true, false, false))
+            }
             _ => unreachable!(),
         }
     }
@@ -460,6 +475,23 @@ mod tests {
         assert_eq!(s.port, 8443);
         assert_eq!(s.sans[0].to_string(), "b.example");
         assert_eq!(s.auth_user, None);
+    }
+
+    #[test]
+    fn an_ordinary_user_gets_port_8443_and_folders_in_home() {
+        let cli = crate::cli::Cli::try_parse_from(["registry-up", "up", "--domain", "r.example"]).unwrap();
+        let Some(crate::cli::Command::Up(up)) = cli.command else {
+            unreachable!()
+        };
+        let user = HostFacts::fixed(false, true, true);
+        let s = Settings::resolve(&up.setup, None, &user).unwrap();
+        assert_eq!((s.port, s.rootless), (8443, true));
+        assert_eq!(s.data_dir, user.default_data_dir());
+        let mut low = s.clone();
+        low.port = 443;
+        let e = low.check_port_allowed(&user).unwrap_err();
+        assert!(e.message.contains("ip_unprivileged_port_start (1024)"), "{e}");
+        assert!(s.check_port_allowed(&user).is_ok());
     }
 
     #[test]

@@ -10,36 +10,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::certs::{self, now_valid};
-use common::{podman, text, Appliance, ImageNames};
+use common::{podman, serving, text, Appliance, ImageNames, Run};
 use serde_json::Value;
 
-fn registry_up(args: &[String]) -> std::process::Output {
-    common::command(common::BIN).args(args).output().unwrap()
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
-
-fn skopeo_push(app: &Appliance, archive: &std::path::Path, dest: &str) {
-    let out = common::command("skopeo")
-        .args(["copy", "-q", "--dest-cert-dir"])
-        .arg(app.config_dir())
-        .arg(format!("oci-archive:{}", archive.display()))
-        .arg(format!("docker://{}/{dest}", app.registry()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+/// `registry-up ARGS --config-dir <the appliance's>`: a command on the installed appliance.
+fn on(app: &Appliance, args: &[&str]) -> Run {
+    Run::bin().args(args).config_dir(app.config_dir())
 }
 
 #[test]
 fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
     // The "connected" side: a registry holding the images (the stand-ins, pushed by skopeo).
-    let source = Appliance::new();
-    source.up(&["--no-verify"]);
+    let Some(source) = serving(&["--no-verify"]) else {
+        return;
+    };
     let [registry_tar, nginx_tar] = common::image_archives();
-    skopeo_push(&source, registry_tar, "mirror/registry:2");
-    skopeo_push(&source, nginx_tar, "mirror/nginx:1");
+    source.push(registry_tar, "mirror/registry:2", None);
+    source.push(nginx_tar, "mirror/nginx:1", None);
     let registry_ref = format!("{}/mirror/registry:2", source.registry());
     let nginx_ref = format!("{}/mirror/nginx:1", source.registry());
     let names = ImageNames(vec![registry_ref.clone(), nginx_ref.clone()]);
@@ -48,18 +35,12 @@ fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
     }
 
     let bundle = source.tmp.path().join("registry-up-bundle.tar");
-    let out = registry_up(&strings(&[
-        "bundle",
-        "--out",
-        bundle.to_str().unwrap(),
-        "--registry-image",
-        &registry_ref,
-        "--nginx-image",
-        &nginx_ref,
-        "--ca",
-        source.config_dir().join("ca.crt").to_str().unwrap(),
-    ]));
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    Run::bin()
+        .args(["bundle", "--out"])
+        .arg(&bundle)
+        .args(["--registry-image", &registry_ref, "--nginx-image", &nginx_ref, "--ca"])
+        .arg(source.config_dir().join("ca.crt"))
+        .run();
     let listing = Command::new("tar").arg("-tf").arg(&bundle).output().unwrap();
     assert_eq!(
         text(&listing.stdout),
@@ -93,20 +74,14 @@ fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
     std::fs::write(&flipped, &bytes).unwrap();
     let truncated = source.tmp.path().join("truncated.tar");
     std::fs::write(&truncated, &std::fs::read(&bundle).unwrap()[..(size * 2 / 3) as usize]).unwrap();
+    let up_from = |bundle: &std::path::Path| Run::bin().args(target.base_args()).arg("--bundle").arg(bundle);
     for (bad, expect) in [(&flipped, "does not match its checksum"), (&truncated, "truncated")] {
-        let mut args = target.base_args();
-        args.extend(strings(&["--bundle", bad.to_str().unwrap()]));
-        let out = registry_up(&args);
-        let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert!(
-            stderr.contains(&format!("The bundle {} is damaged", bad.display())),
-            "{stderr}"
-        );
-        assert!(
-            stderr.contains(expect) && stderr.contains("nothing was loaded"),
-            "{stderr}"
-        );
+        up_from(bad)
+            .code(2)
+            .stderr_has(format!("The bundle {} is damaged", bad.display()))
+            .stderr_has(expect)
+            .stderr_has("nothing was loaded")
+            .run();
         for name in &names.0 {
             assert!(
                 !podman(&["image", "exists", name]).status.success(),
@@ -120,12 +95,10 @@ fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
     }
 
     // The good bundle, alone: images loaded from it, pod up, verified.
-    let mut args = target.base_args();
-    args.extend(strings(&["--bundle", bundle.to_str().unwrap()]));
-    let out = registry_up(&args);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("every checksum matches"));
-    assert!(text(&out.stdout).contains("ok   verify push/pull"));
+    up_from(&bundle)
+        .stdout_has("every checksum matches")
+        .stdout_has("ok   verify push/pull")
+        .run();
     assert_eq!(
         target.inspect(&target.container("registry"), "{{.ImageName}}"),
         registry_ref
@@ -145,7 +118,7 @@ fn cert_files(app: &Appliance, name: &str, cert: &str, key: &str) -> (String, St
 
 #[test]
 fn own_certificates_are_checked_before_use_and_served_with_their_chain() {
-    let app = Appliance::new();
+    let Some(app) = Appliance::e2e() else { return };
     let root = certs::ca("Test Root CA", None);
     let intermediate = certs::ca("Test Intermediate CA", Some(&root));
     let root_file = app.tmp.path().join("root.crt");
@@ -156,7 +129,13 @@ fn own_certificates_are_checked_before_use_and_served_with_their_chain() {
 
     let (good_cert, good_key) = certs::leaf(&[&app.domain], &intermediate, now_valid(), true);
     let chain = format!("{good_cert}{}", intermediate.pem);
-    let (good_c, good_k) = cert_files(&app, "good", &chain, &good_key);
+    // `up` with the certificate, key and CA bundle given as files.
+    let up_with = |name: &str, cert: &str, key: &str, bundle: &std::path::Path| {
+        let (c, k) = cert_files(&app, name, cert, key);
+        Run::up(&app)
+            .args(["--cert", &c, "--key", &k, "--ca-bundle"])
+            .arg(bundle)
+    };
 
     // Each problem is refused with its own sentence, and nothing is written.
     let (wrong_name, wrong_name_key) = certs::leaf(&["other.example"], &intermediate, now_valid(), true);
@@ -202,20 +181,8 @@ fn own_certificates_are_checked_before_use_and_served_with_their_chain() {
         ),
     ];
     for (name, cert, key, bundle, expect) in cases {
-        let (c, k) = cert_files(&app, name, &cert, &key);
-        let mut args = app.args();
-        args.extend(strings(&[
-            "--cert",
-            &c,
-            "--key",
-            &k,
-            "--ca-bundle",
-            bundle.to_str().unwrap(),
-        ]));
-        let out = registry_up(&args);
+        let out = up_with(name, &cert, &key, bundle).code(2).stderr_has(expect).run();
         let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
-        assert!(stderr.contains(&expect), "{name}: expected {expect:?} in {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{name}: one sentence: {stderr}");
         assert!(
             !app.config_dir().exists() && !app.pod_exists(),
@@ -224,22 +191,9 @@ fn own_certificates_are_checked_before_use_and_served_with_their_chain() {
     }
 
     // The right one: used as given, served with its intermediate, verified against the root.
-    let mut args = app.args();
-    args.extend(strings(&[
-        "--cert",
-        &good_c,
-        "--key",
-        &good_k,
-        "--ca-bundle",
-        root_file.to_str().unwrap(),
-    ]));
-    let out = registry_up(&args);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("server certificate as given"),
-        "{}",
-        text(&out.stdout)
-    );
+    up_with("good", &chain, &good_key, &root_file)
+        .stdout_has("server certificate as given")
+        .run();
     assert!(!app.config_dir().join("ca").exists(), "no CA of ours is made");
     assert_eq!(
         std::fs::read_to_string(app.config_dir().join("ca.crt")).unwrap(),
@@ -265,30 +219,17 @@ fn own_certificates_are_checked_before_use_and_served_with_their_chain() {
 
     // A re-run without the flags keeps the certificate; certs renew declines.
     let before = common::mtimes(&app.config_dir());
-    let out = common::command(common::BIN)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    on(&app, &[]).run();
     assert_eq!(common::mtimes(&app.config_dir()), before);
-    let out = common::command(common::BIN)
-        .args(["certs", "renew", "--config-dir"])
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("--cert/--key"));
+    on(&app, &["certs", "renew"]).code(2).stderr_has("--cert/--key").run();
 }
 
 #[test]
 fn renewal_reloads_nginx_in_place_without_a_failed_request() {
-    let app = Appliance::new();
-    app.up(&["--no-verify"]);
+    let Some(app) = serving(&["--no-verify"]) else { return };
     let [_, nginx_tar] = common::image_archives();
-    skopeo_push(&app, nginx_tar, "loop/nginx:1");
-    let started = |c: &str| app.inspect(&app.container(c), "{{.State.StartedAt}}");
-    let before = (started("registry"), started("nginx"));
+    app.push(nginx_tar, "loop/nginx:1", None);
+    let before = app.started_at();
     let serial = |path: &std::path::Path| {
         text(
             &Command::new("openssl")
@@ -328,16 +269,12 @@ fn renewal_reloads_nginx_in_place_without_a_failed_request() {
         })
     };
     std::thread::sleep(Duration::from_millis(300));
-    let out = common::command(common::BIN)
-        .args(["certs", "renew", "--config-dir"])
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
+    let renew = on(&app, &["certs", "renew"]).stdout_has("nginx reloaded");
+    let out = renew.output();
     std::thread::sleep(Duration::from_millis(700));
     stop.store(true, Ordering::SeqCst);
     client.join().unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("nginx reloaded"), "{}", text(&out.stdout));
+    renew.check(&out);
     assert_eq!(
         failed.load(Ordering::SeqCst),
         0,
@@ -345,11 +282,7 @@ fn renewal_reloads_nginx_in_place_without_a_failed_request() {
         ok.load(Ordering::SeqCst)
     );
     assert!(ok.load(Ordering::SeqCst) >= 10, "the client kept pulling");
-    assert_eq!(
-        (started("registry"), started("nginx")),
-        before,
-        "no container restarted"
-    );
+    assert_eq!(app.started_at(), before, "no container restarted");
 
     let new_serial = serial(&app.config_dir().join("tls/server.crt"));
     assert_ne!(new_serial, old_serial, "a new certificate was issued");
@@ -364,11 +297,7 @@ fn renewal_reloads_nginx_in_place_without_a_failed_request() {
     assert_eq!(text(&served.stdout), new_serial, "nginx serves the new certificate");
 
     // certs show, as JSON.
-    let out = common::command(common::BIN)
-        .args(["certs", "show", "--json", "--config-dir"])
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
+    let out = on(&app, &["certs", "show", "--json"]).output();
     let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown["server"]["names"][0], app.domain.as_str());
     assert!(shown["server"]["days_left"].as_i64().unwrap() > 800);
@@ -388,45 +317,26 @@ fn renewal_reloads_nginx_in_place_without_a_failed_request() {
 
     // A new CA on request: clients are told to trust it again, and the appliance verifies with it.
     let old_ca = std::fs::read(app.config_dir().join("ca.crt")).unwrap();
-    let out = common::command(common::BIN)
-        .args(["certs", "renew", "--rotate-ca", "--config-dir"])
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("every client that trusted the old one must trust"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert!(text(&out.stdout).contains("ok   verify push/pull"));
+    on(&app, &["certs", "renew", "--rotate-ca"])
+        .stdout_has("every client that trusted the old one must trust")
+        .stdout_has("ok   verify push/pull")
+        .run();
     assert_ne!(std::fs::read(app.config_dir().join("ca.crt")).unwrap(), old_ca);
 }
 
 #[test]
 fn trust_lets_plain_podman_and_skopeo_use_the_registry() {
-    let app = Appliance::new();
-    app.up(&["--no-verify"]);
+    let Some(app) = serving(&["--no-verify"]) else { return };
     let [_, nginx_tar] = common::image_archives();
-    skopeo_push(&app, nginx_tar, "trusted/nginx:1");
+    app.push(nginx_tar, "trusted/nginx:1", None);
     let image = format!("{}/trusted/nginx:1", app.registry());
     let names = ImageNames(vec![image.clone()]);
 
     // Before: a plain client refuses the unknown CA.
-    let plain = || {
-        common::command("skopeo")
-            .args(["inspect", "--format", "{{.Digest}}", &format!("docker://{image}")])
-            .output()
-            .unwrap()
-    };
+    let plain = || common::skopeo(&["inspect", "--format", "{{.Digest}}", &format!("docker://{image}")]);
     assert!(!plain().status.success());
 
-    let out = common::command(common::BIN)
-        .args(["trust", "--config-dir"])
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    on(&app, &["trust"]).stdout_has("On every other client host").run();
     let containers_ca = std::path::PathBuf::from(format!("/etc/containers/certs.d/{}/ca.crt", app.registry()));
     let docker_ca = std::path::PathBuf::from(format!("/etc/docker/certs.d/{}/ca.crt", app.registry()));
     assert_eq!(
@@ -434,7 +344,6 @@ fn trust_lets_plain_podman_and_skopeo_use_the_registry() {
         std::fs::read(app.config_dir().join("ca.crt")).unwrap()
     );
     assert!(docker_ca.exists());
-    assert!(text(&out.stdout).contains("On every other client host"));
 
     let out = plain();
     assert!(out.status.success(), "skopeo without TLS flags: {}", text(&out.stderr));
@@ -446,12 +355,7 @@ fn trust_lets_plain_podman_and_skopeo_use_the_registry() {
     );
 
     // down --purge takes the trust back.
-    let out = common::command(common::BIN)
-        .args(["down", "--purge", "--yes", "--config-dir"])
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    on(&app, &["down", "--purge", "--yes"]).run();
     assert!(
         !containers_ca.exists() && !docker_ca.exists(),
         "trust files left behind"

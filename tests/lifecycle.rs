@@ -4,63 +4,21 @@
 
 mod common;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{podman, text, Appliance};
+use common::{mode, podman, serving, skopeo, skopeo_copy, text, verify_json, Appliance, Run};
 use serde_json::Value;
 
-fn skopeo(args: &[&str]) -> std::process::Output {
-    common::command("skopeo").args(args).output().expect("skopeo runs")
-}
-
-fn skopeo_ok(args: &[&str]) -> String {
-    let out = skopeo(args);
-    assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
-    text(&out.stdout)
-}
-
-fn push(app: &Appliance, archive: &Path, dest: &str, creds: Option<&str>) -> String {
-    let cert_dir = app.config_dir().display().to_string();
-    let digest_file = app.tmp.path().join(format!("digest-{}", dest.replace(['/', ':'], "-")));
-    let mut args = vec!["copy", "-q", "--dest-cert-dir", &cert_dir];
-    let creds_flag;
-    if let Some(c) = creds {
-        creds_flag = c.to_string();
-        args.extend(["--dest-creds", &creds_flag]);
-    }
-    let src = format!("oci-archive:{}", archive.display());
-    let dst = format!("docker://{}/{dest}", app.registry());
-    let digest_path = digest_file.display().to_string();
-    args.extend(["--digestfile", &digest_path, &src, &dst]);
-    skopeo_ok(&args);
-    std::fs::read_to_string(&digest_file).unwrap().trim().to_string()
-}
-
-fn remote_digest(app: &Appliance, image: &str, creds: Option<&str>) -> String {
-    let cert_dir = app.config_dir().display().to_string();
-    let mut args = vec!["inspect", "--cert-dir", &cert_dir, "--format", "{{.Digest}}"];
-    if let Some(c) = creds {
-        args.extend(["--creds", c]);
-    }
-    let reference = format!("docker://{}/{image}", app.registry());
-    args.push(&reference);
-    skopeo_ok(&args).trim().to_string()
-}
-
-fn run(app: &Appliance, args: &[&str]) -> std::process::Output {
-    common::command(common::BIN)
-        .args(args)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .output()
-        .unwrap()
+/// `registry-up ARGS --config-dir <the appliance's>`: a command on the installed appliance.
+fn on(app: &Appliance, args: &[&str]) -> Run {
+    Run::bin().args(args).config_dir(app.config_dir())
 }
 
 fn status_json(app: &Appliance) -> (i32, Value) {
-    let out = run(app, &["status", "--json"]);
+    let out = on(app, &["status", "--json"]).output();
     let value =
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json ({e}): {}", text(&out.stdout)));
     (out.status.code().unwrap(), value)
@@ -68,7 +26,7 @@ fn status_json(app: &Appliance) -> (i32, Value) {
 
 #[test]
 fn auth_requires_the_password_which_reruns_never_change() {
-    let app = Appliance::new();
+    let Some(app) = Appliance::e2e() else { return };
     let out = app.up(&["--auth"]);
     let stdout = text(&out.stdout);
     let password = std::fs::read_to_string(app.config_dir().join("auth/password"))
@@ -81,13 +39,7 @@ fn auth_requires_the_password_which_reruns_never_change() {
         "printed once: {stdout}"
     );
     assert!(stdout.contains("ok   verify push/pull"), "verify logs in: {stdout}");
-    let mode = |p: &str| {
-        std::fs::metadata(app.config_dir().join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-    };
+    let mode = |p: &str| mode(&app.config_dir().join(p));
     assert_eq!(
         (mode("auth/password"), mode("auth"), mode("registry/htpasswd")),
         (0o600, 0o700, 0o600)
@@ -99,46 +51,27 @@ fn auth_requires_the_password_which_reruns_never_change() {
     assert_eq!(app.curl_code(Some(&format!("admin:{password}"))), "200");
     let creds = format!("admin:{password}");
     let [_, nginx] = common::image_archives();
+    app.assert_anonymous_push_refused(nginx, "auth/nginx:1");
     let cert_dir = app.config_dir().display().to_string();
-    let anonymous = skopeo(&[
-        "copy",
-        "-q",
-        "--dest-cert-dir",
-        &cert_dir,
-        &format!("oci-archive:{}", nginx.display()),
-        &format!("docker://{}/auth/nginx:1", app.registry()),
-    ]);
-    assert!(!anonymous.status.success());
-    assert!(
-        text(&anonymous.stderr).contains("unauthorized") || text(&anonymous.stderr).contains("401"),
-        "{}",
-        text(&anonymous.stderr)
-    );
     let wrong = skopeo(&[
         "inspect",
         "--cert-dir",
         &cert_dir,
         "--creds",
         "admin:wrong",
-        &format!("docker://{}/auth/nginx:1", app.registry()),
+        &app.reference("auth/nginx:1"),
     ]);
     assert!(!wrong.status.success());
-    let digest = push(&app, nginx, "auth/nginx:1", Some(&creds));
-    assert_eq!(remote_digest(&app, "auth/nginx:1", Some(&creds)), digest);
+    let digest = app.push(nginx, "auth/nginx:1", Some(&creds));
+    assert_eq!(app.digest("auth/nginx:1", Some(&creds)), digest);
 
     // verify reads the credentials from the appliance.
-    let out = run(&app, &["verify"]);
-    assert!(out.status.success(), "{}", text(&out.stdout));
+    on(&app, &["verify"]).run();
 
     // A re-run without --auth keeps auth on, the same password, the same htpasswd file, and prints no password.
     let htpasswd = app.config_dir().join("registry/htpasswd");
     let before = std::fs::metadata(&htpasswd).unwrap().modified().unwrap();
-    let again = common::command(common::BIN)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
-    assert!(again.status.success(), "{}", text(&again.stderr));
+    let again = on(&app, &[]).run();
     assert!(
         !text(&again.stdout).contains(&password),
         "the password is shown only once"
@@ -147,53 +80,32 @@ fn auth_requires_the_password_which_reruns_never_change() {
     assert_eq!(app.curl_code(Some(&creds)), "200");
 
     // --auth-password-stdin sets a new one; the old one stops working.
-    let mut child = common::command(common::BIN)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .arg("--auth-password-stdin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"correct-horse-battery\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+    on(&app, &["--auth-password-stdin"])
+        .stdin("correct-horse-battery\n")
+        .run();
     assert_eq!(app.curl_code(Some(&creds)), "401");
     assert_eq!(app.curl_code(Some("admin:correct-horse-battery")), "200");
     assert_eq!(
-        remote_digest(&app, "auth/nginx:1", Some("admin:correct-horse-battery")),
+        app.digest("auth/nginx:1", Some("admin:correct-horse-battery")),
         digest,
         "data kept"
     );
 
     // --no-auth turns it off again.
-    let out = common::command(common::BIN)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .arg("--no-auth")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    on(&app, &["--no-auth"]).run();
     assert_eq!(app.curl_code(None), "200");
 }
 
 #[test]
 fn status_down_up_and_purge() {
-    let app = Appliance::new();
+    let Some(app) = Appliance::e2e() else { return };
     let (code, status) = status_json(&app);
-    assert_eq!(code, 3, "not installed yet: {status}");
+    assert_eq!(code, 4, "not installed yet: {status}");
     assert_eq!(status["installed"], false);
 
     app.up(&["--san", "127.0.0.1"]);
     let [_, nginx] = common::image_archives();
-    let digest = push(&app, nginx, "keep/nginx:1", None);
+    let digest = app.push(nginx, "keep/nginx:1", None);
 
     let (code, status) = status_json(&app);
     assert_eq!(code, 0, "{status:#}");
@@ -214,7 +126,7 @@ fn status_down_up_and_purge() {
     );
     assert!(status["data"]["free_bytes"].as_u64().unwrap() > 0);
     assert_eq!(status["service"]["kind"], "direct");
-    let out = run(&app, &["status"]);
+    let out = on(&app, &["status"]).output();
     assert!(text(&out.stdout).starts_with("healthy"), "{}", text(&out.stdout));
 
     // A stopped registry container: status says degraded, up brings it back, data intact.
@@ -228,38 +140,17 @@ fn status_down_up_and_purge() {
         problems.contains(&format!("{} is exited", app.container("registry"))),
         "{problems}"
     );
-    let out = common::command(common::BIN)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("replaced with podman play kube"),
-        "{}",
-        text(&out.stdout)
-    );
+    on(&app, &[]).stdout_has("replaced with podman play kube").run();
     assert_eq!(status_json(&app).0, 0);
-    assert_eq!(remote_digest(&app, "keep/nginx:1", None), digest);
+    assert_eq!(app.digest("keep/nginx:1", None), digest);
 
     // down: pod gone, everything else kept; up (no flags: settings read back) brings the images back.
-    let out = run(&app, &["down"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    on(&app, &["down"]).run();
     assert!(!app.pod_exists());
     assert!(app.config_dir().join("ca.crt").exists() && app.data_dir().join("docker").exists());
     assert_eq!(status_json(&app).0, 1, "installed but stopped is degraded");
-    let out = common::command(common::BIN)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains("CA kept, server certificate kept"),
-        "{}",
-        text(&out.stdout)
-    );
-    assert_eq!(remote_digest(&app, "keep/nginx:1", None), digest);
+    on(&app, &[]).stdout_has("CA kept, server certificate kept").run();
+    assert_eq!(app.digest("keep/nginx:1", None), digest);
     let (_, status) = status_json(&app);
     assert_eq!(
         status["settings"]["sans"][0], "127.0.0.1",
@@ -267,12 +158,9 @@ fn status_down_up_and_purge() {
     );
 
     // --purge without a terminal and without --yes refuses and deletes nothing.
-    let out = run(&app, &["down", "--purge"]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(text(&out.stderr).contains("--yes"));
+    on(&app, &["down", "--purge"]).code(2).stderr_has("--yes").run();
     assert!(app.config_dir().join("ca.crt").exists());
-    let out = run(&app, &["down", "--purge", "--yes"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    on(&app, &["down", "--purge", "--yes"]).run();
     assert!(!app.pod_exists());
     assert!(
         !app.config_dir().exists(),
@@ -280,13 +168,16 @@ fn status_down_up_and_purge() {
         std::fs::read_dir(app.config_dir()).map(|d| d.count())
     );
     assert!(!app.data_dir().exists(), "data dir left");
-    assert_eq!(status_json(&app).0, 3);
+    assert_eq!(status_json(&app).0, 4, "purged is not installed");
     // Idempotent.
-    assert!(run(&app, &["down"]).status.success());
+    on(&app, &["down"]).run();
 }
 
 #[test]
 fn upgrade_to_new_images_keeps_data_settings_and_secrets() {
+    if !common::e2e() {
+        return;
+    }
     // Declared first, dropped last: the v2 names go once the pod using them is gone.
     let _v2_names = common::ImageNames(vec![
         "localhost/registry-up-test/registry:v2".into(),
@@ -302,8 +193,8 @@ fn upgrade_to_new_images_keeps_data_settings_and_secrets() {
     );
     let [registry_tar, nginx_tar] = common::image_archives();
     let pushed = [
-        ("up/nginx:1", push(&app, nginx_tar, "up/nginx:1", Some(&creds))),
-        ("up/registry:1", push(&app, registry_tar, "up/registry:1", Some(&creds))),
+        ("up/nginx:1", app.push(nginx_tar, "up/nginx:1", Some(&creds))),
+        ("up/registry:1", app.push(registry_tar, "up/registry:1", Some(&creds))),
     ];
     let ca_before = std::fs::read(app.config_dir().join("ca.crt")).unwrap();
     let cert_before = std::fs::read(app.config_dir().join("tls/server.crt")).unwrap();
@@ -312,22 +203,20 @@ fn upgrade_to_new_images_keeps_data_settings_and_secrets() {
 
     let [registry_v2, nginx_v2] = common::image_archives_v2();
 
-    let out = common::command(common::BIN)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .args([
+    on(
+        &app,
+        &[
             "--registry-image",
             "localhost/registry-up-test/registry:v2",
             "--nginx-image",
             "localhost/registry-up-test/nginx:v2",
-        ])
-        .arg("--image-archive")
-        .arg(registry_v2)
-        .arg("--image-archive")
-        .arg(nginx_v2)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
+        ],
+    )
+    .arg("--image-archive")
+    .arg(registry_v2)
+    .arg("--image-archive")
+    .arg(nginx_v2)
+    .run();
     let ids_after = (image_id("registry"), image_id("nginx"));
     assert_ne!(ids_after.0, ids_before.0, "the registry runs the new image");
     assert_ne!(ids_after.1, ids_before.1, "nginx runs the new image");
@@ -351,20 +240,18 @@ fn upgrade_to_new_images_keeps_data_settings_and_secrets() {
     );
 
     // Nothing lost: verify --deep finds every earlier image, with its digest.
-    let out = run(&app, &["verify", "--deep", "--json"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(0), "{report:#}");
+    let (code, report) = verify_json(&app, &["--deep"]);
+    assert_eq!(code, 0, "{report:#}");
     assert_eq!(report["deep"]["problems"].as_array().unwrap().len(), 0);
     assert_eq!(report["deep"]["tags"], 2);
     for (image, digest) in &pushed {
-        assert_eq!(&remote_digest(&app, image, Some(&creds)), digest, "{image} unchanged");
+        assert_eq!(&app.digest(image, Some(&creds)), digest, "{image} unchanged");
     }
 }
 
 #[test]
 fn killed_runs_converge_and_never_leave_a_half_written_file() {
-    let app = Appliance::new();
-    app.up(&["--no-verify"]); // loads the images once
+    let Some(app) = serving(&["--no-verify"]) else { return }; // loads the images once
     let args: Vec<String> = app.args().into_iter().take_while(|a| a != "--image-archive").collect();
     // Kill runs at spread-out moments of a first run (fresh config each time) and of re-runs.
     for (i, delay_ms) in [0u64, 5, 15, 30, 50, 80, 120, 200, 300, 450].iter().enumerate() {
@@ -372,8 +259,9 @@ fn killed_runs_converge_and_never_leave_a_half_written_file() {
             podman(&["pod", "rm", "-f", "-t", "0", &app.pod]);
             let _ = std::fs::remove_dir_all(app.config_dir());
         }
-        let mut child = common::command(common::BIN)
+        let mut child = Run::bin()
             .args(&args)
+            .command()
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -383,14 +271,8 @@ fn killed_runs_converge_and_never_leave_a_half_written_file() {
         let _ = child.wait();
         assert_complete_files(&app.config_dir());
     }
-    let out = common::command(common::BIN).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "the next run converges:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(text(&out.stdout).contains("ok   verify push/pull"));
+    // The next run converges.
+    Run::bin().args(&args).stdout_has("ok   verify push/pull").run();
     let leftovers: Vec<_> = walk(&app.config_dir())
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".tmp"))
@@ -445,7 +327,7 @@ impl Drop for SmallDisk {
 
 #[test]
 fn a_full_disk_fails_pushes_is_reported_as_storage_and_loses_nothing() {
-    let app = Appliance::new();
+    let Some(app) = Appliance::e2e() else { return };
     let data = app.data_dir();
     std::fs::create_dir_all(&data).unwrap();
     let ok = Command::new("mount")
@@ -458,57 +340,27 @@ fn a_full_disk_fails_pushes_is_reported_as_storage_and_loses_nothing() {
     let app = &disk.app;
     app.up(&[]);
     let [_, nginx] = common::image_archives();
-    let digest = push(app, nginx, "small/nginx:1", None);
+    let digest = app.push(nginx, "small/nginx:1", None);
 
-    let out = run(app, &["verify", "--json", "--size", "40MiB", "--timeout", "60"]);
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(out.status.code(), Some(1), "{report:#}");
-    let check = |name: &str| {
-        report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == name)
-            .cloned()
-            .unwrap()
-    };
-    assert_eq!(check("round-trip")["status"], "fail", "{report:#}");
-    let storage = check("storage");
-    assert_eq!(storage["status"], "fail", "{storage}");
-    assert!(storage["detail"].as_str().unwrap().contains("is full"), "{storage}");
+    let (code, report) = verify_json(app, &["--size", "40MiB", "--timeout", "60"]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_eq!(common::check(&report, "round-trip")["status"], "fail", "{report:#}");
+    common::assert_check(&report, "storage", "fail", &["is full"]);
 
     // What was stored before is still whole: it pulls back with its digest.
-    assert_eq!(remote_digest(app, "small/nginx:1", None), digest);
+    assert_eq!(app.digest("small/nginx:1", None), digest);
     let dest = format!("dir:{}", app.tmp.path().join("pulled").display());
-    let cert_dir = app.config_dir().display().to_string();
-    skopeo_ok(&[
-        "copy",
-        "-q",
-        "--src-cert-dir",
-        &cert_dir,
-        &format!("docker://{}/small/nginx:1", app.registry()),
-        &dest,
-    ]);
+    skopeo_copy(&app.reference("small/nginx:1"), &dest, &app.config_dir(), None);
 }
 
 #[test]
 fn a_strict_umask_still_gives_a_working_appliance() {
-    let app = Appliance::new();
-    let mut cmd = common::command("sh");
-    cmd.arg("-c")
-        .arg("umask 077; exec \"$0\" \"$@\"")
-        .arg(common::BIN)
-        .args(app.args());
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(text(&out.stdout).contains("ok   verify push/pull"));
-    let mode = |p: &str| {
-        std::fs::metadata(app.config_dir().join(p))
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777
-    };
+    let Some(app) = Appliance::e2e() else { return };
+    Run::up(&app)
+        .under(["sh", "-c", "umask 077; exec \"$0\" \"$@\""])
+        .stdout_has("ok   verify push/pull")
+        .run();
+    let mode = |p: &str| mode(&app.config_dir().join(p));
     assert_eq!(mode("ca.crt"), 0o644, "clients can read the CA whatever the umask");
     assert_eq!(mode("nginx/registry.conf"), 0o644);
     assert_eq!(mode("tls/server.key"), 0o600);
@@ -516,8 +368,9 @@ fn a_strict_umask_still_gives_a_working_appliance() {
 
 #[test]
 fn keys_are_private_and_owned_by_the_user_running_it() {
-    let app = Appliance::new();
-    app.up(&["--no-verify", "--auth"]);
+    let Some(app) = serving(&["--no-verify", "--auth"]) else {
+        return;
+    };
     let uid = unsafe { libc::geteuid() };
     for (path, mode) in [
         ("ca/ca.key", 0o600),
@@ -532,15 +385,14 @@ fn keys_are_private_and_owned_by_the_user_running_it() {
         ("", 0o700),
     ] {
         let meta = std::fs::metadata(app.config_dir().join(path)).unwrap();
-        assert_eq!(meta.permissions().mode() & 0o777, mode, "{path}");
+        assert_eq!(common::mode(&app.config_dir().join(path)), mode, "{path}");
         assert_eq!(meta.uid(), uid, "{path} owner");
     }
 }
 
 #[test]
 fn tls_1_0_and_1_1_are_refused_and_1_2_and_1_3_accepted() {
-    let app = Appliance::new();
-    app.up(&["--no-verify"]);
+    let Some(app) = serving(&["--no-verify"]) else { return };
     let s_client = |version: &str| {
         Command::new("openssl")
             .args([
@@ -575,38 +427,29 @@ fn tls_1_0_and_1_1_are_refused_and_1_2_and_1_3_accepted() {
 
 #[test]
 fn sixteen_clients_pushing_at_once_all_succeed() {
-    let app = Appliance::new();
-    app.up(&["--no-verify"]);
+    let Some(app) = serving(&["--no-verify"]) else { return };
     let work = app.tmp.path().join("images");
     let layouts: Vec<PathBuf> = (0..16)
         .map(|i| make_oci_layout(&work.join(format!("img{i}")), i))
         .collect();
-    let cert_dir = app.config_dir().display().to_string();
-    let children: Vec<_> = layouts
-        .iter()
-        .enumerate()
-        .map(|(i, layout)| {
-            common::command("skopeo")
-                .args(["copy", "-q", "--dest-cert-dir", &cert_dir, "--digestfile"])
-                .arg(work.join(format!("pushed{i}")))
-                .arg(format!("oci:{}", layout.display()))
-                .arg(format!("docker://{}/many/img{i}:1", app.registry()))
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "client {i}: {}", text(&out.stderr));
-    }
-    for i in 0..16 {
-        let pushed = std::fs::read_to_string(work.join(format!("pushed{i}"))).unwrap();
-        assert_eq!(
-            remote_digest(&app, &format!("many/img{i}:1"), None),
-            pushed.trim(),
-            "image {i}"
-        );
+    // All at once: one thread a client; a failed push fails the test when its thread is joined.
+    let pushed: Vec<String> = std::thread::scope(|s| {
+        let clients: Vec<_> = layouts
+            .iter()
+            .enumerate()
+            .map(|(i, layout)| {
+                let (src, dest) = (
+                    format!("oci:{}", layout.display()),
+                    app.reference(&format!("many/img{i}:1")),
+                );
+                let cert_dir = app.config_dir();
+                s.spawn(move || skopeo_copy(&src, &dest, &cert_dir, None))
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    });
+    for (i, pushed) in pushed.iter().enumerate() {
+        assert_eq!(&app.digest(&format!("many/img{i}:1"), None), pushed, "image {i}");
     }
 }
 

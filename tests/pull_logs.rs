@@ -6,21 +6,10 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, podman, skopeo_ok, text, Appliance};
-
-fn registry_up(args: &[String]) -> Output {
-    common::command(common::BIN)
-        .args(args)
-        .output()
-        .expect("registry-up runs")
-}
-
-fn strings(args: &[&str]) -> Vec<String> {
-    args.iter().map(|s| s.to_string()).collect()
-}
+use common::{podman, serving, text, Appliance, Run};
 
 /// A source registry (an appliance of the fixture) holding both stand-ins under other names, each with a
 /// layer of random bytes that this host's image store does not have (else Podman would skip every layer
@@ -64,25 +53,21 @@ impl Source {
         let _gone_even_if_this_fails = common::ImageNames(vec![local.clone()]);
         let out = podman(&["build", "-q", "--pull=never", "-t", &local, &ctx.display().to_string()]);
         assert!(out.status.success(), "podman build: {}", text(&out.stderr));
-        skopeo_ok(&[
-            "copy",
-            "-q",
-            "--dest-cert-dir",
-            &self.app.config_dir().display().to_string(),
+        common::skopeo_copy(
             &format!("containers-storage:{local}"),
             &format!("docker://{}", self.image(name)),
-        ]);
+            &self.app.config_dir(),
+            None,
+        );
         assert!(podman(&["rmi", &local]).status.success());
     }
 }
 
-fn started_at(app: &Appliance) -> (String, String) {
-    let at = |c: &str| app.inspect(&app.container(c), "{{.State.StartedAt}}");
-    (at("registry"), at("nginx"))
-}
-
 #[test]
 fn up_pulls_missing_images_once_and_always_pulls_without_a_needless_restart() {
+    if !common::e2e() {
+        return;
+    }
     let source = Source::new();
     let (registry, nginx) = (source.image("registry"), source.image("nginx"));
     // Dropped after the target appliance: the names (and the image a re-pull leaves without a name) go
@@ -95,27 +80,20 @@ fn up_pulls_missing_images_once_and_always_pulls_without_a_needless_restart() {
             "{image} is not pulled yet"
         );
     }
-    let mut args = target.base_args();
-    args.extend(strings(&["--registry-image", &registry, "--nginx-image", &nginx]));
+    let up = || {
+        Run::bin()
+            .args(target.base_args())
+            .args(["--registry-image", &registry, "--nginx-image", &nginx])
+    };
 
     // A dry run says what it would pull, and pulls nothing.
-    let mut dry = args.clone();
-    dry.push("--dry-run".into());
-    let out = registry_up(&dry);
-    assert_success(&out);
-    let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains(&format!("pull      {registry} (--pull missing)")),
-        "{stdout}"
-    );
-    assert!(
-        stdout.contains(&format!("pull      {nginx} (--pull missing)")),
-        "{stdout}"
-    );
+    up().arg("--dry-run")
+        .stdout_has(format!("pull      {registry} (--pull missing)"))
+        .stdout_has(format!("pull      {nginx} (--pull missing)"))
+        .run();
     assert!(!podman(&["image", "exists", &registry]).status.success());
 
-    let out = registry_up(&args);
-    assert_success(&out);
+    let out = up().run();
     let stdout = text(&out.stdout);
     for image in [&registry, &nginx] {
         // Without a terminal: one line when the pull starts, one with bytes and rate when it ends.
@@ -130,33 +108,27 @@ fn up_pulls_missing_images_once_and_always_pulls_without_a_needless_restart() {
     assert!(stdout.contains("ok   verify push/pull"), "{stdout}");
 
     // A re-run pulls nothing and leaves the pod alone.
-    let before = started_at(&target);
-    let out = registry_up(&args);
-    assert_success(&out);
+    let before = target.started_at();
+    let out = up().run();
     let stdout = text(&out.stdout);
     assert!(
         !stdout.contains("ok   pull ") && !stdout.contains("...  pull "),
         "{stdout}"
     );
-    assert_eq!(started_at(&target), before);
+    assert_eq!(target.started_at(), before);
 
     // --pull always pulls both again; the digests did not change, so the pod keeps running.
-    let mut always = args.clone();
-    always.extend(strings(&["--pull", "always"]));
-    let out = registry_up(&always);
-    assert_success(&out);
-    let stdout = text(&out.stdout);
-    for image in [&registry, &nginx] {
-        assert!(stdout.contains(&format!("ok   pull {image}: ")), "{stdout}");
-    }
-    assert_eq!(started_at(&target), before, "same images: no restart");
+    up().args(["--pull", "always"])
+        .stdout_has(format!("ok   pull {registry}: "))
+        .stdout_has(format!("ok   pull {nginx}: "))
+        .run();
+    assert_eq!(target.started_at(), before, "same images: no restart");
 
     // New content under the same name: --pull always replaces the running container.
     source.publish(common::REGISTRY_IMAGE, "registry", 3);
     let image_before = target.inspect(&target.container("registry"), "{{.Image}}");
     pulled.0.push(image_before.clone());
-    let out = registry_up(&always);
-    assert_success(&out);
+    up().args(["--pull", "always"]).run();
     assert_ne!(
         target.inspect(&target.container("registry"), "{{.Image}}"),
         image_before,
@@ -164,35 +136,36 @@ fn up_pulls_missing_images_once_and_always_pulls_without_a_needless_restart() {
     );
 }
 
-#[test]
-fn pull_never_with_a_missing_image_exits_2_and_writes_nothing() {
-    let app = Appliance::new();
-    let mut args = app.base_args();
-    args.extend(strings(&[
+/// `registry-up` for `app` with `registry` as the registry image, loading only the nginx stand-in.
+fn with_registry_image(app: &Appliance, registry: &str) -> Run {
+    Run::bin().args(app.base_args()).args([
         "--registry-image",
-        "localhost/registry-up-test/absent:1",
+        registry,
         "--nginx-image",
         common::NGINX_IMAGE,
         "--image-archive",
         &common::image_archives()[1].display().to_string(),
-        "--pull",
-        "never",
-    ]));
-    let out = registry_up(&args);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr
-            .contains("The image localhost/registry-up-test/absent:1 is not in Podman's image store, and --pull never"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("--image-archive"), "{stderr}");
+    ])
+}
+
+#[test]
+fn pull_never_with_a_missing_image_exits_2_and_writes_nothing() {
+    let Some(app) = Appliance::e2e() else { return };
+    with_registry_image(&app, "localhost/registry-up-test/absent:1")
+        .args(["--pull", "never"])
+        .code(2)
+        .stderr_has("The image localhost/registry-up-test/absent:1 is not in Podman's image store, and --pull never")
+        .stderr_has("--image-archive")
+        .run();
     assert!(!app.config_dir().exists(), "nothing written");
     assert!(!app.pod_exists());
 }
 
 #[test]
 fn a_registry_that_never_answers_stops_the_pull_at_the_timeout_with_the_way_out() {
+    if !common::e2e() {
+        return;
+    }
     // Accepts connections and never says a word.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -204,20 +177,18 @@ fn a_registry_that_never_answers_stops_the_pull_at_the_timeout_with_the_way_out(
     });
     let app = Appliance::new();
     let image = format!("127.0.0.1:{port}/silent/registry:1");
-    let mut args = app.base_args();
-    args.extend(strings(&[
-        "--registry-image",
-        &image,
-        "--nginx-image",
-        common::NGINX_IMAGE,
-        "--image-archive",
-        &common::image_archives()[1].display().to_string(),
-        "--pull-timeout",
-        "3",
-    ]));
+    let run = with_registry_image(&app, &image)
+        .args(["--pull-timeout", "3"])
+        .code(2)
+        .stderr_has(format!(
+            "The image {image} is not in Podman's image store and could not be pulled"
+        ))
+        .stderr_has("stopped after 3 s without progress (--pull-timeout); nothing came")
+        .stderr_has("--image-archive");
     let start = Instant::now();
-    let child = common::command(common::BIN)
-        .args(&args)
+    // Spawned, for its PID (the name of its temporary folder).
+    let child = run
+        .command()
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -225,20 +196,9 @@ fn a_registry_that_never_answers_stops_the_pull_at_the_timeout_with_the_way_out(
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
     let took = start.elapsed();
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    run.check(&out);
     assert!(took < Duration::from_secs(20), "took {took:?}");
-    assert!(
-        stderr.contains(&format!(
-            "The image {image} is not in Podman's image store and could not be pulled"
-        )),
-        "{stderr}"
-    );
-    assert!(
-        stderr.contains("stopped after 3 s without progress (--pull-timeout); nothing came"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("--image-archive"), "{stderr}");
+    let stderr = text(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
     assert!(!app.config_dir().exists(), "nothing written");
     assert!(!app.pod_exists());
@@ -260,23 +220,15 @@ fn a_registry_that_never_answers_stops_the_pull_at_the_timeout_with_the_way_out(
 }
 
 /// `registry-up logs ARGS` for the appliance.
-fn logs(app: &Appliance, args: &[&str]) -> Output {
-    common::command(common::BIN)
-        .arg("logs")
-        .args(args)
-        .arg("--config-dir")
-        .arg(app.config_dir())
-        .output()
-        .unwrap()
+fn logs(app: &Appliance, args: &[&str]) -> Run {
+    Run::bin().arg("logs").args(args).config_dir(app.config_dir())
 }
 
 #[test]
 fn logs_interleave_both_containers_in_time_order_and_follow_ends_on_ctrl_c() {
-    let app = Appliance::new();
-    app.up(&[]); // its verify leaves lines in both containers' logs
+    let Some(app) = serving(&[]) else { return }; // its verify leaves lines in both containers' logs
 
-    let out = logs(&app, &[]);
-    assert_success(&out);
+    let out = logs(&app, &[]).run();
     let stdout = text(&out.stdout);
     let lines: Vec<&str> = stdout.lines().collect();
     // Each container's own lines: the registry's and nginx's records of the verify's requests.
@@ -300,27 +252,22 @@ fn logs_interleave_both_containers_in_time_order_and_follow_ends_on_ctrl_c() {
     sorted.sort();
     assert_eq!(stamps, sorted, "{stdout}");
 
-    let only = text(&logs(&app, &["nginx"]).stdout);
+    let only = text(&logs(&app, &["nginx"]).output().stdout);
     assert!(
         !only.is_empty() && only.lines().all(|l| l.starts_with("nginx | ")),
         "{only}"
     );
     assert!(only.contains("\"GET /v2/"), "{only}");
-    let recent = logs(&app, &["--since", "1h"]);
-    assert_success(&recent);
+    let recent = logs(&app, &["--since", "1h"]).run();
     assert!(!text(&recent.stdout).is_empty());
-    let bad = logs(&app, &["--since", "yesterday"]);
-    assert_eq!(bad.status.code(), Some(2));
-    assert!(
-        text(&bad.stderr).contains("--since 'yesterday' is neither a duration"),
-        "{}",
-        text(&bad.stderr)
-    );
+    logs(&app, &["--since", "yesterday"])
+        .code(2)
+        .stderr_has("--since 'yesterday' is neither a duration")
+        .run();
 
     // --follow prints new lines as they come, and Ctrl-C ends it with exit 0.
-    let mut child = common::command(common::BIN)
-        .args(["logs", "--follow", "--config-dir"])
-        .arg(app.config_dir())
+    let mut child = logs(&app, &["--follow"])
+        .command()
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

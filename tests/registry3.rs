@@ -6,22 +6,13 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use common::{assert_check, assert_success, check, podman, skopeo_ok, text, verify_json, Appliance};
-
-fn registry_up(args: &[String]) -> Output {
-    common::command(common::BIN)
-        .args(args)
-        .output()
-        .expect("registry-up runs")
-}
+use common::{assert_check, check, podman, serving, skopeo_ok, text, verify_json, Appliance, Run};
 
 /// `registry-up --config-dir <the appliance's> EXTRA`: a re-run that keeps every installed setting.
-fn rerun(app: &Appliance, extra: &[&str]) -> Output {
-    let mut args = vec!["--config-dir".to_string(), app.config_dir().display().to_string()];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    registry_up(&args)
+fn rerun(app: &Appliance, extra: &[&str]) -> Run {
+    Run::bin().config_dir(app.config_dir()).args(extra)
 }
 
 fn password(app: &Appliance) -> String {
@@ -31,37 +22,21 @@ fn password(app: &Appliance) -> String {
         .to_string()
 }
 
-/// Pushes an OCI archive to `dest` on the appliance, returns the manifest digest skopeo wrote.
-fn push(app: &Appliance, archive: &Path, dest: &str, creds: &str) -> String {
-    let cert_dir = app.config_dir().display().to_string();
-    let digest_file = app.tmp.path().join(format!("digest-{}", dest.replace(['/', ':'], "-")));
-    skopeo_ok(&[
-        "copy",
-        "-q",
-        "--dest-cert-dir",
-        &cert_dir,
-        "--dest-creds",
-        creds,
-        "--digestfile",
-        &digest_file.display().to_string(),
-        &format!("oci-archive:{}", archive.display()),
-        &format!("docker://{}/{dest}", app.registry()),
-    ]);
-    std::fs::read_to_string(&digest_file).unwrap().trim().to_string()
-}
-
 /// The manifest (or index) a tag points to, as stored: its digest, computed from its bytes, and its text.
 fn raw_manifest(app: &Appliance, image: &str, creds: &str) -> (String, String) {
     let cert_dir = app.config_dir().display().to_string();
-    let out = common::command("skopeo")
-        .args(["inspect", "--raw", "--cert-dir", &cert_dir, "--creds", creds])
-        .arg(format!("docker://{}/{image}", app.registry()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "skopeo inspect {image}: {}", text(&out.stderr));
-    let d = ring::digest::digest(&ring::digest::SHA256, &out.stdout);
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--raw",
+        "--cert-dir",
+        &cert_dir,
+        "--creds",
+        creds,
+        &app.reference(image),
+    ]);
+    let d = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
     let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    (format!("sha256:{hex}"), text(&out.stdout))
+    (format!("sha256:{hex}"), raw)
 }
 
 fn raw_digest(app: &Appliance, image: &str, creds: &str) -> String {
@@ -93,14 +68,15 @@ fn wait_answering(app: &Appliance) {
     panic!("{} does not answer", app.registry());
 }
 
-fn auth_is_enforced(image: &str, archive: &Path) {
-    let app = Appliance::new();
-    let mut args = app.args_with_registry(image, archive);
-    args.push("--auth".into());
-    let out = registry_up(&args);
-    assert_success(&out);
-    let stdout = text(&out.stdout);
-    assert!(stdout.contains("ok   check auth and config"), "{stdout}");
+/// `archive` is asked for only past the gate: building the archives needs root.
+fn auth_is_enforced(image: &str, archive: fn() -> &'static Path) {
+    let Some(app) = Appliance::e2e() else { return };
+    let archive = archive();
+    Run::bin()
+        .args(app.args_with_registry(image, archive))
+        .arg("--auth")
+        .stdout_has("ok   check auth and config")
+        .run();
     let password = password(&app);
     let creds = format!("admin:{password}");
 
@@ -109,17 +85,8 @@ fn auth_is_enforced(image: &str, archive: &Path) {
     assert_eq!(app.curl_code(Some("admin:wrong")), "401");
     assert_eq!(app.curl_code(Some(&creds)), "200");
     let [_, nginx] = common::image_archives();
-    let cert_dir = app.config_dir().display().to_string();
-    let anonymous = common::command("skopeo")
-        .args(["copy", "-q", "--dest-cert-dir", &cert_dir])
-        .arg(format!("oci-archive:{}", nginx.display()))
-        .arg(format!("docker://{}/anon/nginx:1", app.registry()))
-        .output()
-        .unwrap();
-    assert!(!anonymous.status.success(), "an anonymous push went through");
-    let said = text(&anonymous.stderr);
-    assert!(said.contains("unauthorized") || said.contains("401"), "{said}");
-    let digest = push(&app, nginx, "auth/nginx:1", &creds);
+    app.assert_anonymous_push_refused(nginx, "anon/nginx:1");
+    let digest = app.push(nginx, "auth/nginx:1", Some(&creds));
     assert_eq!(raw_digest(&app, "auth/nginx:1", &creds), digest);
 
     // A generated password is hashed at a low bcrypt cost (the registry checks it on every request).
@@ -153,12 +120,12 @@ fn auth_is_enforced(image: &str, archive: &Path) {
 
 #[test]
 fn auth_is_enforced_on_the_3x_layout() {
-    auth_is_enforced(common::REGISTRY_IMAGE, &common::image_archives()[0]);
+    auth_is_enforced(common::REGISTRY_IMAGE, || &common::image_archives()[0]);
 }
 
 #[test]
 fn auth_is_enforced_on_the_2x_layout() {
-    auth_is_enforced(common::REGISTRY_2X_IMAGE, common::registry_2x_archive());
+    auth_is_enforced(common::REGISTRY_2X_IMAGE, common::registry_2x_archive);
 }
 
 /// Turns the appliance into what the release before registry 3 support left on disk and running: config
@@ -199,17 +166,18 @@ fn as_the_previous_release_wrote_it(app: &Appliance) {
 
 #[test]
 fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
-    let app = Appliance::new();
-    let mut args = app.args_with_registry(common::REGISTRY_2X_IMAGE, common::registry_2x_archive());
-    args.push("--auth".into());
-    assert_success(&registry_up(&args));
+    let Some(app) = Appliance::e2e() else { return };
+    Run::bin()
+        .args(app.args_with_registry(common::REGISTRY_2X_IMAGE, common::registry_2x_archive()))
+        .arg("--auth")
+        .run();
     let creds = format!("admin:{}", password(&app));
     as_the_previous_release_wrote_it(&app);
     assert_eq!(app.curl_code(None), "401", "the old appliance enforces its password");
     assert_eq!(app.curl_code(Some(&creds)), "200");
     let [registry_tar, nginx_tar] = common::image_archives();
-    push(&app, nginx_tar, "keep/nginx:1", &creds);
-    push(&app, registry_tar, "keep/registry:1", &creds);
+    app.push(nginx_tar, "keep/nginx:1", Some(&creds));
+    app.push(registry_tar, "keep/registry:1", Some(&creds));
     // A multi-platform image: an index and its two per-platform manifests.
     app.push_index(nginx_tar, registry_tar, "keep/multi:1", Some(&creds));
     let tags = ["keep/nginx:1", "keep/registry:1", "keep/multi:1"];
@@ -222,16 +190,10 @@ fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
         (common::REGISTRY_2X_IMAGE, common::registry_2x_archive()),
     ];
     for (image, archive) in steps {
-        let out = rerun(
-            &app,
-            &[
-                "--registry-image",
-                image,
-                "--image-archive",
-                &archive.display().to_string(),
-            ],
-        );
-        assert_success(&out);
+        rerun(&app, &["--registry-image", image])
+            .arg("--image-archive")
+            .arg(archive)
+            .run();
         assert_eq!(
             app.inspect(&app.container("registry"), "{{.ImageName}}"),
             image,
@@ -261,8 +223,9 @@ fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
 
 #[test]
 fn verify_fails_auth_and_config_when_the_registry_runs_the_images_own_config() {
-    let app = Appliance::new();
-    app.up(&["--auth", "--no-verify"]);
+    let Some(app) = serving(&["--auth", "--no-verify"]) else {
+        return;
+    };
     // The pod as a tool that ignores the layout would write it: no arguments, so the 3.x image serves
     // its built-in config (no auth, no fingerprint), as registry-up did before.
     let yaml = app.config_dir().join("registry-pod.yaml");
@@ -288,7 +251,7 @@ fn verify_fails_auth_and_config_when_the_registry_runs_the_images_own_config() {
     );
 
     // registry-up puts its pod back; verify passes again.
-    assert_success(&rerun(&app, &[]));
+    rerun(&app, &[]).run();
     assert_eq!(app.curl_code(None), "401");
     let (code, report) = verify_json(&app, &[]);
     assert_eq!(code, 0, "{report:#}");
@@ -296,8 +259,9 @@ fn verify_fails_auth_and_config_when_the_registry_runs_the_images_own_config() {
 
 #[test]
 fn verify_fails_when_the_auth_section_is_removed_from_the_config_by_hand() {
-    let app = Appliance::new();
-    app.up(&["--auth", "--no-verify"]);
+    let Some(app) = serving(&["--auth", "--no-verify"]) else {
+        return;
+    };
     let config = app.config_dir().join("registry/config.yml");
     let mut value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
     value
@@ -328,26 +292,24 @@ fn verify_fails_when_the_auth_section_is_removed_from_the_config_by_hand() {
     );
 
     // A re-run writes registry-up's config again and restarts the registry with it.
-    assert_success(&rerun(&app, &[]));
+    rerun(&app, &[]).run();
     assert_eq!(app.curl_code(None), "401");
     assert_eq!(verify_json(&app, &[]).0, 0);
 }
 
 #[test]
 fn a_registry_image_of_an_unknown_layout_is_refused_before_anything_is_written() {
-    let app = Appliance::new();
+    let Some(app) = Appliance::e2e() else { return };
     let [_, nginx_tar] = common::image_archives();
-    let out = registry_up(&app.args_with_registry(common::NGINX_IMAGE, nginx_tar));
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains(&format!(
+    Run::bin()
+        .args(app.args_with_registry(common::NGINX_IMAGE, nginx_tar))
+        .code(2)
+        .stderr_has(format!(
             "The image {} is not a distribution registry that registry-up knows how to run",
             common::NGINX_IMAGE
-        )),
-        "{stderr}"
-    );
-    assert!(stderr.contains("--registry-image"), "{stderr}");
+        ))
+        .stderr_has("--registry-image")
+        .run();
     assert!(!app.config_dir().exists(), "nothing is written");
     assert!(!app.pod_exists(), "nothing is started");
 }

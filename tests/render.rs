@@ -1,15 +1,15 @@
 //! `registry-up render`: the real binary writes every file, and the real tools accept them: nginx -t
-//! with the real certificates, systemd-analyze verify, openssl verify. No Podman needed.
+//! with the real certificates, systemd-analyze verify, openssl verify. No Podman and no root needed.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-use common::text;
+use common::{text, Run};
 
 fn render(out: &Path, extra: &[&str]) {
-    let output = Command::new(common::BIN)
+    Run::bin()
         .args([
             "render",
             "--domain",
@@ -18,13 +18,11 @@ fn render(out: &Path, extra: &[&str]) {
             "10.20.30.40",
             "--port",
             "8443",
-            "--out",
         ])
+        .arg("--out")
         .arg(out)
         .args(extra)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", text(&output.stderr));
+        .run();
 }
 
 #[test]
@@ -38,22 +36,27 @@ fn nginx_accepts_the_rendered_conf_with_real_certificates() {
         .replace("/etc/nginx/tls/", &format!("{}/", out.join("tls").display()));
     let conf_path = tmp.path().join("registry.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    // A main nginx.conf like the official image's: conf.d included inside http {}.
+    // A main nginx.conf like the official image's: conf.d included inside http {}, with its logs in the
+    // temp folder (nginx's default /var/log/nginx is not writable for an ordinary user).
     let main = format!(
-        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  include {conf};\n}}\n",
+        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log {dir}/access.log;\n  \
+         include {conf};\n}}\n",
         dir = tmp.path().display(),
         conf = conf_path.display()
     );
     let main_path = tmp.path().join("nginx.conf");
     std::fs::write(&main_path, main).unwrap();
-    let result = Command::new("nginx")
-        .arg("-t")
-        .arg("-c")
-        .arg(&main_path)
-        .arg("-p")
-        .arg(tmp.path())
-        .output()
-        .expect("nginx is installed");
+    let nginx_t = || {
+        Command::new("nginx")
+            .arg("-t")
+            .arg("-c")
+            .arg(&main_path)
+            .arg("-p")
+            .arg(tmp.path())
+            .output()
+            .expect("nginx is installed")
+    };
+    let result = nginx_t();
     let stderr = text(&result.stderr);
     assert!(result.status.success(), "nginx -t failed:\n{stderr}");
     assert!(stderr.contains("test is successful"), "{stderr}");
@@ -61,15 +64,7 @@ fn nginx_accepts_the_rendered_conf_with_real_certificates() {
 
     // A broken certificate is caught by the same check, so the check can fail.
     std::fs::write(out.join("tls/server.crt"), "not a certificate").unwrap();
-    let result = Command::new("nginx")
-        .arg("-t")
-        .arg("-c")
-        .arg(&main_path)
-        .arg("-p")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
-    assert!(!result.status.success(), "nginx -t must reject a broken certificate");
+    assert!(!nginx_t().status.success(), "nginx -t must reject a broken certificate");
 }
 
 #[test]
@@ -77,11 +72,14 @@ fn systemd_analyze_accepts_the_rendered_unit() {
     let tmp = tempfile::tempdir().unwrap();
     render(tmp.path(), &["--pod-name", "registry-pod"]);
     let unit = tmp.path().join("registry-pod.service");
-    let result = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&unit)
-        .output()
-        .expect("systemd-analyze is installed");
+    let analyze = |unit: &Path| {
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(unit)
+            .output()
+            .expect("systemd-analyze is installed")
+    };
+    let result = analyze(&unit);
     assert!(result.status.success(), "{}", text(&result.stderr));
     assert_eq!(
         text(&result.stderr).trim(),
@@ -95,11 +93,7 @@ fn systemd_analyze_accepts_the_rendered_unit() {
         .unwrap()
         .replace("Restart=always", "Restart=always\nRestartTypo=1");
     std::fs::write(&broken, text_unit).unwrap();
-    let result = Command::new("systemd-analyze")
-        .arg("verify")
-        .arg(&broken)
-        .output()
-        .unwrap();
+    let result = analyze(&broken);
     assert!(text(&result.stderr).contains("RestartTypo"), "{}", text(&result.stderr));
 }
 
@@ -134,26 +128,24 @@ fn openssl_verifies_the_server_certificate_for_each_name() {
     assert!(!out.status.success(), "a name not in the certificate must fail");
 
     // The text form shows what a reviewer would check.
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in"])
-        .arg(&cert)
-        .output()
-        .unwrap();
-    let dump = text(&out.stdout);
+    let dump = |pem: &Path| {
+        let out = Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(pem)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    let server = dump(&cert);
     assert!(
-        dump.contains("DNS:registry.example.com, IP Address:10.20.30.40"),
-        "{dump}"
+        server.contains("DNS:registry.example.com, IP Address:10.20.30.40"),
+        "{server}"
     );
-    assert!(dump.contains("TLS Web Server Authentication"), "{dump}");
-    assert!(dump.contains("CA:FALSE"), "{dump}");
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in"])
-        .arg(&ca)
-        .output()
-        .unwrap();
-    let dump = text(&out.stdout);
-    assert!(dump.contains("CA:TRUE, pathlen:0"), "{dump}");
-    assert!(dump.contains("Certificate Sign, CRL Sign"), "{dump}");
+    assert!(server.contains("TLS Web Server Authentication"), "{server}");
+    assert!(server.contains("CA:FALSE"), "{server}");
+    let ca = dump(&ca);
+    assert!(ca.contains("CA:TRUE, pathlen:0"), "{ca}");
+    assert!(ca.contains("Certificate Sign, CRL Sign"), "{ca}");
 }
 
 #[test]

@@ -5,11 +5,11 @@
 mod common;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use common::text;
+use common::{skopeo_copy, text, Run};
 
 /// Both tests edit /etc/subuid and /etc/subgid (through useradd and prepare-user): one at a time.
 static SUBID_FILES: Mutex<()> = Mutex::new(());
@@ -52,10 +52,7 @@ fn sweep() {
             continue;
         };
         let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
-        if pid
-            .parse::<u32>()
-            .is_ok_and(|p| !Path::new(&format!("/proc/{p}")).exists())
-        {
+        if pid.parse::<u32>().is_ok_and(|p| !common::pid_alive(p)) {
             run("pkill", &["-KILL", "-u", name]);
             run("userdel", &["-r", name]);
             remove_subid_lines(&format!("{name}:"));
@@ -84,19 +81,37 @@ impl TestUser {
         }
     }
 
-    /// Runs `program args` as this user, with a login-like environment and the test Podman settings.
+    /// What runs a program as this user, with a login-like environment and the test Podman settings.
+    fn login(&self) -> Vec<String> {
+        vec![
+            "runuser".into(),
+            "-u".into(),
+            self.name.clone(),
+            "--".into(),
+            "env".into(),
+            "-i".into(),
+            format!("HOME={}", self.home.display()),
+            format!("USER={}", self.name),
+            "PATH=/usr/local/bin:/usr/bin:/bin".into(),
+            format!("XDG_RUNTIME_DIR=/run/user/{}", self.uid),
+            format!("CONTAINERS_CONF={}", common::containers_conf().display()),
+        ]
+    }
+
+    /// Runs `program args` as this user.
     fn run(&self, program: &str, args: &[&str]) -> Output {
-        Command::new("runuser")
-            .args(["-u", &self.name, "--", "env", "-i"])
-            .arg(format!("HOME={}", self.home.display()))
-            .arg(format!("USER={}", self.name))
-            .arg("PATH=/usr/local/bin:/usr/bin:/bin")
-            .arg(format!("XDG_RUNTIME_DIR=/run/user/{}", self.uid))
-            .arg(format!("CONTAINERS_CONF={}", common::containers_conf().display()))
+        let login = self.login();
+        Command::new(&login[0])
+            .args(&login[1..])
             .arg(program)
             .args(args)
             .output()
             .unwrap()
+    }
+
+    /// registry-up as this user.
+    fn registry_up(&self) -> Run {
+        Run::bin().under(self.login())
     }
 
     fn range(&self, file: &str) -> Option<(u64, u64)> {
@@ -139,27 +154,21 @@ impl Drop for TunForUsers {
     }
 }
 
-fn prepare(name: &str) -> Output {
-    common::command(common::BIN)
-        .args(["prepare-user", name])
-        .output()
-        .unwrap()
+fn prepare(name: &str) -> Run {
+    Run::bin().args(["prepare-user", name])
 }
 
 #[test]
 fn an_ordinary_user_runs_the_appliance_rootless() {
+    if !common::e2e() {
+        return;
+    }
     let _lock = SUBID_FILES.lock().unwrap_or_else(|e| e.into_inner());
     let _tun = TunForUsers::new();
     let user = TestUser::create('a');
 
     // prepare-user: the range useradd gave is valid and kept; a second run changes nothing.
-    let out = prepare(&user.name);
-    assert!(out.status.success(), "{}{}", text(&out.stdout), text(&out.stderr));
-    assert!(
-        text(&out.stdout).contains(&format!("{} keeps", user.name)),
-        "{}",
-        text(&out.stdout)
-    );
+    prepare(&user.name).stdout_has(format!("{} keeps", user.name)).run();
     let files = || {
         (
             std::fs::read("/etc/subuid").unwrap(),
@@ -167,29 +176,18 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
         )
     };
     let before = files();
-    assert!(prepare(&user.name).status.success());
+    prepare(&user.name).run();
     assert_eq!(files(), before, "a second prepare-user changes nothing");
 
     // A privileged port fails early with the sysctl advice, and leaves nothing behind.
     let other = user.home.join("other");
-    let out = user.run(
-        common::BIN,
-        &[
-            "--domain",
-            "localhost",
-            "--port",
-            "443",
-            "--config-dir",
-            other.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("sysctl -w net.ipv4.ip_unprivileged_port_start=443"),
-        "{}",
-        text(&out.stderr)
-    );
-    assert!(text(&out.stderr).contains("/etc/sysctl.d/"));
+    user.registry_up()
+        .args(["--domain", "localhost", "--port", "443"])
+        .config_dir(&other)
+        .code(2)
+        .stderr_has("sysctl -w net.ipv4.ip_unprivileged_port_start=443")
+        .stderr_has("/etc/sysctl.d/")
+        .run();
     assert!(!other.exists());
     assert!(
         text(&user.run("podman", &["pod", "ps", "-q"]).stdout).trim().is_empty(),
@@ -197,17 +195,12 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
     );
 
     // A bare `registry-up` before anything is installed: a quick start, not only a usage error.
-    let out = user.run(common::BIN, &[]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
-    let said = text(&out.stderr);
-    assert!(
-        said.contains("Quick start:") && said.contains("registry-up --domain registry.example.com"),
-        "{said}"
-    );
-    assert!(
-        said.contains(&format!("{}/.config/registry-up/state.json", user.home.display())),
-        "{said}"
-    );
+    user.registry_up()
+        .code(2)
+        .stderr_has("Quick start:")
+        .stderr_has("registry-up --domain registry.example.com")
+        .stderr_has(format!("{}/.config/registry-up/state.json", user.home.display()))
+        .run();
 
     // The whole appliance, as the user, from the image archives, with no extra flag for rootless.
     for archive in common::image_archives() {
@@ -230,14 +223,7 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
         "--image-archive",
         &format!("{}/nginx.tar", user.home.display()),
     ];
-    let out = user.run(common::BIN, &args);
-    assert!(
-        out.status.success(),
-        "rootless up failed:\n{}{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    assert!(text(&out.stdout).contains("ok   verify push/pull"));
+    user.registry_up().args(args).stdout_has("ok   verify push/pull").run();
     let config = user.home.join(".config/registry-up");
     let data = user.home.join(".local/share/registry-up/data");
     assert!(config.join("ca.crt").exists() && data.is_dir(), "XDG folders are used");
@@ -251,51 +237,18 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
         "the user's own rootless pod: {pods}"
     );
     // Its logs, both containers, as the user.
-    let out = user.run(common::BIN, &["logs"]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = user.registry_up().arg("logs").run();
     let said = text(&out.stdout);
     assert!(said.lines().any(|l| l.starts_with("registry | ")), "{said}");
     assert!(said.lines().any(|l| l.starts_with("nginx    | ")), "{said}");
 
     // skopeo, from outside (as root), through the proxy: the image comes back with its digest.
-    let cert_dir = config.display().to_string();
     let work = tempfile::tempdir().unwrap();
-    let (pushed, pulled) = (work.path().join("pushed"), work.path().join("pulled"));
     let image = format!("docker://localhost:{port}/rootless/nginx:1");
     let src = format!("oci-archive:{}", common::image_archives()[1].display());
-    let out = common::command("skopeo")
-        .args([
-            "copy",
-            "-q",
-            "--dest-cert-dir",
-            &cert_dir,
-            "--digestfile",
-            pushed.to_str().unwrap(),
-            &src,
-            &image,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pushed = skopeo_copy(&src, &image, &config, None);
     let dest = format!("dir:{}", work.path().join("image").display());
-    let out = common::command("skopeo")
-        .args([
-            "copy",
-            "-q",
-            "--src-cert-dir",
-            &cert_dir,
-            "--digestfile",
-            pulled.to_str().unwrap(),
-            &image,
-            &dest,
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(
-        std::fs::read_to_string(&pushed).unwrap(),
-        std::fs::read_to_string(&pulled).unwrap()
-    );
+    assert_eq!(pushed, skopeo_copy(&image, &dest, &config, None));
 
     // What the registry stored belongs to the user (container root is the user), and keys stay private.
     let blobs: Vec<_> = common::mtimes(&data).into_iter().map(|(p, _)| p).collect();
@@ -316,7 +269,7 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
             "{key}"
         );
     }
-    let status = user.run(common::BIN, &["status", "--json"]);
+    let status = user.registry_up().args(["status", "--json"]).output();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["healthy"], true, "{status:#}");
     assert_eq!(status["settings"]["rootless"], true);
@@ -342,6 +295,9 @@ fn overlap(a: (u64, u64), b: (u64, u64)) -> bool {
 
 #[test]
 fn prepared_users_get_ranges_that_overlap_nothing() {
+    if !common::e2e() {
+        return;
+    }
     let _lock = SUBID_FILES.lock().unwrap_or_else(|e| e.into_inner());
     let users = [TestUser::create('b'), TestUser::create('c'), TestUser::create('d')];
     let handwritten = format!("{PREFIX}{}h", std::process::id());
@@ -359,7 +315,7 @@ fn prepared_users_get_ranges_that_overlap_nothing() {
 
     // Two users in turn: each gets 65536 IDs, overlapping nothing in the file.
     for u in &users[..2] {
-        let out = prepare(&u.name);
+        let out = prepare(&u.name).output();
         assert!(
             text(&out.stdout).contains(&format!("add {}:", u.name)),
             "{}",
@@ -405,7 +361,7 @@ fn prepared_users_get_ranges_that_overlap_nothing() {
         std::fs::write(file, content).unwrap();
         expected.push((file, cursor + 100_000));
     }
-    let out = prepare(&users[2].name);
+    let out = prepare(&users[2].name).output();
     for (file, start) in expected {
         let got = users[2].range(file).unwrap_or_else(|| panic!("{}", text(&out.stdout)));
         assert_eq!(

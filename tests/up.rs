@@ -6,98 +6,50 @@ mod common;
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use common::{mtimes, podman, text, Appliance};
-
-fn skopeo(app: &Appliance, args: &[&str]) -> String {
-    let out = common::command("skopeo").args(args).output().expect("skopeo runs");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed for {}:\n{}",
-        app.registry(),
-        text(&out.stderr)
-    );
-    text(&out.stdout)
-}
+use common::{mode, mtimes, podman, serving, skopeo_copy, text, Appliance, Run};
 
 fn connects(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
 }
 
 #[test]
-fn up_serves_pushes_through_tls_and_a_rerun_changes_nothing() {
-    let app = Appliance::new();
-    let first = app.up(&[]);
-    let stdout = text(&first.stdout);
-    assert!(stdout.contains("ok   verify push/pull"), "{stdout}");
-    assert!(
-        text(&first.stderr).contains("will not come back after a reboot"),
-        "the no-systemd warning is shown"
-    );
+fn up_serves_pushes_and_pulls_through_tls_to_clients_trusting_its_ca() {
+    let Some(app) = Appliance::e2e() else { return };
+    Run::up(&app)
+        .stdout_has("ok   verify push/pull")
+        // No systemd on this host: the no-systemd warning is shown.
+        .stderr_has("will not come back after a reboot")
+        .run();
 
     // skopeo, an independent client, trusting only our CA: push through the proxy, pull back, same digest.
-    let cert_dir = app.config_dir().display().to_string();
+    let pushed = app.push(&common::image_archives()[1], "e2e/nginx:1", None);
     let work = tempfile::tempdir().unwrap();
-    let pushed_digest = work.path().join("pushed");
-    let pulled_digest = work.path().join("pulled");
-    let image = format!("docker://{}/e2e/nginx:1", app.registry());
-    let archive = format!("oci-archive:{}", common::image_archives()[1].display());
-    skopeo(
-        &app,
-        &[
-            "copy",
-            "-q",
-            "--dest-cert-dir",
-            &cert_dir,
-            "--digestfile",
-            pushed_digest.to_str().unwrap(),
-            &archive,
-            &image,
-        ],
-    );
     let pulled_dir = format!("dir:{}", work.path().join("pulled-image").display());
-    skopeo(
-        &app,
-        &[
-            "copy",
-            "-q",
-            "--src-cert-dir",
-            &cert_dir,
-            "--digestfile",
-            pulled_digest.to_str().unwrap(),
-            &image,
-            &pulled_dir,
-        ],
-    );
-    let pushed = std::fs::read_to_string(&pushed_digest).unwrap();
-    let pulled = std::fs::read_to_string(&pulled_digest).unwrap();
+    let pulled = skopeo_copy(&app.reference("e2e/nginx:1"), &pulled_dir, &app.config_dir(), None);
     assert!(pushed.starts_with("sha256:"), "{pushed}");
     assert_eq!(
         pushed, pulled,
         "the image pulled back has the digest it was pushed with"
     );
-    let inspected = skopeo(
-        &app,
-        &["inspect", "--cert-dir", &cert_dir, "--format", "{{.Digest}}", &image],
-    );
-    assert_eq!(inspected.trim(), pushed.trim());
+    assert_eq!(app.digest("e2e/nginx:1", None), pushed);
 
     // Without our CA the same client refuses the server: the TLS is real.
-    let out = common::command("skopeo")
-        .args(["inspect", "--cert-dir", "/nonexistent", &image])
-        .output()
-        .unwrap();
+    let out = common::skopeo(&["inspect", "--cert-dir", "/nonexistent", &app.reference("e2e/nginx:1")]);
     assert!(!out.status.success(), "an untrusted client must fail");
     assert!(text(&out.stderr).contains("certificate"), "{}", text(&out.stderr));
+}
 
-    // The registry's plain-HTTP port is reachable from no address of the host, while nginx's is.
-    let infra = app.inspect(&app.pod, "{{.InfraContainerID}}");
-    let pod_ip = app.inspect(&infra, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+#[test]
+fn only_nginxs_port_is_published_and_the_registry_port_is_unreachable_from_the_host() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let pod_ip = app.pod_ip();
     assert!(!pod_ip.is_empty(), "the pod has an IP on the Podman network");
     let nginx_addr: SocketAddr = format!("{pod_ip}:{}", app.port).parse().unwrap();
     assert!(
         connects(nginx_addr),
         "nginx answers on the pod address {nginx_addr}: the probe works"
     );
+    // The registry's plain-HTTP port is reachable from no address of the host.
     for target in [
         format!("{pod_ip}:5000"),
         "127.0.0.1:5000".to_string(),
@@ -110,53 +62,52 @@ fn up_serves_pushes_through_tls_and_a_rerun_changes_nothing() {
             );
         }
     }
+    let infra = app.inspect(&app.pod, "{{.InfraContainerID}}");
     let published = podman(&["port", &infra]);
     assert_eq!(
         text(&published.stdout).trim(),
         format!("{}/tcp -> 0.0.0.0:{}", app.port, app.port),
         "only nginx's port is published"
     );
+}
 
-    // Keys are private, written 0600 in 0700 folders.
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode(&app.config_dir().join("ca/ca.key")), 0o600);
-    assert_eq!(mode(&app.config_dir().join("tls/server.key")), 0o600);
-    assert_eq!(mode(&app.config_dir().join("ca")), 0o700);
-    assert_eq!(mode(&app.config_dir().join("tls")), 0o700);
+#[test]
+fn keys_are_written_0600_in_0700_folders() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let cfg = app.config_dir();
+    assert_eq!(mode(&cfg.join("ca/ca.key")), 0o600);
+    assert_eq!(mode(&cfg.join("tls/server.key")), 0o600);
+    assert_eq!(mode(&cfg.join("ca")), 0o700);
+    assert_eq!(mode(&cfg.join("tls")), 0o700);
+}
 
-    // A re-run: no file written (mtimes unchanged), the pod not restarted (start times unchanged).
+#[test]
+fn a_rerun_with_nothing_changed_writes_nothing_restarts_nothing_and_keeps_the_images() {
+    let Some(app) = serving(&[]) else { return };
+    let pushed = app.push(&common::image_archives()[1], "e2e/nginx:1", None);
+
+    // No file written (mtimes unchanged), the pod not restarted (start times unchanged).
     let before_files = mtimes(&app.config_dir());
-    let started = |c: &str| app.inspect(&app.container(c), "{{.State.StartedAt}}");
-    let before_start = (started("registry"), started("nginx"));
-    let again = app.up(&[]);
-    assert!(
-        text(&again.stdout).contains("nothing changed"),
-        "{}",
-        text(&again.stdout)
-    );
+    let before_start = app.started_at();
+    Run::up(&app).stdout_has("nothing changed").run();
     assert_eq!(
         mtimes(&app.config_dir()),
         before_files,
         "a re-run with nothing changed writes no file"
     );
-    assert_eq!(
-        (started("registry"), started("nginx")),
-        before_start,
-        "a re-run does not restart the pod"
-    );
+    assert_eq!(app.started_at(), before_start, "a re-run does not restart the pod");
 
     // The image pushed before is still there after the re-run.
-    let inspected = skopeo(
-        &app,
-        &["inspect", "--cert-dir", &cert_dir, "--format", "{{.Digest}}", &image],
-    );
-    assert_eq!(inspected.trim(), pushed.trim());
+    assert_eq!(app.digest("e2e/nginx:1", None), pushed);
+}
 
-    // --dry-run with a new SAN lists exactly the server certificate and what depends on it, and changes nothing.
+#[test]
+fn a_dry_run_with_a_new_san_lists_the_certificate_and_what_depends_on_it_and_changes_nothing() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let before_files = mtimes(&app.config_dir());
+    let before_start = app.started_at();
     let extra = format!("mirror.{}", app.domain);
-    let dry = app.run(&["--san", &extra, "--dry-run"]);
-    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    let dry = Run::up(&app).args(["--san", &extra, "--dry-run"]).run();
     let plan = text(&dry.stdout);
     let cfg = app.config_dir();
     let changed: Vec<String> = plan
@@ -180,16 +131,12 @@ fn up_serves_pushes_through_tls_and_a_rerun_changes_nothing() {
         "{plan}"
     );
     assert_eq!(mtimes(&app.config_dir()), before_files, "--dry-run writes nothing");
-    assert_eq!(
-        (started("registry"), started("nginx")),
-        before_start,
-        "--dry-run does not touch the pod"
-    );
+    assert_eq!(app.started_at(), before_start, "--dry-run does not touch the pod");
 }
 
 #[test]
 fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
-    let app = Appliance::new();
+    let Some(app) = Appliance::e2e() else { return };
     let taken = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
     let taken_port = taken.local_addr().unwrap().port().to_string();
     let missing_archive = app.tmp.path().join("missing.tar").display().to_string();
@@ -213,10 +160,8 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
     ];
     let owner = format!("(pid {})", std::process::id());
     for (extra, expect) in cases {
-        let out = app.run(&extra);
+        let out = Run::up(&app).args(&extra).code(2).stderr_has(expect).run();
         let stderr = text(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{extra:?} should exit 2:\n{stderr}");
-        assert!(stderr.contains(expect), "{extra:?}: expected {expect:?} in:\n{stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "one plain sentence:\n{stderr}");
         assert!(stderr.starts_with("error: "), "{stderr}");
         assert!(
@@ -235,8 +180,7 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
     }
     // clap refuses out-of-range ports itself, with the same exit code.
     for port in ["0", "65536", "https"] {
-        let out = app.run(&["--port", port]);
-        assert_eq!(out.status.code(), Some(2), "--port {port}");
+        Run::up(&app).args(["--port", port]).code(2).run();
         assert!(!app.config_dir().exists());
     }
     drop(taken);
@@ -244,22 +188,17 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
 
 #[test]
 fn a_proxy_that_never_answers_times_out_showing_both_containers_logs() {
-    let app = Appliance::new();
+    let Some(app) = Appliance::e2e() else { return };
     // The registry image in nginx's place: the pod starts, but nothing serves TLS on the port.
-    let out = app.run(&["--nginx-image", common::REGISTRY_IMAGE, "--wait-timeout", "3"]);
-    let stderr = text(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(
-        stderr.contains(&format!("did not answer at https://{}/v2/ within 3 s", app.registry())),
-        "{stderr}"
-    );
-    for c in ["registry", "nginx"] {
-        assert!(
-            stderr.contains(&format!("--- last lines of {} ---", app.container(c))),
-            "{stderr}"
-        );
-    }
+    let out = Run::up(&app)
+        .args(["--nginx-image", common::REGISTRY_IMAGE, "--wait-timeout", "3"])
+        .code(3)
+        .stderr_has(format!("did not answer at https://{}/v2/ within 3 s", app.registry()))
+        .stderr_has(format!("--- last lines of {} ---", app.container("registry")))
+        .stderr_has(format!("--- last lines of {} ---", app.container("nginx")))
+        .run();
     // Each section holds the container's own log lines (both run the registry binary here).
+    let stderr = text(&out.stderr);
     for section in stderr.split("--- last lines of ").skip(1) {
         assert!(
             section.lines().nth(1).is_some_and(|l| l.contains("msg=")),
@@ -270,10 +209,8 @@ fn a_proxy_that_never_answers_times_out_showing_both_containers_logs() {
 
 #[test]
 fn the_registry_port_is_unreachable_from_another_network_namespace() {
-    let app = Appliance::new();
-    app.up(&["--no-verify"]);
-    let infra = app.inspect(&app.pod, "{{.InfraContainerID}}");
-    let pod_ip = app.inspect(&infra, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let pod_ip = app.pod_ip();
     let other = common::NetNs::new();
     // The probe reaches the pod: nginx's port answers from the other namespace, directly and as published.
     assert!(

@@ -7,11 +7,9 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{check, podman, text, verify_json, Appliance};
+use common::{assert_check, check, podman, serving, skopeo_ok, text, verify_json, Appliance, Run};
 use rcgen::{CertificateParams, Issuer, KeyPair};
 use serde_json::Value;
-
-use common::skopeo_ok as skopeo;
 
 /// The documented schema (README, "verify --json"), key for key.
 fn assert_schema(report: &Value) {
@@ -59,31 +57,24 @@ fn assert_schema(report: &Value) {
 
 #[test]
 fn deep_checks_every_image_and_names_exactly_what_a_lost_blob_breaks() {
-    let app = Appliance::new();
-    app.up(&[]);
+    let Some(app) = serving(&[]) else { return };
     let cert_dir = app.config_dir().display().to_string();
     let [registry_tar, nginx_tar] = common::image_archives();
-    let push = |archive: &Path, dest: &str| {
-        skopeo(&[
-            "copy",
-            "-q",
-            "--dest-cert-dir",
-            &cert_dir,
-            &format!("oci-archive:{}", archive.display()),
-            &format!("docker://{}/{dest}", app.registry()),
-        ]);
-    };
-    push(nginx_tar, "e2e/nginx:1");
-    push(nginx_tar, "e2e/nginx:2");
-    push(registry_tar, "e2e/registry:1");
-    push(registry_tar, "other/registry:latest");
+    for (archive, dest) in [
+        (nginx_tar, "e2e/nginx:1"),
+        (nginx_tar, "e2e/nginx:2"),
+        (registry_tar, "e2e/registry:1"),
+        (registry_tar, "other/registry:latest"),
+    ] {
+        app.push(archive, dest, None);
+    }
     // An image index with two platform manifests, pushed by podman.
     app.push_index(nginx_tar, registry_tar, "multi/app:1", None);
 
     let (code, report) = verify_json(&app, &["--deep", "--jobs", "3"]);
     assert_schema(&report);
     assert_eq!(code, 0, "{report:#}");
-    assert_eq!(check(&report, "deep")["status"], "pass");
+    assert_check(&report, "deep", "pass", &[]);
     let deep = &report["deep"];
     // Four repositories pushed, plus the one verification uses (its manifests are deleted after each run).
     assert_eq!(deep["repositories"], 5, "{deep}");
@@ -95,13 +86,13 @@ fn deep_checks_every_image_and_names_exactly_what_a_lost_blob_breaks() {
     assert_eq!(deep["problems"].as_array().unwrap().len(), 0);
 
     // Lose the registry image's layer on disk: exactly the tags that reference it are named.
-    let layer = skopeo(&[
+    let layer = skopeo_ok(&[
         "inspect",
         "--cert-dir",
         &cert_dir,
         "--format",
         "{{index .Layers 0}}",
-        &format!("docker://{}/e2e/registry:1", app.registry()),
+        &app.reference("e2e/registry:1"),
     ]);
     let layer = layer.trim().to_string();
     let hex = layer.strip_prefix("sha256:").unwrap();
@@ -114,7 +105,7 @@ fn deep_checks_every_image_and_names_exactly_what_a_lost_blob_breaks() {
     assert_schema(&report);
     assert_eq!(code, 1, "a lost blob fails verify");
     assert_eq!(report["status"], "fail");
-    assert_eq!(check(&report, "deep")["status"], "fail");
+    assert_check(&report, "deep", "fail", &[]);
     let found: BTreeSet<(String, String, String, String)> = report["deep"]["problems"]
         .as_array()
         .unwrap()
@@ -131,19 +122,13 @@ fn deep_checks_every_image_and_names_exactly_what_a_lost_blob_breaks() {
     assert_eq!(found, expected);
 
     // The text form names them too, one per line.
-    let out = common::command(common::BIN)
+    Run::bin()
         .arg("verify")
-        .arg("--config-dir")
-        .arg(app.config_dir())
+        .config_dir(app.config_dir())
         .arg("--deep")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let stdout = text(&out.stdout);
-    assert!(
-        stdout.contains(&format!("other/registry:latest {layer} blob missing")),
-        "{stdout}"
-    );
+        .code(1)
+        .stdout_has(format!("other/registry:latest {layer} blob missing"))
+        .run();
 }
 
 /// Writes a server certificate for the appliance signed by its own CA, valid from..until, and makes
@@ -171,24 +156,32 @@ fn other_ca(dir: &Path) -> std::path::PathBuf {
     path
 }
 
+/// Serves a certificate valid `from..until` and asserts that verify fails on its expiry saying `says`;
+/// returns the report.
+fn expiry_fails(app: &Appliance, (from, until): (time::OffsetDateTime, time::OffsetDateTime), says: &str) -> Value {
+    install_server_cert(app, from, until);
+    let (code, report) = verify_json(app, &[]);
+    assert_eq!(code, 1);
+    assert_check(&report, "certificate-expiry", "fail", &[says]);
+    report
+}
+
 #[test]
 fn tls_problems_fail_their_own_check_and_name_the_cause() {
-    let app = Appliance::new();
-    app.up(&["--no-verify"]);
+    let Some(app) = serving(&["--no-verify"]) else { return };
 
     // A CA that did not sign the server certificate.
     let other = other_ca(app.tmp.path());
     let (code, report) = verify_json(&app, &["--ca", other.to_str().unwrap()]);
     assert_schema(&report);
     assert_eq!(code, 1);
-    let chain = check(&report, "certificate-chain");
-    assert_eq!(chain["status"], "fail", "{chain}");
-    let detail = chain["detail"].as_str().unwrap();
-    assert!(
-        detail.contains("unknown issuer") && detail.contains("registry-up CA for"),
-        "{detail}"
+    assert_check(
+        &report,
+        "certificate-chain",
+        "fail",
+        &["unknown issuer", "registry-up CA for"],
     );
-    assert_eq!(check(&report, "round-trip")["status"], "skip");
+    assert_check(&report, "round-trip", "skip", &[]);
 
     // A name the certificate does not cover.
     let (code, report) = verify_json(
@@ -203,49 +196,24 @@ fn tls_problems_fail_their_own_check_and_name_the_cause() {
         ],
     );
     assert_eq!(code, 1);
-    let name = check(&report, "certificate-name");
-    assert_eq!(name["status"], "fail");
-    assert!(
-        name["detail"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("does not cover 127.0.0.1: it names only {}", app.domain)),
-        "{name}"
-    );
-    assert_eq!(check(&report, "certificate-chain")["status"], "pass");
+    let names_only = format!("does not cover 127.0.0.1: it names only {}", app.domain);
+    assert_check(&report, "certificate-name", "fail", &[&names_only]);
+    assert_check(&report, "certificate-chain", "pass", &[]);
 
-    // Expired.
+    // Expired; not a chain problem.
     let date = |y, m, d| rcgen::date_time_ymd(y, m, d);
-    install_server_cert(&app, date(2020, 1, 1), date(2021, 1, 1));
-    let (code, report) = verify_json(&app, &[]);
-    assert_eq!(code, 1);
-    let expiry = check(&report, "certificate-expiry");
-    assert_eq!(expiry["status"], "fail");
-    assert!(
-        expiry["detail"]
-            .as_str()
-            .unwrap()
-            .contains("expired on 2021-01-01 00:00 UTC"),
-        "{expiry}"
+    let report = expiry_fails(
+        &app,
+        (date(2020, 1, 1), date(2021, 1, 1)),
+        "expired on 2021-01-01 00:00 UTC",
     );
-    assert_eq!(
-        check(&report, "certificate-chain")["status"],
-        "pass",
-        "an expired certificate is not a chain problem"
-    );
+    assert_check(&report, "certificate-chain", "pass", &[]);
 
     // Not yet valid.
-    install_server_cert(&app, date(2099, 6, 1), date(2100, 1, 1));
-    let (code, report) = verify_json(&app, &[]);
-    assert_eq!(code, 1);
-    let expiry = check(&report, "certificate-expiry");
-    assert_eq!(expiry["status"], "fail");
-    assert!(
-        expiry["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not valid before 2099-06-01 00:00 UTC"),
-        "{expiry}"
+    expiry_fails(
+        &app,
+        (date(2099, 6, 1), date(2100, 1, 1)),
+        "not valid before 2099-06-01 00:00 UTC",
     );
 
     // Expiring soon: a warning, which --strict turns into a failure.
@@ -254,15 +222,14 @@ fn tls_problems_fail_their_own_check_and_name_the_cause() {
     let (code, report) = verify_json(&app, &[]);
     assert_eq!(code, 0, "warnings pass: {report:#}");
     assert_eq!(report["status"], "warn");
-    assert_eq!(check(&report, "certificate-expiry")["status"], "warn");
+    assert_check(&report, "certificate-expiry", "warn", &[]);
     let (code, report) = verify_json(&app, &["--strict"]);
     assert_eq!((code, report["status"].as_str()), (1, Some("fail")));
 }
 
 #[test]
 fn a_stopped_registry_fails_the_round_trip_and_pod_health_within_the_timeout() {
-    let app = Appliance::new();
-    app.up(&["--no-verify"]);
+    let Some(app) = serving(&["--no-verify"]) else { return };
     assert!(podman(&["stop", "-t", "0", &app.container("registry")])
         .status
         .success());
@@ -272,24 +239,19 @@ fn a_stopped_registry_fails_the_round_trip_and_pod_health_within_the_timeout() {
     assert_schema(&report);
     assert_eq!(code, 1);
     assert!(took < Duration::from_secs(25), "verify took {took:?} with --timeout 20");
-    let trip = check(&report, "round-trip");
-    assert_eq!(trip["status"], "fail");
-    assert!(
-        trip["detail"]
-            .as_str()
-            .unwrap()
-            .contains("registry container behind it is not running"),
-        "{trip}"
+    assert_check(
+        &report,
+        "round-trip",
+        "fail",
+        &["registry container behind it is not running"],
     );
+    let trip = check(&report, "round-trip");
     assert!(!trip["detail"].as_str().unwrap().contains('\n'), "one line: {trip}");
-    let pod = check(&report, "pod");
-    assert_eq!(pod["status"], "fail");
-    assert!(
-        pod["detail"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("{} exited", app.container("registry"))),
-        "{pod}"
+    assert_check(
+        &report,
+        "pod",
+        "fail",
+        &[&format!("{} exited", app.container("registry"))],
     );
 }
 
@@ -301,61 +263,58 @@ fn a_hung_server_never_hangs_verify() {
     let tmp = tempfile::tempdir().unwrap();
     let ca = other_ca(tmp.path());
     let start = Instant::now();
-    let out = common::command(common::BIN)
-        .args([
-            "verify",
-            "--domain",
-            "127.0.0.1",
-            "--port",
-            &port,
-            "--ca",
-            ca.to_str().unwrap(),
-            "--timeout",
-            "3",
-            "--json",
-        ])
-        .arg("--config-dir")
-        .arg(tmp.path())
-        .output()
-        .unwrap();
+    let out = Run::bin()
+        .args(["verify", "--domain", "127.0.0.1", "--port", &port, "--ca"])
+        .arg(ca)
+        .args(["--timeout", "3", "--json"])
+        .config_dir(tmp.path())
+        .output();
     let took = start.elapsed();
     assert!(took < Duration::from_secs(8), "verify took {took:?} with --timeout 3");
-    assert_eq!(out.status.code(), Some(1));
+    common::assert_exit(&out, 1, "verify against a silent server");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_schema(&report);
-    assert_eq!(check(&report, "tcp")["status"], "pass");
-    assert_eq!(check(&report, "tls")["status"], "fail");
+    assert_check(&report, "tcp", "pass", &[]);
+    assert_check(&report, "tls", "fail", &[]);
     drop(listener);
 }
 
 #[test]
-fn usage_errors_exit_2() {
+fn usage_errors_exit_2_and_no_appliance_exits_4() {
     let tmp = tempfile::tempdir().unwrap();
-    let run = |args: &[&str]| {
-        common::command(common::BIN)
-            .arg("verify")
-            .arg("--config-dir")
-            .arg(tmp.path())
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = run(&[]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("No appliance is installed here"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = run(&["--domain", "x.example", "--ca", "/nonexistent/ca.crt"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("Cannot read the CA file /nonexistent/ca.crt"));
+    let refused = |args: &[&str]| Run::bin().arg("verify").config_dir(tmp.path()).args(args).code(2);
+    Run::bin()
+        .arg("verify")
+        .config_dir(tmp.path())
+        .code(4)
+        .stderr_has("No appliance is installed here")
+        .run();
+    refused(&["--domain", "x.example", "--ca", "/nonexistent/ca.crt"])
+        .stderr_has("Cannot read the CA file /nonexistent/ca.crt")
+        .run();
     let bad = tmp.path().join("bad.crt");
     std::fs::write(&bad, "hello").unwrap();
-    let out = run(&["--domain", "x.example", "--ca", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let out = run(&["--domain", "x.example", "--size", "lots"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = run(&["--domain", "bad_name"]);
-    assert_eq!(out.status.code(), Some(2));
+    refused(&["--domain", "x.example", "--ca", bad.to_str().unwrap()]).run();
+    refused(&["--domain", "x.example", "--size", "lots"]).run();
+    refused(&["--domain", "bad_name"]).run();
+}
+
+/// One exit status for "not installed", whichever command meets an empty config folder (no root needed).
+#[test]
+fn commands_that_need_an_appliance_exit_4_without_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    for command in [&["certs", "show"][..], &["certs", "renew"], &["trust"], &["logs"]] {
+        Run::bin()
+            .args(command)
+            .config_dir(tmp.path())
+            .code(4)
+            .stderr_has("No appliance is installed")
+            .run();
+    }
+    Run::bin()
+        .arg("status")
+        .config_dir(tmp.path())
+        .code(4)
+        .stdout_has("not installed")
+        .run();
 }

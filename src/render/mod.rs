@@ -11,25 +11,10 @@ pub use pod::{NGINX_CONTAINER, REGISTRY_CONTAINER};
 pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
 pub use state::State;
 
+use crate::layout::*;
 use crate::pki::Pki;
 use crate::secrets::Secrets;
 use crate::settings::Settings;
-
-/// Paths below the config directory. The pod YAML mounts the folders, so nginx sees only `tls/` and
-/// `nginx/`, and the registry only `registry/`; the CA key is in no container.
-/// At the top, so the config folder itself works as a `--cert-dir` for skopeo and podman (a folder
-/// holding any .key without its .cert is refused by them).
-pub const CA_CERT: &str = "ca.crt";
-pub const CA_KEY: &str = "ca/ca.key";
-pub const SERVER_CERT: &str = "tls/server.crt";
-pub const SERVER_KEY: &str = "tls/server.key";
-pub const NGINX_CONF: &str = "nginx/registry.conf";
-pub const REGISTRY_CONFIG: &str = "registry/config.yml";
-pub const POD_YAML: &str = "registry-pod.yaml";
-pub const STATE: &str = "state.json";
-/// With --auth: the user's password for clients on this host (and verify), and the registry's htpasswd.
-pub const AUTH_PASSWORD: &str = "auth/password";
-pub const HTPASSWD: &str = "registry/htpasswd";
 
 /// Which folder a file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,35 +68,35 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
         reader,
     };
     let mut files = vec![
-        config(SERVER_CERT, inputs.pki.server_cert.clone(), 0o644, Reader::Nginx),
-        config(SERVER_KEY, inputs.pki.server_key.clone(), 0o600, Reader::Nginx),
-        config(NGINX_CONF, nginx::render(settings), 0o644, Reader::Nginx),
+        config(SERVER_CERT, inputs.pki.server_cert.clone(), PUBLIC, Reader::Nginx),
+        config(SERVER_KEY, inputs.pki.server_key.clone(), PRIVATE, Reader::Nginx),
+        config(NGINX_CONF, nginx::render(settings), PUBLIC, Reader::Nginx),
         config(
             REGISTRY_CONFIG,
             registry_config::render(&inputs.secrets.http_secret, inputs.secrets.auth.is_some()),
-            0o600,
+            PRIVATE,
             Reader::Pod,
         ),
-        config(POD_YAML, pod::render(settings), 0o644, Reader::Pod),
-        config(STATE, state::render(settings, inputs.service), 0o644, Reader::Nobody),
+        config(POD_YAML, pod::render(settings), PUBLIC, Reader::Pod),
+        config(STATE, state::render(settings, inputs.service), PUBLIC, Reader::Nobody),
     ];
     if let Some(ca) = &inputs.pki.ca_cert {
-        files.push(config(CA_CERT, ca.clone(), 0o644, Reader::Nobody));
+        files.push(config(CA_CERT, ca.clone(), PUBLIC, Reader::Nobody));
     }
     if let Some(key) = &inputs.pki.ca_key {
-        files.push(config(CA_KEY, key.clone(), 0o600, Reader::Nobody));
+        files.push(config(CA_KEY, key.clone(), PRIVATE, Reader::Nobody));
     }
     if let Some(auth) = &inputs.secrets.auth {
         files.push(config(
             AUTH_PASSWORD,
             format!("{}\n", auth.password),
-            0o600,
+            PRIVATE,
             Reader::Nobody,
         ));
         files.push(config(
             HTPASSWD,
             format!("{}\n", auth.htpasswd_line),
-            0o600,
+            PRIVATE,
             Reader::Pod,
         ));
     }
@@ -120,14 +105,14 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
             root: Root::SystemdUnits,
             rel: settings.unit_name(),
             contents: systemd::render(settings, inputs.podman).into_bytes(),
-            mode: 0o644,
+            mode: PUBLIC,
             reader: Reader::Pod,
         }),
         Service::Quadlet => files.push(RenderedFile {
             root: Root::Quadlets,
             rel: format!("{}.kube", settings.pod_name),
             contents: systemd::render_quadlet(settings).into_bytes(),
-            mode: 0o644,
+            mode: PUBLIC,
             reader: Reader::Pod,
         }),
         Service::Direct => {}
@@ -156,7 +141,7 @@ pub(crate) mod tests_support {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::host::HostName;
+    use crate::hostname::HostName;
     use std::path::PathBuf;
 
     pub fn sample_settings() -> Settings {

@@ -99,7 +99,7 @@ pub fn config_path_in_container() -> String {
 
 /// `sha256:HEX` of the config text with its own fingerprint replaced by the placeholder.
 fn fingerprint(text_with_placeholder: &str) -> String {
-    format!("sha256:{}", crate::sys::sha256_hex(text_with_placeholder.as_bytes()))
+    crate::digest::oci_digest(text_with_placeholder.as_bytes())
 }
 
 pub fn render(http_secret: &str, auth: bool) -> String {

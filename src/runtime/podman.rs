@@ -3,13 +3,92 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use serde_json::Value;
+use serde::Deserialize;
 
 use crate::error::{Error, Result};
 
 #[derive(Clone)]
 pub struct Podman {
     pub bin: PathBuf,
+}
+
+/// A podman command that failed: the command, its exit code and what it said. "Not found" is decided
+/// here, once, from Podman's words (4.3 and 5.x say "no such pod", "no such container", "no container
+/// with name or ID", "image not known").
+#[derive(Debug, Clone)]
+pub struct PodmanError {
+    pub command: String,
+    pub code: Option<i32>,
+    pub stderr: String,
+}
+
+impl PodmanError {
+    pub fn is_not_found(&self) -> bool {
+        let text = self.stderr.to_ascii_lowercase();
+        [
+            "no such pod",
+            "no such container",
+            "no container with name",
+            "no such object",
+            "image not known",
+        ]
+        .iter()
+        .any(|words| text.contains(words))
+    }
+}
+
+impl std::fmt::Display for PodmanError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = self.code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
+        write!(f, "`{}` failed{code}: {}", self.command, self.stderr)
+    }
+}
+
+impl From<PodmanError> for Error {
+    fn from(e: PodmanError) -> Self {
+        Error::runtime(format!(
+            "{e}. Run that command by hand to see the whole story (`podman info` checks Podman itself), fix the \
+             cause and run registry-up again."
+        ))
+    }
+}
+
+/// A Podman version such as 4.3.1 or 5.4.2-dev.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodmanVersion {
+    pub major: u32,
+    pub minor: u32,
+    text: String,
+}
+
+impl PodmanVersion {
+    /// Quadlet came with Podman 4.4.
+    pub fn has_quadlet(&self) -> bool {
+        (self.major, self.minor) >= (4, 4)
+    }
+}
+
+impl std::str::FromStr for PodmanVersion {
+    type Err = String;
+
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let text = text.trim();
+        let mut parts = text.split(['.', '-', '~', '+']).map(|p| p.parse::<u32>());
+        match (parts.next(), parts.next()) {
+            (Some(Ok(major)), Some(Ok(minor))) => Ok(PodmanVersion {
+                major,
+                minor,
+                text: text.to_string(),
+            }),
+            _ => Err(format!("'{text}' is not a Podman version")),
+        }
+    }
+}
+
+impl std::fmt::Display for PodmanVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// What `podman pod inspect` says about our pod.
@@ -27,6 +106,57 @@ impl PodStatus {
             && !self.containers.is_empty()
             && self.containers.iter().all(|(_, s)| s.eq_ignore_ascii_case("running"))
     }
+}
+
+/// `podman pod inspect` output: Podman 4 prints an object, Podman 5 a list of one.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum PodInspectOutput {
+    One(PodInspect),
+    List(Vec<PodInspect>),
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PodInspect {
+    #[serde(default)]
+    state: String,
+    #[serde(default, rename = "InfraContainerID")]
+    infra_container_id: String,
+    #[serde(default)]
+    containers: Vec<PodContainer>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PodContainer {
+    id: String,
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    state: String,
+}
+
+/// `podman container inspect` output, the fields registry-up reads (4.3 and 5.x agree on them).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerInspect {
+    state: ContainerState,
+    #[serde(default)]
+    restart_count: u64,
+    #[serde(default)]
+    image_name: String,
+    #[serde(default)]
+    image: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerState {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    started_at: String,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -48,9 +178,19 @@ fn stderr_of(out: &Output) -> String {
     }
 }
 
+/// Reads inspect output as `T`, or says which command printed what it could not read.
+fn parse_json<T: serde::de::DeserializeOwned>(command: &str, text: &[u8]) -> Result<T> {
+    serde_json::from_slice(text).map_err(|e| {
+        Error::runtime(format!(
+            "Could not read the output of `{command}` ({e}): this Podman prints a shape registry-up does not know; \
+             please report it with `podman version`."
+        ))
+    })
+}
+
 impl Podman {
     pub fn find() -> Result<Self> {
-        super::which("podman").map(|bin| Podman { bin }).ok_or_else(|| {
+        crate::host::which("podman").map(|bin| Podman { bin }).ok_or_else(|| {
             Error::usage(
                 "Podman is not installed or not on PATH: install it (apt-get install podman runc) and run again.",
             )
@@ -60,36 +200,43 @@ impl Podman {
     fn output(&self, args: &[&str]) -> Result<Output> {
         Command::new(&self.bin).args(args).output().map_err(|e| {
             Error::runtime(format!(
-                "Could not run {} ({e}): check the Podman installation.",
+                "Could not run {} ({e}): check the Podman installation (apt-get install --reinstall podman).",
                 self.bin.display()
             ))
         })
     }
 
-    /// Runs podman and returns stdout; a failure becomes an error naming the command and Podman's words.
-    fn run(&self, args: &[&str]) -> Result<String> {
+    /// Runs podman: stdout, or a PodmanError with the command, its exit code and Podman's words.
+    fn run(&self, args: &[&str]) -> Result<std::result::Result<Vec<u8>, PodmanError>> {
         let out = self.output(args)?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(if out.status.success() {
+            Ok(out.stdout)
         } else {
-            Err(Error::runtime(format!(
-                "`podman {}` failed: {}",
-                args.join(" "),
-                stderr_of(&out)
-            )))
-        }
+            Err(PodmanError {
+                command: format!("podman {}", args.join(" ")),
+                code: out.status.code(),
+                stderr: stderr_of(&out),
+            })
+        })
     }
 
-    pub fn version(&self) -> Result<String> {
-        let out = self.output(&["version", "--format", "{{.Client.Version}}"])?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-        } else {
-            Err(Error::usage(format!(
+    /// As `run`, a failure being an error of the run.
+    fn text(&self, args: &[&str]) -> Result<String> {
+        Ok(String::from_utf8_lossy(&self.run(args)??).into_owned())
+    }
+
+    pub fn version(&self) -> Result<PodmanVersion> {
+        let text = self.run(&["version", "--format", "{{.Client.Version}}"])?.map_err(|e| {
+            Error::usage(format!(
                 "Podman does not work here: `podman version` said: {}. Fix the Podman installation (see `podman info`) and run again.",
-                stderr_of(&out)
-            )))
-        }
+                e.stderr
+            ))
+        })?;
+        String::from_utf8_lossy(&text).parse().map_err(|e| {
+            Error::usage(format!(
+                "Podman does not work here: {e}. Fix the Podman installation (see `podman info`) and run again."
+            ))
+        })
     }
 
     pub fn image_exists(&self, reference: &str) -> Result<bool> {
@@ -98,63 +245,45 @@ impl Podman {
 
     /// The ENTRYPOINT and CMD of a local image.
     pub fn image_config(&self, reference: &str) -> Result<crate::registry_image::ImageConfig> {
-        let text = self.run(&["image", "inspect", "--format", "{{json .Config}}", reference])?;
-        serde_json::from_str(text.trim()).map_err(|e| {
-            Error::runtime(format!(
-                "Could not read the configuration of the image {reference} from `podman image inspect` ({e}): \
-                 check the image with `podman image inspect {reference}`."
-            ))
-        })
+        let args = ["image", "inspect", "--format", "{{json .Config}}", reference];
+        parse_json(&args.join(" "), &self.run(&args)??)
     }
 
     /// `podman load -i ARCHIVE`; returns Podman's summary line.
     pub fn load(&self, archive: &Path) -> Result<String> {
         let path = archive.display().to_string();
-        let out = self.output(&["load", "-q", "-i", &path])?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).trim().replace('\n', ", "))
-        } else {
-            Err(Error::usage(format!(
+        match self.run(&["load", "-q", "-i", &path])? {
+            Ok(out) => Ok(String::from_utf8_lossy(&out).trim().replace('\n', ", ")),
+            Err(e) => Err(Error::usage(format!(
                 "Podman cannot load the image archive {path}: {}. Give --image-archive a file made by `podman save`.",
-                stderr_of(&out)
-            )))
+                e.stderr
+            ))),
         }
     }
 
+    /// The pod's state and containers, or None when there is no such pod.
     pub fn pod_status(&self, pod: &str) -> Result<Option<PodStatus>> {
-        let out = self.output(&["pod", "inspect", pod])?;
-        if !out.status.success() {
-            let why = stderr_of(&out);
-            if why.contains("no such pod") {
-                return Ok(None);
-            }
-            return Err(Error::runtime(format!("`podman pod inspect {pod}` failed: {why}")));
-        }
-        let text = String::from_utf8_lossy(&out.stdout);
-        let value: Value = serde_json::from_str(&text)
-            .map_err(|e| Error::runtime(format!("Could not read `podman pod inspect {pod}` ({e}).")))?;
-        // Podman 4 prints an object, Podman 5 a list of one.
-        let pod_value = match &value {
-            Value::Array(items) => items.first().cloned().unwrap_or(Value::Null),
-            other => other.clone(),
+        let json = match self.run(&["pod", "inspect", pod])? {
+            Ok(json) => json,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(e.into()),
         };
-        let infra = pod_value["InfraContainerID"].as_str().unwrap_or_default().to_string();
-        let containers = pod_value["Containers"]
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter(|c| c["Id"].as_str() != Some(infra.as_str()))
-                    .map(|c| {
-                        (
-                            c["Name"].as_str().unwrap_or_default().to_string(),
-                            c["State"].as_str().unwrap_or_default().to_string(),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let inspect = match parse_json(&format!("podman pod inspect {pod}"), &json)? {
+            PodInspectOutput::One(one) => one,
+            PodInspectOutput::List(list) => list.into_iter().next().ok_or_else(|| {
+                Error::runtime(format!(
+                    "`podman pod inspect {pod}` printed an empty list: check the pod with `podman pod ps`."
+                ))
+            })?,
+        };
+        let containers = inspect
+            .containers
+            .into_iter()
+            .filter(|c| c.id != inspect.infra_container_id)
+            .map(|c| (c.name, c.state))
+            .collect();
         Ok(Some(PodStatus {
-            state: pod_value["State"].as_str().unwrap_or_default().to_string(),
+            state: inspect.state,
             containers,
         }))
     }
@@ -168,71 +297,87 @@ impl Podman {
             args.push("--replace");
         }
         args.push(&path);
-        let out = self.output(&args)?;
-        if out.status.success() {
+        let Err(e) = self.run(&args)? else {
             return Ok(());
-        }
-        let why = stderr_of(&out);
+        };
         // Never leave a half-created pod behind (Podman may leave it in state Created).
         let _ = self.output(&["play", "kube", "--down", &path]);
         Err(Error::runtime(format!(
-            "Podman could not start the pod from {path}: {why}. Fix the cause and run registry-up again."
+            "Podman could not start the pod from {path}: {}. Fix the cause and run registry-up again.",
+            e.stderr
         )))
     }
 
     /// Runs `entrypoint args…` once in a throw-away container of `image`, without network; returns the
     /// first line it printed.
-    pub fn run_once(&self, image: &str, command: &[&str]) -> Result<String> {
+    pub fn run_once(&self, image: &str, command: &[&str]) -> Result<std::result::Result<String, PodmanError>> {
         let mut args = vec!["run", "--rm", "--network", "none", "--entrypoint", command[0], image];
         args.extend_from_slice(&command[1..]);
-        let out = self.output(&args)?;
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        if out.status.success() {
-            Ok(text.lines().next().unwrap_or_default().trim().to_string())
-        } else {
-            Err(Error::runtime(stderr_of(&out)))
-        }
+        Ok(self.run(&args)?.map(|out| {
+            String::from_utf8_lossy(&out)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        }))
     }
 
     /// State, start time, restarts and image of a container, or None if it does not exist.
     pub fn container(&self, name: &str) -> Result<Option<ContainerInfo>> {
-        let out = self.output(&["container", "inspect", name])?;
-        if !out.status.success() {
-            return Ok(None);
+        match self.run(&["container", "inspect", name])? {
+            Ok(json) => Ok(Self::container_infos(&[name], &json)?.into_iter().next()),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        let value: Value = serde_json::from_slice(&out.stdout)
-            .map_err(|e| Error::runtime(format!("Could not read `podman container inspect {name}` ({e}).")))?;
-        let c = &value[0];
-        let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-        Ok(Some(ContainerInfo {
-            name: name.to_string(),
-            state: text(&c["State"]["Status"]),
-            started_at: text(&c["State"]["StartedAt"]),
-            restarts: c["RestartCount"].as_u64().unwrap_or(0),
-            image_name: text(&c["ImageName"]),
-            image_id: text(&c["Image"]),
-        }))
+    }
+
+    /// [`Podman::container`] for several containers in one call (each podman call costs tens of
+    /// milliseconds); all None when one of them does not exist.
+    pub fn containers(&self, names: &[&str]) -> Vec<Option<ContainerInfo>> {
+        let mut args = vec!["container", "inspect"];
+        args.extend_from_slice(names);
+        match self.run(&args) {
+            Ok(Ok(json)) => match Self::container_infos(names, &json) {
+                Ok(infos) if infos.len() == names.len() => infos.into_iter().map(Some).collect(),
+                _ => vec![None; names.len()],
+            },
+            _ => vec![None; names.len()],
+        }
+    }
+
+    fn container_infos(names: &[&str], json: &[u8]) -> Result<Vec<ContainerInfo>> {
+        let list: Vec<ContainerInspect> = parse_json(&format!("podman container inspect {}", names.join(" ")), json)?;
+        Ok(names
+            .iter()
+            .zip(list)
+            .map(|(name, c)| ContainerInfo {
+                name: name.to_string(),
+                state: c.state.status,
+                started_at: c.state.started_at,
+                restarts: c.restart_count,
+                image_name: c.image_name,
+                image_id: c.image,
+            })
+            .collect())
     }
 
     /// `podman play kube --down YAML`: stops and removes the pod.
     pub fn down(&self, yaml: &Path) -> Result<()> {
-        self.run(&["play", "kube", "--down", &yaml.display().to_string()])
+        self.text(&["play", "kube", "--down", &yaml.display().to_string()])
             .map(|_| ())
     }
 
     /// nginx worker processes in `container`: (pid, still accepting new connections).
-    fn nginx_workers(&self, container: &str) -> Vec<(String, bool)> {
-        let Ok(text) = self.run(&["top", container, "pid", "args"]) else {
+    fn nginx_workers(&self, container: &str) -> Vec<(u32, bool)> {
+        // The worker's own title says whether it is draining ("nginx: worker process is shutting down").
+        let Ok(text) = self.text(&["top", container, "pid", "args"]) else {
             return Vec::new();
         };
         text.lines()
             .filter(|l| l.contains("worker process"))
             .filter_map(|l| {
-                let pid = l.split_whitespace().next()?.to_string();
+                let pid = l.split_whitespace().next()?.parse().ok()?;
                 Some((pid, !l.contains("shutting down")))
             })
             .collect()
@@ -242,8 +387,8 @@ impl Podman {
     /// once every old worker has stopped accepting connections (at most 10 s), so that the next client
     /// cannot land on a worker that is about to close its connection.
     pub fn reload_nginx(&self, container: &str) -> Result<()> {
-        let old: Vec<String> = self.nginx_workers(container).into_iter().map(|(pid, _)| pid).collect();
-        self.run(&["exec", container, "nginx", "-s", "reload"])?;
+        let old: Vec<u32> = self.nginx_workers(container).into_iter().map(|(pid, _)| pid).collect();
+        self.text(&["exec", container, "nginx", "-s", "reload"])?;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while std::time::Instant::now() < deadline {
             let now = self.nginx_workers(container);
@@ -260,14 +405,14 @@ impl Podman {
     /// What `registry --version` says in the running registry container, without the program name
     /// (e.g. `github.com/distribution/distribution/v3 3.1.1`).
     pub fn registry_version(&self, container: &str) -> Result<String> {
-        let text = self.run(&["exec", container, "registry", "--version"])?;
+        let text = self.text(&["exec", container, "registry", "--version"])?;
         let line = text.lines().next().unwrap_or_default().trim();
         Ok(line.strip_prefix("registry ").unwrap_or(line).to_string())
     }
 
     /// The log driver containers get by default (`journald`, `k8s-file`, …), if Podman says.
     pub fn log_driver(&self) -> Option<String> {
-        self.run(&["info", "--format", "{{.Host.LogDriver}}"])
+        self.text(&["info", "--format", "{{.Host.LogDriver}}"])
             .ok()
             .map(|t| t.trim().to_string())
             .filter(|t| !t.is_empty())
@@ -277,36 +422,7 @@ impl Podman {
     pub fn image_ids(&self, references: &[&str]) -> Result<Vec<String>> {
         let mut args = vec!["image", "inspect", "--format", "{{.Id}}"];
         args.extend_from_slice(references);
-        Ok(self.run(&args)?.lines().map(|l| l.trim().to_string()).collect())
-    }
-
-    /// The image ID each container runs (None when not known), in one call.
-    pub fn container_image_ids(&self, containers: &[&str]) -> Vec<Option<String>> {
-        self.inspect_each(containers, "{{.Image}}", |l| Some(l.to_string()))
-    }
-
-    /// One `podman container inspect --format FORMAT` for all `containers`, a value per container; all None
-    /// when one of them does not exist (Podman then prints fewer lines than asked for).
-    fn inspect_each<T: Clone>(
-        &self,
-        containers: &[&str],
-        format: &str,
-        read: impl Fn(&str) -> Option<T>,
-    ) -> Vec<Option<T>> {
-        let mut args = vec!["container", "inspect", "--format", format];
-        args.extend_from_slice(containers);
-        let text = self.run(&args).unwrap_or_default();
-        let values: Vec<Option<T>> = text.lines().map(|l| read(l.trim())).collect();
-        if values.len() == containers.len() {
-            values
-        } else {
-            vec![None; containers.len()]
-        }
-    }
-
-    /// How often Podman restarted each container, in one call.
-    pub fn restart_counts(&self, containers: &[&str]) -> Vec<Option<u64>> {
-        self.inspect_each(containers, "{{.RestartCount}}", |l| l.parse().ok())
+        Ok(self.text(&args)?.lines().map(|l| l.trim().to_string()).collect())
     }
 
     /// The last lines a container wrote, for a failure report.
@@ -319,5 +435,48 @@ impl Podman {
             }
             Err(e) => e.message,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse_and_know_quadlet() {
+        let v = |t: &str| t.parse::<PodmanVersion>();
+        assert!(!v("4.3.1").unwrap().has_quadlet());
+        assert!(v("4.4.0").unwrap().has_quadlet());
+        assert!(v("5.4.2").unwrap().has_quadlet());
+        assert!(v("4.9.3-dev").unwrap().has_quadlet());
+        assert!(!v("3.4.4").unwrap().has_quadlet());
+        assert_eq!(v("5.4.2\n").unwrap().to_string(), "5.4.2");
+        assert!(v("garbage").is_err());
+    }
+
+    #[test]
+    fn pod_inspect_of_podman_4_and_5_reads_alike() {
+        let pod = r#"{"State":"Running","InfraContainerID":"i","Containers":[
+            {"Id":"i","Name":"p-infra","State":"running"},
+            {"Id":"a","Name":"p-registry","State":"running"},
+            {"Id":"b","Name":"p-nginx","State":"exited"}]}"#;
+        let one: PodInspectOutput = serde_json::from_str(pod).unwrap();
+        assert!(matches!(one, PodInspectOutput::One(ref p) if p.containers.len() == 3 && p.state == "Running"));
+        let list: PodInspectOutput = serde_json::from_str(&format!("[{pod}]")).unwrap();
+        assert!(matches!(list, PodInspectOutput::List(ref l) if l[0].infra_container_id == "i"));
+    }
+
+    #[test]
+    fn not_found_is_read_from_podman_4_and_5_words() {
+        let e = |stderr: &str| PodmanError {
+            command: "podman pod inspect x".into(),
+            code: Some(125),
+            stderr: stderr.into(),
+        };
+        assert!(e("Error: no such pod x").is_not_found());
+        assert!(e("Error: no such pod: x").is_not_found());
+        assert!(e("Error: no container with name or ID \"x\" found: no such container").is_not_found());
+        assert!(!e("Error: cannot connect to the Podman socket").is_not_found());
+        assert!(e("boom").to_string().contains("exit code 125"));
     }
 }

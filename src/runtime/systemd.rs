@@ -1,68 +1,79 @@
-//! The systemctl CLI, for hosts where systemd runs as init.
+//! The systemctl and loginctl CLIs, for hosts where systemd runs as init.
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::error::{Error, Result};
+use crate::host::HostFacts;
+use crate::render::Service;
 
-/// `systemctl`, or `systemctl --user` for a rootless appliance.
-fn command(user: bool) -> Command {
-    let mut cmd = Command::new("systemctl");
-    if user {
-        cmd.arg("--user");
-    }
-    cmd
+/// Which systemd instance: the system's, or the user's own (`systemctl --user`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    System,
+    User,
 }
 
-fn systemctl(user: bool, args: &[&str]) -> Result<()> {
-    let out = command(user)
-        .args(args)
-        .output()
-        .map_err(|e| Error::runtime(format!("Could not run systemctl ({e}): is systemd installed?")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
+/// `systemctl`, for one scope.
+#[derive(Debug, Clone, Copy)]
+pub struct Systemctl {
+    pub scope: Scope,
+}
+
+impl Systemctl {
+    /// The instance that runs an appliance: the user's for a rootless one.
+    pub fn for_appliance(rootless: bool) -> Self {
+        Systemctl {
+            scope: if rootless { Scope::User } else { Scope::System },
+        }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = Command::new("systemctl");
+        if self.scope == Scope::User {
+            cmd.arg("--user");
+        }
+        cmd
+    }
+
+    /// Runs `systemctl ARGS`; a failure names the command, systemd's words and where to look.
+    pub fn run(&self, args: &[&str]) -> Result<()> {
+        let out = self.command().args(args).output().map_err(|e| {
+            Error::runtime(format!(
+                "Could not run systemctl ({e}): install systemd, or use --systemd none."
+            ))
+        })?;
+        if out.status.success() {
+            return Ok(());
+        }
+        let user = if self.scope == Scope::User { "--user " } else { "" };
         Err(Error::runtime(format!(
-            "`systemctl {}` failed: {}. See `journalctl -xeu` for the unit, fix the cause and run registry-up again.",
+            "`systemctl {user}{}` failed: {}. See `journalctl {user}-xe` for the unit, fix the cause and run registry-up again.",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         )))
     }
-}
 
-fn is_active(user: bool, unit: &str) -> bool {
-    command(user)
-        .args(["is-active", "--quiet", unit])
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Makes systemd run the unit now and at boot. `unit_changed`: the unit file was written;
-/// `restart`: files the pod reads changed, so a running pod must start again.
-pub fn start(user: bool, unit: &str, unit_changed: bool, restart: bool) -> Result<()> {
-    if unit_changed {
-        systemctl(user, &["daemon-reload"])?;
+    pub fn is_active(&self, unit: &str) -> bool {
+        self.command()
+            .args(["is-active", "--quiet", unit])
+            .status()
+            .is_ok_and(|s| s.success())
     }
-    let was_active = is_active(user, unit);
-    systemctl(user, &["enable", "--now", unit])?;
-    if was_active && restart {
-        systemctl(user, &["restart", unit])?;
-    }
-    Ok(())
-}
 
-/// `active`, `inactive`, `failed`, … as systemctl says.
-pub fn state(user: bool, unit: &str) -> String {
-    command(user)
-        .args(["is-active", unit])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+    /// `active`, `inactive`, `failed`, … as systemctl says.
+    pub fn state(&self, unit: &str) -> String {
+        self.command()
+            .args(["is-active", unit])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|_| "unknown".into())
+    }
 }
 
 /// Whether lingering is on for `user`, so their units run without a login (and start at boot).
 pub fn linger_enabled(user: &str) -> bool {
-    std::path::Path::new("/var/lib/systemd/linger").join(user).exists()
+    Path::new("/var/lib/systemd/linger").join(user).exists()
 }
 
 /// `loginctl enable-linger USER`.
@@ -70,7 +81,11 @@ pub fn enable_linger(user: &str) -> Result<()> {
     let out = Command::new("loginctl")
         .args(["enable-linger", user])
         .output()
-        .map_err(|e| Error::runtime(format!("Could not run loginctl ({e}): is systemd-logind installed?")))?;
+        .map_err(|e| {
+            Error::runtime(format!(
+                "Could not run loginctl ({e}): install systemd (it brings loginctl), or start the pod by hand after each login."
+            ))
+        })?;
     if out.status.success() {
         Ok(())
     } else {
@@ -83,74 +98,84 @@ pub fn enable_linger(user: &str) -> Result<()> {
 
 /// The ways systemd can keep one pod running, and the files behind them.
 pub struct Units {
-    user: bool,
+    systemctl: Systemctl,
+    systemd_running: bool,
     unit: String,
-    unit_file: std::path::PathBuf,
-    quadlet_file: std::path::PathBuf,
+    unit_file: PathBuf,
+    quadlet_file: PathBuf,
 }
 
 impl Units {
-    pub fn new(user: bool, unit: &str, pod: &str) -> Self {
+    pub fn new(host: &HostFacts, unit: &str, pod: &str) -> Self {
         Units {
-            user,
+            systemctl: Systemctl::for_appliance(!host.root),
+            systemd_running: host.systemd_running,
             unit: unit.to_string(),
-            unit_file: crate::paths::unit_dir().join(unit),
-            quadlet_file: crate::paths::quadlet_dir().join(format!("{pod}.kube")),
+            unit_file: host.unit_dir().join(unit),
+            quadlet_file: host.quadlet_dir().join(format!("{pod}.kube")),
         }
     }
 
     /// Removes the kinds not in use; returns what was removed, for the report.
-    pub fn remove_all_but(&self, keep: crate::render::Service) -> Result<Option<&'static str>> {
-        use crate::render::Service;
+    pub fn remove_all_but(&self, keep: Service) -> Result<Option<&'static str>> {
         let mut removed = None;
-        if keep != Service::SystemdUnit && self.unit_file.exists() {
-            if crate::sys::systemd_running() {
-                let _ = systemctl(self.user, &["disable", "--now", &self.unit]);
+        for (kind, file, stop, name) in [
+            (
+                Service::SystemdUnit,
+                &self.unit_file,
+                &["disable", "--now"][..],
+                "classic systemd unit",
+            ),
+            (Service::Quadlet, &self.quadlet_file, &["stop"][..], "Quadlet"),
+        ] {
+            if keep == kind || !file.exists() {
+                continue;
             }
-            remove_file(&self.unit_file)?;
-            removed = Some("classic systemd unit");
-        }
-        if keep != Service::Quadlet && self.quadlet_file.exists() {
-            if crate::sys::systemd_running() {
-                let _ = systemctl(self.user, &["stop", &self.unit]);
+            if self.systemd_running {
+                // A unit that is not loaded cannot be stopped: nothing to do then.
+                let _ = self.systemctl.run(&[stop, &[self.unit.as_str()]].concat());
             }
-            remove_file(&self.quadlet_file)?;
-            removed = Some("Quadlet");
+            std::fs::remove_file(file)
+                .map_err(|e| Error::runtime(format!("Cannot remove {} ({e}): run as root.", file.display())))?;
+            removed = Some(name);
         }
-        if removed.is_some() && crate::sys::systemd_running() {
-            systemctl(self.user, &["daemon-reload"])?;
+        if removed.is_some() && self.systemd_running {
+            self.systemctl.run(&["daemon-reload"])?;
         }
         Ok(removed)
     }
 
-    /// A classic unit: enabled and started; restarted when the pod must pick up changes.
+    /// A classic unit: enabled and started now and at boot; restarted when the pod must pick up changes.
+    /// `changed`: the unit file was written.
     pub fn start_unit(&self, changed: bool, restart: bool) -> Result<()> {
-        start(self.user, &self.unit, changed, restart)
+        if changed {
+            self.systemctl.run(&["daemon-reload"])?;
+        }
+        let was_active = self.systemctl.is_active(&self.unit);
+        self.systemctl.run(&["enable", "--now", &self.unit])?;
+        if was_active && restart {
+            self.systemctl.run(&["restart", &self.unit])?;
+        }
+        Ok(())
     }
 
     /// A unit Quadlet generates: it cannot be enabled (the generator applies [Install] itself), only
     /// started; daemon-reload runs the generator again after the .kube file changed.
     pub fn start_generated(&self, changed: bool, restart: bool) -> Result<()> {
         if changed {
-            systemctl(self.user, &["daemon-reload"])?;
+            self.systemctl.run(&["daemon-reload"])?;
         }
-        if is_active(self.user, &self.unit) {
-            if restart {
-                systemctl(self.user, &["restart", &self.unit])?;
-            }
-            Ok(())
+        if !self.systemctl.is_active(&self.unit) {
+            self.systemctl.run(&["start", &self.unit])
+        } else if restart {
+            self.systemctl.run(&["restart", &self.unit])
         } else {
-            systemctl(self.user, &["start", &self.unit])
+            Ok(())
         }
     }
 
     /// `down`: stop and remove whichever kind is installed.
     pub fn remove_any(&self) -> Result<()> {
-        self.remove_all_but(crate::render::Service::Direct).map(|_| ())
+        self.remove_all_but(Service::Direct).map(|_| ())
     }
-}
-
-fn remove_file(path: &std::path::Path) -> Result<()> {
-    std::fs::remove_file(path)
-        .map_err(|e| Error::runtime(format!("Cannot remove {} ({e}): run as root.", path.display())))
 }

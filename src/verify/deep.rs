@@ -6,15 +6,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
 use tokio::sync::Semaphore;
 
 use super::report::{Deep, Problem};
 use super::target::{chain, Http, Target};
+use crate::oci::{AnyManifest, MANIFEST_TYPES};
 
-const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
-    application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 const PAGE: usize = 100;
+
+/// One page of `/v2/_catalog` (repositories) or `/v2/NAME/tags/list` (tags; null when none is left).
+#[derive(serde::Deserialize)]
+struct Listing {
+    repositories: Option<Vec<String>>,
+    tags: Option<Vec<String>>,
+}
 
 /// The next page of a paginated listing, from the Link header.
 fn next_link(resp: &reqwest::Response) -> Option<String> {
@@ -48,14 +53,12 @@ async fn paginate(http: &Http, target: &Target, first: String, key: &str) -> Res
             return Err(format!("{url} answered HTTP {status}"));
         }
         next = next_link(&resp);
-        let body: Value = resp.json().await.map_err(|e| format!("{url}: not JSON ({e})"))?;
-        items.extend(
-            body[key]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str().map(String::from)),
-        );
+        let page: Listing = resp.json().await.map_err(|e| format!("{url}: not a listing ({e})"))?;
+        items.extend(match key {
+            "tags" => page.tags,
+            _ => page.repositories,
+        }
+        .unwrap_or_default());
     }
     Ok(items)
 }
@@ -89,7 +92,13 @@ impl TagWalk<'_> {
     /// Fetches a manifest by tag or digest; checks its digest; walks what it references.
     async fn manifest(&mut self, reference: &str, depth: u8) {
         let url = self.target.url(&format!("/v2/{}/manifests/{reference}", self.repo));
-        let resp = match self.http.get(&url).header(reqwest::header::ACCEPT, ACCEPT).send().await {
+        let resp = match self
+            .http
+            .get(&url)
+            .header(reqwest::header::ACCEPT, MANIFEST_TYPES.join(", "))
+            .send()
+            .await
+        {
             Ok(r) => r,
             Err(e) => return self.problem(reference, format!("manifest request failed: {}", chain(&e))),
         };
@@ -110,7 +119,7 @@ impl TagWalk<'_> {
             Err(e) => return self.problem(reference, format!("manifest download failed: {}", chain(&e))),
         };
         self.result.manifests += 1;
-        let actual = format!("sha256:{}", crate::sys::sha256_hex(&body));
+        let actual = crate::digest::oci_digest(&body);
         let expected = if reference.starts_with("sha256:") {
             Some(reference.to_string())
         } else {
@@ -121,30 +130,20 @@ impl TagWalk<'_> {
                 return self.problem(expected, format!("manifest corrupt: its content hashes to {actual}"));
             }
         }
-        let json: Value = match serde_json::from_slice(&body) {
-            Ok(v) => v,
-            Err(e) => return self.problem(&actual, format!("manifest is not JSON ({e})")),
+        let manifest = match AnyManifest::parse(&body) {
+            Ok(m) => m,
+            Err(e) => return self.problem(&actual, format!("manifest is not readable ({e})")),
         };
-        if let Some(children) = json["manifests"].as_array() {
+        if let Some(children) = &manifest.manifests {
             if depth > 2 {
                 return self.problem(&actual, "image index nested too deep".into());
             }
             for child in children {
-                if let Some(d) = child["digest"].as_str() {
-                    Box::pin(self.manifest(d, depth + 1)).await;
-                }
+                Box::pin(self.manifest(&child.digest, depth + 1)).await;
             }
             return;
         }
-        let mut blobs: Vec<String> = Vec::new();
-        blobs.extend(json["config"]["digest"].as_str().map(String::from));
-        for layer in json["layers"].as_array().into_iter().flatten() {
-            blobs.extend(layer["digest"].as_str().map(String::from));
-        }
-        // Docker schema 1, should an old registry still hold one.
-        for layer in json["fsLayers"].as_array().into_iter().flatten() {
-            blobs.extend(layer["blobSum"].as_str().map(String::from));
-        }
+        let blobs: Vec<String> = manifest.blobs().map(String::from).collect();
         for blob in blobs {
             self.blob(&blob).await;
         }

@@ -19,7 +19,7 @@ pub struct Layer {
 impl Layer {
     pub fn new(size: u64) -> Self {
         let mut seed = [0u8; 8];
-        crate::sys::random_bytes(&mut seed);
+        crate::digest::random_bytes(&mut seed);
         let mtime = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -93,23 +93,18 @@ impl Iterator for Chunks {
     }
 }
 
-/// A POSIX ustar header for one regular file.
+/// A POSIX ustar header for one regular file (the tar crate's, so the layout is not ours to get wrong).
 fn tar_header(name: &str, size: u64, mtime: u64) -> [u8; BLOCK] {
-    let mut h = [0u8; BLOCK];
-    let mut put = |at: usize, field: &[u8]| h[at..at + field.len()].copy_from_slice(field);
-    put(0, name.as_bytes());
-    put(100, b"0000644\0");
-    put(108, b"0000000\0");
-    put(116, b"0000000\0");
-    put(124, format!("{size:011o}\0").as_bytes());
-    put(136, format!("{mtime:011o}\0").as_bytes());
-    put(148, b"        ");
-    put(156, b"0");
-    put(257, b"ustar\0");
-    put(263, b"00");
-    let sum: u32 = h.iter().map(|&b| b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    h
+    let mut h = tar::Header::new_ustar();
+    h.set_path(name).expect("a short relative name");
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_size(size);
+    h.set_mtime(mtime);
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_cksum();
+    *h.as_bytes()
 }
 
 /// The image config for a layer with digest `diff_id`.

@@ -15,16 +15,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use live::{checks as live_checks, served_fingerprint, ConfigFile};
-pub use report::Status;
+pub use report::{Check, Report, Status};
 pub use round_trip::{round_trip, DEFAULT_SIZE};
 pub use target::{chain, wait_ready, Target};
+pub use tls::roots as tls_roots;
 
-use crate::cli::VerifyArgs;
-use crate::error::{Error, Result};
-use crate::host::HostName;
-use crate::render::State;
 use crate::runtime::podman::Podman;
-use report::{Check, Report};
 
 /// What to run, besides the target.
 pub struct Options {
@@ -137,7 +133,7 @@ pub async fn run_checks(
     (checks, deep_report)
 }
 
-/// The network checks; Err(reason) when the rest cannot run.
+/// The network checks in order, each pushed to `checks`; Err(reason) when the rest cannot run.
 async fn network_checks(
     target: &Target,
     opts: &Options,
@@ -145,7 +141,26 @@ async fn network_checks(
     checks: &mut Vec<Check>,
     deep_report: &mut Option<report::Deep>,
 ) -> std::result::Result<(), String> {
-    // 1. The name resolves.
+    let addrs = resolve(target, opts, deadline, checks).await?;
+    let addr = connect(&addrs, deadline, checks).await?;
+    tls(target, addr, deadline, checks).await?;
+    checks.push(api(target, deadline).await?);
+    // What the running registry enforces: auth as set up, and the config registry-up wrote.
+    checks.extend(live::checks(target, opts.config.as_ref(), remaining(deadline)).await);
+    checks.extend(round_trip_and_cleanup(target, opts.size, deadline).await);
+    if opts.deep {
+        checks.push(deep(target, opts, deadline, deep_report).await);
+    }
+    Ok(())
+}
+
+/// 1. The name resolves.
+async fn resolve(
+    target: &Target,
+    opts: &Options,
+    deadline: Instant,
+    checks: &mut Vec<Check>,
+) -> std::result::Result<Vec<SocketAddr>, String> {
     let t = Instant::now();
     let host = target.host.trim_start_matches('[').trim_end_matches(']').to_string();
     let lookup = tokio::time::timeout(
@@ -176,12 +191,19 @@ async fn network_checks(
         format!("{host} -> {}", shown.join(", ")),
         t.elapsed(),
     ));
+    Ok(addrs)
+}
 
-    // 2. TCP connect, to the first address that answers.
+/// 2. TCP connect, to the first address that answers.
+async fn connect(
+    addrs: &[SocketAddr],
+    deadline: Instant,
+    checks: &mut Vec<Check>,
+) -> std::result::Result<SocketAddr, String> {
     let t = Instant::now();
     let mut connected = None;
     let mut errors = Vec::new();
-    for addr in &addrs {
+    for addr in addrs {
         match tokio::time::timeout(
             remaining(deadline).min(Duration::from_secs(10)),
             tokio::net::TcpStream::connect(addr),
@@ -211,8 +233,16 @@ async fn network_checks(
         format!("connected to {addr}"),
         t.elapsed(),
     ));
+    Ok(addr)
+}
 
-    // 3. TLS, judged piece by piece.
+/// 3. TLS, judged piece by piece.
+async fn tls(
+    target: &Target,
+    addr: SocketAddr,
+    deadline: Instant,
+    checks: &mut Vec<Check>,
+) -> std::result::Result<(), String> {
     let (tls_host, ca, limit) = (target.host.clone(), target.ca_pem.clone(), remaining(deadline));
     let tls_checks = tokio::task::spawn_blocking(move || tls::checks(addr, &tls_host, ca.as_deref(), limit))
         .await
@@ -231,11 +261,14 @@ async fn network_checks(
     if !tls_ok {
         return Err("the TLS checks failed, so no client would trust this registry".into());
     }
+    Ok(())
+}
 
-    // 4. The registry API answers through the proxy.
+/// 4. The registry API answers through the proxy; Err when no HTTPS client can be made.
+async fn api(target: &Target, deadline: Instant) -> std::result::Result<Check, String> {
     let t = Instant::now();
     let http = target.http_client(remaining(deadline)).map_err(|e| e.message)?;
-    let api = match http.get(&target.url("/v2/")).send().await {
+    Ok(match http.get(&target.url("/v2/")).send().await {
         Err(e) => Check::new(
             "api",
             Status::Fail,
@@ -256,23 +289,21 @@ async fn network_checks(
                 (code, _) => Check::new("api", Status::Fail, format!("GET /v2/ -> HTTP {code}, expected 200"), t.elapsed()),
             }
         }
-    };
-    checks.push(api);
+    })
+}
 
-    // 5. What the running registry enforces: auth as set up, and the config registry-up wrote.
-    checks.extend(live::checks(target, opts.config.as_ref(), remaining(deadline)).await);
-
-    // 6 and 7. The round trip, then its clean-up.
+/// 5 and 6. The round trip, then its clean-up.
+async fn round_trip_and_cleanup(target: &Target, size: u64, deadline: Instant) -> Vec<Check> {
     let t = Instant::now();
-    match round_trip(target, opts.size, remaining(deadline)).await {
-        Ok(trip) => {
-            checks.push(Check::new(
+    match round_trip(target, size, remaining(deadline)).await {
+        Ok(trip) => vec![
+            Check::new(
                 "round-trip",
                 Status::Pass,
                 trip.summary(),
                 t.elapsed() - trip.cleanup.as_ref().copied().unwrap_or_default(),
-            ));
-            checks.push(match trip.cleanup {
+            ),
+            match trip.cleanup {
                 Ok(took) => Check::new(
                     "cleanup",
                     Status::Pass,
@@ -280,63 +311,55 @@ async fn network_checks(
                     took,
                 ),
                 Err(e) => Check::new("cleanup", Status::Fail, e.message, Duration::ZERO),
-            });
-        }
-        Err(e) => {
-            checks.push(Check::new("round-trip", Status::Fail, e.message, t.elapsed()));
-            checks.push(Check::skipped("cleanup", "the round trip failed"));
-        }
+            },
+        ],
+        Err(e) => vec![
+            Check::new("round-trip", Status::Fail, e.message, t.elapsed()),
+            Check::skipped("cleanup", "the round trip failed"),
+        ],
     }
+}
 
-    // 8. Everything stored.
-    if opts.deep {
-        let t = Instant::now();
-        let left = remaining(deadline);
-        let check = match tokio::time::timeout(left, deep::walk(target, left, opts.jobs, opts.progress)).await {
-            Err(_) => timed_out("deep", opts.timeout),
-            Ok(Err(e)) => Check::new(
-                "deep",
-                Status::Fail,
-                format!("the walk could not finish: {e}"),
-                t.elapsed(),
-            ),
-            Ok(Ok(d)) => {
-                let counts = format!(
-                    "{} repositories, {} tags, {} manifests, {} blobs",
-                    d.repositories, d.tags, d.manifests, d.blobs
-                );
-                let check = if d.problems.is_empty() {
-                    Check::new(
-                        "deep",
-                        Status::Pass,
-                        format!("{counts}: all present, manifest digests match"),
-                        t.elapsed(),
-                    )
-                } else {
-                    Check::new(
-                        "deep",
-                        Status::Fail,
-                        format!(
-                            "{counts}: {} missing or corrupt item(s), listed below",
-                            d.problems.len()
-                        ),
-                        t.elapsed(),
-                    )
-                };
-                *deep_report = Some(d);
-                check
-            }
-        };
-        checks.push(check);
+/// 7. Everything stored; the walk's findings go to `deep_report`.
+async fn deep(target: &Target, opts: &Options, deadline: Instant, deep_report: &mut Option<report::Deep>) -> Check {
+    let t = Instant::now();
+    let left = remaining(deadline);
+    match tokio::time::timeout(left, deep::walk(target, left, opts.jobs, opts.progress)).await {
+        Err(_) => timed_out("deep", opts.timeout),
+        Ok(Err(e)) => Check::new(
+            "deep",
+            Status::Fail,
+            format!("the walk could not finish: {e}"),
+            t.elapsed(),
+        ),
+        Ok(Ok(d)) => {
+            let counts = format!(
+                "{} repositories, {} tags, {} manifests, {} blobs",
+                d.repositories, d.tags, d.manifests, d.blobs
+            );
+            let check = if d.problems.is_empty() {
+                Check::new(
+                    "deep",
+                    Status::Pass,
+                    format!("{counts}: all present, manifest digests match"),
+                    t.elapsed(),
+                )
+            } else {
+                let problems = d.problems.len();
+                let detail = format!("{counts}: {problems} missing or corrupt item(s), listed below");
+                Check::new("deep", Status::Fail, detail, t.elapsed())
+            };
+            *deep_report = Some(d);
+            check
+        }
     }
-    Ok(())
 }
 
 /// Free space where the registry writes: a full disk is the usual cause of failed pushes.
 fn storage(dir: &Path, size: u64) -> Check {
     let t = Instant::now();
     let mib = |n: u64| format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0));
-    match crate::sys::free_bytes(dir) {
+    match crate::host::free_bytes(dir) {
         None => Check::new(
             "storage",
             Status::Fail,
@@ -382,7 +405,7 @@ fn pod_health(podman: &Podman, pod: &str) -> Check {
         ),
         Ok(Some(status)) => {
             let names: Vec<&str> = status.containers.iter().map(|(n, _)| n.as_str()).collect();
-            let counts = podman.restart_counts(&names);
+            let counts = podman.containers(&names).into_iter().map(|c| c.map(|c| c.restarts));
             let mut parts = Vec::new();
             let mut restarts_total = 0;
             for ((name, state), restarts) in status.containers.iter().zip(counts) {
@@ -412,91 +435,6 @@ fn pod_health(podman: &Podman, pod: &str) -> Check {
     }
 }
 
-/// `registry-up verify`: returns the exit code (0 pass, 1 a check failed).
-pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<i32> {
-    let start = Instant::now();
-    let state_path = args.config_dir.join(crate::render::STATE);
-    let state: Option<State> = crate::settings::read_state(&args.config_dir)?;
-    let size = parse_size(&args.size).map_err(|e| Error::usage(format!("--size {e}.")))?;
-    let domain = match (&args.domain, &state) {
-        (Some(d), _) => HostName::parse(d, "domain")?,
-        (None, Some(s)) => HostName::parse(&s.domain, "domain in state.json")?,
-        (None, None) => {
-            return Err(Error::usage(format!(
-                "No appliance is installed here ({} is missing): run registry-up up first, or give --domain (with --port and --ca) to check another registry.",
-                state_path.display()
-            )))
-        }
-    };
-    // The installed appliance, when the target is it.
-    let appliance = state
-        .as_ref()
-        .filter(|s| s.domain == domain.to_string() && args.port.is_none_or(|p| p == s.port));
-    let port = args.port.or(appliance.map(|s| s.port)).unwrap_or(443);
-    let ca_path = args.ca.clone().or(appliance.map(|s| s.ca_cert.clone().into()));
-    let ca_pem = match &ca_path {
-        Some(path) => Some(read_ca(path)?),
-        None => None,
-    };
-    let credentials = match (&args.user, appliance.and_then(|s| s.auth_user.as_ref())) {
-        (Some(user), _) => Some((user.clone(), crate::secrets::password_from_stdin("--user")?)),
-        (None, Some(user)) => {
-            let path = args.config_dir.join(crate::render::AUTH_PASSWORD);
-            let password = std::fs::read_to_string(&path).map_err(|e| {
-                Error::usage(format!(
-                    "The appliance requires a password, but {} cannot be read ({e}): run as root, or give --user and --password-stdin.",
-                    path.display()
-                ))
-            })?;
-            Some((user.clone(), password.trim_end_matches('\n').to_string()))
-        }
-        (None, None) => None,
-    };
-    let target = Target {
-        host: domain.url_host(),
-        port,
-        ca_pem,
-        credentials,
-    };
-    let podman = match appliance {
-        Some(_) => Some(Podman::find()?),
-        None => None,
-    };
-    let pod = podman.zip(appliance.map(|s| s.pod_name.clone()));
-    let opts = Options {
-        size,
-        timeout: Duration::from_secs(args.timeout),
-        deep: args.deep,
-        jobs: args.jobs,
-        strict: args.strict,
-        progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        data_dir: appliance.map(|s| s.data_dir.clone().into()),
-        config: appliance.map(|_| ConfigFile::read(args.config_dir.join(crate::render::REGISTRY_CONFIG))),
-    };
-    let (checks, deep) = rt.block_on(run_checks(&target, &opts, pod));
-    let report = Report::new(target.registry(), checks, deep, opts.strict, start.elapsed());
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("the report serialises")
-        );
-    } else {
-        print!("{}", report.text());
-    }
-    Ok(if report.status == Status::Fail { 1 } else { 0 })
-}
-
-fn read_ca(path: &Path) -> Result<Vec<u8>> {
-    let pem = std::fs::read(path).map_err(|e| {
-        Error::usage(format!(
-            "Cannot read the CA file {} ({e}): give --ca the CA certificate (PEM) clients trust.",
-            path.display()
-        ))
-    })?;
-    tls::roots(Some(&pem)).map_err(|e| Error::usage(format!("The CA file {} cannot be used: {e}.", path.display())))?;
-    Ok(pem)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,30 +455,16 @@ mod tests {
 
     #[test]
     fn report_status_and_strict() {
-        let c = |s| Check::new("x", s, "d", Duration::ZERO);
-        let r = Report::new(
-            "r:1".into(),
-            vec![c(Status::Pass), c(Status::Warn)],
-            None,
-            false,
-            Duration::ZERO,
-        );
-        assert_eq!(r.status, Status::Warn);
-        let r = Report::new(
-            "r:1".into(),
-            vec![c(Status::Pass), c(Status::Warn)],
-            None,
-            true,
-            Duration::ZERO,
-        );
-        assert_eq!(r.status, Status::Fail);
-        let r = Report::new(
-            "r:1".into(),
-            vec![c(Status::Pass), c(Status::Skip), c(Status::Fail)],
-            None,
-            false,
-            Duration::ZERO,
-        );
+        let report = |statuses: &[Status], strict| {
+            let checks = statuses
+                .iter()
+                .map(|s| Check::new("x", *s, "d", Duration::ZERO))
+                .collect();
+            Report::new("r:1".into(), checks, None, strict, Duration::ZERO)
+        };
+        assert_eq!(report(&[Status::Pass, Status::Warn], false).status, Status::Warn);
+        assert_eq!(report(&[Status::Pass, Status::Warn], true).status, Status::Fail);
+        let r = report(&[Status::Pass, Status::Skip, Status::Fail], false);
         assert_eq!((r.status, r.summary.failed, r.summary.skipped), (Status::Fail, 1, 1));
     }
 }

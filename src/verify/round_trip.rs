@@ -79,7 +79,7 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
-    let tag = format!("check-{unix}-{}", crate::sys::random_hex(4));
+    let tag = format!("check-{unix}-{}", crate::digest::random_hex(4));
     let reference = target.reference(VERIFY_REPOSITORY, &tag)?;
     let name = reference.whole();
     let client = target.oci_client(timeout)?;
@@ -95,7 +95,7 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
         .await
         .map_err(|e| failed("layer upload", &name, &e))?;
     let config = config_json(&pushed.blob_digest, &tag);
-    let config_digest = format!("sha256:{}", crate::sys::sha256_hex(&config));
+    let config_digest = crate::digest::oci_digest(&config);
     client
         .push_blob(&reference, config.clone(), &config_digest)
         .await
@@ -131,7 +131,7 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
         .map_err(|e| failed("manifest download", &name, &e))?;
     let mismatch = |what: String| {
         Error::verify(format!(
-            "The image pulled back from {name} differs from the one pushed: {what}."
+            "The image pulled back from {name} differs from the one pushed: {what}. The registry's storage or the proxy corrupts data: run registry-up verify --deep and look at registry-up logs."
         ))
     };
     let OciManifest::Image(pulled) = pulled else {
@@ -157,14 +157,13 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
         .pull_blob_stream(&reference, &layer_desc)
         .await
         .map_err(|e| failed("layer download", &name, &e))?;
-    let mut hasher = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut hasher = crate::digest::Sha256::new();
     let mut expected = layer.chunks();
     let mut pending = bytes::Bytes::new();
-    let mut received = 0u64;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| failed("layer download", &name, &e))?;
         hasher.update(&chunk);
-        received += chunk.len() as u64;
+        let received = hasher.size;
         let mut rest = &chunk[..];
         while !rest.is_empty() {
             if pending.is_empty() {
@@ -179,9 +178,9 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
         }
     }
     if !pending.is_empty() || expected.next().is_some() {
-        return Err(mismatch(format!("the layer is shorter ({received} bytes)")));
+        return Err(mismatch(format!("the layer is shorter ({} bytes)", hasher.size)));
     }
-    let pulled_digest = format!("sha256:{}", crate::sys::hex(hasher.finish().as_ref()));
+    let pulled_digest = format!("sha256:{}", hasher.hex());
     if pulled_digest != pushed.blob_digest {
         return Err(mismatch(format!(
             "layer digest {pulled_digest} instead of {}",
@@ -213,11 +212,12 @@ async fn cleanup(target: &Target, timeout: Duration, manifest: &str, blobs: &[&s
     );
     for (path, what) in urls {
         let url = target.url(&path);
-        let resp = http
-            .delete(&url)
-            .send()
-            .await
-            .map_err(|e| Error::verify(format!("Deleting the {what} failed: {}.", chain(&e))))?;
+        let resp = http.delete(&url).send().await.map_err(|e| {
+            Error::verify(format!(
+                "Deleting the {what} failed: {}. Check that the registry still runs (registry-up status).",
+                chain(&e)
+            ))
+        })?;
         match resp.status().as_u16() {
             200 | 202 => {}
             405 => {
@@ -228,7 +228,7 @@ async fn cleanup(target: &Target, timeout: Duration, manifest: &str, blobs: &[&s
             }
             code => {
                 return Err(Error::verify(format!(
-                    "Deleting the {what} answered HTTP {code} at {url}."
+                    "Deleting the {what} answered HTTP {code} at {url}: see registry-up logs registry for why."
                 )))
             }
         }

@@ -64,7 +64,11 @@ impl Target {
 
     pub fn reference(&self, repository: &str, tag: &str) -> Result<Reference> {
         let text = format!("{}/{repository}:{tag}", self.registry());
-        Reference::from_str(&text).map_err(|e| Error::usage(format!("'{text}' is not a valid image reference ({e}).")))
+        Reference::from_str(&text).map_err(|e| {
+            Error::usage(format!(
+                "'{text}' is not a valid image reference ({e}): give --domain a plain host name or IP address."
+            ))
+        })
     }
 
     pub fn registry_auth(&self) -> RegistryAuth {
@@ -80,12 +84,15 @@ impl Target {
             .timeout(timeout);
         if let Some(pem) = &self.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| Error::usage(format!("The CA file cannot be read as PEM certificates ({e}).")))?;
+                .map_err(|e| Error::usage(format!("The CA file cannot be read as PEM certificates ({e}): give --ca the CA certificate (PEM) clients trust.")))?;
             builder = builder.tls_certs_only(certs);
         }
-        let client = builder
-            .build()
-            .map_err(|e| Error::usage(format!("Could not set up the HTTPS client ({}).", chain(&e))))?;
+        let client = builder.build().map_err(|e| {
+            Error::usage(format!(
+                "Could not set up the HTTPS client ({}): check the CA file given with --ca.",
+                chain(&e)
+            ))
+        })?;
         Ok(Http {
             client,
             credentials: self.credentials.clone(),

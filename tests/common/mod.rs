@@ -6,15 +6,21 @@
 //! - The domain resolves through a scoped /etc/hosts line tagged with this process's PID; it is removed
 //!   on drop, and lines and pods left by a crashed earlier run (dead PID) are removed on first use.
 //! - Podman runs with the test containers.conf (CONTAINERS_CONF), never /etc/containers.
+//! - Tiers: every test that needs root or Podman asks [`e2e`] first, so a plain `cargo test` as an ordinary
+//!   user runs the rest and skips those, saying so, while `make test` requires them. A test that needs an
+//!   appliance starts with `let Some(app) = Appliance::e2e() else { return };` (or [`serving`]); any other
+//!   with `if !common::e2e() { return; }`.
 #![allow(dead_code)]
 
+use std::ffi::{OsStr, OsString};
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_registry-up");
 const HOSTS: &str = "/etc/hosts";
@@ -25,6 +31,33 @@ pub const REGISTRY_IMAGE: &str = "localhost/registry-up-test/registry:latest";
 /// The same registry laid out like the official 2.x image (entrypoint script, /etc/docker/registry).
 pub const REGISTRY_2X_IMAGE: &str = "localhost/registry-up-test/registry-2x:latest";
 pub const NGINX_IMAGE: &str = "localhost/registry-up-test/nginx:latest";
+
+/// Whether this process runs the end-to-end tests: they need root (Podman rootful, /etc/hosts, test users,
+/// booted guests). As another user they are skipped with one line per test binary, written past the test
+/// harness's capture so it is seen; with `REGISTRY_UP_E2E=require` (what `make test` sets) a skip is a
+/// failure instead, so the full run can never pass with tests left out.
+pub fn e2e() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    if std::env::var_os("REGISTRY_UP_E2E").is_some_and(|v| v == "require") {
+        panic!(
+            "the end-to-end tests need root and Podman (they run Podman rootful, edit /etc/hosts, add users and \
+             boot guests): run them with `sudo make test`"
+        );
+    }
+    static SAID: Once = Once::new();
+    SAID.call_once(|| {
+        // Straight to the process's stderr: eprintln! would be captured, and shown only for failures.
+        let _ = writeln!(
+            std::io::stderr(),
+            "registry-up: skipping the end-to-end tests in this binary (they need root and Podman): run them \
+             with `sudo make test` (the README's test command), which fails if any is skipped."
+        );
+    });
+    false
+}
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -50,10 +83,10 @@ pub fn text(bytes: &[u8]) -> String {
 }
 
 /// Holds an exclusive flock on `path` while alive.
-struct FileLock(std::fs::File);
+pub struct FileLock(std::fs::File);
 
 impl FileLock {
-    fn new(path: &Path) -> Self {
+    pub fn new(path: &Path) -> Self {
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -71,7 +104,7 @@ impl FileLock {
     }
 }
 
-fn pid_alive(pid: u32) -> bool {
+pub fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
@@ -92,12 +125,7 @@ fn built_archives(dir: PathBuf, tag: &str) -> [PathBuf; 3] {
             .arg(tag)
             .output()
             .expect("build.sh runs");
-        assert!(
-            out.status.success(),
-            "building the stand-in images failed:\n{}{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        );
+        assert_exit(&out, 0, "building the stand-in images");
     }
     archives
 }
@@ -136,7 +164,8 @@ fn sweep_leftovers() {
     SWEPT.get_or_init(|| {
         assert!(
             unsafe { libc::geteuid() } == 0,
-            "the end-to-end tests need root (they run Podman rootful and edit /etc/hosts): run `make test` as root"
+            "the end-to-end tests need root (they run Podman rootful and edit /etc/hosts): start the test with \
+             `let Some(app) = Appliance::e2e() else {{ return }};`"
         );
         let out = podman(&["pod", "ps", "--format", "{{.Name}}"]);
         for name in text(&out.stdout).lines() {
@@ -218,6 +247,12 @@ pub struct Appliance {
 }
 
 impl Appliance {
+    /// A new appliance where the end-to-end tests run, None where they are skipped (see [`e2e`]): tests
+    /// that need one start with `let Some(app) = Appliance::e2e() else { return };`.
+    pub fn e2e() -> Option<Self> {
+        e2e().then(Self::new)
+    }
+
     pub fn new() -> Self {
         sweep_leftovers();
         image_archives();
@@ -288,20 +323,48 @@ impl Appliance {
         args
     }
 
-    /// Runs the real binary: `registry-up <args> <extra>`.
+    /// Runs the real binary: `registry-up <args> <extra>`, checking nothing.
     pub fn run(&self, extra: &[&str]) -> Output {
-        command(BIN)
-            .args(self.args())
-            .args(extra)
-            .output()
-            .expect("registry-up runs")
+        Run::up(self).args(extra).output()
     }
 
     /// Runs `up` and asserts it succeeded.
     pub fn up(&self, extra: &[&str]) -> Output {
-        let out = self.run(extra);
-        assert_success(&out);
-        out
+        Run::up(self).args(extra).run()
+    }
+
+    /// `docker://REGISTRY/IMAGE`: an image on this appliance, as skopeo names it.
+    pub fn reference(&self, image: &str) -> String {
+        format!("docker://{}/{image}", self.registry())
+    }
+
+    /// Pushes the OCI archive `archive` as `dest` (`repo:tag`) with skopeo, trusting the appliance's CA;
+    /// returns the manifest digest.
+    pub fn push(&self, archive: &Path, dest: &str, creds: Option<&str>) -> String {
+        let src = format!("oci-archive:{}", archive.display());
+        skopeo_copy(&src, &self.reference(dest), &self.config_dir(), creds)
+    }
+
+    /// Asserts that a push of `archive` as `dest` without credentials is refused as unauthorized.
+    pub fn assert_anonymous_push_refused(&self, archive: &Path, dest: &str) {
+        let cert_dir = self.config_dir().display().to_string();
+        let src = format!("oci-archive:{}", archive.display());
+        let out = skopeo(&["copy", "-q", "--dest-cert-dir", &cert_dir, &src, &self.reference(dest)]);
+        assert!(!out.status.success(), "an anonymous push went through");
+        let said = text(&out.stderr);
+        assert!(said.contains("unauthorized") || said.contains("401"), "{said}");
+    }
+
+    /// The digest of `image` (`repo:tag`) on the appliance, as `skopeo inspect` trusting its CA reads it.
+    pub fn digest(&self, image: &str, creds: Option<&str>) -> String {
+        let cert_dir = self.config_dir().display().to_string();
+        let mut args = vec!["inspect", "--cert-dir", &cert_dir, "--format", "{{.Digest}}"];
+        if let Some(c) = creds {
+            args.extend(["--creds", c]);
+        }
+        let reference = self.reference(image);
+        args.push(&reference);
+        skopeo_ok(&args).trim().to_string()
     }
 
     /// The HTTP status of `GET https://REGISTRY/v2/` from curl trusting the CA, with `user:password` or
@@ -341,7 +404,7 @@ impl Appliance {
         if let Some(c) = creds {
             args.extend(["--creds", c]);
         }
-        let dest = format!("docker://{}/{dest}", self.registry());
+        let dest = self.reference(dest);
         args.extend([list.as_str(), dest.as_str()]);
         let out = podman(&args);
         podman(&["manifest", "rm", &list]);
@@ -362,6 +425,18 @@ impl Appliance {
     pub fn pod_exists(&self) -> bool {
         podman(&["pod", "exists", &self.pod]).status.success()
     }
+
+    /// When the registry and nginx containers started: the same pair later means neither restarted.
+    pub fn started_at(&self) -> (String, String) {
+        let at = |c: &str| self.inspect(&self.container(c), "{{.State.StartedAt}}");
+        (at("registry"), at("nginx"))
+    }
+
+    /// The pod's address on the Podman network.
+    pub fn pod_ip(&self) -> String {
+        let infra = self.inspect(&self.pod, "{{.InfraContainerID}}");
+        self.inspect(&infra, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
+    }
 }
 
 impl Drop for Appliance {
@@ -376,41 +451,228 @@ impl Drop for Appliance {
     }
 }
 
-/// Asserts that a run of registry-up succeeded, showing its output when it did not.
-pub fn assert_success(out: &Output) {
-    assert!(
-        out.status.success(),
-        "registry-up failed ({:?}):\n{}\n{}",
-        out.status.code(),
-        text(&out.stdout),
-        text(&out.stderr)
-    );
+/// Both output streams of a process, for a failure message.
+pub fn shown(out: &Output) -> String {
+    format!("--- stdout\n{}--- stderr\n{}", text(&out.stdout), text(&out.stderr))
 }
 
-/// `skopeo ARGS` with the test Podman configuration; asserts success and returns stdout.
-pub fn skopeo_ok(args: &[&str]) -> String {
-    let out = command("skopeo").args(args).output().expect("skopeo runs");
+/// Asserts that a process exited with `code`, showing what it printed when not; `what` names the run.
+pub fn assert_exit(out: &Output, code: i32, what: &str) {
+    assert_eq!(out.status.code(), Some(code), "{what}: exit code\n{}", shown(out));
+}
+
+/// A new appliance brought up by `up EXTRA`; None where the end-to-end tests are skipped (see [`e2e`]).
+pub fn serving(extra: &[&str]) -> Option<Appliance> {
+    let app = Appliance::e2e()?;
+    app.up(extra);
+    Some(app)
+}
+
+/// Asserts that a run of registry-up succeeded, showing its output when it did not.
+pub fn assert_success(out: &Output) {
+    assert_exit(out, 0, "registry-up");
+}
+
+/// One run of registry-up, described and then checked (after casey/just's `tests/test.rs`): what it is
+/// given (arguments, stdin, environment) and what it must answer (an exit code, 0 unless told, and words
+/// its stdout and stderr must hold). `run` checks them all, showing both streams when one fails.
+///
+/// ```ignore
+/// Run::bin().args(["down", "--purge"]).config_dir(app.config_dir()).code(2).stderr_has("--yes").run();
+/// ```
+#[must_use = "a Run does nothing until .run() or .output()"]
+pub struct Run {
+    wrapper: Vec<OsString>,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    stdin: Option<String>,
+    code: i32,
+    stdout_has: Vec<String>,
+    stderr_has: Vec<String>,
+}
+
+impl Run {
+    /// `registry-up`, with no arguments yet.
+    pub fn bin() -> Self {
+        Run {
+            wrapper: Vec::new(),
+            args: Vec::new(),
+            env: Vec::new(),
+            stdin: None,
+            code: 0,
+            stdout_has: Vec::new(),
+            stderr_has: Vec::new(),
+        }
+    }
+
+    /// `registry-up <the arguments that make up target app, with the stand-in images>`.
+    pub fn up(app: &Appliance) -> Self {
+        Self::bin().args(app.args())
+    }
+
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    pub fn args<S: AsRef<OsStr>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// `--config-dir DIR`, where it stands in the arguments (after the subcommand's name).
+    pub fn config_dir(self, dir: impl AsRef<Path>) -> Self {
+        self.arg("--config-dir").arg(dir.as_ref())
+    }
+
+    /// Runs the binary through a wrapper (`runuser -u U -- env -i …`, `sh -c …`): `WRAPPER… registry-up ARGS`.
+    pub fn under<S: AsRef<OsStr>>(mut self, wrapper: impl IntoIterator<Item = S>) -> Self {
+        self.wrapper = wrapper.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self
+    }
+
+    pub fn stdin(mut self, text: impl Into<String>) -> Self {
+        self.stdin = Some(text.into());
+        self
+    }
+
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Self {
+        self.env.push((key.as_ref().to_owned(), value.as_ref().to_owned()));
+        self
+    }
+
+    /// The exit code it must end with (0 unless told).
+    pub fn code(mut self, code: i32) -> Self {
+        self.code = code;
+        self
+    }
+
+    pub fn stdout_has(mut self, words: impl Into<String>) -> Self {
+        self.stdout_has.push(words.into());
+        self
+    }
+
+    pub fn stderr_has(mut self, words: impl Into<String>) -> Self {
+        self.stderr_has.push(words.into());
+        self
+    }
+
+    /// The command as described, with the test Podman configuration: to spawn it (a run to kill, or to
+    /// read while it runs).
+    pub fn command(&self) -> Command {
+        let bin = OsString::from(BIN);
+        let mut line = self.wrapper.iter().chain([&bin]).chain(&self.args);
+        let mut cmd = command(line.next().unwrap());
+        cmd.args(line).envs(self.env.clone());
+        cmd
+    }
+
+    /// Runs it and returns what it did, checking nothing (for a caller that reads the exit code itself).
+    pub fn output(&self) -> Output {
+        let mut cmd = self.command();
+        let Some(input) = &self.stdin else {
+            return cmd.output().expect("registry-up runs");
+        };
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("registry-up runs");
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Asserts that `out` (of this run, spawned or run) is what was asked for.
+    pub fn check(&self, out: &Output) {
+        let what = self.to_string();
+        assert_exit(out, self.code, &what);
+        for (name, said, wanted) in [
+            ("stdout", &out.stdout, &self.stdout_has),
+            ("stderr", &out.stderr, &self.stderr_has),
+        ] {
+            for words in wanted {
+                assert!(
+                    text(said).contains(words.as_str()),
+                    "{what}: {name} should say {words:?}\n{}",
+                    shown(out)
+                );
+            }
+        }
+    }
+
+    /// Runs it and checks it; returns the output for further checks.
+    pub fn run(&self) -> Output {
+        let out = self.output();
+        self.check(&out);
+        out
+    }
+}
+
+/// The command line, for messages: `registry-up ARGS`.
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("registry-up")?;
+        for arg in &self.args {
+            write!(f, " {}", arg.to_string_lossy())?;
+        }
+        Ok(())
+    }
+}
+
+/// `skopeo ARGS` with the test Podman configuration, checking nothing.
+pub fn skopeo<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> Output {
+    command("skopeo").args(args).output().expect("skopeo runs")
+}
+
+/// `skopeo ARGS`; asserts success and returns stdout.
+pub fn skopeo_ok<S: AsRef<OsStr> + std::fmt::Debug>(args: &[S]) -> String {
+    let out = skopeo(args);
     assert!(out.status.success(), "skopeo {args:?}: {}", text(&out.stderr));
     text(&out.stdout)
 }
 
+/// `skopeo copy -q SRC DEST`, trusting `cert_dir` (and logging in with `creds`) on the side that is a
+/// registry (`docker://…`); asserts success and returns the manifest digest skopeo wrote.
+pub fn skopeo_copy(src: &str, dest: &str, cert_dir: &Path, creds: Option<&str>) -> String {
+    let side = if dest.starts_with("docker://") { "dest" } else { "src" };
+    let work = tempfile::tempdir().unwrap();
+    let digest_file = work.path().join("digest");
+    let mut args = vec![
+        "copy".to_string(),
+        "-q".into(),
+        format!("--{side}-cert-dir"),
+        cert_dir.display().to_string(),
+        "--digestfile".into(),
+        digest_file.display().to_string(),
+    ];
+    if let Some(c) = creds {
+        args.extend([format!("--{side}-creds"), c.to_string()]);
+    }
+    args.extend([src.to_string(), dest.to_string()]);
+    skopeo_ok(&args);
+    std::fs::read_to_string(&digest_file).unwrap().trim().to_string()
+}
+
+/// The permission bits of `path`.
+pub fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
 /// `registry-up verify --config-dir <the appliance's> ARGS --json`: exit code and parsed report.
 pub fn verify_json(app: &Appliance, args: &[&str]) -> (i32, serde_json::Value) {
-    let out = command(BIN)
+    let out = Run::bin()
         .arg("verify")
-        .arg("--config-dir")
-        .arg(app.config_dir())
+        .config_dir(app.config_dir())
         .args(args)
         .arg("--json")
-        .output()
-        .unwrap();
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "verify --json printed no JSON ({e}):\n{}\n{}",
-            text(&out.stdout),
-            text(&out.stderr)
-        )
-    });
+        .output();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("verify --json printed no JSON ({e}):\n{}", shown(&out)));
     (out.status.code().unwrap(), report)
 }
 

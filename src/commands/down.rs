@@ -6,7 +6,7 @@ use std::path::Path;
 
 use crate::cli::DownArgs;
 use crate::error::{Error, Result};
-use crate::render;
+use crate::host::HostFacts;
 use crate::runtime::podman::Podman;
 
 /// What registry-up creates below the config directory.
@@ -16,54 +16,54 @@ const CONFIG_ENTRIES: &[&str] = &[
     "nginx",
     "registry",
     "auth",
-    render::CA_CERT,
-    render::POD_YAML,
-    render::STATE,
+    crate::layout::CA_CERT,
+    crate::layout::POD_YAML,
+    crate::layout::STATE,
 ];
 
-pub fn command(args: &DownArgs) -> Result<()> {
-    let Some(state) = crate::settings::read_state(&args.config_dir)? else {
+pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
+    let Some(state) = crate::settings::read_state(&args.appliance.config_dir)? else {
         println!(
             "No appliance is installed in {}: nothing to stop.",
-            args.config_dir.display()
+            args.appliance.config_dir.display()
         );
         return Ok(());
     };
     let data_dir = Path::new(&state.data_dir);
-    if args.purge && !args.yes && !confirm(&args.config_dir, data_dir)? {
+    if args.purge && !args.yes && !confirm(&args.appliance.config_dir, data_dir)? {
         return Err(Error::usage(
             "Nothing was deleted: --purge needs a yes at the prompt, or --yes.",
         ));
     }
     let unit = format!("{}.service", state.pod_name);
-    crate::runtime::systemd::Units::new(state.rootless, &unit, &state.pod_name).remove_any()?;
+    crate::runtime::systemd::Units::new(host, &unit, &state.pod_name).remove_any()?;
     let podman = Podman::find()?;
     if podman.pod_status(&state.pod_name)?.is_some() {
-        podman.down(&args.config_dir.join(render::POD_YAML))?;
+        podman.down(&args.appliance.config_dir.join(crate::layout::POD_YAML))?;
     }
     println!("Stopped and removed the pod {}.", state.pod_name);
     if !args.purge {
         println!(
             "Kept the data in {}, and the certificates and settings in {}: registry-up up brings it back.",
             data_dir.display(),
-            args.config_dir.display()
+            args.appliance.config_dir.display()
         );
         return Ok(());
     }
-    if let Ok(ca) = std::fs::read(args.config_dir.join(render::CA_CERT)) {
-        crate::certs::untrust(&state, &ca);
+    if let Ok(ca) = std::fs::read(args.appliance.config_dir.join(crate::layout::CA_CERT)) {
+        super::trust::untrust(&state, &ca, host);
     }
     // The registry keeps everything below docker/ in its storage folder.
     remove(&data_dir.join("docker"))?;
     remove_if_empty(data_dir);
     for entry in CONFIG_ENTRIES {
-        remove(&args.config_dir.join(entry))?;
+        remove(&args.appliance.config_dir.join(entry))?;
     }
-    remove_if_empty(&args.config_dir);
+    remove_if_empty(&args.appliance.config_dir);
     println!(
         "Deleted the data in {} and the certificates and settings in {}.",
         data_dir.display(),
-        args.config_dir.display()
+        args.appliance.config_dir.display()
     );
     Ok(())
 }

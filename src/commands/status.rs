@@ -1,19 +1,18 @@
-//! `registry-up status`: what is installed and how it is doing. Exit 0 healthy, 1 degraded, 3 not
+//! `registry-up status`: what is installed and how it is doing. Exit 0 healthy, 1 degraded, 4 not
 //! installed.
 
 use std::path::Path;
 
+use indicatif::HumanBytes;
 use serde::Serialize;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cli::StatusArgs;
-use crate::error::Result;
-use crate::render::{self, Service, State, NGINX_CONTAINER, REGISTRY_CONTAINER};
+use crate::error::{ExitStatus, Result};
+use crate::render::{Service, State, NGINX_CONTAINER, REGISTRY_CONTAINER};
 use crate::runtime::podman::{ContainerInfo, Podman};
-
-pub const EXIT_DEGRADED: i32 = 1;
-pub const EXIT_NOT_INSTALLED: i32 = 3;
+use crate::runtime::systemd::Systemctl;
 
 #[derive(Serialize)]
 struct Status {
@@ -94,23 +93,15 @@ fn uptime(started_at: &str) -> Option<i64> {
     Some((OffsetDateTime::now_utc() - t).whole_seconds())
 }
 
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < units.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    format!("{value:.1} {}", units[unit])
-}
-
-pub fn command(args: &StatusArgs) -> Result<i32> {
-    let Some(state) = crate::settings::read_state(&args.config_dir)? else {
+pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
+    let Some(state) = crate::settings::read_state(&args.appliance.config_dir)? else {
         let status = Status {
             installed: false,
             healthy: false,
-            problems: vec![format!("no appliance is installed in {}", args.config_dir.display())],
+            problems: vec![format!(
+                "no appliance is installed in {}",
+                args.appliance.config_dir.display()
+            )],
             settings: None,
             pod: None,
             certificate: None,
@@ -122,10 +113,10 @@ pub fn command(args: &StatusArgs) -> Result<i32> {
         } else {
             println!(
                 "not installed: no state.json in {} (run registry-up up)",
-                args.config_dir.display()
+                args.appliance.config_dir.display()
             );
         }
-        return Ok(EXIT_NOT_INSTALLED);
+        return Ok(ExitStatus::NotInstalled);
     };
     let mut problems = Vec::new();
     let podman = Podman::find()?;
@@ -163,17 +154,20 @@ pub fn command(args: &StatusArgs) -> Result<i32> {
             })
         }
     };
-    let certificate = certificate(&args.config_dir.join(render::SERVER_CERT), &mut problems);
+    let certificate = certificate(
+        &args.appliance.config_dir.join(crate::layout::SERVER_CERT),
+        &mut problems,
+    );
     let data_dir = Path::new(&state.data_dir);
     let data = Data {
         path: state.data_dir.clone(),
-        size_bytes: crate::sys::tree_size(data_dir),
-        free_bytes: crate::sys::free_bytes(data_dir),
+        size_bytes: crate::host::tree_size(data_dir),
+        free_bytes: crate::host::free_bytes(data_dir),
     };
     let service = match state.service {
         Service::SystemdUnit | Service::Quadlet => {
             let unit = format!("{}.service", state.pod_name);
-            let unit_state = crate::runtime::systemd::state(state.rootless, &unit);
+            let unit_state = Systemctl::for_appliance(state.rootless).state(&unit);
             if unit_state != "active" {
                 problems.push(format!("the systemd unit {unit} is {unit_state}"));
             }
@@ -204,7 +198,7 @@ pub fn command(args: &StatusArgs) -> Result<i32> {
     } else {
         print_text(&status);
     }
-    Ok(if status.healthy { 0 } else { EXIT_DEGRADED })
+    Ok(ExitStatus::verdict(status.healthy))
 }
 
 fn print_text(s: &Status) {
@@ -252,11 +246,13 @@ fn print_text(s: &Status) {
         );
     }
     if let Some(d) = &s.data {
-        let free = d.free_bytes.map_or("unknown".to_string(), human_bytes);
+        let free = d
+            .free_bytes
+            .map_or("unknown".to_string(), |n| HumanBytes(n).to_string());
         println!(
             "data       {} ({} stored, {free} free)",
             d.path,
-            human_bytes(d.size_bytes)
+            HumanBytes(d.size_bytes)
         );
     }
     if let Some(svc) = &s.service {

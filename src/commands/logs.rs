@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::cli::{LogSource, LogsArgs};
 use crate::error::{Error, Result};
+use crate::host::HostFacts;
 use crate::render::{Service, NGINX_CONTAINER, REGISTRY_CONTAINER};
 use crate::runtime::podman::Podman;
 
@@ -203,6 +204,7 @@ fn sources(
     podman: &Podman,
     state: &crate::render::State,
     since: Option<OffsetDateTime>,
+    systemd_running: bool,
 ) -> Vec<Source> {
     let wanted: Vec<&'static str> = [
         (LogSource::Registry, REGISTRY_CONTAINER),
@@ -212,7 +214,7 @@ fn sources(
     .filter(|(kind, _)| args.container.is_none_or(|w| w == *kind))
     .map(|(_, name)| name)
     .collect();
-    let systemd = state.service != Service::Direct && crate::sys::systemd_running();
+    let systemd = state.service != Service::Direct && systemd_running;
     let mut list = Vec::new();
     if systemd && !state.rootless && podman.log_driver().as_deref() == Some("journald") {
         let matches = wanted
@@ -319,11 +321,11 @@ async fn read_source(source: Source, tx: mpsc::UnboundedSender<Line>) -> Option<
     }
 }
 
-pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
-    let state = crate::settings::read_state(&args.config_dir)?.ok_or_else(|| {
-        Error::usage(format!(
+pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
+    let state = crate::settings::read_state(&args.appliance.config_dir)?.ok_or_else(|| {
+        Error::not_installed(format!(
             "No appliance is installed here ({} is missing): run registry-up up first, or give --config-dir.",
-            args.config_dir.join(crate::render::STATE).display()
+            args.appliance.config_dir.join(crate::layout::STATE).display()
         ))
     })?;
     let since = args
@@ -331,9 +333,9 @@ pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         .as_deref()
         .map(|s| parse_since(s, OffsetDateTime::now_utc()))
         .transpose()
-        .map_err(|e| Error::usage(format!("--since {e}.")))?;
+        .map_err(|e| Error::usage(format!("--since {e}: give one of those.")))?;
     let podman = Podman::find()?;
-    let sources = sources(args, &podman, &state, since);
+    let sources = sources(args, &podman, &state, since, host.systemd_running);
     let width = if args.container == Some(LogSource::Nginx) {
         NGINX_CONTAINER.len()
     } else {
@@ -343,7 +345,7 @@ pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     let failures = rt.block_on(async {
         // Listening before anything starts: from here a Ctrl-C ends the follow instead of the process.
         let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
-            .map_err(|e| Error::runtime(format!("Cannot listen for Ctrl-C ({e}).")))?;
+            .map_err(|e| Error::runtime(format!("Cannot listen for Ctrl-C ({e}): run without --follow.")))?;
         let (tx, mut rx) = mpsc::unbounded_channel();
         let tasks: Vec<_> = sources
             .into_iter()
@@ -385,7 +387,7 @@ pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
                 failures.push(why);
             }
         }
-        Ok(failures)
+        Ok::<_, Error>(failures)
     })?;
     if failures.len() == count && count > 0 {
         return Err(Error::usage(format!(

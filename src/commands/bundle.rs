@@ -1,0 +1,310 @@
+//! `registry-up bundle --out FILE`: on a connected host, pulls the registry and nginx images (one
+//! platform) with oci-client into OCI archives, and writes them with a manifest and checksums into one
+//! tar that `up --bundle` checks and loads on the air-gapped host.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use crate::bundle::{BundleImage, BundleManifest, MANIFEST, SUMS};
+use crate::cli::BundleArgs;
+use crate::digest::Sha256;
+use crate::error::{Error, Result};
+use crate::oci::{AnyManifest, MANIFEST_TYPES};
+use crate::settings::{DEFAULT_NGINX_IMAGE, DEFAULT_REGISTRY_IMAGE};
+
+/// The OCI architecture name of this host.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "powerpc64" => "ppc64le",
+        "s390x" => "s390x",
+        other => other,
+    }
+}
+
+/// A failure talking to the registry the images come from.
+fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::runtime(format!(
+        "Could not {what}: {e}. Check the registry address, --ca and --user, then run again."
+    ))
+}
+
+/// A failure on this host's disk, where the bundle is written.
+fn local(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::runtime(format!(
+        "Could not {what}: {e}. Check that the folder of --out is writable and has room for both images, then run again."
+    ))
+}
+
+/// `registry-up bundle --out FILE`
+pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
+    let arch = args.arch.clone().unwrap_or_else(|| host_arch().to_string());
+    let images = [
+        (
+            "registry",
+            args.registry_image.as_deref().unwrap_or(DEFAULT_REGISTRY_IMAGE),
+        ),
+        ("nginx", args.nginx_image.as_deref().unwrap_or(DEFAULT_NGINX_IMAGE)),
+    ];
+    let mut references = Vec::new();
+    for (role, text) in images {
+        let reference = Reference::from_str(text).map_err(|e| {
+            Error::usage(format!(
+                "The {role} image reference '{text}' cannot be parsed ({e}): use the form registry/name:tag."
+            ))
+        })?;
+        references.push((role, reference));
+    }
+    let out = crate::settings::usable_path(&args.out, "--out")?;
+    let parent = out.parent().unwrap_or(Path::new("/")).to_path_buf();
+    crate::settings::check_writable(&[(&parent, "--out")])?;
+    let ca = match &args.ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            Error::usage(format!(
+                "Cannot read the CA file {} ({e}): give --ca a readable PEM file.",
+                path.display()
+            ))
+        })?),
+        None => None,
+    };
+    let auth = match &args.user {
+        Some(user) => RegistryAuth::Basic(user.clone(), crate::secrets::password_from_stdin("--user")?),
+        None => RegistryAuth::Anonymous,
+    };
+    let client = Client::try_from(ClientConfig {
+        protocol: ClientProtocol::Https,
+        tls_certs_only: ca
+            .into_iter()
+            .map(|data| Certificate {
+                encoding: CertificateEncoding::Pem,
+                data,
+            })
+            .collect(),
+        connect_timeout: Some(Duration::from_secs(15)),
+        read_timeout: Some(Duration::from_secs(300)),
+        platform_resolver: None,
+        ..Default::default()
+    })
+    .map_err(|e| {
+        Error::usage(format!(
+            "The CA certificate cannot be used ({e}): give --ca the registry's CA certificate in PEM."
+        ))
+    })?;
+
+    let work = tempfile::Builder::new()
+        .prefix(".registry-up-bundle-")
+        .tempdir_in(&parent)
+        .map_err(|e| {
+            Error::runtime(format!(
+                "Cannot create a work folder in {} ({e}): choose an --out in a writable folder.",
+                parent.display()
+            ))
+        })?;
+    let bars = MultiProgress::new();
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let mut manifest = BundleManifest {
+        format: 1,
+        created_by: format!("registry-up {}", env!("CARGO_PKG_VERSION")),
+        arch: arch.clone(),
+        images: Vec::new(),
+    };
+    for (role, reference) in &references {
+        let file = format!("{role}.oci.tar");
+        let path = work.path().join(&file);
+        let digest = rt.block_on(write_oci_archive(&client, &auth, reference, &arch, &path, &bars))?;
+        let (sha256, size) = hash_file(&path)?;
+        println!(
+            "ok   {} ({}, {:.1} MiB)",
+            reference.whole(),
+            &digest[..19],
+            size as f64 / 1048576.0
+        );
+        manifest.images.push(BundleImage {
+            role: role.to_string(),
+            reference: reference.whole(),
+            digest,
+            file,
+            sha256,
+            size,
+        });
+    }
+
+    // The bundle itself: written beside its final name, renamed into place when complete.
+    let tmp = work.path().join("bundle.tar");
+    {
+        let mut builder = tar::Builder::new(File::create(&tmp).map_err(|e| local("write the bundle", e))?);
+        let json = serde_json::to_vec_pretty(&manifest).expect("serialises");
+        append_bytes(&mut builder, MANIFEST, &json)?;
+        let sums: String = manifest
+            .images
+            .iter()
+            .map(|i| format!("{}  {}\n", i.sha256, i.file))
+            .collect();
+        append_bytes(&mut builder, SUMS, sums.as_bytes())?;
+        for image in &manifest.images {
+            builder
+                .append_path_with_name(work.path().join(&image.file), &image.file)
+                .map_err(|e| local("write the bundle", e))?;
+        }
+        builder
+            .into_inner()
+            .and_then(|f| f.sync_all())
+            .map_err(|e| local("write the bundle", e))?;
+    }
+    std::fs::rename(&tmp, &out).map_err(|e| local(&format!("move the bundle to {}", out.display()), e))?;
+    println!(
+        "Wrote {} ({arch}): copy it to the air-gapped host and run registry-up up --bundle {} --domain NAME.",
+        out.display(),
+        out.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
+fn append_bytes(builder: &mut tar::Builder<File>, name: &str, data: &[u8]) -> Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_cksum();
+    builder
+        .append_data(&mut header, name, data)
+        .map_err(|e| local("write the bundle", e))
+}
+
+fn hash_file(path: &Path) -> Result<(String, u64)> {
+    File::open(path)
+        .and_then(Sha256::of_reader)
+        .map_err(|e| local("read back the archive", e))
+}
+
+/// Pulls one image (the `arch` child of an index) into an OCI archive at `path`; returns its digest.
+async fn write_oci_archive(
+    client: &Client,
+    auth: &RegistryAuth,
+    reference: &Reference,
+    arch: &str,
+    path: &Path,
+    bars: &MultiProgress,
+) -> Result<String> {
+    let name = reference.whole();
+    let (mut raw, mut digest) = client
+        .pull_manifest_raw(reference, auth, MANIFEST_TYPES)
+        .await
+        .map_err(|e| failed(&format!("fetch the manifest of {name}"), crate::verify::chain(&e)))?;
+    let read = |raw: &[u8]| AnyManifest::parse(raw).map_err(|e| failed(&format!("read the manifest of {name}"), e));
+    let mut manifest = read(&raw)?;
+    if manifest.manifests.is_some() {
+        let child = manifest
+            .child_for("linux", arch)
+            .ok_or_else(|| Error::usage(format!("{name} has no image for linux/{arch}: choose another --arch.")))?;
+        let by_digest = reference.clone_with_digest(child.digest.clone());
+        (raw, digest) = client
+            .pull_manifest_raw(&by_digest, auth, MANIFEST_TYPES)
+            .await
+            .map_err(|e| {
+                failed(
+                    &format!("fetch the {arch} manifest of {name}"),
+                    crate::verify::chain(&e),
+                )
+            })?;
+        manifest = read(&raw)?;
+    }
+    if crate::digest::oci_digest(&raw) != digest {
+        return Err(failed(
+            &format!("fetch {name}"),
+            "the manifest does not match its digest",
+        ));
+    }
+    let media_type = manifest
+        .media_type
+        .clone()
+        .unwrap_or_else(|| oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_string());
+    let blobs: Vec<(String, u64)> = manifest
+        .config
+        .iter()
+        .chain(&manifest.layers)
+        .map(|d| (d.digest.clone(), d.size.max(0) as u64))
+        .collect();
+
+    let file = File::create(path).map_err(|e| local("write the image archive", e))?;
+    let mut builder = tar::Builder::new(file);
+    let blob_dir = path.with_extension("blobs");
+    std::fs::create_dir_all(&blob_dir).map_err(|e| local("write the image archive", e))?;
+    for (blob, size) in &blobs {
+        let hex_name = blob
+            .strip_prefix("sha256:")
+            .ok_or_else(|| failed(&format!("read {name}"), format!("unsupported digest {blob}")))?;
+        let blob_path = blob_dir.join(hex_name);
+        let bar = bars.add(ProgressBar::new(*size));
+        bar.set_style(
+            ProgressStyle::with_template("{msg:24} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+                .expect("valid template"),
+        );
+        bar.set_message(format!("{} {}", reference.repository(), &hex_name[..12]));
+        download_blob(client, reference, blob, &blob_path, &bar).await?;
+        bar.finish_and_clear();
+        builder
+            .append_path_with_name(&blob_path, format!("blobs/sha256/{hex_name}"))
+            .map_err(|e| local("write the image archive", e))?;
+        let _ = std::fs::remove_file(&blob_path);
+    }
+    let _ = std::fs::remove_dir(&blob_dir);
+    let manifest_hex = digest.trim_start_matches("sha256:");
+    append_bytes(&mut builder, &format!("blobs/sha256/{manifest_hex}"), &raw)?;
+    append_bytes(&mut builder, "oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": media_type,
+            "digest": digest,
+            "size": raw.len(),
+            "annotations": { "org.opencontainers.image.ref.name": name },
+        }],
+    });
+    append_bytes(&mut builder, "index.json", index.to_string().as_bytes())?;
+    builder
+        .into_inner()
+        .and_then(|f| f.sync_all())
+        .map_err(|e| local("write the image archive", e))?;
+    Ok(digest)
+}
+
+async fn download_blob(
+    client: &Client,
+    reference: &Reference,
+    digest: &str,
+    path: &Path,
+    bar: &ProgressBar,
+) -> Result<()> {
+    let what = format!("download {digest} of {}", reference.whole());
+    let mut stream = client
+        .pull_blob_stream(reference, digest)
+        .await
+        .map_err(|e| failed(&what, crate::verify::chain(&e)))?;
+    let mut file = File::create(path).map_err(|e| local(&what, e))?;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| failed(&what, e))?;
+        hasher.update(&chunk);
+        file.write_all(&chunk).map_err(|e| local(&what, e))?;
+        bar.inc(chunk.len() as u64);
+    }
+    if format!("sha256:{}", hasher.hex()) != digest {
+        return Err(failed(&what, "the data does not match its digest"));
+    }
+    Ok(())
+}

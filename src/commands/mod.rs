@@ -1,0 +1,14 @@
+//! One file per subcommand. Each reads its arguments, runs the pipeline stages it needs (settings →
+//! render → plan → apply → runtime → verify, each in its own module) and returns how the run ended.
+
+pub mod bundle;
+pub mod certs;
+pub mod doctor;
+pub mod down;
+pub mod logs;
+pub mod prepare_user;
+pub mod render;
+pub mod status;
+pub mod trust;
+pub mod up;
+pub mod verify;

@@ -1,0 +1,598 @@
+//! `registry-up up`: gather the facts (host, Podman, the running pod) → decide what to do (decide.rs,
+//! pure) → execute: load and pull images, write files, start, wait, prove auth and config, verify.
+
+mod decide;
+
+use std::time::Duration;
+
+use crate::bundle::{self, CheckedBundle};
+use crate::cli::UpArgs;
+use crate::desired::{self, Desired};
+use crate::error::{Error, ExitStatus, Result};
+use crate::host::HostFacts;
+use crate::layout;
+use crate::pki::Renew;
+use crate::plan::{self, Plan};
+use crate::progress::Reporter;
+use crate::registry_image;
+use crate::render::{self, Root, Service};
+use crate::runtime::podman::{PodStatus, Podman, PodmanVersion};
+use crate::runtime::systemd::Units;
+use crate::secrets::{self, PasswordOrigin};
+use crate::settings::{self, Settings};
+use crate::verify::{self, Target};
+use decide::{Image, PodAction, PodFacts};
+
+/// What Podman says before anything changes, asked all at once (each podman call costs tens of ms).
+struct PodmanFacts {
+    version: Result<PodmanVersion>,
+    /// [registry, nginx], in the store now.
+    present: Result<Vec<bool>>,
+    status: Result<Option<PodStatus>>,
+    /// The registry image's ENTRYPOINT and CMD; fails for a missing image (asked again after a pull).
+    registry_config: Result<registry_image::ImageConfig>,
+}
+
+impl PodmanFacts {
+    fn gather(podman: &Podman, settings: &Settings) -> Self {
+        std::thread::scope(|scope| {
+            let version = scope.spawn(|| podman.version());
+            let registry_config = scope.spawn(|| podman.image_config(&settings.registry_image));
+            let present: Vec<_> = [&settings.registry_image, &settings.nginx_image]
+                .map(|image| scope.spawn(move || podman.image_exists(image)))
+                .into_iter()
+                .collect();
+            let status = scope.spawn(|| podman.pod_status(&settings.pod_name));
+            let join = "a podman thread does not panic";
+            PodmanFacts {
+                present: present.into_iter().map(|p| p.join().expect(join)).collect(),
+                version: version.join().expect(join),
+                status: status.join().expect(join),
+                registry_config: registry_config.join().expect(join),
+            }
+        })
+    }
+}
+
+/// The settings of this run, from the flags, the installed state and a bundle's image names.
+fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings, Option<CheckedBundle>, bool)> {
+    let previous = settings::read_state(&args.setup.config_dir)?;
+    let mut settings = Settings::resolve(&args.setup, previous.as_ref(), host)?;
+    settings.check_port_allowed(host)?;
+    // A bundle names the images it holds: they are the ones to run, unless flags say otherwise.
+    let bundle = match &args.bundle {
+        Some(path) => Some(out.step(&format!("check bundle {}", path.display()), || {
+            let checked = bundle::check(path)?;
+            let detail = format!("{} images, every checksum matches", checked.manifest.images.len());
+            Ok((checked, detail))
+        })?),
+        None => None,
+    };
+    if let Some(checked) = &bundle {
+        let mut setup = args.setup.clone();
+        setup.registry_image = setup.registry_image.or(checked.reference("registry").map(String::from));
+        setup.nginx_image = setup.nginx_image.or(checked.reference("nginx").map(String::from));
+        settings = Settings::resolve(&setup, previous.as_ref(), host)?;
+    }
+    let same_port = previous.as_ref().is_some_and(|s| s.port == settings.port);
+    settings::check_writable(&[
+        (&settings.config_dir, "--config-dir"),
+        (&settings.data_dir, "--data-dir"),
+    ])?;
+    for archive in &args.image_archives {
+        if !archive.is_file() {
+            return Err(Error::usage(format!(
+                "The image archive {} does not exist or is not a file: give --image-archive a file made by `podman save`.",
+                archive.display()
+            )));
+        }
+    }
+    Ok((settings, bundle, same_port))
+}
+
+/// Loads the bundle and the archives (not in a dry run); returns the full names they provided.
+fn load(args: &UpArgs, out: &Reporter, podman: &Podman, bundle: Option<&CheckedBundle>) -> Result<Vec<String>> {
+    let mut provided = Vec::new();
+    if args.dry_run {
+        return Ok(provided);
+    }
+    if let Some(checked) = bundle {
+        out.step("load bundle", || Ok(((), checked.load(podman)?.join(", "))))?;
+        provided.extend(checked.manifest.images.iter().map(|i| full_name(&i.reference)));
+    }
+    for archive in &args.image_archives {
+        let summary = out.step(&format!("load {}", archive.display()), || {
+            let summary = podman.load(archive)?;
+            Ok((summary.clone(), summary))
+        })?;
+        provided.extend(loaded_names(&summary));
+    }
+    Ok(provided)
+}
+
+/// The images are there (loaded, pulled, their layout checked), and what that tells about the pod.
+struct Ready {
+    service: Service,
+    pulls: Vec<Image>,
+    status: Option<PodStatus>,
+    /// The running containers run other images than the names now point to.
+    images_changed: bool,
+}
+
+/// `up`; `renew` forces a new server certificate (or CA), as `certs renew` asks.
+pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &HostFacts) -> Result<()> {
+    let out = Reporter::new();
+    let (settings, bundle, same_port) = resolve(args, host, &out)?;
+    let password = args
+        .setup
+        .auth_password_stdin
+        .then(|| secrets::password_from_stdin("--auth-password-stdin"))
+        .transpose()?;
+    let podman = Podman::find()?;
+    // Images first: a missing image must stop the run before any file is written.
+    let ready = images(args, host, &out, &podman, &settings, bundle.as_ref())?;
+
+    let podman_bin = podman.bin.display().to_string();
+    let desired = out.step("certificates", || {
+        let d = desired::desired(
+            &settings,
+            &settings.config_dir,
+            &podman_bin,
+            ready.service,
+            password,
+            renew,
+        )?;
+        let detail = format!(
+            "{}, {}",
+            desired::describe(&d.pki.ca_origin, "CA"),
+            desired::describe(&d.pki.server_origin, "server certificate")
+        );
+        Ok((d, detail))
+    })?;
+    let target = target(&settings, &desired);
+    let files = desired
+        .files
+        .iter()
+        .map(|f| (desired::host_path(&settings, f, host), f.clone()))
+        .collect();
+    let plan = plan::plan(desired::wanted_dirs(&settings, ready.service, host), files)?;
+    let action = decide::pod_action(&PodFacts {
+        status: ready.status.as_ref(),
+        stale: stale(rt, &ready, &plan, &target),
+        changes_need: plan.pod_needs(),
+    });
+    let port = crate::host::port_use(settings.port);
+    decide::port_problem(settings.port, ready.status.is_some(), same_port, &port)?;
+
+    if args.dry_run {
+        out.line(&format!(
+            "Plan for {} (dry run: nothing is changed):",
+            settings.pod_name
+        ));
+        out.line(&plan.to_string());
+        let pod = decide::describe_pod(ready.status.as_ref(), action);
+        out.line(&format!("  pod       {} {pod}", settings.pod_name));
+        for image in &ready.pulls {
+            out.line(&format!(
+                "  pull      {} (--pull {})",
+                image.reference,
+                args.pull.name()
+            ));
+        }
+        return Ok(());
+    }
+    execute(
+        args,
+        rt,
+        host,
+        &out,
+        &settings,
+        &podman,
+        &plan,
+        ready.service,
+        action,
+        &target,
+        &desired,
+    )
+}
+
+/// Loads what the archives and bundle hold, asks Podman what it has, decides the service and the pulls,
+/// pulls, and checks both images are there with a registry layout that runs our config.
+fn images(
+    args: &UpArgs,
+    host: &HostFacts,
+    out: &Reporter,
+    podman: &Podman,
+    settings: &Settings,
+    bundle: Option<&CheckedBundle>,
+) -> Result<Ready> {
+    let provided = load(args, out, podman, bundle)?;
+    // A dry run does not load archives, so it cannot tell what they hold.
+    let archives_pending = args.dry_run && (!args.image_archives.is_empty() || bundle.is_some());
+    let facts = PodmanFacts::gather(podman, settings);
+    let version = facts.version?;
+    let service = decide::service(args.setup.systemd, host, &version)?;
+    let images: Vec<Image> = [
+        (&settings.registry_image, "--registry-image"),
+        (&settings.nginx_image, "--nginx-image"),
+    ]
+    .into_iter()
+    .zip(facts.present?)
+    .map(|((reference, flag), present)| Image {
+        reference: reference.clone(),
+        flag,
+        present,
+    })
+    .collect();
+    let pulls = decide::pulls(args.pull, &images, &provided, archives_pending);
+    if !args.dry_run {
+        for image in &pulls {
+            out.download(&format!("pull {}", image.reference), |progress| {
+                podman
+                    .pull(&image.reference, Duration::from_secs(args.pull_timeout), progress)
+                    .map_err(|why| pull_failed(image, &why))
+            })?;
+        }
+    }
+    let will_pull = |image: &str| pulls.iter().any(|p| p.reference == image);
+    out.step("check images", || {
+        decide::missing_image(args.pull, &images, &pulls, archives_pending)?;
+        let state = |image: &str| match (archives_pending, args.dry_run && will_pull(image)) {
+            (true, _) => "expected from the archives",
+            (false, true) => "to be pulled",
+            (false, false) => "present",
+        };
+        // The registry must be one whose layout runs our config (else auth and the rest are silently off).
+        let layout = if archives_pending || (args.dry_run && !images[0].present) {
+            ", registry image layout checked once it is there".to_string()
+        } else {
+            let config = match facts.registry_config {
+                Ok(config) if !will_pull(&settings.registry_image) => config,
+                _ => podman.image_config(&settings.registry_image)?,
+            };
+            format!(
+                ", registry in the {}",
+                registry_image::layout(&settings.registry_image, &config)?.describe()
+            )
+        };
+        let detail = format!(
+            "{} {}, {} {}{layout} (podman {version})",
+            settings.registry_image,
+            state(&settings.registry_image),
+            settings.nginx_image,
+            state(&settings.nginx_image)
+        );
+        Ok(((), detail))
+    })?;
+    let status = facts.status?;
+    // New image content under the same names (pulled or loaded) must replace the running containers.
+    let images_changed = (!pulls.is_empty() || !provided.is_empty())
+        && !args.dry_run
+        && status.is_some()
+        && images_differ(podman, settings)?;
+    Ok(Ready {
+        service,
+        pulls,
+        status,
+        images_changed,
+    })
+}
+
+/// Running containers are not enough: a healthy pod left alone must run the images the names point to
+/// and answer through the proxy with the config registry-up wants (its fingerprint header).
+fn stale(rt: &tokio::runtime::Runtime, ready: &Ready, plan: &Plan, target: &Target) -> bool {
+    let running = ready.status.as_ref().is_some_and(|s| s.healthy());
+    running
+        && plan.pod_needs() != render::Reader::Pod
+        && (ready.images_changed
+            || rt
+                .block_on(verify::served_fingerprint(target, Duration::from_secs(5)))
+                .is_some_and(|served| served != wanted_fingerprint(plan)))
+}
+
+/// How verify reaches this appliance: its name and port, its CA, its password.
+fn target(settings: &Settings, desired: &Desired) -> Target {
+    Target {
+        host: settings.domain.url_host(),
+        port: settings.port,
+        ca_pem: desired.pki.ca_cert.as_ref().map(|c| c.as_bytes().to_vec()),
+        credentials: desired
+            .secrets
+            .auth
+            .as_ref()
+            .map(|a| (a.user.clone(), a.password.clone())),
+    }
+}
+
+/// Acts on what was decided: writes, starts, waits, proves and reports. Decides nothing.
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    args: &UpArgs,
+    rt: &tokio::runtime::Runtime,
+    host: &HostFacts,
+    out: &Reporter,
+    settings: &Settings,
+    podman: &Podman,
+    plan: &Plan,
+    service: Service,
+    action: PodAction,
+    target: &Target,
+    desired: &Desired,
+) -> Result<()> {
+    out.step("write files", || {
+        let n = crate::apply::apply(plan)?;
+        Ok(((), summary(plan, n)))
+    })?;
+    out.step("start pod", || start(settings, podman, plan, service, action, host))?;
+    if settings.rootless && service != Service::Direct {
+        linger(out, args.setup.linger, &host.user);
+    }
+    if service == Service::Direct {
+        out.warn(&format!(
+            "systemd is not running on this host, so the pod {} was started directly and will not come back after \
+             a reboot: run registry-up again after booting.",
+            settings.pod_name
+        ));
+    }
+    out.step("wait for registry", || {
+        rt.block_on(verify::wait_ready(target, Duration::from_secs(args.wait_timeout)))
+            .map(|d| ((), d))
+            .map_err(|e| with_logs(e, podman, settings, ExitStatus::Runtime))
+    })?;
+    // What `up` is about to promise (auth on, this config) is proven on the running registry first.
+    out.step("check auth and config", || {
+        let config = verify::ConfigFile::read(settings.config_dir.join(layout::REGISTRY_CONFIG));
+        let checks = rt.block_on(verify::live_checks(target, Some(&config), Duration::from_secs(10)));
+        let mut failed: Vec<String> = checks
+            .iter()
+            .filter(|c| c.status != verify::Status::Pass)
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        if !failed.is_empty() {
+            if let Some(auth) = &desired.secrets.auth {
+                // Printed nowhere else on a failed run, and a later run keeps it silently.
+                let saved = settings.config_dir.join(layout::AUTH_PASSWORD);
+                failed.push(format!("(The password of {} is in {}.)", auth.user, saved.display()));
+            }
+            return Err(with_logs(
+                Error::verify(failed.join("\n")),
+                podman,
+                settings,
+                ExitStatus::Failed,
+            ));
+        }
+        let auth = if target.credentials.is_some() {
+            "anonymous requests get 401"
+        } else {
+            "no password, as set up"
+        };
+        Ok(((), format!("{auth}; the registry runs {}", config.path.display())))
+    })?;
+    if !args.no_verify {
+        out.step("verify push/pull", || {
+            let trip = rt.block_on(verify::round_trip(
+                target,
+                verify::DEFAULT_SIZE,
+                Duration::from_secs(60),
+            ))?;
+            trip.cleanup.as_ref().map_err(|e| Error::verify(e.message.clone()))?;
+            Ok(((), trip.summary()))
+        })?;
+    }
+    out.line(&closing_words(settings, desired));
+    Ok(())
+}
+
+/// The password (when new), where the registry is, and how clients trust it.
+fn closing_words(settings: &Settings, desired: &Desired) -> String {
+    let mut text = String::new();
+    if let Some(auth) = &desired.secrets.auth {
+        let saved = settings.config_dir.join(layout::AUTH_PASSWORD);
+        match auth.password_origin {
+            PasswordOrigin::Generated => text.push_str(&format!(
+                "\nAuthentication is on. User {} has the password {} (shown once; also in {}, mode 0600).\n",
+                auth.user,
+                auth.password,
+                saved.display()
+            )),
+            PasswordOrigin::FromStdin => text.push_str(&format!(
+                "\nAuthentication is on for user {}, with the password read from standard input (saved in {}).\n",
+                auth.user,
+                saved.display()
+            )),
+            PasswordOrigin::Kept => {}
+        }
+    }
+    let host = settings.registry_host();
+    let trust = match &desired.pki.ca_cert {
+        Some(_) => format!(
+            "Clients trust it with the CA {}: registry-up trust sets up this host; on others copy it to\n  \
+             /etc/containers/certs.d/{host}/ca.crt (podman, skopeo, buildah) and /etc/docker/certs.d/{host}/ca.crt.",
+            settings.ca_cert_path().display()
+        ),
+        None => "Its certificate chains to the system's trusted CAs: clients need nothing else.".to_string(),
+    };
+    text.push_str(&format!(
+        "\nThe registry is up at https://{host}/ (pod {}).\n{trust}\nThen: podman push IMAGE {host}/NAME:TAG",
+        settings.pod_name
+    ));
+    text
+}
+
+/// The names `podman load` reports (`Loaded image: NAME` lines, joined with ", " by Podman::load), written
+/// in full as settings write image names (`registry:3` is `docker.io/library/registry:3`).
+fn loaded_names(summary: &str) -> Vec<String> {
+    summary
+        .split([',', '\n'])
+        .map(|part| {
+            let part = part.trim();
+            part.strip_prefix("Loaded image(s):")
+                .or_else(|| part.strip_prefix("Loaded image:"))
+                .unwrap_or(part)
+                .trim()
+        })
+        .filter(|name| !name.is_empty())
+        .map(full_name)
+        .collect()
+}
+
+fn full_name(name: &str) -> String {
+    name.parse::<oci_client::Reference>()
+        .map(|r| r.whole())
+        .unwrap_or_else(|_| name.to_string())
+}
+
+fn pull_failed(
+    Image {
+        reference: image,
+        flag,
+        present,
+    }: &Image,
+    why: &str,
+) -> Error {
+    if *present {
+        Error::usage(format!(
+            "The image {image} could not be pulled ({why}): run with --pull missing to use the copy already in \
+             Podman's image store, or load a newer one with --image-archive FILE or --bundle FILE."
+        ))
+    } else {
+        Error::usage(format!(
+            "The image {image} is not in Podman's image store and could not be pulled ({why}): load it with \
+             --image-archive FILE (made by `podman save` on a connected host) or --bundle FILE (made by \
+             `registry-up bundle`), or pick another with {flag}."
+        ))
+    }
+}
+
+/// Whether the pod's containers run other images than the names now point to.
+fn images_differ(podman: &Podman, settings: &Settings) -> Result<bool> {
+    let wanted = podman.image_ids(&[&settings.registry_image, &settings.nginx_image])?;
+    let running: Vec<Option<String>> = podman
+        .containers(&[
+            &format!("{}-{}", settings.pod_name, render::REGISTRY_CONTAINER),
+            &format!("{}-{}", settings.pod_name, render::NGINX_CONTAINER),
+        ])
+        .into_iter()
+        .map(|c| c.map(|c| c.image_id))
+        .collect();
+    Ok(running != wanted.into_iter().map(Some).collect::<Vec<_>>())
+}
+
+/// The fingerprint of the registry config this run wants running.
+fn wanted_fingerprint(plan: &Plan) -> Option<String> {
+    plan.files
+        .iter()
+        .find(|c| c.file.root == Root::Config && c.file.rel == crate::layout::REGISTRY_CONFIG)
+        .and_then(|c| std::str::from_utf8(&c.file.contents).ok())
+        .and_then(render::disk_fingerprint)
+        .map(|f| f.written)
+}
+
+/// A user's pod stops at logout unless lingering is on: turn it on when asked, else say how.
+fn linger(out: &Reporter, enable: bool, user: &str) {
+    if crate::runtime::systemd::linger_enabled(user) {
+        return;
+    }
+    if enable {
+        match crate::runtime::systemd::enable_linger(user) {
+            Ok(()) => out.line(&format!(
+                "Lingering is now on for {user}: the pod runs without a login and starts at boot."
+            )),
+            Err(e) => out.warn(&e.message),
+        }
+    } else {
+        out.warn(&format!(
+            "lingering is off for {user}, so the pod stops when {user} logs out and does not start at boot: \
+             run `loginctl enable-linger {user}` (as root, or with --linger)."
+        ));
+    }
+}
+
+fn summary(plan: &Plan, written: usize) -> String {
+    let unchanged = plan
+        .files
+        .iter()
+        .filter(|c| c.action == plan::Action::Unchanged)
+        .count();
+    if plan.is_noop() {
+        format!("nothing changed ({unchanged} files up to date)")
+    } else {
+        format!("{written} written, {unchanged} unchanged")
+    }
+}
+
+fn start(
+    settings: &Settings,
+    podman: &Podman,
+    plan: &Plan,
+    service: Service,
+    action: PodAction,
+    host: &HostFacts,
+) -> Result<((), String)> {
+    if action == PodAction::ReloadNginx {
+        podman.reload_nginx(&format!("{}-{}", settings.pod_name, render::NGINX_CONTAINER))?;
+        return Ok((
+            (),
+            "running; nginx reloaded its certificate and config without a restart".into(),
+        ));
+    }
+    let unit = settings.unit_name();
+    let systemd = Units::new(host, &unit, &settings.pod_name);
+    // Never two kinds of unit fighting over one pod: remove the one not chosen.
+    let removed = systemd.remove_all_but(service)?;
+    let removed = removed.map(|r| format!("; removed the {r}")).unwrap_or_default();
+    let changed = plan
+        .writes()
+        .any(|c| matches!(c.file.root, Root::SystemdUnits | Root::Quadlets));
+    let restart = matches!(action, PodAction::Restart(_));
+    match service {
+        Service::SystemdUnit => {
+            systemd.start_unit(changed, restart)?;
+            Ok(((), format!("systemd unit {unit} enabled and started{removed}")))
+        }
+        Service::Quadlet => {
+            systemd.start_generated(changed, restart)?;
+            Ok((
+                (),
+                format!("Quadlet {}.kube started as {unit}{removed}", settings.pod_name),
+            ))
+        }
+        Service::Direct if action == PodAction::Nothing => {
+            Ok(((), format!("healthy and unchanged: left running{removed}")))
+        }
+        Service::Direct => {
+            podman.play(&settings.pod_yaml_path(), restart)?;
+            let verb = if restart { "replaced" } else { "started" };
+            Ok(((), format!("{verb} with podman play kube{removed}")))
+        }
+    }
+}
+
+fn with_logs(e: Error, podman: &Podman, settings: &Settings, status: ExitStatus) -> Error {
+    let mut message = e.message;
+    for c in [render::REGISTRY_CONTAINER, render::NGINX_CONTAINER] {
+        let name = format!("{}-{c}", settings.pod_name);
+        message.push_str(&format!(
+            "\n--- last lines of {name} ---\n{}",
+            podman.logs_tail(&name, 15)
+        ));
+    }
+    message.push_str("\nFix the cause shown above and run registry-up again.");
+    Error { status, message }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loaded_names_are_read_from_podman_load() {
+        assert_eq!(
+            super::loaded_names("Loaded image: localhost/a/registry:1, Loaded image: docker.io/library/nginx:1"),
+            ["localhost/a/registry:1", "docker.io/library/nginx:1"]
+        );
+        assert_eq!(
+            super::loaded_names("Loaded image(s): registry:3,localhost/b:2"),
+            ["docker.io/library/registry:3", "localhost/b:2"]
+        );
+        assert!(super::loaded_names("").is_empty());
+    }
+}

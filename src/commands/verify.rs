@@ -1,0 +1,102 @@
+//! `registry-up verify`: the after-upgrade check of the installed appliance, or of any registry.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::cli::VerifyArgs;
+use crate::error::{Error, ExitStatus, Result};
+use crate::hostname::HostName;
+use crate::layout;
+use crate::render::State;
+use crate::runtime::podman::Podman;
+use crate::verify::{parse_size, run_checks, ConfigFile, Options, Report, Status, Target};
+
+/// `registry-up verify`: Success when every check passed (warnings allowed), Failed otherwise.
+pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<ExitStatus> {
+    let start = Instant::now();
+    let state_path = args.appliance.config_dir.join(layout::STATE);
+    let state: Option<State> = crate::settings::read_state(&args.appliance.config_dir)?;
+    let size = parse_size(&args.size).map_err(|e| Error::usage(format!("--size {e}.")))?;
+    let domain = match (&args.domain, &state) {
+        (Some(d), _) => HostName::parse(d, "domain")?,
+        (None, Some(s)) => HostName::parse(&s.domain, "domain in state.json")?,
+        (None, None) => {
+            return Err(Error::not_installed(format!(
+                "No appliance is installed here ({} is missing): run registry-up up first, or give --domain (with --port and --ca) to check another registry.",
+                state_path.display()
+            )))
+        }
+    };
+    // The installed appliance, when the target is it.
+    let appliance = state
+        .as_ref()
+        .filter(|s| s.domain == domain.to_string() && args.port.is_none_or(|p| p == s.port));
+    let port = args.port.or(appliance.map(|s| s.port)).unwrap_or(443);
+    let ca_path = args.ca.clone().or(appliance.map(|s| s.ca_cert.clone().into()));
+    let ca_pem = match &ca_path {
+        Some(path) => Some(read_ca(path)?),
+        None => None,
+    };
+    let credentials = match (&args.user, appliance.and_then(|s| s.auth_user.as_ref())) {
+        (Some(user), _) => Some((user.clone(), crate::secrets::password_from_stdin("--user")?)),
+        (None, Some(user)) => {
+            let path = args.appliance.config_dir.join(layout::AUTH_PASSWORD);
+            let password = std::fs::read_to_string(&path).map_err(|e| {
+                Error::usage(format!(
+                    "The appliance requires a password, but {} cannot be read ({e}): run as root, or give --user and --password-stdin.",
+                    path.display()
+                ))
+            })?;
+            Some((user.clone(), password.trim_end_matches('\n').to_string()))
+        }
+        (None, None) => None,
+    };
+    let target = Target {
+        host: domain.url_host(),
+        port,
+        ca_pem,
+        credentials,
+    };
+    let podman = match appliance {
+        Some(_) => Some(Podman::find()?),
+        None => None,
+    };
+    let pod = podman.zip(appliance.map(|s| s.pod_name.clone()));
+    let opts = Options {
+        size,
+        timeout: Duration::from_secs(args.timeout),
+        deep: args.deep,
+        jobs: args.jobs,
+        strict: args.strict,
+        progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        data_dir: appliance.map(|s| s.data_dir.clone().into()),
+        config: appliance.map(|_| ConfigFile::read(args.appliance.config_dir.join(layout::REGISTRY_CONFIG))),
+    };
+    let (checks, deep) = rt.block_on(run_checks(&target, &opts, pod));
+    let report = Report::new(target.registry(), checks, deep, opts.strict, start.elapsed());
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("the report serialises")
+        );
+    } else {
+        print!("{}", report.text());
+    }
+    Ok(ExitStatus::verdict(report.status != Status::Fail))
+}
+
+fn read_ca(path: &Path) -> Result<Vec<u8>> {
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::usage(format!(
+            "Cannot read the CA file {} ({e}): give --ca the CA certificate (PEM) clients trust.",
+            path.display()
+        ))
+    })?;
+    crate::verify::tls_roots(Some(&pem)).map_err(|e| {
+        Error::usage(format!(
+            "The CA file {} cannot be used: {e}. Give --ca the CA certificate (PEM) clients trust.",
+            path.display()
+        ))
+    })?;
+    Ok(pem)
+}

@@ -1,0 +1,99 @@
+//! What the appliance should be: its certificates, secrets and rendered files, computed before anything
+//! is touched (the existing certificates and secrets are read, kept or renewed; render stays pure).
+
+use std::path::{Path, PathBuf};
+
+use time::OffsetDateTime;
+
+use crate::error::Result;
+use crate::host::HostFacts;
+use crate::layout;
+use crate::pki::{self, Origin, Pki, Renew};
+use crate::plan::WantedDir;
+use crate::render::{self, Inputs, RenderedFile, Root, Service};
+use crate::secrets::{self, Secrets};
+use crate::settings::Settings;
+
+pub struct Desired {
+    pub pki: Pki,
+    pub secrets: Secrets,
+    pub files: Vec<RenderedFile>,
+}
+
+/// `dir` holds the existing certificates and secrets (the config dir, or render's --out); `podman` is
+/// the binary the systemd unit runs.
+pub fn desired(
+    settings: &Settings,
+    dir: &Path,
+    podman: &str,
+    service: Service,
+    password: Option<String>,
+    renew: Renew,
+) -> Result<Desired> {
+    let now = OffsetDateTime::now_utc();
+    let pki = match &settings.own_cert {
+        Some(files) => crate::own_cert::load(files, &settings.cert_names(), now)?,
+        None => pki::ensure(pki::Existing::read(dir)?, &settings.cert_names(), now, dir, renew)?,
+    };
+    let secrets = secrets::ensure(dir, settings.auth_user.as_deref(), password)?;
+    let files = render::render(
+        settings,
+        &Inputs {
+            pki: &pki,
+            secrets: &secrets,
+            podman,
+            service,
+        },
+    );
+    Ok(Desired { pki, secrets, files })
+}
+
+/// How a certificate came to be, for the report.
+pub fn describe(origin: &Origin, what: &str) -> String {
+    match origin {
+        Origin::Kept => format!("{what} kept"),
+        Origin::New => format!("{what} created"),
+        Origin::Reissued(why) => format!("{what} re-issued because {why}"),
+        Origin::Provided => format!("{what} as given"),
+    }
+}
+
+/// The folders the appliance needs on this host, with their modes.
+pub fn wanted_dirs(settings: &Settings, service: Service, host: &HostFacts) -> Vec<WantedDir> {
+    let folders = layout::config_folders(settings.auth_user.is_some(), settings.own_cert.is_none());
+    let mut dirs: Vec<WantedDir> = folders
+        .iter()
+        .map(|rel| WantedDir {
+            path: settings.config_dir.join(rel),
+            mode: layout::PRIVATE_DIR,
+            // The config root may be a folder the user chose and prepared: only created when missing.
+            enforce_mode: !rel.is_empty(),
+        })
+        .collect();
+    dirs.push(WantedDir {
+        path: settings.data_dir.clone(),
+        mode: layout::PRIVATE_DIR,
+        enforce_mode: false,
+    });
+    // The folders systemd and Quadlet read may not exist yet (a user's never do).
+    let shared = match service {
+        Service::SystemdUnit => Some(host.unit_dir()),
+        Service::Quadlet => Some(host.quadlet_dir()),
+        Service::Direct => None,
+    };
+    dirs.extend(shared.map(|path| WantedDir {
+        path,
+        mode: layout::SHARED_DIR,
+        enforce_mode: false,
+    }));
+    dirs
+}
+
+/// Where a rendered file goes on this host.
+pub fn host_path(settings: &Settings, file: &RenderedFile, host: &HostFacts) -> PathBuf {
+    match file.root {
+        Root::Config => settings.config_dir.join(&file.rel),
+        Root::SystemdUnits => host.unit_dir().join(&file.rel),
+        Root::Quadlets => host.quadlet_dir().join(&file.rel),
+    }
+}

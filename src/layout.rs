@@ -1,0 +1,39 @@
+//! The appliance's files and folders: names and modes, in one place. render writes these files, plan
+//! and apply create the folders, pki, secrets and the commands read them back.
+
+/// Paths below the config directory. The pod YAML mounts the folders, so nginx sees only `tls/` and
+/// `nginx/`, and the registry only `registry/`; the CA key is in no container.
+/// At the top, so the config folder itself works as a `--cert-dir` for skopeo and podman (a folder
+/// holding any .key without its .cert is refused by them).
+pub const CA_CERT: &str = "ca.crt";
+pub const CA_KEY: &str = "ca/ca.key";
+pub const SERVER_CERT: &str = "tls/server.crt";
+pub const SERVER_KEY: &str = "tls/server.key";
+pub const NGINX_CONF: &str = "nginx/registry.conf";
+pub const REGISTRY_CONFIG: &str = "registry/config.yml";
+pub const POD_YAML: &str = "registry-pod.yaml";
+pub const STATE: &str = "state.json";
+/// With --auth: the user's password for clients on this host (and verify), and the registry's htpasswd.
+pub const AUTH_PASSWORD: &str = "auth/password";
+pub const HTPASSWD: &str = "registry/htpasswd";
+
+/// Modes of what registry-up writes: keys, passwords and the registry config (it holds http.secret)
+/// only for their owner; certificates and configs readable.
+pub const PRIVATE: u32 = 0o600;
+pub const PUBLIC: u32 = 0o644;
+/// Folders registry-up owns are the owner's alone; the folders systemd and Quadlet read stay 0755.
+pub const PRIVATE_DIR: u32 = 0o700;
+pub const SHARED_DIR: u32 = 0o755;
+
+/// The folders below the config folder (relative; "" is the folder itself): `auth` only with
+/// authentication, `ca` only when registry-up issues the certificate.
+pub fn config_folders(auth: bool, own_ca: bool) -> Vec<&'static str> {
+    let mut folders = vec!["", "tls", "nginx", "registry"];
+    if auth {
+        folders.push("auth");
+    }
+    if own_ca {
+        folders.push("ca");
+    }
+    folders
+}
