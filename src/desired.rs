@@ -10,9 +10,10 @@ use crate::host::HostFacts;
 use crate::layout;
 use crate::pki::{self, Origin, Pki, Renew};
 use crate::plan::WantedDir;
-use crate::render::{self, Inputs, RenderedFile, Root, Service};
+use crate::render::{self, Inputs, RenderedFile, Root};
 use crate::secrets::{self, Secrets};
 use crate::settings::Settings;
+use crate::state::Service;
 
 pub struct Desired {
     pub pki: Pki,
@@ -70,11 +71,13 @@ pub fn wanted_dirs(settings: &Settings, service: Service, host: &HostFacts) -> V
             enforce_mode: !rel.is_empty(),
         })
         .collect();
-    dirs.push(WantedDir {
+    // The data folder after the registry's: the order the plan has always listed them in.
+    let data = WantedDir {
         path: settings.data_dir.clone(),
         mode: layout::PRIVATE_DIR,
         enforce_mode: false,
-    });
+    };
+    dirs.insert(4, data);
     // The folders systemd and Quadlet read may not exist yet (a user's never do).
     let shared = match service {
         Service::SystemdUnit => Some(host.unit_dir()),

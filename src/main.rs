@@ -21,6 +21,7 @@ mod render;
 mod runtime;
 mod secrets;
 mod settings;
+mod state;
 mod subid;
 mod verify;
 

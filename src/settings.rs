@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::hostname::HostName;
 use crate::own_cert::OwnCertFiles;
-use crate::render::State;
+use crate::state::State;
 
 /// Pinned official images; `--registry-image` and `--nginx-image` override them. The registry is the
 /// newest 3.1 release (3.1.0 and 3.1.1 fixed CVE-2026-35172, CVE-2026-33540 and CVE-2026-41888); the
@@ -283,46 +283,6 @@ pub fn usable_path(input: &Path, flag: &str) -> Result<PathBuf> {
     Ok(clean)
 }
 
-/// The installed appliance's state.json in `config_dir`, if there is one.
-pub fn read_state(config_dir: &Path) -> Result<Option<State>> {
-    let path = config_dir.join(crate::layout::STATE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_state(&text).map(Some).map_err(|e| {
-            Error::usage(format!(
-                "{} cannot be read ({e}): restore it from a backup, or move it away and give every setting again.",
-                path.display()
-            ))
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::usage(format!(
-            "Cannot read {} ({e}): run as root.",
-            path.display()
-        ))),
-    }
-}
-
-/// The installed appliance's state.json, or a NotInstalled error saying how to install one.
-pub fn installed(config_dir: &Path) -> Result<State> {
-    read_state(config_dir)?.ok_or_else(|| {
-        Error::not_installed(format!(
-            "No appliance is installed in {}: run registry-up up first (or give --config-dir).",
-            config_dir.display()
-        ))
-    })
-}
-
-/// Parses a state file; any text is safe to give it.
-pub fn parse_state(text: &str) -> std::result::Result<State, String> {
-    let state: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if state.format != 1 {
-        return Err(format!(
-            "format {} is newer than this registry-up understands (1)",
-            state.format
-        ));
-    }
-    Ok(state)
-}
-
 /// Checks that each directory exists and is writable, or can be created (a folder can be made in its
 /// nearest existing parent). I/O, but leaves nothing behind.
 pub fn check_writable(dirs: &[(&Path, &str)]) -> Result<()> {
@@ -445,7 +405,7 @@ mod tests {
         ])
         .unwrap();
         let text = crate::render::tests_support::state_json(&first);
-        parse_state(&text).unwrap()
+        crate::state::parse_state(&text).unwrap()
     }
 
     fn rerun(args: &[&str], previous: &State) -> Result<Settings> {
@@ -505,8 +465,8 @@ mod tests {
         let mut state = installed();
         state.format = 2;
         let text = serde_json::to_string(&state).unwrap();
-        assert!(parse_state(&text).unwrap_err().contains("newer"));
-        assert!(parse_state("{").is_err());
+        assert!(crate::state::parse_state(&text).unwrap_err().contains("newer"));
+        assert!(crate::state::parse_state("{").is_err());
     }
 
     #[test]

@@ -36,10 +36,15 @@ fn nginx_accepts_the_rendered_conf_with_real_certificates() {
         .replace("/etc/nginx/tls/", &format!("{}/", out.join("tls").display()));
     let conf_path = tmp.path().join("registry.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    // A main nginx.conf like the official image's: conf.d included inside http {}, with its logs in the
-    // temp folder (nginx's default /var/log/nginx is not writable for an ordinary user).
+    // A main nginx.conf like the official image's: conf.d included inside http {}, with its logs and
+    // temp folders in the test's folder (nginx's defaults below /var are not writable for an ordinary user,
+    // and `nginx -t` creates the temp folders when they are missing).
+    let temps: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
+        .iter()
+        .map(|t| format!("  {t}_temp_path {}/{t};\n", tmp.path().display()))
+        .collect();
     let main = format!(
-        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log {dir}/access.log;\n  \
+        "pid {dir}/nginx.pid;\nerror_log stderr;\nevents {{}}\nhttp {{\n  access_log {dir}/access.log;\n{temps}  \
          include {conf};\n}}\n",
         dir = tmp.path().display(),
         conf = conf_path.display()

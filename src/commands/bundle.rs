@@ -233,9 +233,13 @@ async fn write_oci_archive(
         .media_type
         .clone()
         .unwrap_or_else(|| oci_client::manifest::OCI_IMAGE_MEDIA_TYPE.to_string());
-    let blobs: Vec<(String, u64)> = manifest
-        .config
-        .iter()
+    let config = manifest.config.as_ref().ok_or_else(|| {
+        failed(
+            &format!("read {name}"),
+            "its manifest names no config: it is not an image",
+        )
+    })?;
+    let blobs: Vec<(String, u64)> = std::iter::once(config)
         .chain(&manifest.layers)
         .map(|d| (d.digest.clone(), d.size.max(0) as u64))
         .collect();

@@ -56,7 +56,7 @@ fn info(path: &Path) -> Result<CertInfo> {
 }
 
 pub fn show(args: &CertsShowArgs) -> Result<()> {
-    crate::settings::installed(&args.appliance.config_dir)?;
+    crate::state::installed(&args.appliance.config_dir)?;
     let server = info(&args.appliance.config_dir.join(crate::layout::SERVER_CERT))?;
     let ca_path = args.appliance.config_dir.join(crate::layout::CA_CERT);
     let ca = if ca_path.exists() { Some(info(&ca_path)?) } else { None };
@@ -88,7 +88,7 @@ pub fn show(args: &CertsShowArgs) -> Result<()> {
 /// Re-issues from the existing CA (or a new one) and reloads nginx in place: an `up` run with a
 /// forced renewal, so the plan, the atomic writes, the reload and the verification are the same.
 pub fn renew(args: &CertsRenewArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
-    let state = crate::settings::installed(&args.appliance.config_dir)?;
+    let state = crate::state::installed(&args.appliance.config_dir)?;
     if state.own_cert {
         return Err(Error::usage(
             "The server certificate was brought with --cert/--key: renew it with its CA, then run registry-up up --cert FILE --key FILE.",

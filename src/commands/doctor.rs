@@ -8,8 +8,8 @@ use crate::cli::DoctorArgs;
 use crate::error::{ExitStatus, Result};
 use crate::host::HostFacts;
 use crate::preflight::{print_findings, rootless_checks, Finding};
-use crate::render::State;
 use crate::runtime::podman::{Podman, PodmanError};
+use crate::state::State;
 
 /// Whether `ip` is an address of this host: binding to it succeeds only then.
 fn is_local(ip: std::net::IpAddr) -> bool {
@@ -17,7 +17,7 @@ fn is_local(ip: std::net::IpAddr) -> bool {
 }
 
 pub fn command(args: &DoctorArgs, host: &HostFacts) -> Result<ExitStatus> {
-    let state = crate::settings::read_state(&args.appliance.config_dir).ok().flatten();
+    let state = crate::state::read_state(&args.appliance.config_dir).ok().flatten();
     let rootless = !host.root;
     let mut findings = podman_findings(state.as_ref());
     if rootless {
@@ -71,8 +71,8 @@ fn podman_findings(state: Option<&State>) -> Vec<Finding> {
                      images (--pull missing), or loads them from --image-archive or --bundle on an air-gapped host",
                 )),
                 Some(image) => match podman.run_once(image, &["/bin/registry", "--version"]) {
-                    Ok(Ok(out)) => findings.push(Finding::ok("runtime", format!("ran a container of {image}: {out}"))),
-                    Err(crate::error::Error { message: why, .. }) | Ok(Err(PodmanError { stderr: why, .. })) => findings.push(Finding::problem(
+                    Ok(out) => findings.push(Finding::ok("runtime", format!("ran a container of {image}: {out}"))),
+                    Err(PodmanError { stderr: why, .. }) => findings.push(Finding::problem(
                         "runtime",
                         format!("a container of {image} does not start: {why}"),
                         "see `podman info`; on these hosts Podman needs runc and `default_ulimits = []` in containers.conf",
@@ -88,19 +88,14 @@ fn podman_findings(state: Option<&State>) -> Vec<Finding> {
 fn rootless_findings(host: &HostFacts) -> Vec<Finding> {
     let mut findings = rootless_checks();
     let user = &host.user;
-    {
-        match crate::subid::range_of(Path::new("/etc/subuid"), user) {
-            Some((start, count)) if count >= 65536 => {
-                findings.push(Finding::ok("subuid", format!("{user} has {start}:{count}")))
-            }
-            _ => findings.push(Finding::problem(
-                "subuid",
-                format!("{user} has no subordinate UID range of 65536"),
-                format!("as root: registry-up prepare-user {user}"),
-            )),
-        }
-    }
-
+    findings.push(match crate::subid::range_of(Path::new("/etc/subuid"), user) {
+        Some((start, count)) if count >= 65536 => Finding::ok("subuid", format!("{user} has {start}:{count}")),
+        _ => Finding::problem(
+            "subuid",
+            format!("{user} has no subordinate UID range of 65536"),
+            format!("as root: registry-up prepare-user {user}"),
+        ),
+    });
     findings
 }
 
@@ -132,33 +127,29 @@ fn port_finding(host: &HostFacts, port: u16, installed_here: bool) -> Finding {
 
 /// Whether the name resolves, to this host.
 fn domain_finding(domain: &str, port: u16) -> Finding {
-    {
-        match (domain, port).to_socket_addrs() {
-            Err(e) => Finding::problem(
-                "domain",
-                format!("{domain} does not resolve ({e})"),
-                format!(
-                    "add it to DNS, or to /etc/hosts on this host and every client: '<this host's address> {domain}'"
-                ),
-            ),
-            Ok(addrs) => {
-                let addrs: Vec<_> = addrs.map(|a| a.ip()).collect();
-                let shown: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-                if addrs.iter().any(|a| is_local(*a)) {
-                    Finding::ok(
-                        "domain",
-                        format!("{domain} resolves to {}, an address of this host", shown.join(", ")),
-                    )
-                } else {
-                    Finding::problem(
-                        "domain",
-                        format!(
-                            "{domain} resolves to {}, which is not an address of this host",
-                            shown.join(", ")
-                        ),
-                        "point the name at this host in DNS or /etc/hosts",
-                    )
-                }
+    match (domain, port).to_socket_addrs() {
+        Err(e) => Finding::problem(
+            "domain",
+            format!("{domain} does not resolve ({e})"),
+            format!("add it to DNS, or to /etc/hosts on this host and every client: '<this host's address> {domain}'"),
+        ),
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.map(|a| a.ip()).collect();
+            let shown: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+            if addrs.iter().any(|a| is_local(*a)) {
+                Finding::ok(
+                    "domain",
+                    format!("{domain} resolves to {}, an address of this host", shown.join(", ")),
+                )
+            } else {
+                Finding::problem(
+                    "domain",
+                    format!(
+                        "{domain} resolves to {}, which is not an address of this host",
+                        shown.join(", ")
+                    ),
+                    "point the name at this host in DNS or /etc/hosts",
+                )
             }
         }
     }

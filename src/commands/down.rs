@@ -22,7 +22,7 @@ const CONFIG_ENTRIES: &[&str] = &[
 ];
 
 pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
-    let Some(state) = crate::settings::read_state(&args.appliance.config_dir)? else {
+    let Some(state) = crate::state::read_state(&args.appliance.config_dir)? else {
         println!(
             "No appliance is installed in {}: nothing to stop.",
             args.appliance.config_dir.display()
@@ -36,7 +36,7 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
         ));
     }
     let unit = format!("{}.service", state.pod_name);
-    crate::runtime::systemd::Units::new(host, &unit, &state.pod_name).remove_any()?;
+    crate::runtime::systemd::Units::new(host, state.rootless, &unit, &state.pod_name).remove_any()?;
     let podman = Podman::find()?;
     if podman.pod_status(&state.pod_name)?.is_some() {
         podman.down(&args.appliance.config_dir.join(crate::layout::POD_YAML))?;

@@ -14,8 +14,9 @@ use tokio::sync::mpsc;
 use crate::cli::{LogSource, LogsArgs};
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
-use crate::render::{Service, NGINX_CONTAINER, REGISTRY_CONTAINER};
+use crate::render::{NGINX_CONTAINER, REGISTRY_CONTAINER};
 use crate::runtime::podman::Podman;
+use crate::state::Service;
 
 /// One line of one source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +203,7 @@ fn journal(
 fn sources(
     args: &LogsArgs,
     podman: &Podman,
-    state: &crate::render::State,
+    state: &crate::state::State,
     since: Option<OffsetDateTime>,
     systemd_running: bool,
 ) -> Vec<Source> {
@@ -322,12 +323,7 @@ async fn read_source(source: Source, tx: mpsc::UnboundedSender<Line>) -> Option<
 }
 
 pub fn command(args: &LogsArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
-    let state = crate::settings::read_state(&args.appliance.config_dir)?.ok_or_else(|| {
-        Error::not_installed(format!(
-            "No appliance is installed here ({} is missing): run registry-up up first, or give --config-dir.",
-            args.appliance.config_dir.join(crate::layout::STATE).display()
-        ))
-    })?;
+    let state = crate::state::installed(&args.appliance.config_dir)?;
     let since = args
         .since
         .as_deref()

@@ -8,9 +8,9 @@ use crate::host::HostFacts;
 use crate::layout;
 use crate::pki::Renew;
 use crate::plan::{self, WantedDir};
-use crate::render::Service;
 use crate::secrets;
 use crate::settings::{self, Settings};
+use crate::state::Service;
 
 pub fn command(args: &RenderArgs, host: &HostFacts) -> Result<()> {
     let settings = Settings::resolve(&args.setup, None, host)?;

@@ -10,9 +10,10 @@ use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::cli::StatusArgs;
 use crate::error::{ExitStatus, Result};
-use crate::render::{Service, State, NGINX_CONTAINER, REGISTRY_CONTAINER};
+use crate::render::{NGINX_CONTAINER, REGISTRY_CONTAINER};
 use crate::runtime::podman::{ContainerInfo, Podman};
 use crate::runtime::systemd::Systemctl;
+use crate::state::{Service, State};
 
 #[derive(Serialize)]
 struct Status {
@@ -94,7 +95,7 @@ fn uptime(started_at: &str) -> Option<i64> {
 }
 
 pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
-    let Some(state) = crate::settings::read_state(&args.appliance.config_dir)? else {
+    let Some(state) = crate::state::read_state(&args.appliance.config_dir)? else {
         let status = Status {
             installed: false,
             healthy: false,

@@ -7,7 +7,7 @@ use crate::cli::TrustArgs;
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::layout;
-use crate::render::State;
+use crate::state::State;
 
 /// Where this host's container clients look for a registry's CA.
 pub fn trust_paths(state: &State, host: &HostFacts) -> Vec<PathBuf> {
@@ -36,7 +36,7 @@ pub fn system_trust_path(state: &State) -> PathBuf {
 }
 
 pub fn command(args: &TrustArgs, host: &HostFacts) -> Result<()> {
-    let state = crate::settings::installed(&args.appliance.config_dir)?;
+    let state = crate::state::installed(&args.appliance.config_dir)?;
     let ca_path = args.appliance.config_dir.join(layout::CA_CERT);
     let ca = match std::fs::read(&ca_path) {
         Ok(ca) => ca,

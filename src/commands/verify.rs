@@ -7,15 +7,15 @@ use crate::cli::VerifyArgs;
 use crate::error::{Error, ExitStatus, Result};
 use crate::hostname::HostName;
 use crate::layout;
-use crate::render::State;
 use crate::runtime::podman::Podman;
+use crate::state::State;
 use crate::verify::{parse_size, run_checks, ConfigFile, Options, Report, Status, Target};
 
 /// `registry-up verify`: Success when every check passed (warnings allowed), Failed otherwise.
 pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<ExitStatus> {
     let start = Instant::now();
     let state_path = args.appliance.config_dir.join(layout::STATE);
-    let state: Option<State> = crate::settings::read_state(&args.appliance.config_dir)?;
+    let state: Option<State> = crate::state::read_state(&args.appliance.config_dir)?;
     let size = parse_size(&args.size).map_err(|e| Error::usage(format!("--size {e}.")))?;
     let domain = match (&args.domain, &state) {
         (Some(d), _) => HostName::parse(d, "domain")?,

@@ -9,7 +9,6 @@ mod systemd;
 
 pub use pod::{NGINX_CONTAINER, REGISTRY_CONTAINER};
 pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
-pub use state::State;
 
 use crate::layout::*;
 use crate::pki::Pki;
@@ -54,10 +53,10 @@ pub struct Inputs<'a> {
     /// Absolute path of the podman binary, for the systemd unit.
     pub podman: &'a str,
     /// How the pod is kept running: decides whether the unit file is part of the output.
-    pub service: state::Service,
+    pub service: Service,
 }
 
-pub use state::Service;
+use crate::state::Service;
 
 pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
     let config = |rel: &str, contents: String, mode: u32, reader: Reader| RenderedFile {

@@ -206,27 +206,37 @@ impl Podman {
         })
     }
 
-    /// Runs podman: stdout, or a PodmanError with the command, its exit code and Podman's words.
-    fn run(&self, args: &[&str]) -> Result<std::result::Result<Vec<u8>, PodmanError>> {
-        let out = self.output(args)?;
-        Ok(if out.status.success() {
-            Ok(out.stdout)
-        } else {
-            Err(PodmanError {
-                command: format!("podman {}", args.join(" ")),
-                code: out.status.code(),
-                stderr: stderr_of(&out),
-            })
-        })
+    /// Runs podman: stdout, or a PodmanError with the command, its exit code and Podman's words (no exit
+    /// code when podman could not be started at all).
+    fn run(&self, args: &[&str]) -> std::result::Result<Vec<u8>, PodmanError> {
+        self.capture(args).map(|out| out.stdout)
     }
 
-    /// As `run`, a failure being an error of the run.
+    /// As `run`, with both streams of a success.
+    fn capture(&self, args: &[&str]) -> std::result::Result<Output, PodmanError> {
+        let failed = |code, stderr| PodmanError {
+            command: format!("podman {}", args.join(" ")),
+            code,
+            stderr,
+        };
+        let out = Command::new(&self.bin)
+            .args(args)
+            .output()
+            .map_err(|e| failed(None, format!("{} could not be started ({e})", self.bin.display())))?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(failed(out.status.code(), stderr_of(&out)))
+        }
+    }
+
+    /// `run`'s stdout as text.
     fn text(&self, args: &[&str]) -> Result<String> {
-        Ok(String::from_utf8_lossy(&self.run(args)??).into_owned())
+        Ok(String::from_utf8_lossy(&self.run(args)?).into_owned())
     }
 
     pub fn version(&self) -> Result<PodmanVersion> {
-        let text = self.run(&["version", "--format", "{{.Client.Version}}"])?.map_err(|e| {
+        let text = self.run(&["version", "--format", "{{.Client.Version}}"]).map_err(|e| {
             Error::usage(format!(
                 "Podman does not work here: `podman version` said: {}. Fix the Podman installation (see `podman info`) and run again.",
                 e.stderr
@@ -246,13 +256,13 @@ impl Podman {
     /// The ENTRYPOINT and CMD of a local image.
     pub fn image_config(&self, reference: &str) -> Result<crate::registry_image::ImageConfig> {
         let args = ["image", "inspect", "--format", "{{json .Config}}", reference];
-        parse_json(&args.join(" "), &self.run(&args)??)
+        parse_json(&args.join(" "), &self.run(&args)?)
     }
 
     /// `podman load -i ARCHIVE`; returns Podman's summary line.
     pub fn load(&self, archive: &Path) -> Result<String> {
         let path = archive.display().to_string();
-        match self.run(&["load", "-q", "-i", &path])? {
+        match self.run(&["load", "-q", "-i", &path]) {
             Ok(out) => Ok(String::from_utf8_lossy(&out).trim().replace('\n', ", ")),
             Err(e) => Err(Error::usage(format!(
                 "Podman cannot load the image archive {path}: {}. Give --image-archive a file made by `podman save`.",
@@ -263,7 +273,7 @@ impl Podman {
 
     /// The pod's state and containers, or None when there is no such pod.
     pub fn pod_status(&self, pod: &str) -> Result<Option<PodStatus>> {
-        let json = match self.run(&["pod", "inspect", pod])? {
+        let json = match self.run(&["pod", "inspect", pod]) {
             Ok(json) => json,
             Err(e) if e.is_not_found() => return Ok(None),
             Err(e) => return Err(e.into()),
@@ -297,7 +307,7 @@ impl Podman {
             args.push("--replace");
         }
         args.push(&path);
-        let Err(e) = self.run(&args)? else {
+        let Err(e) = self.run(&args) else {
             return Ok(());
         };
         // Never leave a half-created pod behind (Podman may leave it in state Created).
@@ -310,22 +320,22 @@ impl Podman {
 
     /// Runs `entrypoint args…` once in a throw-away container of `image`, without network; returns the
     /// first line it printed.
-    pub fn run_once(&self, image: &str, command: &[&str]) -> Result<std::result::Result<String, PodmanError>> {
+    pub fn run_once(&self, image: &str, command: &[&str]) -> std::result::Result<String, PodmanError> {
         let mut args = vec!["run", "--rm", "--network", "none", "--entrypoint", command[0], image];
         args.extend_from_slice(&command[1..]);
-        Ok(self.run(&args)?.map(|out| {
-            String::from_utf8_lossy(&out)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .trim()
-                .to_string()
-        }))
+        let out = self.capture(&args)?;
+        // A program may print its version on either stream.
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(text.lines().next().unwrap_or_default().trim().to_string())
     }
 
     /// State, start time, restarts and image of a container, or None if it does not exist.
     pub fn container(&self, name: &str) -> Result<Option<ContainerInfo>> {
-        match self.run(&["container", "inspect", name])? {
+        match self.run(&["container", "inspect", name]) {
             Ok(json) => Ok(Self::container_infos(&[name], &json)?.into_iter().next()),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
@@ -338,7 +348,7 @@ impl Podman {
         let mut args = vec!["container", "inspect"];
         args.extend_from_slice(names);
         match self.run(&args) {
-            Ok(Ok(json)) => match Self::container_infos(names, &json) {
+            Ok(json) => match Self::container_infos(names, &json) {
                 Ok(infos) if infos.len() == names.len() => infos.into_iter().map(Some).collect(),
                 _ => vec![None; names.len()],
             },

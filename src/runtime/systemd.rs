@@ -5,7 +5,7 @@ use std::process::Command;
 
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
-use crate::render::Service;
+use crate::state::Service;
 
 /// Which systemd instance: the system's, or the user's own (`systemctl --user`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,9 +106,10 @@ pub struct Units {
 }
 
 impl Units {
-    pub fn new(host: &HostFacts, unit: &str, pod: &str) -> Self {
+    /// `rootless`: the appliance's (a user's units are `systemctl --user`); the folders are this host's.
+    pub fn new(host: &HostFacts, rootless: bool, unit: &str, pod: &str) -> Self {
         Units {
-            systemctl: Systemctl::for_appliance(!host.root),
+            systemctl: Systemctl::for_appliance(rootless),
             systemd_running: host.systemd_running,
             unit: unit.to_string(),
             unit_file: host.unit_dir().join(unit),

@@ -54,11 +54,13 @@ async fn paginate(http: &Http, target: &Target, first: String, key: &str) -> Res
         }
         next = next_link(&resp);
         let page: Listing = resp.json().await.map_err(|e| format!("{url}: not a listing ({e})"))?;
-        items.extend(match key {
-            "tags" => page.tags,
-            _ => page.repositories,
-        }
-        .unwrap_or_default());
+        items.extend(
+            match key {
+                "tags" => page.tags,
+                _ => page.repositories,
+            }
+            .unwrap_or_default(),
+        );
     }
     Ok(items)
 }

@@ -59,7 +59,10 @@ fn failed(step: &str, reference: &str, e: &(dyn std::error::Error + 'static)) ->
     } else {
         ""
     };
-    Error::verify(format!("The {step} of {reference} failed{hint}: {text}."))
+    Error::verify(format!(
+        "The {step} of {reference} failed{hint}: {text}. See what the registry said with registry-up logs, fix the \
+         cause and run again."
+    ))
 }
 
 /// Push, pull, compare and delete a fresh image of `size` payload bytes.
@@ -67,7 +70,8 @@ pub async fn round_trip(target: &Target, size: u64, timeout: Duration) -> Result
     match tokio::time::timeout(timeout, inner(target, size, timeout)).await {
         Ok(result) => result,
         Err(_) => Err(Error::verify(format!(
-            "The push/pull round trip did not finish within {} s: the registry at {} hangs or is very slow.",
+            "The push/pull round trip did not finish within {} s: the registry at {} hangs or is very slow. Check it \
+             with registry-up status and registry-up logs, or allow more time with --timeout.",
             timeout.as_secs(),
             target.registry()
         ))),

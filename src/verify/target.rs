@@ -156,7 +156,8 @@ pub async fn wait_ready(target: &Target, timeout: Duration) -> Result<String> {
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
     Err(Error::runtime(format!(
-        "The registry did not answer at https://{}/v2/ within {} s (last: {last}).",
+        "The registry did not answer at https://{}/v2/ within {} s (last: {last}): see why with registry-up logs, \
+         or allow more time with --wait-timeout.",
         target.registry(),
         timeout.as_secs()
     )))

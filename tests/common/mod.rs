@@ -323,11 +323,6 @@ impl Appliance {
         args
     }
 
-    /// Runs the real binary: `registry-up <args> <extra>`, checking nothing.
-    pub fn run(&self, extra: &[&str]) -> Output {
-        Run::up(self).args(extra).output()
-    }
-
     /// Runs `up` and asserts it succeeded.
     pub fn up(&self, extra: &[&str]) -> Output {
         Run::up(self).args(extra).run()
@@ -466,11 +461,6 @@ pub fn serving(extra: &[&str]) -> Option<Appliance> {
     let app = Appliance::e2e()?;
     app.up(extra);
     Some(app)
-}
-
-/// Asserts that a run of registry-up succeeded, showing its output when it did not.
-pub fn assert_success(out: &Output) {
-    assert_exit(out, 0, "registry-up");
 }
 
 /// One run of registry-up, described and then checked (after casey/just's `tests/test.rs`): what it is

@@ -4,8 +4,9 @@
 use crate::cli::{PullPolicy, SystemdChoice};
 use crate::error::{Error, Result};
 use crate::host::{HostFacts, PortUse};
-use crate::render::{Reader, Service};
+use crate::render::Reader;
 use crate::runtime::podman::{PodStatus, PodmanVersion};
+use crate::state::Service;
 
 /// How the pod is kept running, from `--systemd` and what this host has.
 pub fn service(choice: SystemdChoice, host: &HostFacts, podman: &PodmanVersion) -> Result<Service> {
@@ -114,10 +115,14 @@ pub fn pod_action(facts: &PodFacts) -> PodAction {
 }
 
 /// Whether the port must be checked free: our own pod holds its port (conmon) even when degraded, and
-/// `play --replace` frees it; any other holder is refused before anything is written.
-pub fn port_problem(port: u16, pod_exists: bool, same_port: bool, used: &PortUse) -> Result<()> {
+/// `play --replace` frees it.
+pub fn port_must_be_free(pod_exists: bool, same_port: bool) -> bool {
+    !(pod_exists && same_port)
+}
+
+/// A port held by another program is refused before anything is written.
+pub fn port_problem(port: u16, used: &PortUse) -> Result<()> {
     match used {
-        PortUse::Taken(_) if pod_exists && same_port => Ok(()),
         PortUse::Free => Ok(()),
         PortUse::Taken(owner) => {
             let who = match owner {
@@ -275,16 +280,14 @@ mod tests {
     #[test]
     fn a_port_held_by_another_program_is_refused_but_our_own_pod_may_hold_it() {
         let taken = PortUse::Taken(Some((42, "nginx".into())));
-        let e = port_problem(8443, false, false, &taken).unwrap_err();
+        let e = port_problem(8443, &taken).unwrap_err();
         assert!(
             e.message.contains("Port 8443") && e.message.contains("nginx (pid 42)"),
             "{e}"
         );
-        assert!(port_problem(8443, true, true, &taken).is_ok());
-        assert!(
-            port_problem(8443, true, false, &taken).is_err(),
-            "a new port must be free"
-        );
-        assert!(port_problem(8443, false, false, &PortUse::Free).is_ok());
+        assert!(port_problem(8443, &PortUse::Free).is_ok());
+        assert!(!port_must_be_free(true, true), "our own pod holds it");
+        assert!(port_must_be_free(true, false), "a new port must be free");
+        assert!(port_must_be_free(false, true));
     }
 }

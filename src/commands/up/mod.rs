@@ -15,11 +15,12 @@ use crate::pki::Renew;
 use crate::plan::{self, Plan};
 use crate::progress::Reporter;
 use crate::registry_image;
-use crate::render::{self, Root, Service};
+use crate::render::{self, Root};
 use crate::runtime::podman::{PodStatus, Podman, PodmanVersion};
 use crate::runtime::systemd::Units;
 use crate::secrets::{self, PasswordOrigin};
 use crate::settings::{self, Settings};
+use crate::state::Service;
 use crate::verify::{self, Target};
 use decide::{Image, PodAction, PodFacts};
 
@@ -56,7 +57,7 @@ impl PodmanFacts {
 
 /// The settings of this run, from the flags, the installed state and a bundle's image names.
 fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings, Option<CheckedBundle>, bool)> {
-    let previous = settings::read_state(&args.setup.config_dir)?;
+    let previous = crate::state::read_state(&args.setup.config_dir)?;
     let mut settings = Settings::resolve(&args.setup, previous.as_ref(), host)?;
     settings.check_port_allowed(host)?;
     // A bundle names the images it holds: they are the ones to run, unless flags say otherwise.
@@ -161,8 +162,9 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
         stale: stale(rt, &ready, &plan, &target),
         changes_need: plan.pod_needs(),
     });
-    let port = crate::host::port_use(settings.port);
-    decide::port_problem(settings.port, ready.status.is_some(), same_port, &port)?;
+    if decide::port_must_be_free(ready.status.is_some(), same_port) {
+        decide::port_problem(settings.port, &crate::host::port_use(settings.port))?;
+    }
 
     if args.dry_run {
         out.line(&format!(
@@ -304,7 +306,7 @@ fn target(settings: &Settings, desired: &Desired) -> Target {
     }
 }
 
-/// Acts on what was decided: writes, starts, waits, proves and reports. Decides nothing.
+/// Acts on what was decided: writes, starts, waits, proves and reports.
 #[allow(clippy::too_many_arguments)]
 fn execute(
     args: &UpArgs,
@@ -537,7 +539,7 @@ fn start(
         ));
     }
     let unit = settings.unit_name();
-    let systemd = Units::new(host, &unit, &settings.pod_name);
+    let systemd = Units::new(host, settings.rootless, &unit, &settings.pod_name);
     // Never two kinds of unit fighting over one pod: remove the one not chosen.
     let removed = systemd.remove_all_but(service)?;
     let removed = removed.map(|r| format!("; removed the {r}")).unwrap_or_default();

@@ -1,0 +1,85 @@
+//! The installed appliance's `state.json`: its schema, and reading it back. render writes it; settings,
+//! and every command that works on an installed appliance, read it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How the pod is kept running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Service {
+    /// A systemd unit starts it at boot and restarts it.
+    SystemdUnit,
+    /// A Quadlet `.kube` file, from which Podman's generator makes the unit (Podman 4.4 and later).
+    Quadlet,
+    /// Started directly with podman: it will not come back after a reboot.
+    Direct,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// Bumped when a field changes meaning.
+    pub format: u32,
+    pub domain: String,
+    pub sans: Vec<String>,
+    pub port: u16,
+    pub registry_image: String,
+    pub nginx_image: String,
+    pub pod_name: String,
+    pub config_dir: String,
+    pub data_dir: String,
+    pub ca_cert: String,
+    pub service: Service,
+    /// The htpasswd user when authentication is on (its password is in auth/password).
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// The server certificate was brought by the user (--cert/--key), not issued by registry-up.
+    #[serde(default)]
+    pub own_cert: bool,
+    /// Installed by an ordinary user (rootless Podman, user units).
+    #[serde(default)]
+    pub rootless: bool,
+}
+
+/// The installed appliance's state.json in `config_dir`, if there is one.
+pub fn read_state(config_dir: &Path) -> Result<Option<State>> {
+    let path = config_dir.join(crate::layout::STATE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_state(&text).map(Some).map_err(|e| {
+            Error::usage(format!(
+                "{} cannot be read ({e}): restore it from a backup, or move it away and give every setting again.",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::usage(format!(
+            "Cannot read {} ({e}): run as root.",
+            path.display()
+        ))),
+    }
+}
+
+/// The installed appliance's state.json, or a NotInstalled error saying how to install one.
+pub fn installed(config_dir: &Path) -> Result<State> {
+    read_state(config_dir)?.ok_or_else(|| {
+        Error::not_installed(format!(
+            "No appliance is installed in {}: run registry-up up first (or give --config-dir).",
+            config_dir.display()
+        ))
+    })
+}
+
+/// Parses a state file; any text is safe to give it.
+pub fn parse_state(text: &str) -> std::result::Result<State, String> {
+    let state: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if state.format != 1 {
+        return Err(format!(
+            "format {} is newer than this registry-up understands (1)",
+            state.format
+        ));
+    }
+    Ok(state)
+}
