@@ -31,9 +31,10 @@ pub fn apply(plan: &Plan) -> Result<usize> {
     for dir in dirs {
         remove_stale_temp_files(dir);
     }
-    // The state file goes last: it records a finished apply.
+    // The state file goes last: it records a finished apply. The CA's key goes before its certificate, so
+    // a stop in between never leaves a certificate that looks usable without its key.
     let mut writes: Vec<_> = plan.writes().collect();
-    writes.sort_by_key(|c| c.file.rel == STATE);
+    writes.sort_by_key(|c| (c.file.rel == STATE, c.file.rel == crate::layout::CA_CERT));
     for change in &writes {
         if change.action != Action::Unchanged {
             write_atomic(&change.path, &change.file.contents, change.file.mode)?;

@@ -44,13 +44,38 @@ pub struct CheckedBundle {
 }
 
 impl CheckedBundle {
-    /// Loads every image with Podman; returns Podman's summary lines.
+    /// Loads every image with Podman and checks that each name now points at the image the bundle
+    /// recorded (its manifest digest); returns Podman's summary lines.
     pub fn load(&self, podman: &Podman) -> Result<Vec<String>> {
-        self.manifest
-            .images
-            .iter()
-            .map(|image| podman.load(&self.dir.path().join(&image.file)))
-            .collect()
+        let mut loaded = Vec::new();
+        for image in &self.manifest.images {
+            let summary = podman.load(&self.dir.path().join(&image.file))?;
+            // Exactly the one name listed: an archive that brings more images than it should is refused.
+            let names = crate::runtime::podman::loaded_names(&summary);
+            if names != [crate::runtime::podman::full_name(&image.reference)] {
+                return Err(Error::usage(format!(
+                    "The bundle's {} loaded {} instead of {} alone: it was altered. Make it again with registry-up \
+                     bundle on the connected host, and remove what it loaded with podman rmi.",
+                    printable(&image.file),
+                    printable(&names.join(", ")),
+                    image.reference
+                )));
+            }
+            loaded.push(summary);
+            let digest = podman.image_digest(&image.reference)?;
+            if digest != image.digest {
+                return Err(Error::usage(format!(
+                    "The bundle's {} loaded as {} with the digest {digest}, but the bundle recorded {}: it was \
+                     altered. Make it again with registry-up bundle on the connected host, and remove the image \
+                     with podman rmi {}.",
+                    printable(&image.file),
+                    image.reference,
+                    printable(&image.digest),
+                    image.reference
+                )));
+            }
+        }
+        Ok(loaded)
     }
 
     pub fn reference(&self, role: &str) -> Option<&str> {
@@ -59,6 +84,110 @@ impl CheckedBundle {
             .iter()
             .find(|i| i.role == role)
             .map(|i| i.reference.as_str())
+    }
+}
+
+/// `text` with control characters escaped, so a crafted name cannot drive the terminal.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// The manifest digest and name an OCI archive's index.json records for its one image.
+fn archive_index(path: &Path) -> std::result::Result<(String, Option<String>), String> {
+    let file = File::open(path).map_err(|e| e.to_string())?;
+    let mut archive = tar::Archive::new(file);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut index = None;
+    for entry in archive.entries().map_err(|e| e.to_string())? {
+        let mut entry = entry.map_err(|e| e.to_string())?;
+        let name = entry.path().map_err(|e| e.to_string())?.to_string_lossy().into_owned();
+        // A second copy of a member (index.json above all) would be what Podman reads, not what was checked.
+        if !seen.insert(name.trim_start_matches("./").to_string()) {
+            return Err(format!("it holds {} twice", printable(&name)));
+        }
+        if name.trim_start_matches("./") == "index.json" {
+            let mut text = String::new();
+            entry.read_to_string(&mut text).map_err(|e| e.to_string())?;
+            index = Some(text);
+        }
+    }
+    let text = index.ok_or("it has no index.json")?;
+    let index: oci_client::manifest::OciImageIndex = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+    let [only] = index.manifests.as_slice() else {
+        return Err(format!(
+            "its index.json lists {} images instead of one",
+            index.manifests.len()
+        ));
+    };
+    let name = only
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("org.opencontainers.image.ref.name").cloned());
+    Ok((only.digest.clone(), name))
+}
+
+/// What is wrong with the `i`th image of a manifest's list, if anything: a role or file given twice, or a
+/// form registry-up never writes.
+fn listing_problem(images: &[BundleImage], i: usize) -> Option<String> {
+    let image = &images[i];
+    let again = images[..i]
+        .iter()
+        .any(|other| other.role == image.role || other.file == image.file);
+    let known_role = matches!(image.role.as_str(), "registry" | "nginx");
+    let valid = image.reference.parse::<oci_client::Reference>().is_ok()
+        && !image.file.contains('/')
+        && image.file.ends_with(".oci.tar");
+    (again || !known_role || !valid).then(|| {
+        format!(
+            "{MANIFEST} lists {} ({}) more than once or in a form registry-up does not write",
+            printable(&image.file),
+            printable(&image.role)
+        )
+    })
+}
+
+/// What is wrong with the member of `image`, unpacked in `dir`, if anything: not in SHA256SUMS, missing,
+/// of another size or checksum, or an archive of another image.
+fn member_problem(image: &BundleImage, sums: &str, seen: &[(String, String, u64)], dir: &Path) -> Option<String> {
+    let file = printable(&image.file);
+    let listed = sums
+        .lines()
+        .any(|l| l.split_once("  ") == Some((image.sha256.as_str(), image.file.as_str())));
+    if !listed {
+        return Some(format!("{SUMS} and {MANIFEST} disagree about {file}"));
+    }
+    match seen.iter().find(|(name, _, _)| *name == image.file) {
+        None => return Some(format!("{file} is missing")),
+        Some((_, _, size)) if *size != image.size => {
+            return Some(format!("{file} has {size} bytes instead of {}", image.size))
+        }
+        Some((_, sha, _)) if *sha != image.sha256 => {
+            return Some(format!(
+                "{file} does not match its checksum (sha256 {sha}, expected {})",
+                printable(&image.sha256)
+            ))
+        }
+        Some(_) => {}
+    }
+    // The archive holds the image the manifest recorded, under its name.
+    match archive_index(&dir.join(&image.file)) {
+        Ok((digest, name)) if digest == image.digest && name.as_deref() == Some(image.reference.as_str()) => None,
+        Ok((digest, name)) => Some(format!(
+            "{file} holds {} ({}), not {} ({}) as {MANIFEST} says",
+            printable(name.as_deref().unwrap_or("an unnamed image")),
+            printable(&digest),
+            image.reference,
+            printable(&image.digest)
+        )),
+        Err(why) => Some(format!("{file} is not an OCI archive: {why}")),
     }
 }
 
@@ -89,6 +218,7 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     let mut manifest: Option<BundleManifest> = None;
     let mut sums: Option<String> = None;
     let mut seen: Vec<(String, String, u64)> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
     let entries = archive
         .entries()
         .map_err(|e| damaged(bundle, format!("it is not a tar archive ({e})")))?;
@@ -99,6 +229,11 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
             .map_err(|e| damaged(bundle, e.to_string()))?
             .to_string_lossy()
             .into_owned();
+        // Each member once: a second copy under the same name would replace what was checked.
+        if names.contains(&name) {
+            return Err(damaged(bundle, format!("it holds {} twice", printable(&name))));
+        }
+        names.push(name.clone());
         match name.as_str() {
             MANIFEST => {
                 let mut text = String::new();
@@ -132,7 +267,12 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
                 })?;
                 seen.push((member.to_string(), sha256, size));
             }
-            other => return Err(damaged(bundle, format!("it holds an unexpected file {other}"))),
+            other => {
+                return Err(damaged(
+                    bundle,
+                    format!("it holds an unexpected file {}", printable(other)),
+                ))
+            }
         }
     }
     let manifest = manifest.ok_or_else(|| damaged(bundle, format!("{MANIFEST} is missing")))?;
@@ -140,35 +280,28 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     if manifest.format != 1 || manifest.images.is_empty() {
         return Err(damaged(bundle, format!("{MANIFEST} is of an unknown format")));
     }
-    for image in &manifest.images {
-        let listed = sums
-            .lines()
-            .any(|l| l.split_once("  ") == Some((image.sha256.as_str(), image.file.as_str())));
-        if !listed {
-            return Err(damaged(
-                bundle,
-                format!("{SUMS} and {MANIFEST} disagree about {}", image.file),
-            ));
-        }
-        match seen.iter().find(|(name, _, _)| *name == image.file) {
-            None => return Err(damaged(bundle, format!("{} is missing", image.file))),
-            Some((_, _, size)) if *size != image.size => {
-                return Err(damaged(
-                    bundle,
-                    format!("{} has {size} bytes instead of {}", image.file, image.size),
-                ))
-            }
-            Some((_, sha, _)) if *sha != image.sha256 => {
-                return Err(damaged(
-                    bundle,
-                    format!(
-                        "{} does not match its checksum (sha256 {sha}, expected {})",
-                        image.file, image.sha256
-                    ),
-                ))
-            }
-            Some(_) => {}
-        }
+    // Exactly what the manifest lists: each role and file once, every archive listed, every sum used, each
+    // archive whole and holding the image recorded.
+    let unlisted = seen
+        .iter()
+        .find(|(name, _, _)| !manifest.images.iter().any(|i| i.file == *name));
+    let problem = (0..manifest.images.len())
+        .find_map(|i| listing_problem(&manifest.images, i))
+        .or_else(|| {
+            unlisted.map(|(extra, _, _)| format!("it holds {}, which {MANIFEST} does not list", printable(extra)))
+        })
+        .or_else(|| {
+            (sums.lines().filter(|l| !l.trim().is_empty()).count() != manifest.images.len())
+                .then(|| format!("{SUMS} does not list exactly the images of {MANIFEST}"))
+        })
+        .or_else(|| {
+            manifest
+                .images
+                .iter()
+                .find_map(|image| member_problem(image, &sums, &seen, dir.path()))
+        });
+    if let Some(problem) = problem {
+        return Err(damaged(bundle, problem));
     }
     Ok(CheckedBundle { manifest, dir })
 }

@@ -101,11 +101,11 @@ pub struct SetupArgs {
     pub ca_bundle: Option<PathBuf>,
 
     /// Require a user name and password (htpasswd, bcrypt) to push and pull.
-    #[arg(long, overrides_with = "no_auth")]
+    #[arg(long, conflicts_with = "no_auth")]
     pub auth: bool,
 
     /// Turn authentication off again.
-    #[arg(long, overrides_with = "auth")]
+    #[arg(long)]
     pub no_auth: bool,
 
     /// User created with --auth [default: admin].
@@ -157,7 +157,7 @@ pub struct UpArgs {
     pub no_verify: bool,
 
     /// Seconds to wait for the registry to answer through the proxy.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub wait_timeout: u64,
 
     /// When to pull the images, in Podman's words: missing (only images not in the store), never, always.
@@ -240,7 +240,7 @@ pub struct VerifyArgs {
     pub strict: bool,
 
     /// Seconds the whole run may take; every network step is bounded by it.
-    #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
 
     /// Size of the test image's layer, e.g. 1MiB, 512MiB, 1GiB.
@@ -294,6 +294,10 @@ pub struct DownArgs {
     /// Do not ask before --purge deletes.
     #[arg(long)]
     pub yes: bool,
+
+    /// The pod to stop when state.json cannot be read (see podman pod ps); without it, down needs state.json.
+    #[arg(long, value_name = "NAME")]
+    pub pod_name: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]

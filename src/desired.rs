@@ -62,13 +62,13 @@ pub fn describe(origin: &Origin, what: &str) -> String {
 /// The folders the appliance needs on this host, with their modes.
 pub fn wanted_dirs(settings: &Settings, service: Service, host: &HostFacts) -> Vec<WantedDir> {
     let folders = layout::config_folders(settings.auth_user.is_some(), settings.own_cert.is_none());
+    let ours = layout::owns_config_folder(&settings.config_dir);
     let mut dirs: Vec<WantedDir> = folders
         .iter()
         .map(|rel| WantedDir {
             path: settings.config_dir.join(rel),
             mode: layout::PRIVATE_DIR,
-            // The config root may be a folder the user chose and prepared: only created when missing.
-            enforce_mode: !rel.is_empty(),
+            enforce_mode: !rel.is_empty() || ours,
         })
         .collect();
     // The data folder after the registry's: the order the plan has always listed them in.

@@ -141,6 +141,42 @@ fn user_name() -> String {
     })
 }
 
+/// What to do about a failed read or write of a file or folder, from the error's kind and from who runs
+/// registry-up: "run as root" only to someone who is not root.
+pub fn io_fix(e: &std::io::Error) -> &'static str {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::PermissionDenied if !HostFacts::current().root => "run as root, or fix its permissions",
+        K::PermissionDenied => {
+            "even root is refused: check its attributes (lsattr, an immutable file) and how its file system is \
+             mounted, or choose another folder"
+        }
+        K::ReadOnlyFilesystem => {
+            "its file system is mounted read-only: remount it read-write, or choose another folder"
+        }
+        K::NotADirectory => "a file stands where a folder is needed: move that file away, or choose another folder",
+        K::IsADirectory => "a folder stands where a file is needed: move that folder away",
+        K::InvalidData => "it is not text (not UTF-8): restore it from a backup, or move it away",
+        K::NotFound => "it does not exist: check the path",
+        K::StorageFull | K::QuotaExceeded => "its disk is full: free space, or choose another folder",
+        _ => "check the path, its permissions and its disk",
+    }
+}
+
+/// "Cannot VERB PATH (error): what to do." for a failed file operation.
+pub fn io_failed(verb: &str, path: &Path, e: &std::io::Error) -> String {
+    format!("Cannot {verb} {} ({e}): {}.", path.display(), io_fix(e))
+}
+
+/// A file's text, or None when it does not exist; any other failure is an error saying what to do.
+pub fn read_optional(path: &Path) -> crate::error::Result<Option<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(crate::error::Error::usage(io_failed("read", path, &e))),
+    }
+}
+
 /// Whether `path` is a file this process may execute.
 pub fn executable(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {

@@ -17,6 +17,14 @@ pub const STATE: &str = "state.json";
 pub const AUTH_PASSWORD: &str = "auth/password";
 pub const HTPASSWD: &str = "registry/htpasswd";
 
+/// The registry's port on the pod's loopback, where nginx reaches it. Nothing else listens inside the pod
+/// but nginx on the published port, so that port must not be this one.
+pub const REGISTRY_PORT: u16 = 5000;
+
+/// Below this much free space where the registry writes, pushes are about to fail: `status` calls the
+/// appliance degraded (verify warns earlier, under 1 GiB, and fails when its own upload cannot fit).
+pub const DISK_NEARLY_FULL: u64 = 256 << 20;
+
 /// Modes of what registry-up writes: keys, passwords and the registry config (it holds http.secret)
 /// only for their owner; certificates and configs readable.
 pub const PRIVATE: u32 = 0o600;
@@ -24,6 +32,16 @@ pub const PUBLIC: u32 = 0o644;
 /// Folders registry-up owns are the owner's alone; the folders systemd and Quadlet read stay 0755.
 pub const PRIVATE_DIR: u32 = 0o700;
 pub const SHARED_DIR: u32 = 0o755;
+
+/// Whether the config folder `dir` is registry-up's own, so its mode may be put back to 0700: it is
+/// missing, empty, or holds an appliance's state.json. A folder of other things someone pointed
+/// --config-dir at keeps its mode.
+pub fn owns_config_folder(dir: &std::path::Path) -> bool {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => entries.next().is_none() || dir.join(STATE).is_file(),
+        Err(_) => true,
+    }
+}
 
 /// The folders below the config folder (relative; "" is the folder itself): `auth` only with
 /// authentication, `ca` only when registry-up issues the certificate.

@@ -10,6 +10,7 @@ mod error;
 mod host;
 mod hostname;
 mod layout;
+mod lock;
 mod oci;
 mod own_cert;
 mod pki;
@@ -36,11 +37,9 @@ use crate::error::{ExitStatus, Result};
 use crate::host::HostFacts;
 
 fn main() -> std::process::ExitCode {
-    // Like other Unix filters: a closed pipe (`registry-up status | head`) ends the process quietly.
-    // SAFETY: setting a signal disposition to its default at start-up, before any threads exist.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // SIGPIPE stays ignored (Rust's default), so a peer closing a socket is an error of that request, never
+    // the death of the process; a closed stdout (`registry-up status | head`) still ends it quietly.
+    quiet_on_closed_stdout();
     // One crypto provider for the whole process (rcgen, rustls, reqwest all use ring).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
@@ -59,6 +58,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// Ends the process without a panic message when printing fails because the reader of stdout or stderr
+/// went away (EPIPE), with the status a death by SIGPIPE would give (128 + 13): what `head` or a closed
+/// pager expects, and what `set -o pipefail` reads as before.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        if message.starts_with("failed printing to std") && message.contains("Broken pipe") {
+            std::process::exit(128 + libc::SIGPIPE);
+        }
+        default(info);
+    }));
+}
+
 fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -74,7 +92,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         None => done(up::run(&cli.up, &rt, pki::Renew::IfNeeded, host)),
         Some(Command::Up(args)) => done(up::run(args, &rt, pki::Renew::IfNeeded, host)),
         Some(Command::Render(args)) => done(render_cmd::command(args, host)),
-        Some(Command::Verify(args)) => verify_cmd::command(args, &rt),
+        Some(Command::Verify(args)) => verify_cmd::command(args, &rt, host),
         Some(Command::Status(args)) => status::command(args),
         Some(Command::Down(args)) => done(down::command(args, host)),
         Some(Command::Bundle(args)) => done(bundle_cmd::command(args, &rt)),

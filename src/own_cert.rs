@@ -28,8 +28,9 @@ pub struct OwnCertFiles {
 fn read(path: &Path, what: &str) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| {
         Error::usage(format!(
-            "Cannot read the {what} {} ({e}): check the path and its permissions.",
-            path.display()
+            "Cannot read the {what} {} ({e}): {}.",
+            path.display(),
+            crate::host::io_fix(&e)
         ))
     })
 }
@@ -61,6 +62,12 @@ pub fn load(files: &OwnCertFiles, names: &[HostName], now: OffsetDateTime) -> Re
         .map_err(|e| Error::usage(format!("The certificate {cert_path} cannot be parsed ({e}): give --cert the PEM server certificate (leaf first, then intermediates).")))?;
 
     // The key belongs to the certificate.
+    if key_text.contains("ENCRYPTED") {
+        return Err(Error::usage(format!(
+            "The key {key_path} is encrypted with a passphrase, which the proxy cannot type at start-up: give \
+             --key an unencrypted copy (openssl pkey -in {key_path} -out server.key), kept 0600."
+        )));
+    }
     let key = PrivateKeyDer::from_pem_slice(key_text.as_bytes()).map_err(|_| {
         Error::usage(format!(
             "The key {key_path} is not a PEM private key (PKCS#8, PKCS#1 or SEC1): give the certificate's private key."
@@ -122,9 +129,30 @@ pub fn load(files: &OwnCertFiles, names: &[HostName], now: OffsetDateTime) -> Re
         }
     }
 
-    // And chains to the CA bundle, when one is given.
+    // And chains to the CA bundle, or without one to a CA this system trusts: decided before anything is
+    // written, since clients would refuse it all the same.
     let ca_text = match &files.ca_bundle {
-        None => None,
+        None => {
+            let roots = crate::verify::tls_roots(None).map_err(|e| {
+                Error::usage(format!(
+                    "The certificate {cert_path} cannot be checked against this system's CAs ({e}): give --ca-bundle \
+                     FILE with the CA that signed it."
+                ))
+            })?;
+            let algorithms = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+            let at = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.unix_timestamp().max(0) as u64));
+            if let Err(e) =
+                verify_server_cert_signed_by_trust_anchor(&parsed, &Arc::new(roots), &chain[1..], at, algorithms.all)
+            {
+                return Err(Error::usage(format!(
+                    "The certificate {cert_path} does not chain to a CA this system trusts ({e}; its issuer is {}): \
+                     run again with --cert, --key and --ca-bundle FILE, the CA that signed it (clients must trust \
+                     that CA too), with any intermediates after the certificate in {cert_path}.",
+                    leaf.issuer()
+                )));
+            }
+            None
+        }
         Some(bundle) => {
             let text = read(bundle, "CA bundle")?;
             let mut roots = RootCertStore::empty();

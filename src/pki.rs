@@ -53,27 +53,21 @@ pub struct Existing {
     pub ca_key: Option<String>,
     pub server_cert: Option<String>,
     pub server_key: Option<String>,
+    /// A finished install used these files (state.json is written last): its CA may be trusted by clients,
+    /// so a damaged one is an error. Without it, a CA left incomplete by a stopped first run is replaced.
+    pub installed: bool,
 }
 
 impl Existing {
     pub fn read(config_dir: &Path) -> Result<Self> {
         use crate::layout::{CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY};
-        let read = |rel: &str| -> Result<Option<String>> {
-            let path = config_dir.join(rel);
-            match std::fs::read_to_string(&path) {
-                Ok(text) => Ok(Some(text)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(Error::usage(format!(
-                    "Cannot read {} ({e}): run as root, or fix the file's permissions.",
-                    path.display()
-                ))),
-            }
-        };
+        let read = |rel: &str| crate::host::read_optional(&config_dir.join(rel));
         Ok(Existing {
             ca_cert: read(CA_CERT)?,
             ca_key: read(CA_KEY)?,
             server_cert: read(SERVER_CERT)?,
             server_key: read(SERVER_KEY)?,
+            installed: config_dir.join(crate::layout::STATE).is_file(),
         })
     }
 }
@@ -103,6 +97,13 @@ pub fn ensure(
         _ => (existing.ca_cert, existing.ca_key),
     };
     let (ca_cert, ca_key, ca_origin) = match existing_ca {
+        // One of the two files, and no finished install ever used them: what a first run stopped between
+        // writing them leaves (no client can trust it yet). A complete pair is never replaced silently.
+        (Some(_), None) | (None, Some(_)) if !existing.installed => {
+            let (cert, key) = issue_ca(names, now)?;
+            let why = "a first run was stopped before its CA was complete, and no install used it";
+            (cert, key, Origin::Reissued(why.into()))
+        }
         (Some(cert), Some(key)) => {
             check_ca(&cert, &key, now).map_err(|problem| {
                 Error::usage(format!(
@@ -362,6 +363,7 @@ mod tests {
             ca_key: None,
             server_cert: None,
             server_key: None,
+            installed: false,
         }
     }
 
@@ -371,6 +373,7 @@ mod tests {
             ca_key: p.ca_key.clone(),
             server_cert: Some(p.server_cert.clone()),
             server_key: Some(p.server_key.clone()),
+            installed: true,
         }
     }
 
@@ -496,6 +499,31 @@ mod tests {
         let mut garbage = again(&first);
         garbage.ca_cert = Some("hello".into());
         assert!(ensure(garbage, &names(), now(), Path::new("/x"), Renew::IfNeeded).is_err());
+    }
+
+    #[test]
+    fn a_ca_no_finished_install_used_is_replaced_when_incomplete() {
+        let first = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
+        for (cert, key) in [(true, false), (false, true)] {
+            let mut half = again(&first);
+            half.installed = false;
+            half.ca_cert = half.ca_cert.filter(|_| cert);
+            half.ca_key = half.ca_key.filter(|_| key);
+            let next = ensure(half, &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
+            assert!(matches!(&next.ca_origin, Origin::Reissued(r) if r.contains("first run was stopped")));
+            assert_ne!(next.ca_cert, first.ca_cert);
+        }
+        // A complete one is kept, installed or not; a complete but unusable one is an error either way (it
+        // may be a CA clients trust, copied in by hand).
+        let mut whole = again(&first);
+        whole.installed = false;
+        let next = ensure(whole, &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
+        assert_eq!(next.ca_origin, Origin::Kept);
+        let other = ensure(empty(), &names(), now(), Path::new("/x"), Renew::IfNeeded).unwrap();
+        let mut mixed = again(&first);
+        mixed.installed = false;
+        mixed.ca_key = other.ca_key.clone();
+        assert!(ensure(mixed, &names(), now(), Path::new("/x"), Renew::IfNeeded).is_err());
     }
 
     #[test]

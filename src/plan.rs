@@ -69,10 +69,7 @@ pub struct WantedDir {
 }
 
 fn read_error(path: &Path, e: std::io::Error) -> Error {
-    Error::usage(format!(
-        "Cannot read {} ({e}): run as root, or fix its permissions.",
-        path.display()
-    ))
+    Error::usage(crate::host::io_failed("read", path, &e))
 }
 
 pub fn plan(dirs: Vec<WantedDir>, files: Vec<(PathBuf, RenderedFile)>) -> Result<Plan> {

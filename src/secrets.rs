@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::host::read_optional;
 use crate::layout::{AUTH_PASSWORD, HTPASSWD, REGISTRY_CONFIG};
 use crate::render::read_http_secret;
 
@@ -55,17 +56,6 @@ fn hash_cost(hash: &str) -> Option<u32> {
     hash.split('$').nth(2)?.parse().ok()
 }
 
-fn read_optional(path: &Path) -> Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(Some(text)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::usage(format!(
-            "Cannot read {} ({e}): run as root, or fix the file's permissions.",
-            path.display()
-        ))),
-    }
-}
-
 /// A random password of 24 letters and digits.
 pub fn random_password() -> String {
     let mut out = String::new();
@@ -98,6 +88,37 @@ pub fn password_from_stdin(flag: &str) -> Result<String> {
         )));
     }
     Ok(password)
+}
+
+/// Reads the new password of the `--auth` user from standard input and checks it can work: bcrypt uses
+/// only the first 72 bytes (a longer one would also accept its first 72 alone), nginx refuses very long
+/// headers, and control characters or blanks alone cannot be typed at a login prompt.
+pub fn new_password_from_stdin() -> Result<String> {
+    let password = password_from_stdin("--auth-password-stdin")?;
+    check_new_password(&password)?;
+    Ok(password)
+}
+
+fn check_new_password(password: &str) -> Result<()> {
+    let problem = if password.len() > 72 {
+        Some(format!(
+            "is {} bytes long, but bcrypt uses only the first 72 (the rest would not be checked)",
+            password.len()
+        ))
+    } else if let Some(c) = password.chars().find(|c| c.is_control()) {
+        Some(format!("contains the control character {:?}", c))
+    } else if password.trim().is_empty() {
+        Some("is only blanks".to_string())
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::usage(format!(
+            "The password read by --auth-password-stdin {problem}: give one of at most 72 bytes of printable \
+             characters, or leave out --auth-password-stdin to have one generated."
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Reads what exists in `dir`, makes what is missing. `auth_user`: authentication on, for this user.

@@ -89,6 +89,16 @@ impl Settings {
         } else {
             None
         };
+        // Flags that only mean something with authentication on are refused, not ignored, without it.
+        let idle = [
+            (args.auth_password_stdin, "--auth-password-stdin"),
+            (args.auth_user.is_some(), "--auth-user"),
+        ];
+        if let (None, Some((_, flag))) = (&auth_user, idle.iter().find(|(given, _)| *given)) {
+            return Err(Error::usage(format!(
+                "{flag} goes with --auth, which is off here: add --auth, or leave out {flag}."
+            )));
+        }
         let config_dir = usable_path(&args.config_dir, "--config-dir")?;
         let own_cert = match (&args.cert, &args.key) {
             (Some(cert), Some(key)) => Some(OwnCertFiles {
@@ -116,13 +126,21 @@ impl Settings {
             .clone()
             .or_else(|| previous.map(|s| PathBuf::from(&s.data_dir)))
             .unwrap_or_else(|| host.default_data_dir());
+        let port = args
+            .port
+            .or(previous.map(|s| s.port))
+            .unwrap_or_else(|| host.default_port());
+        if port == crate::layout::REGISTRY_PORT {
+            return Err(Error::usage(format!(
+                "Port {port} is the registry's own port inside the pod, so nginx cannot listen on it as well: \
+                 choose another --port (the default is {}).",
+                host.default_port()
+            )));
+        }
         Ok(Settings {
             domain,
             sans,
-            port: args
-                .port
-                .or(previous.map(|s| s.port))
-                .unwrap_or_else(|| host.default_port()),
+            port,
             registry_image: image_reference(
                 &pick(
                     &args.registry_image,
@@ -220,7 +238,7 @@ fn auth_user_name(input: &str) -> Result<String> {
     }
 }
 
-fn pod_name(input: &str) -> Result<String> {
+pub fn pod_name(input: &str) -> Result<String> {
     let valid = !input.is_empty()
         && input.len() <= 63
         && input
@@ -302,14 +320,12 @@ pub fn check_writable(dirs: &[(&Path, &str)]) -> Result<()> {
         }
         // access(2) says yes to root everywhere (even in /proc): try for real, and clean up.
         let test_dir = probe.join(format!(".registry-up-probe-{}", std::process::id()));
-        let can_create = std::fs::create_dir(&test_dir)
-            .and_then(|_| std::fs::remove_dir(&test_dir))
-            .is_ok();
-        if !can_create {
+        if let Err(e) = std::fs::create_dir(&test_dir).and_then(|_| std::fs::remove_dir(&test_dir)) {
             return Err(Error::usage(format!(
-                "Cannot write to {} (needed for {flag} {}): run as root, or choose a directory you can write to.",
+                "Cannot write to {} (needed for {flag} {}): {}.",
                 probe.display(),
-                dir.display()
+                dir.display(),
+                crate::host::io_fix(&e)
             )));
         }
     }

@@ -55,10 +55,7 @@ pub fn read_state(config_dir: &Path) -> Result<Option<State>> {
             ))
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::usage(format!(
-            "Cannot read {} ({e}): run as root.",
-            path.display()
-        ))),
+        Err(e) => Err(Error::usage(crate::host::io_failed("read", &path, &e))),
     }
 }
 

@@ -256,7 +256,7 @@ fn killed_runs_converge_and_never_leave_a_half_written_file() {
     // Kill runs at spread-out moments of a first run (fresh config each time) and of re-runs.
     for (i, delay_ms) in [0u64, 5, 15, 30, 50, 80, 120, 200, 300, 450].iter().enumerate() {
         if i % 2 == 0 {
-            podman(&["pod", "rm", "-f", "-t", "0", &app.pod]);
+            common::remove_pod(&app.pod);
             let _ = std::fs::remove_dir_all(app.config_dir());
         }
         let mut child = Run::bin()
@@ -310,33 +310,10 @@ fn assert_complete_files(dir: &Path) {
     }
 }
 
-/// A tmpfs mounted on the appliance's data directory; the pod goes first, then the mount.
-struct SmallDisk {
-    app: Appliance,
-    mount: PathBuf,
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        if self.app.pod_exists() {
-            podman(&["pod", "rm", "-f", "-t", "0", &self.app.pod]);
-        }
-        let _ = Command::new("umount").arg(&self.mount).status();
-    }
-}
-
 #[test]
 fn a_full_disk_fails_pushes_is_reported_as_storage_and_loses_nothing() {
     let Some(app) = Appliance::e2e() else { return };
-    let data = app.data_dir();
-    std::fs::create_dir_all(&data).unwrap();
-    let ok = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs"])
-        .arg(&data)
-        .status()
-        .unwrap();
-    assert!(ok.success(), "mounting a tmpfs needs root");
-    let disk = SmallDisk { app, mount: data };
+    let disk = common::SmallDisk::mount(app, 24);
     let app = &disk.app;
     app.up(&[]);
     let [_, nginx] = common::image_archives();

@@ -25,8 +25,7 @@ struct CertInfo {
 }
 
 fn info(path: &Path) -> Result<CertInfo> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Error::usage(format!("Cannot read {} ({e}): run as root.", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| Error::usage(crate::host::io_failed("read", path, &e)))?;
     let der = crate::pki::parse_pem(&text).map_err(|e| {
         Error::usage(format!(
             "{} is {e}: restore it from a backup, or run registry-up certs renew.",

@@ -22,13 +22,38 @@ const CONFIG_ENTRIES: &[&str] = &[
 ];
 
 pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
-    let Some(state) = crate::state::read_state(&args.appliance.config_dir)? else {
-        println!(
-            "No appliance is installed in {}: nothing to stop.",
-            args.appliance.config_dir.display()
-        );
-        return Ok(());
+    let _lock = crate::lock::ApplianceLock::take(&args.appliance.config_dir, host, crate::lock::WAIT)?;
+    let state = match crate::state::read_state(&args.appliance.config_dir) {
+        Ok(Some(state)) => state,
+        Ok(None) => {
+            println!(
+                "No appliance is installed in {}: nothing to stop.",
+                args.appliance.config_dir.display()
+            );
+            return Ok(());
+        }
+        // A damaged state.json must not keep a pod running: stop it by the name the user gives.
+        Err(e) => {
+            return match &args.pod_name {
+                Some(pod) if !args.purge => stop_by_name(pod, host),
+                _ => Err(Error::with(
+                    e.status,
+                    format!(
+                        "{} To stop the pod anyway, give its name: registry-up down --pod-name NAME (podman pod ps \
+                         lists it); --purge needs a readable state.json, to know what to delete.",
+                        e.message
+                    ),
+                )),
+            };
+        }
     };
+    if let Some(pod) = args.pod_name.as_ref().filter(|p| **p != state.pod_name) {
+        return Err(Error::usage(format!(
+            "--pod-name {pod} is not the pod of the appliance in {} ({}): leave out --pod-name.",
+            args.appliance.config_dir.display(),
+            state.pod_name
+        )));
+    }
     let data_dir = Path::new(&state.data_dir);
     if args.purge && !args.yes && !confirm(&args.appliance.config_dir, data_dir)? {
         return Err(Error::usage(
@@ -86,6 +111,39 @@ fn confirm(config_dir: &Path, data_dir: &Path) -> Result<bool> {
     Ok(matches!(answer.trim(), "y" | "Y" | "yes" | "YES"))
 }
 
+/// Stops the pod `pod` and removes its systemd unit or Quadlet, without state.json: only a pod registry-up
+/// made (its label), and only unit files registry-up wrote (their first line).
+fn stop_by_name(pod: &str, host: &HostFacts) -> Result<()> {
+    let pod = crate::settings::pod_name(pod)?;
+    let podman = Podman::find()?;
+    let label = podman.pod_label(&pod, crate::render::MANAGED_BY_LABEL)?;
+    if label.as_deref() != Some("registry-up") {
+        return Err(Error::usage(format!(
+            "The pod {pod} was not made by registry-up (it has no {} label): nothing was stopped; check the name \
+             with podman pod ps --filter label={}=registry-up.",
+            crate::render::MANAGED_BY_LABEL,
+            crate::render::MANAGED_BY_LABEL
+        )));
+    }
+    let unit = format!("{pod}.service");
+    for file in [
+        host.unit_dir().join(&unit),
+        host.quadlet_dir().join(format!("{pod}.kube")),
+    ] {
+        let ours = std::fs::read_to_string(&file).map_or(true, |t| t.starts_with("# Written by registry-up"));
+        if !ours {
+            return Err(Error::usage(format!(
+                "{} was not written by registry-up: nothing was stopped; remove it yourself if it is this pod's.",
+                file.display()
+            )));
+        }
+    }
+    crate::runtime::systemd::Units::new(host, !host.root, &unit, &pod).remove_any()?;
+    podman.remove_pod(&pod)?;
+    println!("Stopped and removed the pod {pod} (state.json could not be read; files and data are untouched).");
+    Ok(())
+}
+
 fn remove(path: &Path) -> Result<()> {
     let result = match std::fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
@@ -93,7 +151,7 @@ fn remove(path: &Path) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     };
-    result.map_err(|e| Error::runtime(format!("Cannot delete {} ({e}): run as root.", path.display())))
+    result.map_err(|e| Error::runtime(crate::host::io_failed("delete", path, &e)))
 }
 
 fn remove_if_empty(dir: &Path) {

@@ -166,8 +166,12 @@ fn print(lines: &mut Vec<Line>, width: usize) {
     }
     use std::io::Write;
     let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(out.as_bytes());
-    let _ = stdout.flush();
+    if let Err(e) = stdout.write_all(out.as_bytes()).and_then(|()| stdout.flush()) {
+        // The reader went away (`logs -f | head`): a follow ends there, as a process killed by SIGPIPE would.
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(128 + libc::SIGPIPE);
+        }
+    }
 }
 
 /// `journalctl … -o json` with `matches`.

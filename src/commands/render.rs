@@ -22,7 +22,7 @@ pub fn command(args: &RenderArgs, host: &HostFacts) -> Result<()> {
     let password = args
         .setup
         .auth_password_stdin
-        .then(|| secrets::password_from_stdin("--auth-password-stdin"))
+        .then(secrets::new_password_from_stdin)
         .transpose()?;
     // Without a host to look at, --systemd auto renders the classic unit (it works everywhere).
     let service = match args.setup.systemd {

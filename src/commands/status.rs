@@ -165,6 +165,15 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
         size_bytes: crate::host::tree_size(data_dir),
         free_bytes: crate::host::free_bytes(data_dir),
     };
+    match data.free_bytes {
+        Some(free) if free < crate::layout::DISK_NEARLY_FULL => problems.push(format!(
+            "only {} free where the registry writes ({}): pushes will fail; free space there",
+            HumanBytes(free),
+            data_dir.display()
+        )),
+        None => problems.push(format!("the free space of {} cannot be read", data_dir.display())),
+        Some(_) => {}
+    }
     let service = match state.service {
         Service::SystemdUnit | Service::Quadlet => {
             let unit = format!("{}.service", state.pod_name);

@@ -44,12 +44,7 @@ pub fn command(args: &TrustArgs, host: &HostFacts) -> Result<()> {
             println!("No CA to trust: the server certificate chains to the system's trusted CAs.");
             return Ok(());
         }
-        Err(e) => {
-            return Err(Error::usage(format!(
-                "Cannot read {} ({e}): run as root.",
-                ca_path.display()
-            )))
-        }
+        Err(e) => return Err(Error::usage(crate::host::io_failed("read", &ca_path, &e))),
     };
     let mut targets = trust_paths(&state, host);
     if args.system && !host.root {
@@ -62,8 +57,7 @@ pub fn command(args: &TrustArgs, host: &HostFacts) -> Result<()> {
     }
     for path in &targets {
         let dir = path.parent().expect("has a parent");
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::runtime(format!("Cannot create {} ({e}): run as root.", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| Error::runtime(crate::host::io_failed("create", dir, &e)))?;
         crate::apply::write_atomic(path, &ca, layout::PUBLIC)?;
         println!("trusted   {}", path.display());
     }

@@ -12,7 +12,7 @@ use crate::state::State;
 use crate::verify::{parse_size, run_checks, ConfigFile, Options, Report, Status, Target};
 
 /// `registry-up verify`: Success when every check passed (warnings allowed), Failed otherwise.
-pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<ExitStatus> {
+pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::host::HostFacts) -> Result<ExitStatus> {
     let start = Instant::now();
     let state_path = args.appliance.config_dir.join(layout::STATE);
     let state: Option<State> = crate::state::read_state(&args.appliance.config_dir)?;
@@ -28,11 +28,19 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<ExitSt
         }
     };
     // The installed appliance, when the target is it.
-    let appliance = state
-        .as_ref()
-        .filter(|s| s.domain == domain.to_string() && args.port.is_none_or(|p| p == s.port));
+    // The installed appliance, when the target is it: by its domain or any of its names, on its port.
+    let appliance = state.as_ref().filter(|s| {
+        let names = std::iter::once(&s.domain).chain(&s.sans);
+        let named = names
+            .filter_map(|n| HostName::parse(n, "name in state.json").ok())
+            .any(|n| n == domain);
+        named && args.port.is_none_or(|p| p == s.port)
+    });
     let port = args.port.or(appliance.map(|s| s.port)).unwrap_or(443);
-    let ca_path = args.ca.clone().or(appliance.map(|s| s.ca_cert.clone().into()));
+    // An appliance whose own certificate chains to the system's CAs has no ca.crt: the system's roots then.
+    let ca_path = args.ca.clone().or(appliance
+        .map(|s| std::path::PathBuf::from(&s.ca_cert))
+        .filter(|p| p.exists()));
     let ca_pem = match &ca_path {
         Some(path) => Some(read_ca(path)?),
         None => None,
@@ -43,8 +51,10 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<ExitSt
             let path = args.appliance.config_dir.join(layout::AUTH_PASSWORD);
             let password = std::fs::read_to_string(&path).map_err(|e| {
                 Error::usage(format!(
-                    "The appliance requires a password, but {} cannot be read ({e}): run as root, or give --user and --password-stdin.",
-                    path.display()
+                    "The appliance requires a password, but {} cannot be read ({e}): {}, or give --user and \
+                     --password-stdin.",
+                    path.display(),
+                    crate::host::io_fix(&e)
                 ))
             })?;
             Some((user.clone(), password.trim_end_matches('\n').to_string()))
@@ -56,6 +66,19 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<ExitSt
         port,
         ca_pem,
         credentials,
+    };
+    // On the appliance host verify removes its own data from the storage: not while `up` changes things.
+    // A user who may read but not write this appliance (no lock file there) verifies without touching it.
+    let lock = match appliance {
+        None => None,
+        Some(_) => {
+            let wait = Duration::from_secs(args.timeout);
+            match crate::lock::ApplianceLock::take(&args.appliance.config_dir, host, wait) {
+                Ok(lock) => Some(lock),
+                Err(e) if e.status == ExitStatus::Runtime => None,
+                Err(e) => return Err(e),
+            }
+        }
     };
     let podman = match appliance {
         Some(_) => Some(Podman::find()?),
@@ -70,6 +93,7 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime) -> Result<ExitSt
         strict: args.strict,
         progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         data_dir: appliance.map(|s| s.data_dir.clone().into()),
+        clean_storage: lock.is_some(),
         config: appliance.map(|_| ConfigFile::read(args.appliance.config_dir.join(layout::REGISTRY_CONFIG))),
     };
     let (checks, deep) = rt.block_on(run_checks(&target, &opts, pod));

@@ -7,7 +7,7 @@ mod registry_config;
 mod state;
 mod systemd;
 
-pub use pod::{NGINX_CONTAINER, REGISTRY_CONTAINER};
+pub use pod::{MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER};
 pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
 
 use crate::layout::*;

@@ -89,6 +89,8 @@ struct HostPath {
 
 /// Container names; Podman names the containers `<pod>-<name>`.
 pub const REGISTRY_CONTAINER: &str = "registry";
+/// The label on the pod saying registry-up made it (Podman copies it to the pod).
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const NGINX_CONTAINER: &str = "nginx";
 
 pub fn render(settings: &Settings) -> String {
@@ -116,7 +118,7 @@ pub fn render(settings: &Settings) -> String {
         kind: "Pod",
         metadata: Metadata {
             name: settings.pod_name.clone(),
-            labels: BTreeMap::from([("app.kubernetes.io/managed-by", "registry-up".to_string())]),
+            labels: BTreeMap::from([(MANAGED_BY_LABEL, "registry-up".to_string())]),
         },
         spec: PodSpec {
             restart_policy: "Always",

@@ -119,7 +119,7 @@ pub fn render(http_secret: &str, auth: bool) -> String {
             delete: Enabled { enabled: true },
         },
         http: Http {
-            addr: "127.0.0.1:5000".into(),
+            addr: format!("127.0.0.1:{}", crate::layout::REGISTRY_PORT),
             secret: http_secret.into(),
             headers: Headers {
                 x_content_type_options: vec!["nosniff".into()],

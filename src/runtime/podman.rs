@@ -148,6 +148,8 @@ struct ContainerInspect {
     image_name: String,
     #[serde(default)]
     image: String,
+    #[serde(default)]
+    mounts: Vec<Mount>,
 }
 
 #[derive(Deserialize)]
@@ -157,16 +159,56 @@ struct ContainerState {
     status: String,
     #[serde(default)]
     started_at: String,
+    #[serde(default)]
+    pid: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Mount {
+    #[serde(default)]
+    pub source: PathBuf,
+    #[serde(default)]
+    pub destination: PathBuf,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ContainerInfo {
     pub name: String,
+    /// The container's first process on the host (0 when not running).
+    #[serde(skip)]
+    pub pid: u32,
+    #[serde(skip)]
+    pub mounts: Vec<Mount>,
     pub state: String,
     pub started_at: String,
     pub restarts: u64,
     pub image_name: String,
     pub image_id: String,
+}
+
+/// The names `podman load` reports (`Loaded image: NAME` lines, joined with ", " by Podman::load), written
+/// in full as settings write image names (`registry:3` is `docker.io/library/registry:3`).
+pub fn loaded_names(summary: &str) -> Vec<String> {
+    summary
+        .split([',', '\n'])
+        .map(|part| {
+            let part = part.trim();
+            part.strip_prefix("Loaded image(s):")
+                .or_else(|| part.strip_prefix("Loaded image:"))
+                .unwrap_or(part)
+                .trim()
+        })
+        .filter(|name| !name.is_empty())
+        .map(full_name)
+        .collect()
+}
+
+/// `name` written in full, as settings write image names.
+pub fn full_name(name: &str) -> String {
+    name.parse::<oci_client::Reference>()
+        .map(|r| r.whole())
+        .unwrap_or_else(|_| name.to_string())
 }
 
 fn stderr_of(out: &Output) -> String {
@@ -257,6 +299,14 @@ impl Podman {
     pub fn image_config(&self, reference: &str) -> Result<crate::registry_image::ImageConfig> {
         let args = ["image", "inspect", "--format", "{{json .Config}}", reference];
         parse_json(&args.join(" "), &self.run(&args)?)
+    }
+
+    /// The manifest digest of a local image.
+    pub fn image_digest(&self, reference: &str) -> Result<String> {
+        Ok(self
+            .text(&["image", "inspect", "--format", "{{.Digest}}", reference])?
+            .trim()
+            .to_string())
     }
 
     /// `podman load -i ARCHIVE`; returns Podman's summary line.
@@ -363,6 +413,8 @@ impl Podman {
             .zip(list)
             .map(|(name, c)| ContainerInfo {
                 name: name.to_string(),
+                pid: c.state.pid,
+                mounts: c.mounts,
                 state: c.state.status,
                 started_at: c.state.started_at,
                 restarts: c.restart_count,
@@ -370,6 +422,24 @@ impl Podman {
                 image_id: c.image,
             })
             .collect())
+    }
+
+    /// The value of `label` on the pod `pod` (None when the pod or the label is not there).
+    pub fn pod_label(&self, pod: &str, label: &str) -> Result<Option<String>> {
+        let format = format!("{{{{index .Labels \"{label}\"}}}}");
+        match self.run(&["pod", "inspect", "--format", &format, pod]) {
+            Ok(out) => {
+                Ok(Some(String::from_utf8_lossy(&out).trim().to_string())
+                    .filter(|v| !v.is_empty() && v != "<no value>"))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `podman pod rm -f -i NAME`: stops and removes a pod by name (when its YAML cannot be trusted).
+    pub fn remove_pod(&self, pod: &str) -> Result<()> {
+        self.text(&["pod", "rm", "-f", "-i", "-t", "10", pod]).map(|_| ())
     }
 
     /// `podman play kube --down YAML`: stops and removes the pod.
@@ -451,6 +521,19 @@ impl Podman {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loaded_names_are_read_from_podman_load() {
+        assert_eq!(
+            loaded_names("Loaded image: localhost/a/registry:1, Loaded image: docker.io/library/nginx:1"),
+            ["localhost/a/registry:1", "docker.io/library/nginx:1"]
+        );
+        assert_eq!(
+            loaded_names("Loaded image(s): registry:3,localhost/b:2"),
+            ["docker.io/library/registry:3", "localhost/b:2"]
+        );
+        assert!(loaded_names("").is_empty());
+    }
 
     #[test]
     fn versions_parse_and_know_quadlet() {

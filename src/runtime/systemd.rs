@@ -136,8 +136,7 @@ impl Units {
                 // A unit that is not loaded cannot be stopped: nothing to do then.
                 let _ = self.systemctl.run(&[stop, &[self.unit.as_str()]].concat());
             }
-            std::fs::remove_file(file)
-                .map_err(|e| Error::runtime(format!("Cannot remove {} ({e}): run as root.", file.display())))?;
+            std::fs::remove_file(file).map_err(|e| Error::runtime(crate::host::io_failed("remove", file, &e)))?;
             removed = Some(name);
         }
         if removed.is_some() && self.systemd_running {

@@ -4,6 +4,7 @@
 
 mod deep;
 mod image;
+mod leftovers;
 mod live;
 pub mod report;
 mod round_trip;
@@ -11,6 +12,8 @@ mod target;
 mod tls;
 
 use std::net::SocketAddr;
+
+use indicatif::HumanBytes;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -32,6 +35,8 @@ pub struct Options {
     pub progress: bool,
     /// On the appliance host: the registry's data directory, for the storage check.
     pub data_dir: Option<std::path::PathBuf>,
+    /// Holding the appliance's lock: the round trip may remove its own data from `data_dir`.
+    pub clean_storage: bool,
     /// On the appliance host: the config file the registry should be running, for the config check.
     pub config: Option<ConfigFile>,
 }
@@ -147,7 +152,7 @@ async fn network_checks(
     checks.push(api(target, deadline).await?);
     // What the running registry enforces: auth as set up, and the config registry-up wrote.
     checks.extend(live::checks(target, opts.config.as_ref(), remaining(deadline)).await);
-    checks.extend(round_trip_and_cleanup(target, opts.size, deadline).await);
+    checks.extend(round_trip_and_cleanup(target, opts, deadline).await);
     if opts.deep {
         checks.push(deep(target, opts, deadline, deep_report).await);
     }
@@ -292,10 +297,18 @@ async fn api(target: &Target, deadline: Instant) -> std::result::Result<Check, S
     })
 }
 
-/// 5 and 6. The round trip, then its clean-up.
-async fn round_trip_and_cleanup(target: &Target, size: u64, deadline: Instant) -> Vec<Check> {
+/// 5 and 6. The round trip, then its clean-up. On the appliance host it runs only when it leaves room:
+/// a verify that fills the registry's disk is the outage it is meant to detect.
+async fn round_trip_and_cleanup(target: &Target, opts: &Options, deadline: Instant) -> Vec<Check> {
     let t = Instant::now();
-    match round_trip(target, size, remaining(deadline)).await {
+    if let Some(why) = opts.data_dir.as_deref().and_then(|dir| no_room(dir, opts.size)) {
+        return vec![
+            Check::new("round-trip", Status::Fail, why, t.elapsed()),
+            Check::skipped("cleanup", "nothing was pushed"),
+        ];
+    }
+    let storage = opts.data_dir.as_deref().filter(|_| opts.clean_storage);
+    match round_trip(target, opts.size, remaining(deadline), storage).await {
         Ok(trip) => vec![
             Check::new(
                 "round-trip",
@@ -304,12 +317,7 @@ async fn round_trip_and_cleanup(target: &Target, size: u64, deadline: Instant) -
                 t.elapsed() - trip.cleanup.as_ref().copied().unwrap_or_default(),
             ),
             match trip.cleanup {
-                Ok(took) => Check::new(
-                    "cleanup",
-                    Status::Pass,
-                    format!("deleted the test manifest and blobs of {}", trip.reference),
-                    took,
-                ),
+                Ok(took) => Check::new("cleanup", Status::Pass, trip.cleaned, took),
                 Err(e) => Check::new("cleanup", Status::Fail, e.message, Duration::ZERO),
             },
         ],
@@ -355,6 +363,27 @@ async fn deep(target: &Target, opts: &Options, deadline: Instant, deep_report: &
     }
 }
 
+/// Why a push of `size` bytes must not be made into `dir`: it would leave less than
+/// [`crate::layout::DISK_NEARLY_FULL`] free (or the free space cannot be read).
+fn no_room(dir: &Path, size: u64) -> Option<String> {
+    let needed = size.saturating_add(crate::layout::DISK_NEARLY_FULL);
+    match crate::host::free_bytes(dir) {
+        Some(free) if free >= needed => None,
+        Some(free) => Some(format!(
+            "not run: a push of {} into {} would leave less than {} free there ({} free now), which is an outage \
+             of its own; run with a smaller --size, or free space first",
+            HumanBytes(size),
+            dir.display(),
+            HumanBytes(crate::layout::DISK_NEARLY_FULL),
+            HumanBytes(free)
+        )),
+        None => Some(format!(
+            "not run: the free space of {} cannot be read, so a push could fill it; check that folder",
+            dir.display()
+        )),
+    }
+}
+
 /// Free space where the registry writes: a full disk is the usual cause of failed pushes.
 fn storage(dir: &Path, size: u64) -> Check {
     let t = Instant::now();
@@ -366,15 +395,17 @@ fn storage(dir: &Path, size: u64) -> Check {
             format!("cannot read the free space of {}", dir.display()),
             t.elapsed(),
         ),
-        // The round trip stores its layer once, plus room for the registry's own files.
-        Some(free) if free < size + (1 << 20) => Check::new(
+        // The round trip stores its layer once, and must leave room for the registry's own pushes.
+        Some(free) if free < size.saturating_add(crate::layout::DISK_NEARLY_FULL) => Check::new(
             "storage",
             Status::Fail,
             format!(
-                "the data directory {} is full: {} free, a push of {} does not fit; free space or grow the filesystem",
+                "the data directory {} is full or nearly so: {} free, and a push of {} would leave less than {} \
+                 for the registry; free space or grow the filesystem",
                 dir.display(),
                 mib(free),
-                mib(size)
+                mib(size),
+                mib(crate::layout::DISK_NEARLY_FULL)
             ),
             t.elapsed(),
         ),

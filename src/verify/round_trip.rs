@@ -1,7 +1,10 @@
 //! The push/pull round trip, shared by `up` and `verify`: a fresh image pushed with oci-client through
 //! the proxy, pulled back, compared by digest and byte for byte, then deleted. Streams both ways.
 
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use indicatif::HumanBytes;
 
 use futures_util::StreamExt;
 use oci_client::manifest::{
@@ -9,6 +12,7 @@ use oci_client::manifest::{
 };
 
 use super::image::{config_json, Layer};
+use super::leftovers;
 use super::target::{chain, Target};
 use crate::error::{Error, Result};
 
@@ -25,6 +29,8 @@ pub struct RoundTrip {
     pub pull: Duration,
     /// The manifest and blob deletes; an Err here is reported as its own failure.
     pub cleanup: std::result::Result<Duration, Error>,
+    /// What the clean-up removed, and what it could not, in words.
+    pub cleaned: String,
 }
 
 impl RoundTrip {
@@ -65,9 +71,15 @@ fn failed(step: &str, reference: &str, e: &(dyn std::error::Error + 'static)) ->
     ))
 }
 
-/// Push, pull, compare and delete a fresh image of `size` payload bytes.
-pub async fn round_trip(target: &Target, size: u64, timeout: Duration) -> Result<RoundTrip> {
-    match tokio::time::timeout(timeout, inner(target, size, timeout)).await {
+/// Push, pull, compare and delete a fresh image of `size` payload bytes. `data_dir`: the registry's data
+/// folder, on the appliance host, where the blobs' data is removed too and failed uploads are cleaned.
+pub async fn round_trip(target: &Target, size: u64, timeout: Duration, data_dir: Option<&Path>) -> Result<RoundTrip> {
+    let started = SystemTime::now();
+    if let Some(dir) = data_dir {
+        // What a killed run left: it could not clean up after itself.
+        leftovers::remove_uploads(dir, |at| at + leftovers::ABANDONED < started);
+    }
+    let result = match tokio::time::timeout(timeout, inner(target, size, timeout, data_dir)).await {
         Ok(result) => result,
         Err(_) => Err(Error::verify(format!(
             "The push/pull round trip did not finish within {} s: the registry at {} hangs or is very slow. Check it \
@@ -75,10 +87,16 @@ pub async fn round_trip(target: &Target, size: u64, timeout: Duration) -> Result
             timeout.as_secs(),
             target.registry()
         ))),
+    };
+    if let (Err(_), Some(dir)) = (&result, data_dir) {
+        // A failed push must not leave its partial upload behind (a full disk stays full otherwise).
+        let from = started - Duration::from_secs(1);
+        leftovers::remove_uploads(dir, |at| at >= from);
     }
+    result
 }
 
-async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTrip> {
+async fn inner(target: &Target, size: u64, timeout: Duration, data_dir: Option<&Path>) -> Result<RoundTrip> {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -193,7 +211,30 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
     }
     let pull = start.elapsed();
 
-    let cleanup = cleanup(target, timeout, &digest, &[&pushed.blob_digest, &config_digest]).await;
+    let blobs = [digest.as_str(), pushed.blob_digest.as_str(), config_digest.as_str()];
+    let cleanup = cleanup(target, timeout, &digest, &blobs[1..]).await;
+    let stored = size + config.len() as u64;
+    let cleaned = match (&cleanup, data_dir) {
+        (Err(_), _) => String::new(),
+        (Ok(_), Some(dir)) => match leftovers::remove_blobs(dir, &blobs) {
+            Ok(freed) => format!(
+                "deleted the test manifest and blobs of {name}, and removed their data ({}) from {}",
+                HumanBytes(freed),
+                dir.display()
+            ),
+            Err(e) => format!(
+                "deleted the test manifest and blobs of {name}, but their data ({}) could not be removed from {} \
+                 ({e}): the registry's garbage collection frees it",
+                HumanBytes(stored),
+                dir.display()
+            ),
+        },
+        (Ok(_), None) => format!(
+            "deleted the test manifest of {name} and its links to the blobs; the registry keeps their data ({}) \
+             until its garbage collection runs",
+            HumanBytes(stored)
+        ),
+    };
     Ok(RoundTrip {
         reference: name,
         digest,
@@ -201,6 +242,7 @@ async fn inner(target: &Target, size: u64, timeout: Duration) -> Result<RoundTri
         push,
         pull,
         cleanup,
+        cleaned,
     })
 }
 

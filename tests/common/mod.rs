@@ -174,7 +174,7 @@ fn sweep_leftovers() {
             };
             let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
             if pid.is_some_and(|p| !pid_alive(p)) {
-                podman(&["pod", "rm", "-f", "-t", "0", name]);
+                remove_pod(name);
             }
         }
         edit_hosts(
@@ -434,10 +434,33 @@ impl Appliance {
     }
 }
 
+/// Removes the pod `pod` at once: its containers first with `-t 0` (Podman 4.3's `pod rm -t 0` still
+/// waits about 3 s for them), then the pod with its infra container.
+pub fn remove_pod(pod: &str) {
+    let listed = podman(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("pod={pod}"),
+        "--format",
+        "{{.ID}} {{.IsInfra}}",
+    ]);
+    let ids: Vec<String> = text(&listed.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(" false").map(String::from))
+        .collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f", "-i", "-t", "0"];
+        args.extend(ids.iter().map(String::as_str));
+        podman(&args);
+    }
+    podman(&["pod", "rm", "-f", "-i", "-t", "0", pod]);
+}
+
 impl Drop for Appliance {
     fn drop(&mut self) {
         if self.pod_exists() {
-            podman(&["pod", "rm", "-f", "-t", "0", &self.pod]);
+            remove_pod(&self.pod);
         }
         // What `registry-up trust` may have installed for this appliance's unique name.
         for root in ["/etc/containers/certs.d", "/etc/docker/certs.d"] {
@@ -820,5 +843,35 @@ impl Drop for NetNs {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = Command::new("ip").args(["link", "del", &self.host_link]).output();
+    }
+}
+
+/// A tmpfs of `mib` MiB mounted on an appliance's data directory (a small disk that fills up); on drop the
+/// pod goes first, then the mount.
+pub struct SmallDisk {
+    pub app: Appliance,
+    mount: PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(app: Appliance, mib: u64) -> Self {
+        let data = app.data_dir();
+        std::fs::create_dir_all(&data).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m,mode=0700"), "tmpfs"])
+            .arg(&data)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mounting a tmpfs needs root");
+        SmallDisk { app, mount: data }
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if self.app.pod_exists() {
+            remove_pod(&self.app.pod);
+        }
+        let _ = Command::new("umount").arg(&self.mount).status();
     }
 }

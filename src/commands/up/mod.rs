@@ -3,6 +3,7 @@
 
 mod decide;
 
+use std::path::Path;
 use std::time::Duration;
 
 use crate::bundle::{self, CheckedBundle};
@@ -11,12 +12,13 @@ use crate::desired::{self, Desired};
 use crate::error::{Error, ExitStatus, Result};
 use crate::host::HostFacts;
 use crate::layout;
+use crate::lock::{self, ApplianceLock};
 use crate::pki::Renew;
 use crate::plan::{self, Plan};
 use crate::progress::Reporter;
 use crate::registry_image;
 use crate::render::{self, Root};
-use crate::runtime::podman::{PodStatus, Podman, PodmanVersion};
+use crate::runtime::podman::{ContainerInfo, PodStatus, Podman, PodmanVersion};
 use crate::runtime::systemd::Units;
 use crate::secrets::{self, PasswordOrigin};
 use crate::settings::{self, Settings};
@@ -32,6 +34,8 @@ struct PodmanFacts {
     status: Result<Option<PodStatus>>,
     /// The registry image's ENTRYPOINT and CMD; fails for a missing image (asked again after a pull).
     registry_config: Result<registry_image::ImageConfig>,
+    /// The pod's registry and nginx containers (their images, PIDs and mounts), None where there is none.
+    containers: Vec<Option<ContainerInfo>>,
 }
 
 impl PodmanFacts {
@@ -44,12 +48,16 @@ impl PodmanFacts {
                 .into_iter()
                 .collect();
             let status = scope.spawn(|| podman.pod_status(&settings.pod_name));
+            let names =
+                [render::REGISTRY_CONTAINER, render::NGINX_CONTAINER].map(|c| format!("{}-{c}", settings.pod_name));
+            let containers = scope.spawn(move || podman.containers(&[&names[0], &names[1]]));
             let join = "a podman thread does not panic";
             PodmanFacts {
                 present: present.into_iter().map(|p| p.join().expect(join)).collect(),
                 version: version.join().expect(join),
                 status: status.join().expect(join),
                 registry_config: registry_config.join().expect(join),
+                containers: containers.join().expect(join),
             }
         })
     }
@@ -99,14 +107,20 @@ fn load(args: &UpArgs, out: &Reporter, podman: &Podman, bundle: Option<&CheckedB
     }
     if let Some(checked) = bundle {
         out.step("load bundle", || Ok(((), checked.load(podman)?.join(", "))))?;
-        provided.extend(checked.manifest.images.iter().map(|i| full_name(&i.reference)));
+        provided.extend(
+            checked
+                .manifest
+                .images
+                .iter()
+                .map(|i| crate::runtime::podman::full_name(&i.reference)),
+        );
     }
     for archive in &args.image_archives {
         let summary = out.step(&format!("load {}", archive.display()), || {
             let summary = podman.load(archive)?;
             Ok((summary.clone(), summary))
         })?;
-        provided.extend(loaded_names(&summary));
+        provided.extend(crate::runtime::podman::loaded_names(&summary));
     }
     Ok(provided)
 }
@@ -118,16 +132,21 @@ struct Ready {
     status: Option<PodStatus>,
     /// The running containers run other images than the names now point to.
     images_changed: bool,
+    /// The running containers mount other folders than the ones at the configured paths now (a config
+    /// folder replaced or removed under a running pod); None when that cannot be seen.
+    mounts_moved: Option<bool>,
 }
 
 /// `up`; `renew` forces a new server certificate (or CA), as `certs renew` asks.
 pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &HostFacts) -> Result<()> {
     let out = Reporter::new();
+    // One change at a time: the state is read, and everything decided, under the lock.
+    let _lock = ApplianceLock::take(&args.setup.config_dir, host, lock::WAIT)?;
     let (settings, bundle, same_port) = resolve(args, host, &out)?;
     let password = args
         .setup
         .auth_password_stdin
-        .then(|| secrets::password_from_stdin("--auth-password-stdin"))
+        .then(secrets::new_password_from_stdin)
         .transpose()?;
     let podman = Podman::find()?;
     // Images first: a missing image must stop the run before any file is written.
@@ -271,25 +290,72 @@ fn images(
     let images_changed = (!pulls.is_empty() || !provided.is_empty())
         && !args.dry_run
         && status.is_some()
-        && images_differ(podman, settings)?;
+        && images_differ(podman, settings, &facts.containers)?;
+    let mounts_moved = match &status {
+        Some(s) if s.healthy() => mounts_moved(&facts.containers, settings),
+        _ => None,
+    };
     Ok(Ready {
         service,
         pulls,
         status,
         images_changed,
+        mounts_moved,
     })
 }
 
-/// Running containers are not enough: a healthy pod left alone must run the images the names point to
-/// and answer through the proxy with the config registry-up wants (its fingerprint header).
+/// Running containers are not enough: a healthy pod left alone must run the images the names point to,
+/// read the folders at the configured paths, and answer through the proxy (with this run's CA) with the
+/// config registry-up wants (its fingerprint header). A pod that does not answer is replaced too.
 fn stale(rt: &tokio::runtime::Runtime, ready: &Ready, plan: &Plan, target: &Target) -> bool {
     let running = ready.status.as_ref().is_some_and(|s| s.healthy());
     running
         && plan.pod_needs() != render::Reader::Pod
         && (ready.images_changed
+            || ready.mounts_moved == Some(true)
             || rt
-                .block_on(verify::served_fingerprint(target, Duration::from_secs(5)))
-                .is_some_and(|served| served != wanted_fingerprint(plan)))
+                .block_on(served_fingerprint(target))
+                .is_none_or(|served| served != wanted_fingerprint(plan)))
+}
+
+/// The fingerprint the registry answers with through the proxy, asked up to three times (a moment of
+/// load must not replace a working pod); None when it never answered.
+async fn served_fingerprint(target: &Target) -> Option<Option<String>> {
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        if let Some(served) = verify::served_fingerprint(target, Duration::from_secs(5)).await {
+            return Some(served);
+        }
+    }
+    None
+}
+
+/// Whether a running container mounts another folder than the one at its path on the host now, compared
+/// by device and inode through /proc/PID/root. None when a container cannot be looked into.
+fn mounts_moved(containers: &[Option<ContainerInfo>], settings: &Settings) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    for info in containers {
+        let info = info.as_ref().filter(|i| i.pid != 0)?;
+        let ours = info
+            .mounts
+            .iter()
+            .filter(|m| m.source.starts_with(&settings.config_dir) || m.source.starts_with(&settings.data_dir));
+        for mount in ours {
+            let inside = Path::new("/proc")
+                .join(info.pid.to_string())
+                .join("root")
+                .join(mount.destination.strip_prefix("/").unwrap_or(&mount.destination));
+            let inside = std::fs::metadata(inside).ok()?;
+            let same =
+                std::fs::metadata(&mount.source).is_ok_and(|o| (o.dev(), o.ino()) == (inside.dev(), inside.ino()));
+            if !same {
+                return Some(true);
+            }
+        }
+    }
+    Some(false)
 }
 
 /// How verify reaches this appliance: its name and port, its CA, its password.
@@ -376,6 +442,7 @@ fn execute(
                 target,
                 verify::DEFAULT_SIZE,
                 Duration::from_secs(60),
+                Some(&settings.data_dir),
             ))?;
             trip.cleanup.as_ref().map_err(|e| Error::verify(e.message.clone()))?;
             Ok(((), trip.summary()))
@@ -421,29 +488,6 @@ fn closing_words(settings: &Settings, desired: &Desired) -> String {
     text
 }
 
-/// The names `podman load` reports (`Loaded image: NAME` lines, joined with ", " by Podman::load), written
-/// in full as settings write image names (`registry:3` is `docker.io/library/registry:3`).
-fn loaded_names(summary: &str) -> Vec<String> {
-    summary
-        .split([',', '\n'])
-        .map(|part| {
-            let part = part.trim();
-            part.strip_prefix("Loaded image(s):")
-                .or_else(|| part.strip_prefix("Loaded image:"))
-                .unwrap_or(part)
-                .trim()
-        })
-        .filter(|name| !name.is_empty())
-        .map(full_name)
-        .collect()
-}
-
-fn full_name(name: &str) -> String {
-    name.parse::<oci_client::Reference>()
-        .map(|r| r.whole())
-        .unwrap_or_else(|_| name.to_string())
-}
-
 fn pull_failed(
     Image {
         reference: image,
@@ -467,15 +511,11 @@ fn pull_failed(
 }
 
 /// Whether the pod's containers run other images than the names now point to.
-fn images_differ(podman: &Podman, settings: &Settings) -> Result<bool> {
+fn images_differ(podman: &Podman, settings: &Settings, containers: &[Option<ContainerInfo>]) -> Result<bool> {
     let wanted = podman.image_ids(&[&settings.registry_image, &settings.nginx_image])?;
-    let running: Vec<Option<String>> = podman
-        .containers(&[
-            &format!("{}-{}", settings.pod_name, render::REGISTRY_CONTAINER),
-            &format!("{}-{}", settings.pod_name, render::NGINX_CONTAINER),
-        ])
-        .into_iter()
-        .map(|c| c.map(|c| c.image_id))
+    let running: Vec<Option<String>> = containers
+        .iter()
+        .map(|c| c.as_ref().map(|c| c.image_id.clone()))
         .collect();
     Ok(running != wanted.into_iter().map(Some).collect::<Vec<_>>())
 }
@@ -581,20 +621,4 @@ fn with_logs(e: Error, podman: &Podman, settings: &Settings, status: ExitStatus)
     }
     message.push_str("\nFix the cause shown above and run registry-up again.");
     Error { status, message }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn loaded_names_are_read_from_podman_load() {
-        assert_eq!(
-            super::loaded_names("Loaded image: localhost/a/registry:1, Loaded image: docker.io/library/nginx:1"),
-            ["localhost/a/registry:1", "docker.io/library/nginx:1"]
-        );
-        assert_eq!(
-            super::loaded_names("Loaded image(s): registry:3,localhost/b:2"),
-            ["docker.io/library/registry:3", "localhost/b:2"]
-        );
-        assert!(super::loaded_names("").is_empty());
-    }
 }

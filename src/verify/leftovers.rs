@@ -1,0 +1,147 @@
+//! What verification leaves in the registry's storage, cleaned on the appliance host where registry-up
+//! can see the data folder. The registry's API deletes a manifest and the repository's links to blobs,
+//! but the blob data stays until a garbage collection; the round trip's blobs are random, so nothing else
+//! can ever reference them, and their files are removed here. Uploads a failed or killed run left in our
+//! own repository are removed too. Only `registry-up/verify` is ever touched.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::round_trip::VERIFY_REPOSITORY;
+
+/// The registry's storage below the data folder (the filesystem driver's layout, the same in 2.x and 3.x).
+const V2: &str = "docker/registry/v2";
+
+/// `data_dir/rel` when every folder on the way below `data_dir` is a real folder, not a symbolic link: the
+/// storage is written by the registry's container, and a link planted there must not lead registry-up to
+/// remove anything outside it.
+fn real_dir(data_dir: &Path, rel: &Path) -> Option<PathBuf> {
+    let mut path = data_dir.to_path_buf();
+    for part in rel.components() {
+        path.push(part);
+        if !std::fs::symlink_metadata(&path).ok()?.is_dir() {
+            return None;
+        }
+    }
+    Some(path)
+}
+
+/// Removes the data of `digests` (`sha256:HEX`); returns the bytes freed.
+pub fn remove_blobs(data_dir: &Path, digests: &[&str]) -> std::io::Result<u64> {
+    let mut freed = 0;
+    for digest in digests {
+        let Some(hex) = digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
+            continue;
+        };
+        let rel = Path::new(V2).join("blobs/sha256").join(&hex[..2]).join(hex);
+        let Some(dir) = real_dir(data_dir, &rel) else {
+            continue;
+        };
+        match std::fs::metadata(dir.join("data")) {
+            Ok(meta) => freed += meta.len(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(freed)
+}
+
+/// Removes the uploads in our own repository for which `started(last change)` is true (a killed run's,
+/// an hour old; or this run's, after it failed). Returns the bytes freed.
+pub fn remove_uploads(data_dir: &Path, started: impl Fn(SystemTime) -> bool) -> u64 {
+    let rel = Path::new(V2)
+        .join("repositories")
+        .join(VERIFY_REPOSITORY)
+        .join("_uploads");
+    let Some(uploads) = real_dir(data_dir, &rel) else {
+        return 0;
+    };
+    let Ok(entries) = std::fs::read_dir(&uploads) else {
+        return 0;
+    };
+    let mut freed = 0;
+    for entry in entries.flatten() {
+        // symlink_metadata: an entry that is a link is not an upload of ours.
+        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        let Ok(modified) = meta.modified() else {
+            continue;
+        };
+        if !meta.is_dir() {
+            continue;
+        }
+        if started(modified) {
+            freed += crate::host::tree_size(&entry.path());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+    freed
+}
+
+/// Uploads of our repository older than this were abandoned (a run killed mid-push).
+pub const ABANDONED: Duration = Duration::from_secs(3600);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_blobs_and_uploads_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path();
+        let hex = "ab".repeat(32);
+        let other = "cd".repeat(32);
+        for h in [&hex, &other] {
+            let dir = data.join(V2).join("blobs/sha256").join(&h[..2]).join(h);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("data"), vec![0u8; 1000]).unwrap();
+        }
+        let digest = format!("sha256:{hex}");
+        assert_eq!(
+            remove_blobs(data, &[&digest, "sha256:../../etc", "md5:x"]).unwrap(),
+            1000
+        );
+        assert!(!data.join(V2).join("blobs/sha256/ab").join(&hex).exists());
+        assert!(
+            data.join(V2).join("blobs/sha256/cd").join(&other).join("data").exists(),
+            "others stay"
+        );
+        assert_eq!(remove_blobs(data, &[&digest]).unwrap(), 0, "twice is fine");
+
+        let ours = data.join(V2).join("repositories/registry-up/verify/_uploads/u1");
+        let theirs = data.join(V2).join("repositories/library/app/_uploads/u2");
+        for dir in [&ours, &theirs] {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(dir.join("data"), vec![0u8; 10]).unwrap();
+        }
+        assert_eq!(remove_uploads(data, |_| false), 0);
+        assert_eq!(remove_uploads(data, |_| true), 10);
+        assert!(!ours.exists() && theirs.exists());
+
+        // A link planted in the storage leads nowhere: neither a linked folder nor a linked entry is followed.
+        let outside = tmp.path().join("outside");
+        std::fs::create_dir_all(outside.join("keep")).unwrap();
+        let uploads = data.join(V2).join("repositories/registry-up/verify/_uploads");
+        std::fs::remove_dir_all(&uploads).unwrap();
+        std::os::unix::fs::symlink(&outside, &uploads).unwrap();
+        assert_eq!(remove_uploads(data, |_| true), 0);
+        std::fs::remove_file(&uploads).unwrap();
+        std::fs::create_dir_all(&uploads).unwrap();
+        std::os::unix::fs::symlink(outside.join("keep"), uploads.join("u3")).unwrap();
+        remove_uploads(data, |_| true);
+        assert!(outside.join("keep").is_dir(), "nothing outside the storage is removed");
+        let blobs = data.join(V2).join("blobs/sha256");
+        std::fs::remove_dir_all(&blobs).unwrap();
+        std::fs::create_dir_all(blobs.parent().unwrap()).unwrap();
+        std::os::unix::fs::symlink(&outside, &blobs).unwrap();
+        std::fs::create_dir_all(outside.join("ab").join(&hex)).unwrap();
+        std::fs::write(outside.join("ab").join(&hex).join("data"), b"x").unwrap();
+        assert_eq!(remove_blobs(data, &[&digest]).unwrap(), 0);
+        assert!(outside.join("ab").join(&hex).join("data").exists());
+    }
+}
