@@ -116,6 +116,10 @@ fn confirm(config_dir: &Path, data_dir: &Path) -> Result<bool> {
 fn stop_by_name(pod: &str, host: &HostFacts) -> Result<()> {
     let pod = crate::settings::pod_name(pod)?;
     let podman = Podman::find()?;
+    if podman.pod_status(&pod)?.is_none() {
+        println!("There is no pod {pod}: nothing to stop (podman pod ps lists the pods there are).");
+        return Ok(());
+    }
     let label = podman.pod_label(&pod, crate::render::MANAGED_BY_LABEL)?;
     if label.as_deref() != Some("registry-up") {
         return Err(Error::usage(format!(
