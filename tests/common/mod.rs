@@ -177,6 +177,7 @@ fn sweep_leftovers() {
                 remove_pod(name);
             }
         }
+        // Before any test of this process has a line: the only moment the file may shrink.
         edit_hosts(
             |line| {
                 line.split(HOSTS_TAG)
@@ -185,28 +186,50 @@ fn sweep_leftovers() {
                     .is_some_and(|p| !pid_alive(p))
             },
             None,
+            true,
         );
     });
 }
 
-/// Rewrites /etc/hosts in place (it may be a bind mount, so no rename), under a lock shared by all
-/// test processes: drops lines for which `drop` is true, then appends `add`.
-fn edit_hosts(drop: impl Fn(&str) -> bool, add: Option<&str>) {
+/// A line `edit_hosts` left where it took one out: the same length, so no other line moves.
+const BLANKED: &str = "#~";
+
+/// Edits /etc/hosts in place (it may be a bind mount, so no rename), under a lock shared by all test
+/// processes, without a moment where another test's line is missing: a dropped line is overwritten with a
+/// blank line of the same length (nothing after it moves, and the file is never truncated), and an added
+/// line is appended. A client resolving a name meanwhile (skopeo re-reads the file when it changes) never
+/// sees an empty or shifted file. `compact` removes the blank lines (before any test of this process has a
+/// line); they also go when the last test line does.
+fn edit_hosts(drop: impl Fn(&str) -> bool, add: Option<&str>, compact: bool) {
+    use std::os::unix::fs::FileExt;
     let _lock = FileLock::new(Path::new("/tmp/registry-up-e2e-hosts.lock"));
     let current = std::fs::read_to_string(HOSTS).unwrap_or_default();
-    let mut lines: Vec<&str> = current.lines().filter(|l| !drop(l)).collect();
-    if let Some(line) = add {
-        lines.push(line);
+    let blank = |line: &str| format!("{BLANKED}{}", " ".repeat(line.len().saturating_sub(BLANKED.len())));
+    let mut lines: Vec<String> = current
+        .lines()
+        .map(|l| if drop(l) { blank(l) } else { l.to_string() })
+        .collect();
+    // With no test's line left nobody can be resolving one: the blanks go too, and nothing is left behind.
+    if compact || (add.is_none() && !lines.iter().any(|l| l.contains(HOSTS_TAG))) {
+        lines.retain(|l| !l.starts_with(BLANKED));
     }
-    let mut new = lines.join("\n");
-    new.push('\n');
-    if new != current {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .truncate(true)
-            .open(HOSTS)
-            .expect("/etc/hosts opens for writing");
-        f.write_all(new.as_bytes()).expect("/etc/hosts written");
+    let mut edited = lines.join("\n");
+    if !edited.is_empty() {
+        edited.push('\n');
+    }
+    let f = OpenOptions::new()
+        .write(true)
+        .open(HOSTS)
+        .expect("/etc/hosts opens for writing");
+    if edited != current {
+        if edited.len() < current.len() {
+            f.set_len(edited.len() as u64).expect("/etc/hosts shortened");
+        }
+        f.write_all_at(edited.as_bytes(), 0).expect("/etc/hosts written");
+    }
+    if let Some(line) = add {
+        f.write_all_at(format!("{line}\n").as_bytes(), edited.len() as u64)
+            .expect("/etc/hosts appended");
     }
 }
 
@@ -218,14 +241,14 @@ pub struct HostsEntry {
 impl HostsEntry {
     pub fn add(name: &str) -> Self {
         let line = format!("127.0.0.1 {name} {HOSTS_TAG}{}", std::process::id());
-        edit_hosts(|_| false, Some(&line));
+        edit_hosts(|_| false, Some(&line), false);
         HostsEntry { line }
     }
 }
 
 impl Drop for HostsEntry {
     fn drop(&mut self) {
-        edit_hosts(|l| l == self.line, None);
+        edit_hosts(|l| l == self.line, None, false);
     }
 }
 
