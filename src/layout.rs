@@ -17,6 +17,16 @@ pub const STATE: &str = "state.json";
 pub const AUTH_PASSWORD: &str = "auth/password";
 pub const HTPASSWD: &str = "registry/htpasswd";
 
+/// The systemd unit that runs pod `pod` (a classic unit's file name, and the unit Quadlet generates).
+pub fn unit_name(pod: &str) -> String {
+    format!("{pod}.service")
+}
+
+/// The Quadlet file for pod `pod`, in Quadlet's folder.
+pub fn quadlet_file(pod: &str) -> String {
+    format!("{pod}.kube")
+}
+
 /// The registry's port on the pod's loopback, where nginx reaches it. Nothing else listens inside the pod
 /// but nginx on the published port, so that port must not be this one.
 pub const REGISTRY_PORT: u16 = 5000;

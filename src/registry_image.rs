@@ -46,10 +46,11 @@ pub fn layout(image: &str, config: &ImageConfig) -> Result<Layout> {
         [one] if basename(one) == "entrypoint.sh" && names_config(&cmd) => Ok(Layout::V2),
         _ => Err(Error::usage(format!(
             "The image {image} is not a distribution registry that registry-up knows how to run (ENTRYPOINT {}, \
-             CMD {}): give --registry-image the official registry image (docker.io/library/registry:3.1.1), or one \
-             laid out like it or like the older 2.x images.",
+             CMD {}): give --registry-image the official registry image ({}), or one laid out like it or like the \
+             older 2.x images.",
             shown(&config.entrypoint),
-            shown(&config.cmd)
+            shown(&config.cmd),
+            crate::settings::DEFAULT_REGISTRY_IMAGE
         ))),
     }
 }

@@ -199,7 +199,7 @@ impl Settings {
     }
 
     pub fn unit_name(&self) -> String {
-        format!("{}.service", self.pod_name)
+        crate::layout::unit_name(&self.pod_name)
     }
 }
 

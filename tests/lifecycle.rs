@@ -430,11 +430,6 @@ fn sixteen_clients_pushing_at_once_all_succeed() {
     }
 }
 
-fn sha256(data: &[u8]) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, data);
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// An OCI image layout with one layer holding 2 MiB of bytes unique to `seed`.
 fn make_oci_layout(dir: &Path, seed: u64) -> PathBuf {
     let files = dir.join("files");
@@ -464,7 +459,7 @@ fn make_oci_layout(dir: &Path, seed: u64) -> PathBuf {
     let blobs = layout.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |data: &[u8]| {
-        let hex = sha256(data);
+        let hex = common::sha256(data);
         std::fs::write(blobs.join(&hex), data).unwrap();
         (format!("sha256:{hex}"), data.len())
     };

@@ -34,9 +34,7 @@ fn raw_manifest(app: &Appliance, image: &str, creds: &str) -> (String, String) {
         creds,
         &app.reference(image),
     ]);
-    let d = ring::digest::digest(&ring::digest::SHA256, raw.as_bytes());
-    let hex: String = d.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    (format!("sha256:{hex}"), raw)
+    (format!("sha256:{}", common::sha256(raw.as_bytes())), raw)
 }
 
 fn raw_digest(app: &Appliance, image: &str, creds: &str) -> String {

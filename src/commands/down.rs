@@ -60,7 +60,7 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
             "Nothing was deleted: --purge needs a yes at the prompt, or --yes.",
         ));
     }
-    let unit = format!("{}.service", state.pod_name);
+    let unit = crate::layout::unit_name(&state.pod_name);
     crate::runtime::systemd::Units::new(host, state.rootless, &unit, &state.pod_name).remove_any()?;
     let podman = Podman::find()?;
     if podman.pod_status(&state.pod_name)?.is_some() {
@@ -116,12 +116,11 @@ fn confirm(config_dir: &Path, data_dir: &Path) -> Result<bool> {
 fn stop_by_name(pod: &str, host: &HostFacts) -> Result<()> {
     let pod = crate::settings::pod_name(pod)?;
     let podman = Podman::find()?;
-    if podman.pod_status(&pod)?.is_none() {
+    let Some(label) = podman.pod_label(&pod, crate::render::MANAGED_BY_LABEL)? else {
         println!("There is no pod {pod}: nothing to stop (podman pod ps lists the pods there are).");
         return Ok(());
-    }
-    let label = podman.pod_label(&pod, crate::render::MANAGED_BY_LABEL)?;
-    if label.as_deref() != Some("registry-up") {
+    };
+    if label != "registry-up" {
         return Err(Error::usage(format!(
             "The pod {pod} was not made by registry-up (it has no {} label): nothing was stopped; check the name \
              with podman pod ps --filter label={}=registry-up.",
@@ -129,10 +128,10 @@ fn stop_by_name(pod: &str, host: &HostFacts) -> Result<()> {
             crate::render::MANAGED_BY_LABEL
         )));
     }
-    let unit = format!("{pod}.service");
+    let unit = crate::layout::unit_name(&pod);
     for file in [
         host.unit_dir().join(&unit),
-        host.quadlet_dir().join(format!("{pod}.kube")),
+        host.quadlet_dir().join(crate::layout::quadlet_file(&pod)),
     ] {
         let ours = std::fs::read_to_string(&file).map_or(true, |t| t.starts_with("# Written by registry-up"));
         if !ours {

@@ -224,7 +224,7 @@ fn sources(
     if systemd && !state.rootless && podman.log_driver().as_deref() == Some("journald") {
         let matches = wanted
             .iter()
-            .map(|c| format!("CONTAINER_NAME={}-{c}", state.pod_name))
+            .map(|c| format!("CONTAINER_NAME={}", crate::render::container_name(&state.pod_name, c)))
             .collect();
         list.push(journal(
             false,
@@ -243,7 +243,7 @@ fn sources(
             if let Some(at) = since {
                 cmd.extend(["--since".into(), stamp(at)]);
             }
-            cmd.push(format!("{}-{name}", state.pod_name));
+            cmd.push(crate::render::container_name(&state.pod_name, name));
             list.push(Source {
                 label: name,
                 program: podman.bin.display().to_string(),
@@ -254,7 +254,7 @@ fn sources(
     }
     if systemd && args.container.is_none() {
         // The unit's own lines; container entries it may also hold are shown once, from above.
-        let unit = vec!["-u".to_string(), format!("{}.service", state.pod_name)];
+        let unit = vec!["-u".to_string(), crate::layout::unit_name(&state.pod_name)];
         list.push(journal(
             state.rootless,
             unit,

@@ -136,7 +136,7 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
             }
             let mut containers = Vec::new();
             for c in [REGISTRY_CONTAINER, NGINX_CONTAINER] {
-                let name = format!("{}-{c}", state.pod_name);
+                let name = crate::render::container_name(&state.pod_name, c);
                 match podman.container(&name)? {
                     Some(info) => {
                         if info.state != "running" {
@@ -176,7 +176,7 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
     }
     let service = match state.service {
         Service::SystemdUnit | Service::Quadlet => {
-            let unit = format!("{}.service", state.pod_name);
+            let unit = crate::layout::unit_name(&state.pod_name);
             let unit_state = Systemctl::for_appliance(state.rootless).state(&unit);
             if unit_state != "active" {
                 problems.push(format!("the systemd unit {unit} is {unit_state}"));

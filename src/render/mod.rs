@@ -7,7 +7,7 @@ mod registry_config;
 mod state;
 mod systemd;
 
-pub use pod::{MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER};
+pub use pod::{container_name, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER};
 pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
 
 use crate::layout::*;
@@ -109,7 +109,7 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
         }),
         Service::Quadlet => files.push(RenderedFile {
             root: Root::Quadlets,
-            rel: format!("{}.kube", settings.pod_name),
+            rel: crate::layout::quadlet_file(&settings.pod_name),
             contents: systemd::render_quadlet(settings).into_bytes(),
             mode: PUBLIC,
             reader: Reader::Pod,

@@ -89,6 +89,11 @@ struct HostPath {
 
 /// Container names; Podman names the containers `<pod>-<name>`.
 pub const REGISTRY_CONTAINER: &str = "registry";
+/// The name Podman gives container `container` of pod `pod` (kube play: POD-CONTAINER).
+pub fn container_name(pod: &str, container: &str) -> String {
+    format!("{pod}-{container}")
+}
+
 /// The label on the pod saying registry-up made it (Podman copies it to the pod).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const NGINX_CONTAINER: &str = "nginx";

@@ -424,13 +424,14 @@ impl Podman {
             .collect())
     }
 
-    /// The value of `label` on the pod `pod` (None when the pod or the label is not there).
+    /// The value of `label` on the pod `pod`: None when there is no such pod, Some("") when the pod has
+    /// no such label.
     pub fn pod_label(&self, pod: &str, label: &str) -> Result<Option<String>> {
         let format = format!("{{{{index .Labels \"{label}\"}}}}");
         match self.run(&["pod", "inspect", "--format", &format, pod]) {
             Ok(out) => {
-                Ok(Some(String::from_utf8_lossy(&out).trim().to_string())
-                    .filter(|v| !v.is_empty() && v != "<no value>"))
+                let value = String::from_utf8_lossy(&out).trim().to_string();
+                Ok(Some(if value == "<no value>" { String::new() } else { value }))
             }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),

@@ -113,7 +113,7 @@ impl Units {
             systemd_running: host.systemd_running,
             unit: unit.to_string(),
             unit_file: host.unit_dir().join(unit),
-            quadlet_file: host.quadlet_dir().join(format!("{pod}.kube")),
+            quadlet_file: host.quadlet_dir().join(crate::layout::quadlet_file(pod)),
         }
     }
 

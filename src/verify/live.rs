@@ -144,6 +144,16 @@ pub async fn checks(target: &Target, config: Option<&ConfigFile>, timeout: Durat
     out
 }
 
+/// Whether `target`'s credentials are taken: GET /v2/ with them answers 200.
+async fn logs_in(target: &Target) -> Result<(), String> {
+    let client = target.http_client(Duration::from_secs(10)).map_err(|e| e.message)?;
+    let resp = client.get(&target.url("/v2/")).send().await.map_err(|e| chain(&e))?;
+    match resp.status().as_u16() {
+        200 => Ok(()),
+        code => Err(format!("GET /v2/ with the password -> {code}")),
+    }
+}
+
 async fn auth(target: &Target, client: &super::target::Http, base: &Answer, appliance: bool, t: Instant) -> Check {
     let expected = target.credentials.is_some();
     if !expected {
@@ -219,12 +229,24 @@ async fn auth(target: &Target, client: &super::target::Http, base: &Answer, appl
             ),
             t.elapsed(),
         ),
-        (401, 401) => Check::new(
-            "auth",
-            Status::Pass,
-            "on: anonymous GET /v2/ -> 401 and anonymous blob upload -> 401; the appliance's user logs in",
-            t.elapsed(),
-        ),
+        (401, 401) => match logs_in(target).await {
+            Ok(()) => Check::new(
+                "auth",
+                Status::Pass,
+                "on: anonymous GET /v2/ -> 401 and anonymous blob upload -> 401; the user logs in (GET /v2/ with \
+                 the password -> 200)",
+                t.elapsed(),
+            ),
+            Err(why) => Check::new(
+                "auth",
+                Status::Fail,
+                format!(
+                    "on, but the user cannot log in: {why}; on the appliance the password in auth/password and the \
+                     registry's htpasswd disagree (run registry-up up), elsewhere check --user and the password"
+                ),
+                t.elapsed(),
+            ),
+        },
         (401, code) => Check::new(
             "auth",
             Status::Fail,

@@ -28,9 +28,16 @@ pub struct RoundTrip {
     pub push: Duration,
     pub pull: Duration,
     /// The manifest and blob deletes; an Err here is reported as its own failure.
-    pub cleanup: std::result::Result<Duration, Error>,
-    /// What the clean-up removed, and what it could not, in words.
-    pub cleaned: String,
+    pub cleanup: std::result::Result<Cleanup, Error>,
+}
+
+/// What the clean-up did once the deletes went through.
+pub struct Cleanup {
+    pub took: Duration,
+    /// What it removed, and what it could not, in words.
+    pub said: String,
+    /// The blobs' data stays on disk (another registry, or a removal that failed): it waits for a GC.
+    pub data_left: bool,
 }
 
 impl RoundTrip {
@@ -212,29 +219,37 @@ async fn inner(target: &Target, size: u64, timeout: Duration, data_dir: Option<&
     let pull = start.elapsed();
 
     let blobs = [digest.as_str(), pushed.blob_digest.as_str(), config_digest.as_str()];
-    let cleanup = cleanup(target, timeout, &digest, &blobs[1..]).await;
     let stored = size + config.len() as u64;
-    let cleaned = match (&cleanup, data_dir) {
-        (Err(_), _) => String::new(),
-        (Ok(_), Some(dir)) => match leftovers::remove_blobs(dir, &blobs) {
-            Ok(freed) => format!(
-                "deleted the test manifest and blobs of {name}, and removed their data ({}) from {}",
-                HumanBytes(freed),
-                dir.display()
+    let cleanup = cleanup(target, timeout, &digest, &blobs[1..]).await.map(|took| {
+        let (said, data_left) = match data_dir.map(|dir| (dir, leftovers::remove_blobs(dir, &blobs))) {
+            Some((dir, Ok(freed))) => (
+                format!(
+                    "deleted the test manifest and blobs of {name}, and removed their data ({}) from {}",
+                    HumanBytes(freed),
+                    dir.display()
+                ),
+                false,
             ),
-            Err(e) => format!(
-                "deleted the test manifest and blobs of {name}, but their data ({}) could not be removed from {} \
-                 ({e}): the registry's garbage collection frees it",
-                HumanBytes(stored),
-                dir.display()
+            Some((dir, Err(e))) => (
+                format!(
+                    "deleted the test manifest and blobs of {name}, but their data ({}) could not be removed from \
+                     {} ({e}): the registry's garbage collection frees it",
+                    HumanBytes(stored),
+                    dir.display()
+                ),
+                true,
             ),
-        },
-        (Ok(_), None) => format!(
-            "deleted the test manifest of {name} and its links to the blobs; the registry keeps their data ({}) \
-             until its garbage collection runs",
-            HumanBytes(stored)
-        ),
-    };
+            None => (
+                format!(
+                    "deleted the test manifest of {name} and its links to the blobs; the registry keeps their data \
+                     ({}) until its garbage collection runs",
+                    HumanBytes(stored)
+                ),
+                true,
+            ),
+        };
+        Cleanup { took, said, data_left }
+    });
     Ok(RoundTrip {
         reference: name,
         digest,
@@ -242,7 +257,6 @@ async fn inner(target: &Target, size: u64, timeout: Duration, data_dir: Option<&
         push,
         pull,
         cleanup,
-        cleaned,
     })
 }
 

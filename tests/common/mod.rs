@@ -78,6 +78,12 @@ pub fn podman(args: &[&str]) -> Output {
     command("podman").args(args).output().expect("podman runs")
 }
 
+/// SHA-256 of `data` as lowercase hex.
+pub fn sha256(data: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }

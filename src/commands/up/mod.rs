@@ -48,8 +48,8 @@ impl PodmanFacts {
                 .into_iter()
                 .collect();
             let status = scope.spawn(|| podman.pod_status(&settings.pod_name));
-            let names =
-                [render::REGISTRY_CONTAINER, render::NGINX_CONTAINER].map(|c| format!("{}-{c}", settings.pod_name));
+            let names = [render::REGISTRY_CONTAINER, render::NGINX_CONTAINER]
+                .map(|c| render::container_name(&settings.pod_name, c));
             let containers = scope.spawn(move || podman.containers(&[&names[0], &names[1]]));
             let join = "a podman thread does not panic";
             PodmanFacts {
@@ -572,7 +572,7 @@ fn start(
     host: &HostFacts,
 ) -> Result<((), String)> {
     if action == PodAction::ReloadNginx {
-        podman.reload_nginx(&format!("{}-{}", settings.pod_name, render::NGINX_CONTAINER))?;
+        podman.reload_nginx(&render::container_name(&settings.pod_name, render::NGINX_CONTAINER))?;
         return Ok((
             (),
             "running; nginx reloaded its certificate and config without a restart".into(),
@@ -613,7 +613,7 @@ fn start(
 fn with_logs(e: Error, podman: &Podman, settings: &Settings, status: ExitStatus) -> Error {
     let mut message = e.message;
     for c in [render::REGISTRY_CONTAINER, render::NGINX_CONTAINER] {
-        let name = format!("{}-{c}", settings.pod_name);
+        let name = render::container_name(&settings.pod_name, c);
         message.push_str(&format!(
             "\n--- last lines of {name} ---\n{}",
             podman.logs_tail(&name, 15)
