@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Podman settings these machines need (runc; no default ulimits), kept out of /etc.
 export CONTAINERS_CONF ?= $(CURDIR)/tests/fixtures/containers.conf
 
-DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs debootstrap systemd-container
+DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs debootstrap systemd-container nftables
 IMAGES := target/test-images/registry.tar target/test-images/registry-2x.tar target/test-images/nginx.tar
 # A second build with another tag: the "new version" for upgrade tests.
 IMAGES_V2 := target/test-images/v2/registry.tar target/test-images/v2/registry-2x.tar target/test-images/v2/nginx.tar

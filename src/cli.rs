@@ -67,6 +67,11 @@ pub struct SetupArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
 
+    /// Answer only on this address of the host, IPv4 or IPv6 (repeatable; replaces the installed list;
+    /// 0.0.0.0 or :: for all of one family) [default: every address, IPv4 and IPv6].
+    #[arg(long, value_name = "ADDRESS")]
+    pub listen: Vec<String>,
+
     /// Registry image (the CNCF distribution registry, 3.x or 2.x layout) [default: pinned registry:3.1.1, see README].
     #[arg(long, value_name = "REF")]
     pub registry_image: Option<String>,
@@ -155,6 +160,11 @@ pub struct UpArgs {
     /// Skip the push/pull verification at the end.
     #[arg(long)]
     pub no_verify: bool,
+
+    /// Open the port in the host firewall (firewalld, or the nftables chains that drop it) where it is
+    /// closed to clients; `down` closes what was opened, nothing else.
+    #[arg(long)]
+    pub open_firewall: bool,
 
     /// Seconds to wait for the registry to answer through the proxy.
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]

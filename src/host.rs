@@ -22,6 +22,10 @@ pub struct HostFacts {
     pub quadlet_generator: bool,
     /// The lowest port an ordinary user may bind (net.ipv4.ip_unprivileged_port_start).
     pub unprivileged_port_start: u16,
+    /// The host can listen on IPv6.
+    pub ipv6: bool,
+    /// Every address on the host's interfaces (loopback included).
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 impl HostFacts {
@@ -53,6 +57,8 @@ impl HostFacts {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(1024),
+            ipv6: crate::listen::ipv6_available(),
+            addresses: crate::listen::host_addresses().into_iter().map(|(_, ip)| ip).collect(),
         }
     }
 
@@ -123,6 +129,8 @@ impl HostFacts {
             systemd_running,
             quadlet_generator,
             unprivileged_port_start: 1024,
+            ipv6: true,
+            addresses: vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()],
         }
     }
 }
@@ -230,13 +238,17 @@ pub enum PortUse {
     Taken(Option<(u32, String)>),
 }
 
-/// Whether TCP `port` can be bound on all addresses. Binding a low port as non-root is refused here
-/// but may work for Podman: that counts as free (Podman decides).
-pub fn port_use(port: u16) -> PortUse {
-    match std::net::TcpListener::bind(("0.0.0.0", port)) {
-        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => PortUse::Taken(port_owner(port)),
-        _ => PortUse::Free,
+/// Whether nginx could bind every one of `sockets` (one port). Binding a low port as non-root is
+/// refused here but may work for Podman: that counts as free (Podman decides).
+pub fn port_use(sockets: &[std::net::SocketAddr]) -> PortUse {
+    for socket in sockets {
+        if let Err(e) = std::net::TcpListener::bind(socket) {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
+                return PortUse::Taken(port_owner(socket.port()));
+            }
+        }
     }
+    PortUse::Free
 }
 
 /// The process listening on TCP `port` (any address), as (pid, command name), found through

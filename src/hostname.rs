@@ -58,6 +58,10 @@ impl HostName {
         Ok(HostName::Dns(name))
     }
 
+    pub fn is_ipv6(&self) -> bool {
+        matches!(self, HostName::Ip(IpAddr::V6(_)))
+    }
+
     /// The host part of a URL or an image reference (IPv6 in brackets).
     pub fn url_host(&self) -> String {
         match self {

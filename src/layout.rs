@@ -13,6 +13,8 @@ pub const NGINX_CONF: &str = "nginx/registry.conf";
 pub const REGISTRY_CONFIG: &str = "registry/config.yml";
 pub const POD_YAML: &str = "registry-pod.yaml";
 pub const STATE: &str = "state.json";
+/// What `up --open-firewall` opened in the host firewall, for `down` to close (only that).
+pub const FIREWALL: &str = "firewall.json";
 /// With --auth: the user's password for clients on this host (and verify), and the registry's htpasswd.
 pub const AUTH_PASSWORD: &str = "auth/password";
 pub const HTPASSWD: &str = "registry/htpasswd";
@@ -27,9 +29,10 @@ pub fn quadlet_file(pod: &str) -> String {
     format!("{pod}.kube")
 }
 
-/// The registry's port on the pod's loopback, where nginx reaches it. Nothing else listens inside the pod
-/// but nginx on the published port, so that port must not be this one.
-pub const REGISTRY_PORT: u16 = 5000;
+/// The registry listens on this Unix socket, in a volume only the pod's two containers mount: no TCP port,
+/// so nothing outside the pod can reach it past nginx, though the pod shares the host's network.
+pub const SOCKET_DIR: &str = "/run/registry-up";
+pub const REGISTRY_SOCKET: &str = "/run/registry-up/registry.sock";
 
 /// Below this much free space where the registry writes, pushes are about to fail: `status` calls the
 /// appliance degraded (verify warns earlier, under 1 GiB, and fails when its own upload cannot fit).

@@ -48,8 +48,7 @@ impl Finding {
     }
 }
 
-/// The pieces rootless Podman needs on any host: id-mapping helpers, user-mode networking, a usable
-/// /dev/net/tun and a storage driver.
+/// The pieces rootless Podman needs on any host: id-mapping helpers and a storage driver.
 pub fn rootless_checks() -> Vec<Finding> {
     let mut out = Vec::new();
     for tool in ["newuidmap", "newgidmap"] {
@@ -77,35 +76,7 @@ pub fn rootless_checks() -> Vec<Finding> {
             }
         }
     }
-    let net: Vec<String> = ["pasta", "slirp4netns"]
-        .iter()
-        .filter_map(|t| which(t).map(|_| t.to_string()))
-        .collect();
-    if net.is_empty() {
-        out.push(Finding::problem(
-            "network",
-            "neither slirp4netns nor pasta is installed",
-            "apt-get install slirp4netns (or passt)",
-        ));
-    } else {
-        out.push(Finding::ok("network", format!("{} available", net.join(" and "))));
-    }
-    match std::fs::metadata("/dev/net/tun") {
-        Err(_) => out.push(Finding::problem(
-            "/dev/net/tun",
-            "missing, so user-mode networking cannot start",
-            "modprobe tun (and make sure the device node exists: mknod /dev/net/tun c 10 200)",
-        )),
-        Ok(m) if m.permissions().mode() & 0o006 != 0o006 => out.push(Finding::problem(
-            "/dev/net/tun",
-            format!(
-                "mode {:o}: ordinary users cannot open it (\"open /dev/net/tun: Permission denied\"); udev makes it 0666 on a normal host, and it is not running here",
-                m.permissions().mode() & 0o777
-            ),
-            "chmod 0666 /dev/net/tun, and keep it with a tmpfiles.d line: echo 'z /dev/net/tun 0666 - - -' > /etc/tmpfiles.d/tun.conf",
-        )),
-        Ok(_) => out.push(Finding::ok("/dev/net/tun", "usable by ordinary users")),
-    }
+    // No user-mode networking (slirp4netns, pasta, /dev/net/tun): the pod uses the host's network.
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let (major, minor) = kernel
         .trim()

@@ -9,6 +9,7 @@ use crate::cli::SetupArgs;
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::hostname::HostName;
+use crate::listen::Listen;
 use crate::own_cert::OwnCertFiles;
 use crate::state::State;
 
@@ -24,6 +25,8 @@ pub struct Settings {
     /// Extra names, without the domain, sorted and without duplicates.
     pub sans: Vec<HostName>,
     pub port: u16,
+    /// Where nginx answers.
+    pub listen: Listen,
     /// Fully qualified, so Podman never has to resolve a short name.
     pub registry_image: String,
     pub nginx_image: String,
@@ -130,17 +133,16 @@ impl Settings {
             .port
             .or(previous.map(|s| s.port))
             .unwrap_or_else(|| host.default_port());
-        if port == crate::layout::REGISTRY_PORT {
-            return Err(Error::usage(format!(
-                "Port {port} is the registry's own port inside the pod, so nginx cannot listen on it as well: \
-                 choose another --port (the default is {}).",
-                host.default_port()
-            )));
-        }
+        let listen_inputs = match (args.listen.is_empty(), previous) {
+            (true, Some(state)) => state.listen.clone(),
+            _ => args.listen.clone(),
+        };
+        let listen = Listen::parse(&listen_inputs, host.ipv6, &host.addresses)?;
         Ok(Settings {
             domain,
             sans,
             port,
+            listen,
             registry_image: image_reference(
                 &pick(
                     &args.registry_image,

@@ -26,6 +26,9 @@ pub struct State {
     pub domain: String,
     pub sans: Vec<String>,
     pub port: u16,
+    /// The addresses nginx answers on; empty for every address.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listen: Vec<String>,
     pub registry_image: String,
     pub nginx_image: String,
     pub pod_name: String,
@@ -42,6 +45,15 @@ pub struct State {
     /// Installed by an ordinary user (rootless Podman, user units).
     #[serde(default)]
     pub rootless: bool,
+}
+
+impl State {
+    /// The domain as the host part of a URL (an IPv6 address in brackets).
+    pub fn url_host(&self) -> String {
+        crate::hostname::HostName::parse(&self.domain, "domain")
+            .map(|h| h.url_host())
+            .unwrap_or_else(|_| self.domain.clone())
+    }
 }
 
 /// The installed appliance's state.json in `config_dir`, if there is one.

@@ -208,24 +208,16 @@ fn render(out: &std::path::Path, args: &[&str]) -> Run {
         .args(args)
 }
 
-/// Item 2: a port the pod already uses inside (the registry's 5000) is refused before anything is written.
+/// Item 2 (since issue 19): the registry has no TCP port any more (a Unix socket inside the pod), so 5000
+/// is an ordinary port for nginx, not refused.
 #[test]
-fn a_port_used_inside_the_pod_is_refused() {
+fn the_registry_s_old_port_is_an_ordinary_port_now() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    render(&out, &["--port", "5000"])
-        .code(2)
-        .stderr_has("Port 5000 is the registry's own port")
-        .run();
-    let config = tmp.path().join("config");
-    Run::bin()
-        .args(["up", "--domain", "r.example", "--port", "5000", "--config-dir"])
-        .arg(&config)
-        .code(2)
-        .stderr_has("choose another --port")
-        .run();
-    assert!(!out.exists() && !config.exists(), "nothing is written");
-    render(&out, &["--port", "5001"]).run();
+    render(&out, &["--port", "5000"]).run();
+    let conf = std::fs::read_to_string(out.join("nginx/registry.conf")).unwrap();
+    assert!(conf.contains("listen 0.0.0.0:5000 ssl;"), "{conf}");
+    assert!(conf.contains("server unix:/run/registry-up/registry.sock;"), "{conf}");
 }
 
 /// Item 10: a password that cannot work (too long for bcrypt, control characters, blanks) is refused

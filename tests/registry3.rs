@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::Command;
 
 use common::{assert_check, check, podman, serving, skopeo_ok, text, verify_json, Appliance, Run};
 
@@ -39,20 +38,6 @@ fn raw_manifest(app: &Appliance, image: &str, creds: &str) -> (String, String) {
 
 fn raw_digest(app: &Appliance, image: &str, creds: &str) -> String {
     raw_manifest(app, image, creds).0
-}
-
-/// Addresses the pod listens on (TCP), read in the pod's own network namespace.
-fn pod_listeners(app: &Appliance) -> BTreeSet<String> {
-    let pid = app.inspect(&app.container("registry"), "{{.State.Pid}}");
-    let out = Command::new("nsenter")
-        .args(["-t", &pid, "-n", "ss", "-Hltn"])
-        .output()
-        .expect("nsenter runs");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    text(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
-        .collect()
 }
 
 /// Polls until `GET /v2/` answers at all (after a pod was replaced behind registry-up's back).
@@ -105,15 +90,26 @@ fn auth_is_enforced(image: &str, archive: fn() -> &'static Path) {
     );
     assert!(registry.contains("referrers API not served"), "{registry}");
 
-    // The registry runs with tracing export off, and listens on the pod's loopback only: no debug or
-    // metrics listener (the image's own config has one on :5001), nothing but nginx's port outside.
+    // The registry runs with tracing export off, and listens on its socket only: no debug or metrics
+    // listener (the image's own config has one on :5001), no TCP port at all (the pod shares the host's
+    // network); nothing but nginx's port outside.
     let env = app.inspect(&app.container("registry"), "{{range .Config.Env}}{{println .}}{{end}}");
     assert!(env.lines().any(|l| l == "OTEL_TRACES_EXPORTER=none"), "{env}");
-    let listeners = pod_listeners(&app);
-    let expected: BTreeSet<String> = ["127.0.0.1:5000".to_string(), format!("0.0.0.0:{}", app.port)]
+    let registry = app.inspect(&app.container("registry"), "{{.State.Pid}}");
+    assert!(
+        common::tcp_listeners(&registry).is_empty(),
+        "{:?}",
+        common::tcp_listeners(&registry)
+    );
+    assert_eq!(
+        common::unix_listeners(&registry),
+        vec!["/run/registry-up/registry.sock"]
+    );
+    let nginx = app.inspect(&app.container("nginx"), "{{.State.Pid}}");
+    let expected: BTreeSet<String> = [format!("0.0.0.0:{}", app.port), format!("[::]:{}", app.port)]
         .into_iter()
         .collect();
-    assert_eq!(listeners, expected);
+    assert_eq!(common::tcp_listeners(&nginx), expected);
 }
 
 #[test]
@@ -128,30 +124,72 @@ fn auth_is_enforced_on_the_2x_layout() {
 
 /// Turns the appliance into what the release before registry 3 support left on disk and running: config
 /// mounted at /etc/docker/registry (where the 2.x image reads it by itself), no `serve` arguments, no
-/// fingerprint header, a cost-10 password hash.
+/// fingerprint header, a cost-10 password hash; and that release's network: the pod on Podman's network
+/// with nginx's port published, the registry on the pod's 127.0.0.1:5000.
 fn as_the_previous_release_wrote_it(app: &Appliance) {
     let config_path = app.config_dir().join("registry/config.yml");
     let config: String = std::fs::read_to_string(&config_path)
         .unwrap()
         .lines()
         .filter(|l| !l.contains("X-Registry-Up-Config") && !l.trim_start().starts_with("- sha256:"))
+        .filter(|l| l.trim() != "net: unix")
         .map(|l| {
             format!(
                 "{}\n",
                 l.replace("/etc/registry-up/htpasswd", "/etc/docker/registry/htpasswd")
+                    .replace("addr: /run/registry-up/registry.sock", "addr: 127.0.0.1:5000")
             )
         })
         .collect();
     std::fs::write(&config_path, config).unwrap();
+    let nginx_path = app.config_dir().join("nginx/registry.conf");
+    let nginx: String = std::fs::read_to_string(&nginx_path)
+        .unwrap()
+        .replace("server unix:/run/registry-up/registry.sock;", "server 127.0.0.1:5000;")
+        .replace(
+            &format!("listen 0.0.0.0:{} ssl;", app.port),
+            &format!("listen {} ssl;", app.port),
+        )
+        .replace(&format!("\n    listen [::]:{} ssl;", app.port), "");
+    std::fs::write(&nginx_path, nginx).unwrap();
     let hash = bcrypt::hash(password(app), 10).unwrap();
     std::fs::write(app.config_dir().join("registry/htpasswd"), format!("admin:{hash}\n")).unwrap();
     let yaml_path = app.config_dir().join("registry-pod.yaml");
-    let yaml = std::fs::read_to_string(&yaml_path)
-        .unwrap()
-        .replace("    args:\n    - serve\n    - /etc/registry-up/config.yml\n", "")
-        .replace("    env:\n    - name: OTEL_TRACES_EXPORTER\n      value: none\n", "")
-        .replace("mountPath: /etc/registry-up:Z", "mountPath: /etc/docker/registry:Z");
-    assert!(!yaml.contains("registry-up:Z") && !yaml.contains("args:"), "{yaml}");
+    // The pod as that release wrote it: this one's, less what issue 19 and registry 3 support added.
+    use serde_yaml_ng::Value;
+    let mut pod: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(&yaml_path).unwrap()).unwrap();
+    pod["metadata"].as_mapping_mut().unwrap().remove("annotations");
+    let spec = pod["spec"].as_mapping_mut().unwrap();
+    spec.remove("hostNetwork");
+    let not_socket = |v: &Value| !v["name"].as_str().unwrap().ends_with("-socket");
+    spec["volumes"].as_sequence_mut().unwrap().retain(not_socket);
+    for container in spec["containers"].as_sequence_mut().unwrap() {
+        let c = container.as_mapping_mut().unwrap();
+        c.remove("command");
+        c.remove("env");
+        c["volumeMounts"].as_sequence_mut().unwrap().retain(not_socket);
+        for mount in c["volumeMounts"].as_sequence_mut().unwrap() {
+            if mount["mountPath"] == "/etc/registry-up:Z" {
+                mount["mountPath"] = "/etc/docker/registry:Z".into();
+            }
+        }
+        if c["name"] == "nginx" {
+            let port = serde_yaml_ng::from_str(&format!(
+                "- {{containerPort: {p}, hostPort: {p}, protocol: TCP}}",
+                p = app.port
+            ))
+            .unwrap();
+            c.insert("ports".into(), port);
+        }
+    }
+    let yaml = serde_yaml_ng::to_string(&pod).unwrap();
+    assert!(
+        !yaml.contains("registry-up:Z")
+            && !yaml.contains("command:")
+            && !yaml.contains("socket")
+            && !yaml.contains("hostNetwork"),
+        "{yaml}"
+    );
     std::fs::write(&yaml_path, yaml).unwrap();
     let out = podman(&["play", "kube", "--replace", &yaml_path.display().to_string()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
@@ -220,33 +258,32 @@ fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
 }
 
 #[test]
-fn verify_fails_auth_and_config_when_the_registry_runs_the_images_own_config() {
+fn verify_fails_when_the_registry_runs_the_images_own_config() {
     let Some(app) = serving(&["--auth", "--no-verify"]) else {
         return;
     };
-    // The pod as a tool that ignores the layout would write it: no arguments, so the 3.x image serves
-    // its built-in config (no auth, no fingerprint), as registry-up did before.
+    // The pod as a tool that ignores the layout would write it: no command, so the 3.x image serves its
+    // built-in config (no auth, no fingerprint, TCP :5000), as registry-up did before. It no longer
+    // listens where nginx looks (the socket), so nothing answers through the proxy, and verify says so.
     let yaml = app.config_dir().join("registry-pod.yaml");
     let original = std::fs::read_to_string(&yaml).unwrap();
-    let args = "    args:\n    - serve\n    - /etc/registry-up/config.yml\n";
-    assert!(original.contains(args), "{original}");
+    let command =
+        "    command:\n    - /bin/sh\n    - -c\n    - umask 0005 && exec registry serve /etc/registry-up/config.yml\n";
+    assert!(original.contains(command), "{original}");
     let stripped = app.tmp.path().join("stripped-pod.yaml");
-    std::fs::write(&stripped, original.replace(args, "")).unwrap();
+    std::fs::write(&stripped, original.replace(command, "")).unwrap();
     let out = podman(&["play", "kube", "--replace", &stripped.display().to_string()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    wait_answering(&app);
-    assert_eq!(app.curl_code(None), "200", "the image's own config has no auth");
+    assert_eq!(
+        app.curl_code(None),
+        "502",
+        "the image's own config does not serve the socket"
+    );
 
     let (code, report) = verify_json(&app, &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_eq!(report["status"], "fail");
-    assert_check(&report, "auth", "fail", &["anonymous GET /v2/ -> 200"]);
-    assert_check(
-        &report,
-        "config",
-        "fail",
-        &["is not running the configuration in", "registry-up up"],
-    );
+    assert_check(&report, "api", "fail", &["502", "the registry behind it does not"]);
 
     // registry-up puts its pod back; verify passes again.
     rerun(&app, &[]).run();

@@ -134,21 +134,22 @@ impl Drop for TestUser {
     }
 }
 
-/// Makes /dev/net/tun usable by users, as udev does on a normal host (not running here); restores it.
-struct TunForUsers(u32);
+/// Closes /dev/net/tun to users while the test runs (restored on drop): the pod uses the host's network,
+/// so rootless Podman needs no user-mode networking (slirp4netns, pasta), which would need it.
+struct TunClosedToUsers(u32);
 
-impl TunForUsers {
+impl TunClosedToUsers {
     fn new() -> Self {
         let mode = std::fs::metadata("/dev/net/tun")
             .expect("/dev/net/tun exists")
             .permissions()
             .mode();
-        std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o666)).unwrap();
-        TunForUsers(mode & 0o777)
+        std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(0o600)).unwrap();
+        TunClosedToUsers(mode & 0o777)
     }
 }
 
-impl Drop for TunForUsers {
+impl Drop for TunClosedToUsers {
     fn drop(&mut self) {
         let _ = std::fs::set_permissions("/dev/net/tun", std::fs::Permissions::from_mode(self.0));
     }
@@ -164,7 +165,7 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
         return;
     }
     let _lock = SUBID_FILES.lock().unwrap_or_else(|e| e.into_inner());
-    let _tun = TunForUsers::new();
+    let _tun = TunClosedToUsers::new();
     let user = TestUser::create('a');
 
     // prepare-user: the range useradd gave is valid and kept; a second run changes nothing.
@@ -209,20 +210,25 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
         assert!(run("chown", &[&user.name, dest.to_str().unwrap()]).status.success());
     }
     let port = common::free_port().to_string();
-    let args = [
-        "--domain",
-        "localhost",
-        "--port",
-        &port,
-        "--registry-image",
-        common::REGISTRY_IMAGE,
-        "--nginx-image",
-        common::NGINX_IMAGE,
-        "--image-archive",
-        &format!("{}/registry.tar", user.home.display()),
-        "--image-archive",
-        &format!("{}/nginx.tar", user.home.display()),
-    ];
+    // Dual-stack on loopback, as issue 19 asks.
+    let v6_name = format!("{}-v6.registry-up.test", user.name);
+    let _v6 = common::HostsEntry::add_address(&v6_name, "::1");
+    let mut args = common::dual_stack_args(&v6_name);
+    args.extend(
+        [
+            "--port",
+            &port,
+            "--registry-image",
+            common::REGISTRY_IMAGE,
+            "--nginx-image",
+            common::NGINX_IMAGE,
+            "--image-archive",
+            &format!("{}/registry.tar", user.home.display()),
+            "--image-archive",
+            &format!("{}/nginx.tar", user.home.display()),
+        ]
+        .map(String::from),
+    );
     user.registry_up().args(args).stdout_has("ok   verify push/pull").run();
     let config = user.home.join(".config/registry-up");
     let data = user.home.join(".local/share/registry-up/data");
@@ -249,6 +255,15 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
     let pushed = skopeo_copy(&src, &image, &config, None);
     let dest = format!("dir:{}", work.path().join("image").display());
     assert_eq!(pushed, skopeo_copy(&image, &dest, &config, None));
+    // Pushed over 127.0.0.1 above, pulled over [::1] here: same digest. verify by the IPv6 literal passes.
+    let over_v6 = format!("docker://{v6_name}:{port}/rootless/nginx:1");
+    let dest = format!("dir:{}", work.path().join("image-v6").display());
+    assert_eq!(pushed, skopeo_copy(&over_v6, &dest, &config, None));
+    user.registry_up()
+        .args(["verify", "--domain", "::1"])
+        .stdout_has("PASS round-trip")
+        .stdout_has(format!("connected to [::1]:{port}"))
+        .run();
 
     // What the registry stored belongs to the user (container root is the user), and keys stay private.
     let blobs: Vec<_> = common::mtimes(&data).into_iter().map(|(p, _)| p).collect();

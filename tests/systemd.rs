@@ -26,14 +26,13 @@ fn base_rootfs(suite: &str) -> PathBuf {
     let dir = guests_dir().join(suite);
     std::fs::create_dir_all(guests_dir()).unwrap();
     let _lock = common::FileLock::new(&guests_dir().join(format!(".{suite}.lock")));
-    if !dir.join(".complete").exists() {
-        let out = Command::new(common::repo().join("tests/guests/build.sh"))
-            .arg(suite)
-            .arg(&dir)
-            .output()
-            .unwrap();
-        assert_exit(&out, 0, &format!("building the {suite} guest"));
-    }
+    // The script returns at once when the tree it would build is there (its checksum in .complete).
+    let out = Command::new(common::repo().join("tests/guests/build.sh"))
+        .arg(suite)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0, &format!("building the {suite} guest"));
     dir
 }
 
@@ -97,10 +96,11 @@ struct Guest {
 }
 
 impl Guest {
-    fn new(suite: &str) -> Self {
+    /// A guest of `suite`; `tag` tells apart the guests one test process boots at once.
+    fn new(suite: &str, tag: &str) -> Self {
         sweep();
         let base = base_rootfs(suite);
-        let name = format!("run-{}-{suite}", std::process::id());
+        let name = format!("run-{}-{suite}{tag}", std::process::id());
         let root = guests_dir().join(&name);
         let _ = std::fs::remove_dir_all(&root);
         let out = Command::new("cp")
@@ -212,6 +212,14 @@ impl Guest {
         self.exec(&refs)
     }
 
+    /// [`Guest::run`] of owned arguments (up's, built from [`up_args`]); asserts it succeeded.
+    fn run_ok(&self, user: Option<(&str, u32)>, args: &[String], what: &str) -> Output {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run(user, &refs);
+        assert_exit(&out, 0, what);
+        out
+    }
+
     fn wait_stopped(&mut self) {
         if let Some(mut child) = self.nspawn.take() {
             let deadline = Instant::now() + Duration::from_secs(60);
@@ -302,9 +310,7 @@ fn up_args(port: &str) -> Vec<String> {
 /// The appliance survives a killed pod, a clean reboot and a power cut, with its images.
 fn survives_everything(guest: &mut Guest, expect_kind: &str) {
     let args = up_args("8443");
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = guest.run(None, &refs);
-    assert_exit(&out, 0, "up in the guest");
+    let out = guest.run_ok(None, &args, "up in the guest");
     assert!(
         text(&out.stdout).contains(expect_kind),
         "the right kind of unit was chosen:\n{}",
@@ -379,18 +385,20 @@ fn survives_everything(guest: &mut Guest, expect_kind: &str) {
 }
 
 /// A booted guest of `suite`; None where the end-to-end tests are skipped.
-fn booted(suite: &str) -> Option<Guest> {
+fn booted(suite: &str, tag: &str) -> Option<Guest> {
     if !common::e2e() {
         return None;
     }
-    let mut guest = Guest::new(suite);
+    let mut guest = Guest::new(suite, tag);
     guest.boot();
     Some(guest)
 }
 
 #[test]
 fn bookworm_podman_4_3_gets_a_classic_unit_that_survives_reboots_and_power_cuts() {
-    let Some(mut guest) = booted("bookworm") else { return };
+    let Some(mut guest) = booted("bookworm", "") else {
+        return;
+    };
     survives_everything(&mut guest, "systemd unit registry-pod.service enabled and started");
     let unit = guest.read("/etc/systemd/system/registry-pod.service");
     assert!(
@@ -409,7 +417,7 @@ fn bookworm_podman_4_3_gets_a_classic_unit_that_survives_reboots_and_power_cuts(
 
 #[test]
 fn trixie_podman_5_gets_a_quadlet_and_a_lingering_user_comes_back_without_login() {
-    let Some(mut guest) = booted("trixie") else { return };
+    let Some(mut guest) = booted("trixie", "") else { return };
     survives_everything(&mut guest, "Quadlet registry-pod.kube started as registry-pod.service");
     assert!(!guest.read("/etc/containers/systemd/registry-pod.kube").is_empty());
     // The unit Quadlet generated from it passes systemd-analyze verify with nothing to say.
@@ -427,9 +435,7 @@ fn trixie_podman_5_gets_a_quadlet_and_a_lingering_user_comes_back_without_login(
     // Switching kinds removes the other one first: never two units for one pod.
     let mut args = up_args("8443");
     args.extend(["--systemd".into(), "unit".into()]);
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = guest.run(None, &refs);
-    assert_exit(&out, 0, "up --systemd unit in the guest");
+    let out = guest.run_ok(None, &args, "up --systemd unit in the guest");
     assert!(
         text(&out.stdout).contains("removed the Quadlet"),
         "{}",
@@ -459,9 +465,7 @@ fn trixie_podman_5_gets_a_quadlet_and_a_lingering_user_comes_back_without_login(
             .success()
     });
     let args = up_args("8444");
-    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = guest.run(Some(("alice", uid)), &refs);
-    assert_exit(&out, 0, "rootless up in the guest");
+    let out = guest.run_ok(Some(("alice", uid)), &args, "rootless up in the guest");
     assert!(
         text(&out.stdout).contains("Quadlet registry-pod.kube started"),
         "{}",
@@ -484,4 +488,137 @@ fn trixie_podman_5_gets_a_quadlet_and_a_lingering_user_comes_back_without_login(
             .status
             .success()
     });
+}
+
+/// On a Fedora/RHEL-like host: firewalld runs and drops what no zone allows. up names the port and the
+/// command; --open-firewall opens it (a client in another network namespace connects); down closes it and
+/// leaves what the administrator opened. Podman 5's skopeo pulls over IPv6 with the CA trust put in place.
+#[test]
+fn trixie_with_firewalld_the_port_is_named_opened_and_closed_again() {
+    let Some(guest) = booted("trixie", "-firewalld") else {
+        return;
+    };
+    let ok = |cmd: &[&str]| {
+        let out = guest.exec(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?}: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        text(&out.stdout)
+    };
+    ok(&["systemctl", "start", "firewalld"]);
+    // An opening of the administrator's own, which down must leave alone.
+    ok(&["firewall-cmd", "--permanent", "--add-port=9999/tcp"]);
+    ok(&["firewall-cmd", "--add-port=9999/tcp"]);
+    // Another machine: a namespace behind a veth pair, in the guest's default zone like any new link.
+    for cmd in [
+        "ip netns add client",
+        "ip link add fw0 type veth peer name fw1",
+        "ip link set fw1 netns client",
+        "ip addr add 10.77.0.1/24 dev fw0",
+        "ip link set fw0 up",
+        "ip -n client addr add 10.77.0.2/24 dev fw1",
+        "ip -n client link set fw1 up",
+        "ip -n client link set lo up",
+    ] {
+        ok(&cmd.split(' ').collect::<Vec<_>>());
+    }
+    let client_connects = || {
+        guest
+            .exec(&[
+                "ip",
+                "netns",
+                "exec",
+                "client",
+                "curl",
+                "-s",
+                "-o",
+                "/dev/null",
+                "--max-time",
+                "3",
+                "--cacert",
+                "/etc/registry-up/ca.crt",
+                "--resolve",
+                "registry.test:8443:10.77.0.1",
+                "https://registry.test:8443/v2/",
+            ])
+            .status
+            .success()
+    };
+
+    std::fs::write(
+        guest.root.join("etc/hosts"),
+        format!("{}::1 registry6.test\n", guest.read("/etc/hosts")),
+    )
+    .unwrap();
+    let mut args = up_args("8443");
+    args.extend(["--san".into(), "::1".into(), "--san".into(), "registry6.test".into()]);
+    let out = guest.run_ok(None, &args, "up in the guest with firewalld");
+    let said = text(&out.stderr);
+    assert!(said.contains("firewalld drops 8443/tcp in zone public"), "{said}");
+    assert!(
+        said.contains("firewall-cmd --zone=public --add-port=8443/tcp && firewall-cmd --permanent --zone=public --add-port=8443/tcp"),
+        "{said}"
+    );
+    assert!(
+        !client_connects(),
+        "firewalld lets the client in before the port is opened"
+    );
+
+    args.push("--open-firewall".into());
+    let out = guest.run_ok(None, &args, "up --open-firewall in the guest");
+    assert!(
+        text(&out.stdout).contains("opened 8443/tcp in firewalld zone public"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(client_connects(), "the client does not get in after --open-firewall");
+    assert!(
+        ok(&["firewall-cmd", "--permanent", "--query-port=8443/tcp"]).contains("yes"),
+        "kept across reboots"
+    );
+    assert!(ok(&[GUEST_BIN, "doctor"]).contains("firewalld allows 8443/tcp in zone public"));
+
+    // trust writes the CA where containers/image looks for each name, an IPv6 address in brackets; Podman
+    // 5's skopeo cannot name a registry by an IPv6 literal (containers/skopeo#631), so it reaches [::1] by a
+    // name for ::1 only, trusting the CA with no flag.
+    let trusted = ok(&[GUEST_BIN, "trust"]);
+    assert!(
+        trusted.contains("/etc/containers/certs.d/[::1]:8443/ca.crt"),
+        "{trusted}"
+    );
+    assert!(
+        trusted.contains("/etc/containers/certs.d/registry6.test:8443/ca.crt"),
+        "{trusted}"
+    );
+    ok(&[
+        "skopeo",
+        "copy",
+        "-q",
+        &format!("oci-archive:{GUEST_IMAGES}/nginx.tar"),
+        "docker://registry6.test:8443/v6/nginx:1",
+    ]);
+    assert!(ok(&["skopeo", "inspect", "docker://registry6.test:8443/v6/nginx:1"]).contains("Digest"));
+
+    let out = guest.run(None, &[GUEST_BIN, "down"]);
+    assert_exit(&out, 0, "down in the guest");
+    assert!(
+        text(&out.stdout).contains("Closed 8443/tcp in firewalld zone public again"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = guest.exec(&["firewall-cmd", "--query-port=8443/tcp"]);
+    assert!(!out.status.success(), "8443/tcp is still open at runtime");
+    let out = guest.exec(&["firewall-cmd", "--permanent", "--query-port=8443/tcp"]);
+    assert!(
+        !out.status.success(),
+        "8443/tcp is still open in the permanent configuration"
+    );
+    assert!(
+        ok(&["firewall-cmd", "--query-port=9999/tcp"]).contains("yes"),
+        "down closed the administrator's port"
+    );
+    assert!(ok(&["firewall-cmd", "--permanent", "--query-port=9999/tcp"]).contains("yes"));
 }

@@ -40,19 +40,33 @@ fn up_serves_pushes_and_pulls_through_tls_to_clients_trusting_its_ca() {
 }
 
 #[test]
-fn only_nginxs_port_is_published_and_the_registry_port_is_unreachable_from_the_host() {
+fn nginx_listens_on_the_host_s_addresses_and_the_registry_on_no_tcp_port_at_all() {
     let Some(app) = serving(&["--no-verify"]) else { return };
-    let pod_ip = app.pod_ip();
-    assert!(!pod_ip.is_empty(), "the pod has an IP on the Podman network");
-    let nginx_addr: SocketAddr = format!("{pod_ip}:{}", app.port).parse().unwrap();
-    assert!(
-        connects(nginx_addr),
-        "nginx answers on the pod address {nginx_addr}: the probe works"
+    let pod = podman(&["pod", "inspect", "--format", "{{.InfraConfig.HostNetwork}}", &app.pod]);
+    assert_eq!(text(&pod.stdout).trim(), "true", "{}", text(&pod.stderr));
+    // nginx binds the host's addresses itself, both families.
+    let nginx = app.inspect(&app.container("nginx"), "{{.State.Pid}}");
+    let expected: std::collections::BTreeSet<String> = [format!("0.0.0.0:{}", app.port), format!("[::]:{}", app.port)]
+        .into_iter()
+        .collect();
+    assert_eq!(common::tcp_listeners(&nginx), expected);
+    for addr in [format!("127.0.0.1:{}", app.port), format!("[::1]:{}", app.port)] {
+        assert!(connects(addr.parse().unwrap()), "nginx answers on {addr}");
+    }
+    // The registry listens on its socket and on no TCP port (no debug or metrics listener either).
+    let registry = app.inspect(&app.container("registry"), "{{.State.Pid}}");
+    assert_eq!(
+        common::unix_listeners(&registry),
+        vec!["/run/registry-up/registry.sock"]
     );
-    // The registry's plain-HTTP port is reachable from no address of the host.
+    assert!(
+        common::tcp_listeners(&registry).is_empty(),
+        "the registry listens on TCP: {:?}",
+        common::tcp_listeners(&registry)
+    );
     for target in [
-        format!("{pod_ip}:5000"),
         "127.0.0.1:5000".to_string(),
+        "[::1]:5000".into(),
         format!("{}:5000", app.domain),
     ] {
         for addr in target.to_socket_addrs().unwrap() {
@@ -62,12 +76,13 @@ fn only_nginxs_port_is_published_and_the_registry_port_is_unreachable_from_the_h
             );
         }
     }
-    let infra = app.inspect(&app.pod, "{{.InfraContainerID}}");
-    let published = podman(&["port", &infra]);
-    assert_eq!(
-        text(&published.stdout).trim(),
-        format!("{}/tcp -> 0.0.0.0:{}", app.port, app.port),
-        "only nginx's port is published"
+    // Its socket is in a volume of the pod's own, which goes with the pod.
+    let volume = format!("{}-socket", app.pod);
+    assert!(podman(&["volume", "exists", &volume]).status.success());
+    Run::bin().args(["down"]).config_dir(app.config_dir()).run();
+    assert!(
+        !podman(&["volume", "exists", &volume]).status.success(),
+        "down leaves {volume} behind"
     );
 }
 
@@ -208,23 +223,16 @@ fn a_proxy_that_never_answers_times_out_showing_both_containers_logs() {
 }
 
 #[test]
-fn the_registry_port_is_unreachable_from_another_network_namespace() {
+fn from_another_network_namespace_nginx_answers_over_ipv4_and_ipv6_and_the_registry_does_not() {
     let Some(app) = serving(&["--no-verify"]) else { return };
-    let pod_ip = app.pod_ip();
     let other = common::NetNs::new();
-    // The probe reaches the pod: nginx's port answers from the other namespace, directly and as published.
-    assert!(
-        other.connects(&pod_ip, app.port),
-        "nginx is reachable at {pod_ip}:{} from {}",
-        app.port,
-        other.name
-    );
-    assert!(
-        other.connects("169.254.77.1", app.port),
-        "the published port is reachable through the host"
-    );
-    // The registry's plain-HTTP port is not, on any address.
-    for host in [pod_ip.as_str(), "169.254.77.1"] {
+    for host in [common::NetNs::HOST_V4, common::NetNs::HOST_V6] {
+        assert!(
+            other.connects(host, app.port),
+            "nginx is not reachable at {host} port {} from {}",
+            app.port,
+            other.name
+        );
         assert!(
             !other.connects(host, 5000),
             "the registry answers on {host}:5000 from another namespace"

@@ -102,6 +102,8 @@ pub fn renew(args: &CertsRenewArgs, rt: &tokio::runtime::Runtime, host: &HostFac
         bundle: None,
         dry_run: false,
         no_verify: false,
+        // Openings made before are kept; a renewal opens nothing new.
+        open_firewall: false,
         wait_timeout: 60,
         // A renewal runs the images already installed: it never reaches for the network.
         pull: crate::cli::PullPolicy::Never,

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use crate::cli::DoctorArgs;
 use crate::error::{ExitStatus, Result};
-use crate::host::HostFacts;
+use crate::firewall::Verdict;
+use crate::host::{HostFacts, PortUse};
+use crate::listen::Listen;
 use crate::preflight::{print_findings, rootless_checks, Finding};
 use crate::runtime::podman::{Podman, PodmanError};
 use crate::state::State;
@@ -28,7 +30,13 @@ pub fn command(args: &DoctorArgs, host: &HostFacts) -> Result<ExitStatus> {
         .or(state.as_ref().map(|s| s.port))
         .unwrap_or(host.default_port());
     let installed_here = state.as_ref().is_some_and(|s| s.port == port);
-    findings.push(port_finding(host, port, installed_here));
+    let saved: &[String] = state.as_ref().map(|s| s.listen.as_slice()).unwrap_or_default();
+    let listen = Listen::parse(saved, host.ipv6, &host.addresses).unwrap_or(Listen::All { ipv6: host.ipv6 });
+    findings.push(port_finding(host, port, &listen, installed_here));
+    let pod = state
+        .as_ref()
+        .map_or(crate::settings::DEFAULT_POD_NAME, |s| s.pod_name.as_str());
+    findings.push(firewall_finding(port, &listen, pod));
     if let Some(domain) = args.domain.clone().or(state.as_ref().map(|s| s.domain.clone())) {
         findings.push(domain_finding(&domain, port));
     }
@@ -99,29 +107,44 @@ fn rootless_findings(host: &HostFacts) -> Vec<Finding> {
     findings
 }
 
-fn port_finding(host: &HostFacts, port: u16, installed_here: bool) -> Finding {
+fn port_finding(host: &HostFacts, port: u16, listen: &Listen, installed_here: bool) -> Finding {
     let start = host.unprivileged_port_start;
     if !host.root && port < start {
-        Finding::problem(
+        return Finding::problem(
             "port",
             format!("port {port} is below net.ipv4.ip_unprivileged_port_start ({start})"),
             format!("use --port {start} or higher, or as root: sysctl -w net.ipv4.ip_unprivileged_port_start={port} (persist in /etc/sysctl.d/)"),
-        )
-    } else {
-        match std::net::TcpListener::bind(("0.0.0.0", port)) {
-            Ok(_) => Finding::ok("port", format!("{port} is free and bindable")),
-            Err(_) if installed_here => Finding::ok("port", format!("{port} is in use by the installed appliance")),
-            Err(e) => {
-                let who = crate::host::port_owner(port)
-                    .map(|(pid, n)| format!(" by {n} (pid {pid})"))
-                    .unwrap_or_default();
-                Finding::problem(
-                    "port",
-                    format!("{port} cannot be bound{who}: {e}"),
-                    "stop that program, or choose another --port",
-                )
-            }
+        );
+    }
+    match crate::host::port_use(&listen.sockets(port)) {
+        PortUse::Free => Finding::ok("port", format!("{port} is free and bindable on {listen}")),
+        PortUse::Taken(_) if installed_here => {
+            Finding::ok("port", format!("{port} is in use by the installed appliance"))
         }
+        PortUse::Taken(owner) => {
+            let who = owner.map(|(pid, n)| format!(" by {n} (pid {pid})")).unwrap_or_default();
+            Finding::problem(
+                "port",
+                format!("{port} is already in use{who}"),
+                "stop that program, or choose another --port",
+            )
+        }
+    }
+}
+
+/// Whether the host firewall lets clients reach the port.
+fn firewall_finding(port: u16, listen: &Listen, pod: &str) -> Finding {
+    match crate::firewall::check(port, listen, pod, &crate::listen::host_addresses()) {
+        Verdict::Open(detail) => Finding::ok("firewall", detail),
+        Verdict::Unknown(why) => Finding::info("firewall", format!("not checked: {why}")),
+        Verdict::Closed { what, openings } => Finding::problem(
+            "firewall",
+            format!("{what}: clients on other hosts cannot connect"),
+            format!(
+                "registry-up up --open-firewall, or by hand:\n{}",
+                crate::firewall::commands(&openings)
+            ),
+        ),
     }
 }
 

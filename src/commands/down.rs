@@ -19,6 +19,7 @@ const CONFIG_ENTRIES: &[&str] = &[
     crate::layout::CA_CERT,
     crate::layout::POD_YAML,
     crate::layout::STATE,
+    crate::layout::FIREWALL,
 ];
 
 pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
@@ -67,6 +68,10 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
         podman.down(&args.appliance.config_dir.join(crate::layout::POD_YAML))?;
     }
     println!("Stopped and removed the pod {}.", state.pod_name);
+    // What up opened in the firewall, and only that, is closed again.
+    for opening in crate::firewall::close_all(&args.appliance.config_dir)? {
+        println!("Closed {} again in the firewall.", opening.describe());
+    }
     if !args.purge {
         println!(
             "Kept the data in {}, and the certificates and settings in {}: registry-up up brings it back.",

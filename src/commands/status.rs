@@ -222,7 +222,14 @@ fn print_text(s: &Status) {
     } else {
         format!(" (also {})", state.sans.join(", "))
     };
-    println!("registry   https://{}:{}/{sans}", state.domain, state.port);
+    let host = state.url_host();
+    println!("registry   https://{host}:{}/{sans}", state.port);
+    let listen = if state.listen.is_empty() {
+        "every address of this host".to_string()
+    } else {
+        state.listen.join(", ")
+    };
+    println!("listen     {listen}");
     println!(
         "auth       {}",
         state

@@ -15,6 +15,7 @@ pub fn trust_paths(state: &State, host: &HostFacts) -> Vec<PathBuf> {
     names.extend(state.sans.iter().cloned());
     let mut paths = Vec::new();
     for name in names {
+        // containers/image looks for HOST:PORT as in the image reference: an IPv6 address in brackets.
         let name = if name.contains(':') { format!("[{name}]") } else { name };
         for root in host.trust_roots() {
             paths.push(root.join(format!("{name}:{}", state.port)).join("ca.crt"));
@@ -81,7 +82,7 @@ pub fn command(args: &TrustArgs, host: &HostFacts) -> Result<()> {
     println!(
         "\nOn every other client host, as root, copy {} there and run:\n  install -D -m 0644 ca.crt /etc/containers/certs.d/{host}:{port}/ca.crt\n  install -D -m 0644 ca.crt /etc/docker/certs.d/{host}:{port}/ca.crt",
         ca_path.display(),
-        host = state.domain,
+        host = state.url_host(),
         port = state.port
     );
     Ok(())

@@ -7,7 +7,7 @@ mod registry_config;
 mod state;
 mod systemd;
 
-pub use pod::{container_name, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER};
+pub use pod::{container_name, socket_volume, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER};
 pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
 
 use crate::layout::*;
@@ -148,6 +148,7 @@ pub(crate) mod tests {
             domain: HostName::parse("registry.example.com", "d").unwrap(),
             sans: vec![HostName::parse("10.0.0.5", "d").unwrap()],
             port: 8443,
+            listen: crate::listen::Listen::All { ipv6: true },
             registry_image: "docker.io/library/registry:3.1.1".into(),
             nginx_image: "docker.io/library/nginx:1.28-alpine".into(),
             pod_name: "registry-pod".into(),

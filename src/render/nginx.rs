@@ -6,12 +6,19 @@ const TEMPLATE: &str = include_str!("../../templates/registry.conf");
 
 pub fn render(settings: &Settings) -> String {
     let names: Vec<String> = settings.cert_names().iter().map(|n| n.url_host()).collect();
+    // `[::]` listens on IPv6 only (nginx sets ipv6only=on), next to the IPv4 socket.
+    let listen: Vec<String> = settings
+        .listen
+        .sockets(settings.port)
+        .iter()
+        .map(|s| format!("listen {s} ssl;"))
+        .collect();
     super::fill(
         TEMPLATE,
         &[
-            ("port", &settings.port.to_string()),
+            ("listen", &listen.join("\n    ")),
             ("server_names", &names.join(" ")),
-            ("registry_port", &crate::layout::REGISTRY_PORT.to_string()),
+            ("registry_socket", crate::layout::REGISTRY_SOCKET),
         ],
     )
 }

@@ -21,11 +21,16 @@ struct Pod {
 struct Metadata {
     name: String,
     labels: BTreeMap<&'static str, String>,
+    annotations: BTreeMap<&'static str, String>,
 }
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PodSpec {
+    /// The pod shares the host's network: nginx binds the host's addresses itself, IPv4 and IPv6 alike
+    /// on every Podman (4.3 to 5, rootful and rootless), with no NAT hop and the clients' own addresses
+    /// in the logs. The registry has no TCP port at all (a Unix socket in `socket`).
+    host_network: bool,
     restart_policy: &'static str,
     containers: Vec<Container>,
     volumes: Vec<Volume>,
@@ -36,13 +41,11 @@ struct PodSpec {
 struct Container {
     name: &'static str,
     image: String,
-    /// Replaces the image's CMD and keeps its ENTRYPOINT.
+    /// Replaces the image's ENTRYPOINT.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    args: Vec<String>,
+    command: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     env: Vec<EnvVar>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    ports: Vec<ContainerPort>,
     volume_mounts: Vec<VolumeMount>,
 }
 
@@ -54,16 +57,8 @@ struct EnvVar {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ContainerPort {
-    container_port: u16,
-    host_port: u16,
-    protocol: &'static str,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
 struct VolumeMount {
-    name: &'static str,
+    name: String,
     /// `PATH:Z`: Podman relabels the host folder for SELinux (a no-op on hosts without it), so enforcing
     /// hosts work without editing anything. Podman 4.3 to 5 read options after the path; the older
     /// `bind-mount-options:<path>` annotations are refused by Podman 5 and hold only one path there.
@@ -74,9 +69,17 @@ struct VolumeMount {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Volume {
-    name: &'static str,
-    host_path: HostPath,
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_path: Option<HostPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    empty_dir: Option<EmptyDir>,
 }
+
+/// A volume Podman makes for the pod and removes with it. Podman 4.3 gives it the volume's name as a
+/// named volume, so the name carries the pod's.
+#[derive(Serialize)]
+struct EmptyDir {}
 
 #[derive(Serialize)]
 struct HostPath {
@@ -97,26 +100,68 @@ pub fn container_name(pod: &str, container: &str) -> String {
 /// The label on the pod saying registry-up made it (Podman copies it to the pod).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const NGINX_CONTAINER: &str = "nginx";
+/// The annotation recording where nginx listens.
+pub const LISTEN_ANNOTATION: &str = "registry-up/listen";
+
+fn listen_text(settings: &Settings) -> String {
+    let sockets: Vec<String> = settings
+        .listen
+        .sockets(settings.port)
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    sockets.join(" ")
+}
+
+/// The registry's command: `registry serve CONFIG` under umask 0005, so the socket it creates is writable
+/// by nginx's workers (an unprivileged user, "other" to the root-owned socket; connect(2) needs write
+/// permission) while others still cannot read or enter anything the registry writes. distribution has no
+/// setting for the socket's mode, and Podman none for a container's umask in kube YAML; both official
+/// layouts (Alpine) have /bin/sh and `registry` on PATH.
+fn registry_command() -> Vec<String> {
+    let config = registry_config::config_path_in_container();
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("umask 0005 && exec registry serve {config}"),
+    ]
+}
+
+/// The name of the pod's socket volume (Podman 4.3 makes it a named volume: one per pod).
+pub fn socket_volume(pod: &str) -> String {
+    format!("{pod}-socket")
+}
 
 pub fn render(settings: &Settings) -> String {
     let dir = |rel: &str| settings.config_dir.join(rel).display().to_string();
-    let volume = |name, path: String| Volume {
-        name,
-        host_path: HostPath {
+    let volume = |name: &str, path: String| Volume {
+        name: name.into(),
+        host_path: Some(HostPath {
             path,
             kind: "Directory",
-        },
+        }),
+        empty_dir: None,
     };
-    let mount = |name, path: &str, read_only| VolumeMount {
-        name,
-        mount_path: format!("{path}:Z"),
-        read_only,
+    // A private SELinux label (Z) for what one container uses, a shared one (z) for the socket both use.
+    let labelled = |label: char| {
+        move |name: &str, path: &str, read_only| VolumeMount {
+            name: name.into(),
+            mount_path: format!("{path}:{label}"),
+            read_only,
+        }
     };
+    let (mount, shared) = (labelled('Z'), labelled('z'));
+    let socket = socket_volume(&settings.pod_name);
     let volumes = vec![
         volume("registry-data", settings.data_dir.display().to_string()),
         volume("registry-config", dir("registry")),
         volume("nginx-conf", dir("nginx")),
         volume("tls", dir("tls")),
+        Volume {
+            name: socket.clone(),
+            host_path: None,
+            empty_dir: Some(EmptyDir {}),
+        },
     ];
     let pod = Pod {
         api_version: "v1",
@@ -124,43 +169,39 @@ pub fn render(settings: &Settings) -> String {
         metadata: Metadata {
             name: settings.pod_name.clone(),
             labels: BTreeMap::from([(MANAGED_BY_LABEL, "registry-up".to_string())]),
+            // New listen addresses need a new pod: an nginx reload cannot move a socket the running master
+            // holds (a wildcard next to a specific address on one port is refused), so they are part of the pod.
+            annotations: BTreeMap::from([(LISTEN_ANNOTATION, listen_text(settings))]),
         },
         spec: PodSpec {
+            host_network: true,
             restart_policy: "Always",
             containers: vec![
                 Container {
                     name: REGISTRY_CONTAINER,
                     image: settings.registry_image.clone(),
-                    // Both official layouts run `registry serve PATH` from these arguments (3.x: ENTRYPOINT
-                    // registry; 2.x: its entrypoint script), so the registry reads our config whatever the
-                    // image's own CMD names; `up` refuses an image of any other layout.
-                    args: vec!["serve".into(), registry_config::config_path_in_container()],
+                    command: registry_command(),
                     // 3.0 images export traces to localhost:4318 unless told not to.
                     env: vec![EnvVar {
                         name: "OTEL_TRACES_EXPORTER",
                         value: "none",
                     }],
-                    // No ports: the registry listens on the pod's loopback only and is never published.
-                    ports: Vec::new(),
                     volume_mounts: vec![
                         mount("registry-data", STORAGE_PATH, false),
                         mount("registry-config", registry_config::MOUNT_PATH, true),
+                        shared(&socket, crate::layout::SOCKET_DIR, false),
                     ],
                 },
                 Container {
                     name: NGINX_CONTAINER,
                     image: settings.nginx_image.clone(),
-                    args: Vec::new(),
+                    command: Vec::new(),
                     env: Vec::new(),
-                    // nginx listens on the same port inside, so Host headers and redirects carry it.
-                    ports: vec![ContainerPort {
-                        container_port: settings.port,
-                        host_port: settings.port,
-                        protocol: "TCP",
-                    }],
+                    // connect(2) to a socket on a read-only mount works: nginx cannot replace it.
                     volume_mounts: vec![
                         mount("nginx-conf", "/etc/nginx/conf.d", true),
                         mount("tls", "/etc/nginx/tls", true),
+                        shared(&socket, crate::layout::SOCKET_DIR, true),
                     ],
                 },
             ],

@@ -53,8 +53,9 @@ struct Enabled {
 
 #[derive(Serialize, Deserialize)]
 struct Http {
-    /// Loopback only: containers of one pod share a network namespace, so nginx reaches it and
-    /// nothing outside the pod does.
+    /// A Unix socket in a volume only the pod mounts: the pod shares the host's network, so a TCP port,
+    /// even on loopback, would be reachable from the host past nginx.
+    net: String,
     addr: String,
     secret: String,
     headers: Headers,
@@ -119,7 +120,8 @@ pub fn render(http_secret: &str, auth: bool) -> String {
             delete: Enabled { enabled: true },
         },
         http: Http {
-            addr: format!("127.0.0.1:{}", crate::layout::REGISTRY_PORT),
+            net: "unix".into(),
+            addr: crate::layout::REGISTRY_SOCKET.into(),
             secret: http_secret.into(),
             headers: Headers {
                 x_content_type_options: vec!["nosniff".into()],

@@ -9,6 +9,7 @@ pub fn render(settings: &Settings, service: Service) -> String {
         domain: settings.domain.to_string(),
         sans: settings.sans.iter().map(|s| s.to_string()).collect(),
         port: settings.port,
+        listen: settings.listen.saved(),
         registry_image: settings.registry_image.clone(),
         nginx_image: settings.nginx_image.clone(),
         pod_name: settings.pod_name.clone(),

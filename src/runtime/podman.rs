@@ -440,7 +440,11 @@ impl Podman {
 
     /// `podman pod rm -f -i NAME`: stops and removes a pod by name (when its YAML cannot be trusted).
     pub fn remove_pod(&self, pod: &str) -> Result<()> {
-        self.text(&["pod", "rm", "-f", "-i", "-t", "10", pod]).map(|_| ())
+        self.text(&["pod", "rm", "-f", "-i", "-t", "10", pod])?;
+        // The pod takes its socket volume along, unless its containers were removed first by hand.
+        // (-f: a volume that is not there is no error.)
+        let volume = crate::render::socket_volume(pod);
+        self.text(&["volume", "rm", "-f", &volume]).map(|_| ())
     }
 
     /// `podman play kube --down YAML`: stops and removes the pod.

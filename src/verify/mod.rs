@@ -147,9 +147,9 @@ async fn network_checks(
     deep_report: &mut Option<report::Deep>,
 ) -> std::result::Result<(), String> {
     let addrs = resolve(target, opts, deadline, checks).await?;
-    let addr = connect(&addrs, deadline, checks).await?;
-    tls(target, addr, deadline, checks).await?;
-    checks.push(api(target, deadline).await?);
+    let connected = connect(&addrs, deadline, checks).await?;
+    tls(target, connected[0], deadline, checks).await?;
+    checks.push(api(target, &connected, deadline).await?);
     // What the running registry enforces: auth as set up, and the config registry-up wrote.
     checks.extend(live::checks(target, opts.config.as_ref(), remaining(deadline)).await);
     checks.extend(round_trip_and_cleanup(target, opts, deadline).await);
@@ -199,46 +199,60 @@ async fn resolve(
     Ok(addrs)
 }
 
-/// 2. TCP connect, to the first address that answers.
+/// 2. TCP connect to every address the name resolves to (A and AAAA): clients pick any of them, so
+///    each must answer. Err only when none does; the checks after it use those that did.
 async fn connect(
     addrs: &[SocketAddr],
     deadline: Instant,
     checks: &mut Vec<Check>,
-) -> std::result::Result<SocketAddr, String> {
+) -> std::result::Result<Vec<SocketAddr>, String> {
     let t = Instant::now();
-    let mut connected = None;
-    let mut errors = Vec::new();
-    for addr in addrs {
-        match tokio::time::timeout(
-            remaining(deadline).min(Duration::from_secs(10)),
-            tokio::net::TcpStream::connect(addr),
-        )
+    let limit = remaining(deadline).min(Duration::from_secs(10));
+    let attempts = addrs.iter().map(|addr| async move {
+        let outcome = match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+            Ok(Ok(_)) => Ok(*addr),
+            Ok(Err(e)) => Err(format!("{addr}: {e}")),
+            Err(_) => Err(format!("{addr}: timed out")),
+        };
+        outcome
+    });
+    let (connected, errors): (Vec<_>, Vec<_>) = futures_util::future::join_all(attempts)
         .await
-        {
-            Ok(Ok(_)) => {
-                connected = Some(*addr);
-                break;
-            }
-            Ok(Err(e)) => errors.push(format!("{addr}: {e}")),
-            Err(_) => errors.push(format!("{addr}: timed out")),
-        }
-    }
-    let Some(addr) = connected else {
-        checks.push(Check::new(
+        .into_iter()
+        .partition(|r| r.is_ok());
+    let connected: Vec<SocketAddr> = connected.into_iter().filter_map(|r| r.ok()).collect();
+    let errors: Vec<String> = errors.into_iter().filter_map(|r| r.err()).collect();
+    let shown: Vec<String> = connected.iter().map(|a| a.to_string()).collect();
+    let check = match (connected.is_empty(), errors.is_empty()) {
+        (true, _) => Check::new(
             "tcp",
             Status::Fail,
             format!("nothing accepts connections: {}", errors.join("; ")),
             t.elapsed(),
-        ));
-        return Err("no TCP connection".into());
+        ),
+        (false, true) => Check::new(
+            "tcp",
+            Status::Pass,
+            format!("connected to {}", shown.join(" and ")),
+            t.elapsed(),
+        ),
+        (false, false) => Check::new(
+            "tcp",
+            Status::Fail,
+            format!(
+                "connected to {}, but not to {}: clients may pick any address the name has, so each must reach \
+                 the registry (fix the name's records, or where the registry listens: registry-up --listen)",
+                shown.join(" and "),
+                errors.join("; ")
+            ),
+            t.elapsed(),
+        ),
     };
-    checks.push(Check::new(
-        "tcp",
-        Status::Pass,
-        format!("connected to {addr}"),
-        t.elapsed(),
-    ));
-    Ok(addr)
+    checks.push(check);
+    if connected.is_empty() {
+        return Err("no TCP connection".into());
+    }
+    Ok(connected)
 }
 
 /// 3. TLS, judged piece by piece.
@@ -269,32 +283,63 @@ async fn tls(
     Ok(())
 }
 
-/// 4. The registry API answers through the proxy; Err when no HTTPS client can be made.
-async fn api(target: &Target, deadline: Instant) -> std::result::Result<Check, String> {
+/// 4. The registry API answers through the proxy, over each address that took a connection; Err when
+///    no HTTPS client can be made.
+async fn api(target: &Target, addrs: &[SocketAddr], deadline: Instant) -> std::result::Result<Check, String> {
     let t = Instant::now();
-    let http = target.http_client(remaining(deadline)).map_err(|e| e.message)?;
-    Ok(match http.get(&target.url("/v2/")).send().await {
-        Err(e) => Check::new(
-            "api",
-            Status::Fail,
-            format!("GET /v2/ failed: {}", target::chain(&e)),
-            t.elapsed(),
-        ),
-        Ok(resp) => {
-            let code = resp.status().as_u16();
-            let version = resp
-                .headers()
-                .get("docker-distribution-api-version")
-                .and_then(|v| v.to_str().ok())
-                .map(String::from);
-            match (code, version) {
-                (200 | 401, Some(v)) => Check::new("api", Status::Pass, format!("GET /v2/ -> {code}, Docker-Distribution-Api-Version: {v}"), t.elapsed()),
-                (200 | 401, None) => Check::new("api", Status::Fail, format!("GET /v2/ -> {code} without a Docker-Distribution-Api-Version header: this is not a registry, or a proxy drops the header"), t.elapsed()),
-                (502..=504, _) => Check::new("api", Status::Fail, format!("GET /v2/ -> {code}: the proxy answers but the registry behind it does not (is the registry container running?)"), t.elapsed()),
-                (code, _) => Check::new("api", Status::Fail, format!("GET /v2/ -> HTTP {code}, expected 200"), t.elapsed()),
+    // An IP literal has one address, and no name to point elsewhere.
+    let several = addrs.len() > 1;
+    let mut answers = Vec::new();
+    for addr in addrs {
+        let http = target
+            .http_client_at(remaining(deadline), Some(*addr))
+            .map_err(|e| e.message)?;
+        let via = if several {
+            format!(" via {}", addr.ip())
+        } else {
+            String::new()
+        };
+        match api_answer(http.get(&target.url("/v2/")).send().await) {
+            Ok(answer) => answers.push((addr.ip(), answer)),
+            Err(problem) => {
+                return Ok(Check::new(
+                    "api",
+                    Status::Fail,
+                    format!("GET /v2/{via} {problem}"),
+                    t.elapsed(),
+                ))
             }
         }
-    })
+    }
+    let shown: Vec<String> = answers
+        .iter()
+        .map(|(ip, (code, _))| format!("{code} via {ip}"))
+        .collect();
+    let (code, version) = answers.first().map(|(_, a)| a.clone()).unwrap_or_default();
+    let codes = if several { shown.join(", ") } else { code.to_string() };
+    Ok(Check::new(
+        "api",
+        Status::Pass,
+        format!("GET /v2/ -> {codes}, Docker-Distribution-Api-Version: {version}"),
+        t.elapsed(),
+    ))
+}
+
+/// The status and API version of a good answer to GET /v2/, or what is wrong with the answer.
+fn api_answer(sent: reqwest::Result<reqwest::Response>) -> std::result::Result<(u16, String), String> {
+    let resp = sent.map_err(|e| format!("failed: {}", target::chain(&e)))?;
+    let code = resp.status().as_u16();
+    let version = resp
+        .headers()
+        .get("docker-distribution-api-version")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    match (code, version) {
+        (200 | 401, Some(v)) => Ok((code, v)),
+        (200 | 401, None) => Err(format!("-> {code} without a Docker-Distribution-Api-Version header: this is not a registry, or a proxy drops the header")),
+        (502..=504, _) => Err(format!("-> {code}: the proxy answers but the registry behind it does not (is the registry container running?)")),
+        (code, _) => Err(format!("-> HTTP {code}, expected 200")),
+    }
 }
 
 /// 5 and 6. The round trip, then its clean-up. On the appliance host it runs only when it leaves room:

@@ -63,6 +63,11 @@ impl Target {
     }
 
     pub fn reference(&self, repository: &str, tag: &str) -> Result<Reference> {
+        // oci-client's reference grammar has no bracketed IPv6 host; the parts are known good, so the
+        // reference is built from them (oci-client puts the registry into URLs as it is).
+        if self.host.starts_with('[') {
+            return Ok(Reference::with_tag(self.registry(), repository.into(), tag.into()));
+        }
         let text = format!("{}/{repository}:{tag}", self.registry());
         Reference::from_str(&text).map_err(|e| {
             Error::usage(format!(
@@ -79,9 +84,18 @@ impl Target {
     }
 
     pub fn http_client(&self, timeout: Duration) -> Result<Http> {
+        self.http_client_at(timeout, None)
+    }
+
+    /// An HTTPS client that connects to `address` whatever the name resolves to (same name in TLS and
+    /// Host), so that each address the name has can be asked in turn.
+    pub fn http_client_at(&self, timeout: Duration, address: Option<std::net::SocketAddr>) -> Result<Http> {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .timeout(timeout);
+        if let Some(address) = address {
+            builder = builder.resolve(&self.host, address);
+        }
         if let Some(pem) = &self.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem)
                 .map_err(|e| Error::usage(format!("The CA file cannot be read as PEM certificates ({e}): give --ca the CA certificate (PEM) clients trust.")))?;

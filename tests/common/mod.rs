@@ -183,6 +183,16 @@ fn sweep_leftovers() {
                 remove_pod(name);
             }
         }
+        // Socket volumes of dead runs' pods that were removed some other way.
+        let out = podman(&["volume", "ls", "--format", "{{.Name}}"]);
+        for name in text(&out.stdout).lines() {
+            let pid = name
+                .strip_prefix(POD_PREFIX)
+                .and_then(|r| r.split('-').next()?.parse::<u32>().ok());
+            if pid.is_some_and(|p| !pid_alive(p)) && name.ends_with("-socket") {
+                podman(&["volume", "rm", "-f", name]);
+            }
+        }
         // Before any test of this process has a line: the only moment the file may shrink.
         edit_hosts(
             |line| {
@@ -239,14 +249,37 @@ fn edit_hosts(drop: impl Fn(&str) -> bool, add: Option<&str>, compact: bool) {
     }
 }
 
-/// A hosts line mapping `name` to 127.0.0.1, removed on drop.
+/// The flags of issue 19's loopback appliance, `--domain localhost --san ::1 --san 127.0.0.1`, and a name
+/// for ::1 only (`v6_name`): Debian 12's skopeo cannot parse a bracketed IPv6 address in an image reference,
+/// so it reaches [::1] by that name.
+pub fn dual_stack_args(v6_name: &str) -> Vec<String> {
+    [
+        "--domain",
+        "localhost",
+        "--san",
+        "::1",
+        "--san",
+        "127.0.0.1",
+        "--san",
+        v6_name,
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// A hosts line mapping `name` to 127.0.0.1 (or another address), removed on drop.
 pub struct HostsEntry {
     line: String,
 }
 
 impl HostsEntry {
     pub fn add(name: &str) -> Self {
-        let line = format!("127.0.0.1 {name} {HOSTS_TAG}{}", std::process::id());
+        Self::add_address(name, "127.0.0.1")
+    }
+
+    /// `name` also resolves to `address` (an AAAA next to the A, for instance).
+    pub fn add_address(name: &str, address: &str) -> Self {
+        let line = format!("{address} {name} {HOSTS_TAG}{}", std::process::id());
         edit_hosts(|_| false, Some(&line), false);
         HostsEntry { line }
     }
@@ -258,8 +291,9 @@ impl Drop for HostsEntry {
     }
 }
 
+/// A port free on IPv4 and IPv6 alike (a dual-stack socket on `[::]`).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind(("0.0.0.0", 0))
+    std::net::TcpListener::bind(("::", 0))
         .unwrap()
         .local_addr()
         .unwrap()
@@ -455,12 +489,6 @@ impl Appliance {
         let at = |c: &str| self.inspect(&self.container(c), "{{.State.StartedAt}}");
         (at("registry"), at("nginx"))
     }
-
-    /// The pod's address on the Podman network.
-    pub fn pod_ip(&self) -> String {
-        let infra = self.inspect(&self.pod, "{{.InfraContainerID}}");
-        self.inspect(&infra, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}")
-    }
 }
 
 /// Removes the pod `pod` at once: its containers first with `-t 0` (Podman 4.3's `pod rm -t 0` still
@@ -484,6 +512,8 @@ pub fn remove_pod(pod: &str) {
         podman(&args);
     }
     podman(&["pod", "rm", "-f", "-i", "-t", "0", pod]);
+    // Removing the containers first leaves the pod's socket volume (a named volume on Podman 4.3).
+    podman(&["volume", "rm", "-f", &format!("{pod}-socket")]);
 }
 
 impl Drop for Appliance {
@@ -823,8 +853,8 @@ pub fn mtimes(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime)> {
     out
 }
 
-/// A network namespace joined to the host by a veth pair (169.254.77.0/30, link-local), with a default
-/// route through the host: "another machine" on this host. Removed on drop.
+/// A network namespace joined to the host by a veth pair (169.254.77.0/30 and fd77:77::/64), with default
+/// routes through the host: "another machine" on this host, over IPv4 and IPv6. Removed on drop.
 pub struct NetNs {
     pub name: String,
     host_link: String,
@@ -853,8 +883,18 @@ impl NetNs {
         ip(&["-n", &name, "link", "set", &peer, "up"]);
         ip(&["-n", &name, "link", "set", "lo", "up"]);
         ip(&["-n", &name, "route", "add", "default", "via", "169.254.77.1"]);
+        // nodad: usable at once, not tentative for a second or two.
+        ip(&["addr", "add", "fd77:77::1/64", "dev", &host_link, "nodad"]);
+        ip(&["-n", &name, "addr", "add", "fd77:77::2/64", "dev", &peer, "nodad"]);
+        ip(&["-n", &name, "-6", "route", "add", "default", "via", "fd77:77::1"]);
         ns
     }
+
+    /// The host's addresses on the link to the namespace, and the namespace's own.
+    pub const HOST_V4: &'static str = "169.254.77.1";
+    pub const HOST_V6: &'static str = "fd77:77::1";
+    pub const NS_V4: &'static str = "169.254.77.2";
+    pub const NS_V6: &'static str = "fd77:77::2";
 
     /// Whether a TCP connection from inside the namespace to `host:port` succeeds within 3 s.
     pub fn connects(&self, host: &str, port: u16) -> bool {
@@ -873,6 +913,29 @@ impl Drop for NetNs {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
         let _ = Command::new("ip").args(["link", "del", &self.host_link]).output();
     }
+}
+
+/// What process `pid` listens on, as `ss FLAGS` shows it (in the host's network namespace): the local
+/// address column of each of its sockets.
+fn listeners(pid: &str, flags: &str, column: usize) -> Vec<String> {
+    let out = Command::new("ss").args([flags]).output().expect("ss runs");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let owner = format!("pid={pid},");
+    text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&owner))
+        .filter_map(|l| l.split_whitespace().nth(column).map(String::from))
+        .collect()
+}
+
+/// The TCP addresses process `pid` listens on.
+pub fn tcp_listeners(pid: &str) -> std::collections::BTreeSet<String> {
+    listeners(pid, "-Hltnp", 3).into_iter().collect()
+}
+
+/// The Unix socket paths process `pid` listens on, as it names them.
+pub fn unix_listeners(pid: &str) -> Vec<String> {
+    listeners(pid, "-Hlxp", 4)
 }
 
 /// A tmpfs of `mib` MiB mounted on an appliance's data directory (a small disk that fills up); on drop the

@@ -6,7 +6,10 @@
 #   tests/guests/build.sh SUITE OUT_DIR        (SUITE: bookworm gives Podman 4.3, trixie Podman 5)
 set -euo pipefail
 suite=${1:?usage: build.sh SUITE OUT_DIR} out=${2:?usage: build.sh SUITE OUT_DIR}
-[ -f "$out/.complete" ] && exit 0
+# A tree built by another version of this script is rebuilt: .complete holds the script's checksum.
+stamp=$(sha256sum "$0" | cut -c1-16)
+[ "$(cat "$out/.complete" 2>/dev/null)" = "$stamp" ] && exit 0
+rm -rf "$out"
 command -v debootstrap >/dev/null || { echo "build.sh: debootstrap is missing: make deps" >&2; exit 2; }
 rm -rf "$out.tmp"
 mkdir -p "$(dirname "$out")"
@@ -16,6 +19,8 @@ if [ "$suite" != bookworm ]; then
   # trixie: kmod (else systemd-modules-load fails), nftables (netavark calls nft), and what user@.service
   # and rootless networking need.
   packages=$packages,kmod,nftables,libpam-systemd,dbus-user-session,passt
+  # firewalld, as on Fedora/RHEL-family hosts (disabled below; the firewall test starts it).
+  packages=$packages,firewalld
 fi
 debootstrap --variant=minbase --include="$packages" "$suite" "$out.tmp" http://deb.debian.org/debian >"$out.log" 2>&1 ||
   { tail -20 "$out.log" >&2; exit 1; }
@@ -38,6 +43,10 @@ echo "registry-up-$suite" >"$out.tmp/etc/hostname"
 # Nothing needs a console login.
 ln -sf /dev/null "$out.tmp/etc/systemd/system/console-getty.service"
 ln -sf /dev/null "$out.tmp/etc/systemd/system/getty@.service"
+# firewalld stays off unless a test turns it on: the other tests run without a host firewall.
+if [ -e "$out.tmp/usr/lib/systemd/system/firewalld.service" ]; then
+  systemctl --root="$out.tmp" disable firewalld.service >/dev/null 2>&1
+fi
 rm -rf "$out.tmp/var/cache/apt/archives/"*.deb
-touch "$out.tmp/.complete"
+echo "$stamp" >"$out.tmp/.complete"
 mv "$out.tmp" "$out"

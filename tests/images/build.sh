@@ -65,6 +65,8 @@ registry_root() {
   local r=$1
   base_files "$r"
   copy_binary "$r" /usr/bin/docker-registry /bin/registry
+  # Both official layouts are Alpine images with a shell, which the pod uses to set the registry's umask.
+  copy_binary "$r" /bin/dash /bin/sh
   printf 'root:x:0:0:root:/root:/bin/sh\n' >"$r/etc/passwd"
   printf 'root:x:0:\n' >"$r/etc/group"
   mkdir -p "$r/var/lib/registry"
@@ -111,7 +113,6 @@ save registry "$r" '["registry"]' '["serve", "/etc/distribution/config.yml"]'
 # the script turns `serve PATH` or a bare *.yml path into `registry serve PATH`, as the 2.x image's does.
 r="$work/registry-2x"
 registry_root "$r"
-copy_binary "$r" /bin/dash /bin/sh
 mkdir -p "$r/etc/docker/registry"
 dev_config >"$r/etc/docker/registry/config.yml"
 cat >"$r/entrypoint.sh" <<'SH'

@@ -10,6 +10,7 @@ use crate::bundle::{self, CheckedBundle};
 use crate::cli::UpArgs;
 use crate::desired::{self, Desired};
 use crate::error::{Error, ExitStatus, Result};
+use crate::firewall::Verdict;
 use crate::host::HostFacts;
 use crate::layout;
 use crate::lock::{self, ApplianceLock};
@@ -65,6 +66,12 @@ impl PodmanFacts {
 
 /// The settings of this run, from the flags, the installed state and a bundle's image names.
 fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings, Option<CheckedBundle>, bool)> {
+    if args.open_firewall && !host.root {
+        return Err(Error::usage(
+            "--open-firewall changes the host's firewall, which only root may: run registry-up as root, or leave \
+             out --open-firewall (up then says whether the port is closed, and the command root would run).",
+        ));
+    }
     let previous = crate::state::read_state(&args.setup.config_dir)?;
     let mut settings = Settings::resolve(&args.setup, previous.as_ref(), host)?;
     settings.check_port_allowed(host)?;
@@ -182,7 +189,10 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
         changes_need: plan.pod_needs(),
     });
     if decide::port_must_be_free(ready.status.is_some(), same_port) {
-        decide::port_problem(settings.port, &crate::host::port_use(settings.port))?;
+        decide::port_problem(
+            settings.port,
+            &crate::host::port_use(&settings.listen.sockets(settings.port)),
+        )?;
     }
 
     if args.dry_run {
@@ -200,6 +210,14 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
                 args.pull.name()
             ));
         }
+        let addresses = crate::listen::host_addresses();
+        let firewall = match crate::firewall::check(settings.port, &settings.listen, &settings.pod_name, &addresses) {
+            Verdict::Closed { what, .. } if args.open_firewall => format!("{what}: would be opened"),
+            Verdict::Closed { what, .. } => format!("{what}: left closed (--open-firewall opens it)"),
+            Verdict::Open(detail) => detail,
+            Verdict::Unknown(why) => format!("not checked: {why}"),
+        };
+        out.line(&format!("  firewall  {firewall}"));
         return Ok(());
     }
     execute(
@@ -392,6 +410,7 @@ fn execute(
         Ok(((), summary(plan, n)))
     })?;
     out.step("start pod", || start(settings, podman, plan, service, action, host))?;
+    firewall(args, out, settings)?;
     if settings.rootless && service != Service::Direct {
         linger(out, args.setup.linger, &host.user);
     }
@@ -452,6 +471,48 @@ fn execute(
     Ok(())
 }
 
+/// Whether clients on other hosts get through the host firewall: said, and with --open-firewall made so.
+/// Openings this appliance made for a port it no longer uses are closed.
+fn firewall(args: &UpArgs, out: &Reporter, settings: &Settings) -> Result<()> {
+    let dir = &settings.config_dir;
+    let (old, mut kept): (Vec<_>, Vec<_>) = crate::firewall::opened(dir)?
+        .into_iter()
+        .partition(|o| o.port() != settings.port);
+    for opening in &old {
+        out.step("close old port", || {
+            opening.close()?;
+            Ok(((), format!("closed {} again", opening.describe())))
+        })?;
+    }
+    if !old.is_empty() {
+        crate::firewall::record(dir, &kept)?;
+    }
+    let host_addresses = crate::listen::host_addresses();
+    match crate::firewall::check(settings.port, &settings.listen, &settings.pod_name, &host_addresses) {
+        Verdict::Open(detail) => out.step("firewall", || Ok(((), detail))),
+        Verdict::Unknown(why) => out.step("firewall", || Ok(((), format!("not checked: {why}")))),
+        Verdict::Closed { openings, .. } if args.open_firewall => out.step("open firewall", || {
+            for opening in &openings {
+                opening.open()?;
+                if !kept.contains(opening) {
+                    kept.push(opening.clone());
+                }
+                crate::firewall::record(dir, &kept)?;
+            }
+            let opened: Vec<String> = openings.iter().map(|o| o.describe()).collect();
+            Ok(((), format!("opened {} (registry-up down closes it)", opened.join(", "))))
+        }),
+        Verdict::Closed { what, openings } => {
+            out.warn(&format!(
+                "{what}, so clients on other hosts cannot connect: run registry-up again with --open-firewall, or \
+                 open it by hand:\n{}",
+                crate::firewall::commands(&openings)
+            ));
+            Ok(())
+        }
+    }
+}
+
 /// The password (when new), where the registry is, and how clients trust it.
 fn closing_words(settings: &Settings, desired: &Desired) -> String {
     let mut text = String::new();
@@ -485,6 +546,12 @@ fn closing_words(settings: &Settings, desired: &Desired) -> String {
         "\nThe registry is up at https://{host}/ (pod {}).\n{trust}\nThen: podman push IMAGE {host}/NAME:TAG",
         settings.pod_name
     ));
+    if settings.domain.is_ipv6() {
+        text.push_str(
+            "\nPodman, skopeo and buildah cannot name a registry by an IPv6 address (containers/skopeo#631; docker \
+             can): give clients a DNS or /etc/hosts name for it, and add that name with --san.",
+        );
+    }
     text
 }
 

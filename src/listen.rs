@@ -1,0 +1,217 @@
+//! Where nginx answers: every address of the host (both families where the host has IPv6), or only the
+//! addresses given with `--listen`. The pod shares the host's network, so these are real binds on the
+//! host, with no NAT hop in between.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// Every address: IPv4, and IPv6 too when the host has it (nginx fails to start on `[::]` without).
+    All { ipv6: bool },
+    /// Only these addresses (wildcards `0.0.0.0` and `::` allowed), sorted, without duplicates.
+    Only(Vec<IpAddr>),
+}
+
+impl Listen {
+    /// The addresses as given (`--listen`, or state.json); none means every address. Each must be an IP
+    /// literal this host has, or a wildcard.
+    pub fn parse(given: &[String], host_ipv6: bool, host_addresses: &[IpAddr]) -> Result<Self> {
+        if given.is_empty() {
+            return Ok(Listen::All { ipv6: host_ipv6 });
+        }
+        let mut addresses = Vec::new();
+        for text in given {
+            let trimmed = text.trim();
+            let bare = trimmed
+                .strip_prefix('[')
+                .and_then(|s| s.strip_suffix(']'))
+                .unwrap_or(trimmed);
+            let ip: IpAddr = bare.parse().map_err(|_| {
+                Error::usage(format!(
+                    "--listen '{text}' is not an IP address: give one of this host's addresses ({}), or 0.0.0.0 / :: \
+                     for all of one family.",
+                    shown(host_addresses)
+                ))
+            })?;
+            if !ip.is_unspecified() && !host_addresses.contains(&ip) {
+                return Err(Error::usage(format!(
+                    "--listen {ip} is not an address of this host, so nginx could not listen there: give one of {} \
+                     (or 0.0.0.0 / :: for all of one family).",
+                    shown(host_addresses)
+                )));
+            }
+            if ip.is_ipv6() && !host_ipv6 {
+                return Err(Error::usage(format!(
+                    "--listen {ip} is an IPv6 address, but IPv6 is off on this host: give an IPv4 address, or turn \
+                     IPv6 on."
+                )));
+            }
+            if !addresses.contains(&ip) {
+                addresses.push(ip);
+            }
+        }
+        addresses.sort();
+        Ok(Listen::Only(addresses))
+    }
+
+    /// What state.json keeps: nothing for every address.
+    pub fn saved(&self) -> Vec<String> {
+        match self {
+            Listen::All { .. } => Vec::new(),
+            Listen::Only(addresses) => addresses.iter().map(|a| a.to_string()).collect(),
+        }
+    }
+
+    /// The sockets nginx binds for `port`.
+    pub fn sockets(&self, port: u16) -> Vec<SocketAddr> {
+        match self {
+            Listen::All { ipv6 } => {
+                let mut all = vec![SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port)];
+                if *ipv6 {
+                    all.push(SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port));
+                }
+                all
+            }
+            Listen::Only(addresses) => addresses.iter().map(|a| SocketAddr::new(*a, port)).collect(),
+        }
+    }
+
+    /// Whether nginx answers on `ip` (an address of this host).
+    pub fn covers(&self, ip: IpAddr) -> bool {
+        self.sockets(0)
+            .iter()
+            .any(|s| s.ip() == ip || (s.ip().is_unspecified() && s.is_ipv4() == ip.is_ipv4()))
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Listen::All { ipv6: true } => write!(f, "all addresses, IPv4 and IPv6"),
+            Listen::All { ipv6: false } => write!(f, "all IPv4 addresses (this host has no IPv6)"),
+            Listen::Only(addresses) => write!(f, "{}", shown(addresses)),
+        }
+    }
+}
+
+fn shown(addresses: &[IpAddr]) -> String {
+    let list: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+    if list.is_empty() {
+        "none found".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Every IP address on this host's interfaces, loopback included (getifaddrs(3)), sorted.
+pub fn host_addresses() -> Vec<(String, IpAddr)> {
+    let mut found = Vec::new();
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `head` with a list we only read and then free once.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return found;
+    }
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned; its fields are valid until freeifaddrs.
+        let entry = unsafe { &*cursor };
+        cursor = entry.ifa_next;
+        if entry.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_name is a NUL-terminated string; ifa_addr points at a sockaddr of the family it names.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.ifa_name) }
+            .to_string_lossy()
+            .into_owned();
+        let ip = unsafe {
+            match i32::from((*entry.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(entry.ifa_addr as *const libc::sockaddr_in);
+                    IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes())
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(entry.ifa_addr as *const libc::sockaddr_in6);
+                    IpAddr::from(sin6.sin6_addr.s6_addr)
+                }
+                _ => continue,
+            }
+        };
+        found.push((name, ip));
+    }
+    // SAFETY: `head` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    found.sort_by_key(|(_, ip)| *ip);
+    found.dedup_by_key(|(_, ip)| *ip);
+    found
+}
+
+/// Whether this host can listen on IPv6 at all (off when booted with ipv6.disable=1).
+pub fn ipv6_available() -> bool {
+    std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ips(list: &[&str]) -> Vec<IpAddr> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn no_address_means_every_address_of_the_families_the_host_has() {
+        let all = Listen::parse(&[], true, &[]).unwrap();
+        assert_eq!(
+            all.sockets(443),
+            vec!["0.0.0.0:443".parse().unwrap(), "[::]:443".parse().unwrap()]
+        );
+        assert!(all.saved().is_empty());
+        let v4 = Listen::parse(&[], false, &[]).unwrap();
+        assert_eq!(v4.sockets(443), vec!["0.0.0.0:443".parse().unwrap()]);
+        assert!(!v4.covers("::1".parse().unwrap()));
+        assert!(v4.covers("10.1.2.3".parse().unwrap()));
+    }
+
+    #[test]
+    fn only_the_host_s_own_addresses_are_taken() {
+        let host = ips(&["127.0.0.1", "::1", "10.0.0.5"]);
+        let given = vec!["[::1]".to_string(), "127.0.0.1".into(), "::1".into()];
+        let only = Listen::parse(&given, true, &host).unwrap();
+        assert_eq!(only, Listen::Only(ips(&["127.0.0.1", "::1"])));
+        assert_eq!(only.saved(), vec!["127.0.0.1", "::1"]);
+        assert!(only.covers("::1".parse().unwrap()));
+        assert!(!only.covers("10.0.0.5".parse().unwrap()));
+
+        let e = Listen::parse(&["192.0.2.1".into()], true, &host).unwrap_err();
+        assert_eq!(e.status, crate::error::ExitStatus::Usage);
+        assert!(
+            e.message.contains("192.0.2.1 is not an address of this host"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("127.0.0.1, ::1, 10.0.0.5"), "{}", e.message);
+        let e = Listen::parse(&["eth0".into()], true, &host).unwrap_err();
+        assert!(e.message.contains("not an IP address"), "{}", e.message);
+        let e = Listen::parse(&["::1".into()], false, &host).unwrap_err();
+        assert!(e.message.contains("IPv6 is off"), "{}", e.message);
+    }
+
+    #[test]
+    fn wildcards_pick_one_family() {
+        let only = Listen::parse(&["0.0.0.0".into()], true, &[]).unwrap();
+        assert!(only.covers("10.9.8.7".parse().unwrap()));
+        assert!(!only.covers("::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn this_host_has_a_loopback_address() {
+        let found = host_addresses();
+        assert!(
+            found.iter().any(|(_, ip)| *ip == IpAddr::from(Ipv4Addr::LOCALHOST)),
+            "{found:?}"
+        );
+    }
+}
