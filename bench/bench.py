@@ -49,8 +49,9 @@ def timed(cmd, **kw):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
+    # Free on IPv4 and IPv6: the appliance listens on both.
+    with socket.socket(socket.AF_INET6) as s:
+        s.bind(("::", 0))
         return s.getsockname()[1]
 
 
@@ -66,6 +67,8 @@ def fmt(samples, unit="s", scale=1.0):
 
 def rm_pod(name):
     subprocess.run(["podman", "pod", "rm", "-f", "-t", "0", name], capture_output=True)
+    # A registry-up pod's socket volume goes with the pod; this is for one whose containers went first.
+    subprocess.run(["podman", "volume", "rm", "-f", f"{name}-socket"], capture_output=True)
 
 
 def make_oci_layout(path: Path, size: int, seed: str):
@@ -186,10 +189,12 @@ MINIMAL_CONF = """server {{
 
 
 def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
+    """Ours is the appliance itself (host network, registry on a Unix socket); the baselines share a pod on
+    Podman's network: the registry published directly, and the classic minimal nginx conf in front of it."""
     work = tmp / "proxy"
     ports = {"direct": free_port(), "ours": free_port(), "minimal": free_port()}
-    render = work / "render"
-    sh([BIN, "render", "--domain", "localhost", "--san", "127.0.0.1", "--port", ports["ours"], "--out", render])
+    ours_pod = "ru-bench-proxy-ours"
+    sh(up_args(work / "ours", ports["ours"], ours_pod) + ["--no-verify"])
     (work / "min").mkdir(parents=True)
     (work / "min/registry.conf").write_text(MINIMAL_CONF.format(port=ports["minimal"]))
     (work / "registry").mkdir()
@@ -205,21 +210,19 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
                  "ports": [{"containerPort": 5000, "hostPort": ports["direct"]}],
                  "volumeMounts": [{"name": "data", "mountPath": "/var/lib/registry"},
                                   {"name": "config", "mountPath": "/etc/docker/registry"}]},
-                {"name": "ours", "image": NGINX_IMAGE, "ports": [{"containerPort": ports["ours"], "hostPort": ports["ours"]}],
-                 "volumeMounts": [{"name": "ours", "mountPath": "/etc/nginx/conf.d"}, {"name": "tls", "mountPath": "/etc/nginx/tls"}]},
                 {"name": "minimal", "image": NGINX_IMAGE, "ports": [{"containerPort": ports["minimal"], "hostPort": ports["minimal"]}],
                  "volumeMounts": [{"name": "min", "mountPath": "/etc/nginx/conf.d"}, {"name": "tls", "mountPath": "/etc/nginx/tls"}]},
             ],
             "volumes": [{"name": n, "hostPath": {"path": str(p), "type": "Directory"}} for n, p in
-                        [("data", work / "data"), ("config", work / "registry"), ("ours", render / "nginx"),
-                         ("min", work / "min"), ("tls", render / "tls")]],
+                        [("data", work / "data"), ("config", work / "registry"), ("min", work / "min"),
+                         ("tls", work / "ours/cfg/tls")]],
         },
     }
     (work / "pod.yaml").write_text(json.dumps(yaml))  # JSON is YAML
     sh(["podman", "play", "kube", work / "pod.yaml"])
     certs = work / "certs"
     certs.mkdir()
-    shutil.copy(render / "ca.crt", certs / "ca.crt")
+    shutil.copy(work / "ours/cfg/ca.crt", certs / "ca.crt")
     for target, port in ports.items():
         url = f"https://127.0.0.1:{port}/v2/" if target != "direct" else f"http://127.0.0.1:{port}/v2/"
         for _ in range(200):
@@ -240,10 +243,11 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
             pull[target].append(timed(["skopeo", "copy", "-q", *src_tls, ref, f"dir:{dest}"]))
             shutil.rmtree(dest)
     spooled = {}
-    for target in ("ours", "minimal"):
-        logs = subprocess.run(["podman", "logs", f"{pod}-{target}"], capture_output=True, text=True)
+    for target, container in (("ours", f"{ours_pod}-nginx"), ("minimal", f"{pod}-minimal")):
+        logs = subprocess.run(["podman", "logs", container], capture_output=True, text=True)
         spooled[target] = "buffered to a temporary file" in logs.stdout + logs.stderr
     rm_pod(pod)
+    rm_pod(ours_pod)
     shutil.rmtree(work)
     for direction, samples, goal in (("push", push, 1.10), ("pull", pull, 1.20)):
         direct = statistics.median(samples["direct"])
@@ -378,7 +382,7 @@ def main():
             if wanted("proxy"):
                 bench_proxy(tmp, big, size_mib)
         finally:
-            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-verify"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
+            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
                 rm_pod(pod)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
     podman = sh(["podman", "--version"]).stdout.strip()
