@@ -178,7 +178,7 @@ MINIMAL_CONF = """server {{
     ssl_certificate_key /etc/nginx/tls/server.key;
     client_max_body_size 0;
     location /v2/ {{
-        proxy_pass http://127.0.0.1:5000;
+        proxy_pass http://127.0.0.1:{direct};
         proxy_set_header Host $http_host;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
@@ -190,27 +190,29 @@ MINIMAL_CONF = """server {{
 
 def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
     """Ours is the appliance itself (host network, registry on a Unix socket); the baselines share a pod on
-    Podman's network: the registry published directly, and the classic minimal nginx conf in front of it."""
+    the host's network too, so that no path has a NAT hop: the registry on a port of its own, and the
+    classic minimal nginx conf in front of it."""
     work = tmp / "proxy"
     ports = {"direct": free_port(), "ours": free_port(), "minimal": free_port()}
     ours_pod = "ru-bench-proxy-ours"
     sh(up_args(work / "ours", ports["ours"], ours_pod) + ["--no-verify"])
     (work / "min").mkdir(parents=True)
-    (work / "min/registry.conf").write_text(MINIMAL_CONF.format(port=ports["minimal"]))
+    (work / "min/registry.conf").write_text(MINIMAL_CONF.format(port=ports["minimal"], direct=ports["direct"]))
     (work / "registry").mkdir()
     (work / "registry/config.yml").write_text(
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  delete:\n    enabled: true\nhttp:\n  addr: :5000\n")
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /var/lib/registry\n  delete:\n    enabled: true\nhttp:\n"
+        f"  addr: 127.0.0.1:{ports['direct']}\n")
     (work / "data").mkdir()
     pod = "ru-bench-proxy"
     yaml = {
         "apiVersion": "v1", "kind": "Pod", "metadata": {"name": pod},
         "spec": {
+            "hostNetwork": True,
             "containers": [
                 {"name": "registry", "image": REGISTRY_IMAGE, "args": ["serve", "/etc/docker/registry/config.yml"],
-                 "ports": [{"containerPort": 5000, "hostPort": ports["direct"]}],
                  "volumeMounts": [{"name": "data", "mountPath": "/var/lib/registry"},
                                   {"name": "config", "mountPath": "/etc/docker/registry"}]},
-                {"name": "minimal", "image": NGINX_IMAGE, "ports": [{"containerPort": ports["minimal"], "hostPort": ports["minimal"]}],
+                {"name": "minimal", "image": NGINX_IMAGE,
                  "volumeMounts": [{"name": "min", "mountPath": "/etc/nginx/conf.d"}, {"name": "tls", "mountPath": "/etc/nginx/tls"}]},
             ],
             "volumes": [{"name": n, "hostPath": {"path": str(p), "type": "Directory"}} for n, p in

@@ -71,11 +71,13 @@ pub fn wanted_dirs(settings: &Settings, service: Service, host: &HostFacts) -> V
             enforce_mode: !rel.is_empty() || ours,
         })
         .collect();
-    // The data folder after the registry's: the order the plan has always listed them in.
+    // The data folder after the registry's: the order the plan has always listed them in. Its mode is
+    // enforced: the registry writes under umask 0005 (for its socket), and only a folder others cannot
+    // enter keeps what it writes from them.
     let data = WantedDir {
         path: settings.data_dir.clone(),
         mode: layout::PRIVATE_DIR,
-        enforce_mode: false,
+        enforce_mode: true,
     };
     dirs.insert(4, data);
     // The folders systemd and Quadlet read may not exist yet (a user's never do).

@@ -24,8 +24,8 @@ pub struct HostFacts {
     pub unprivileged_port_start: u16,
     /// The host can listen on IPv6.
     pub ipv6: bool,
-    /// Every address on the host's interfaces (loopback included).
-    pub addresses: Vec<std::net::IpAddr>,
+    /// Every address on the host's interfaces (loopback included), with its interface's name.
+    pub interfaces: Vec<(String, std::net::IpAddr)>,
 }
 
 impl HostFacts {
@@ -58,7 +58,7 @@ impl HostFacts {
                 .and_then(|s| s.trim().parse().ok())
                 .unwrap_or(1024),
             ipv6: crate::listen::ipv6_available(),
-            addresses: crate::listen::host_addresses().into_iter().map(|(_, ip)| ip).collect(),
+            interfaces: crate::listen::host_addresses(),
         }
     }
 
@@ -66,6 +66,11 @@ impl HostFacts {
     pub fn current() -> &'static HostFacts {
         static FACTS: OnceLock<HostFacts> = OnceLock::new();
         FACTS.get_or_init(HostFacts::gather)
+    }
+
+    /// Every address on the host's interfaces.
+    pub fn addresses(&self) -> Vec<std::net::IpAddr> {
+        self.interfaces.iter().map(|(_, ip)| *ip).collect()
     }
 
     /// `/etc/registry-up`, or `$XDG_CONFIG_HOME/registry-up` for a user.
@@ -130,7 +135,10 @@ impl HostFacts {
             quadlet_generator,
             unprivileged_port_start: 1024,
             ipv6: true,
-            addresses: vec![[127, 0, 0, 1].into(), std::net::Ipv6Addr::LOCALHOST.into()],
+            interfaces: vec![
+                ("lo".into(), [127, 0, 0, 1].into()),
+                ("lo".into(), std::net::Ipv6Addr::LOCALHOST.into()),
+            ],
         }
     }
 }

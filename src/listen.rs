@@ -16,12 +16,20 @@ pub enum Listen {
 }
 
 impl Listen {
-    /// The addresses as given (`--listen`, or state.json); none means every address. Each must be an IP
-    /// literal this host has, or a wildcard.
-    pub fn parse(given: &[String], host_ipv6: bool, host_addresses: &[IpAddr]) -> Result<Self> {
-        if given.is_empty() {
-            return Ok(Listen::All { ipv6: host_ipv6 });
+    /// The addresses as given (`--listen`, or `saved` in state.json when `from_state`); none, or `all`,
+    /// means every address. Each must be an IP literal this host has, or a wildcard.
+    pub fn parse(given: &[String], from_state: bool, host_ipv6: bool, host_addresses: &[IpAddr]) -> Result<Self> {
+        let every = Listen::All { ipv6: host_ipv6 };
+        if given.is_empty() || given.iter().any(|g| g.trim() == "all") {
+            return Ok(every);
         }
+        // Where a refused address came from: the user's flag, or what an earlier run saved.
+        let origin = if from_state {
+            " (kept in state.json from an earlier --listen)"
+        } else {
+            ""
+        };
+        let usable: Vec<IpAddr> = host_addresses.iter().copied().filter(|ip| !link_local(*ip)).collect();
         let mut addresses = Vec::new();
         for text in given {
             let trimmed = text.trim();
@@ -31,22 +39,28 @@ impl Listen {
                 .unwrap_or(trimmed);
             let ip: IpAddr = bare.parse().map_err(|_| {
                 Error::usage(format!(
-                    "--listen '{text}' is not an IP address: give one of this host's addresses ({}), or 0.0.0.0 / :: \
-                     for all of one family.",
-                    shown(host_addresses)
+                    "--listen '{text}'{origin} is not an IP address: give one of this host's addresses ({}), or all.",
+                    shown(&usable)
                 ))
             })?;
-            if !ip.is_unspecified() && !host_addresses.contains(&ip) {
+            if link_local(ip) {
                 return Err(Error::usage(format!(
-                    "--listen {ip} is not an address of this host, so nginx could not listen there: give one of {} \
-                     (or 0.0.0.0 / :: for all of one family).",
-                    shown(host_addresses)
+                    "--listen {ip}{origin} is a link-local address, which nginx cannot listen on without its \
+                     interface: give one of {}, or all.",
+                    shown(&usable)
+                )));
+            }
+            if !ip.is_unspecified() && !usable.contains(&ip) {
+                return Err(Error::usage(format!(
+                    "--listen {ip}{origin} is not an address of this host, so nginx could not listen there: give one \
+                     of {} (0.0.0.0 or :: for all of one family, or all).",
+                    shown(&usable)
                 )));
             }
             if ip.is_ipv6() && !host_ipv6 {
                 return Err(Error::usage(format!(
-                    "--listen {ip} is an IPv6 address, but IPv6 is off on this host: give an IPv4 address, or turn \
-                     IPv6 on."
+                    "--listen {ip}{origin} is an IPv6 address, but IPv6 is off on this host: give an IPv4 address, \
+                     or turn IPv6 on."
                 )));
             }
             if !addresses.contains(&ip) {
@@ -54,6 +68,11 @@ impl Listen {
             }
         }
         addresses.sort();
+        // Both wildcards (or the one of a host without IPv6) are every address.
+        let wildcards: Vec<IpAddr> = every.sockets(0).iter().map(|s| s.ip()).collect();
+        if addresses == wildcards {
+            return Ok(every);
+        }
         Ok(Listen::Only(addresses))
     }
 
@@ -148,6 +167,11 @@ pub fn host_addresses() -> Vec<(String, IpAddr)> {
     found
 }
 
+/// fe80::/10: usable only with an interface scope, which nginx's listen cannot be given portably.
+fn link_local(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80)
+}
+
 /// Whether this host can listen on IPv6 at all (off when booted with ipv6.disable=1).
 pub fn ipv6_available() -> bool {
     std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok()
@@ -163,13 +187,13 @@ mod tests {
 
     #[test]
     fn no_address_means_every_address_of_the_families_the_host_has() {
-        let all = Listen::parse(&[], true, &[]).unwrap();
+        let all = Listen::parse(&[], false, true, &[]).unwrap();
         assert_eq!(
             all.sockets(443),
             vec!["0.0.0.0:443".parse().unwrap(), "[::]:443".parse().unwrap()]
         );
         assert!(all.saved().is_empty());
-        let v4 = Listen::parse(&[], false, &[]).unwrap();
+        let v4 = Listen::parse(&[], false, false, &[]).unwrap();
         assert_eq!(v4.sockets(443), vec!["0.0.0.0:443".parse().unwrap()]);
         assert!(!v4.covers("::1".parse().unwrap()));
         assert!(v4.covers("10.1.2.3".parse().unwrap()));
@@ -179,13 +203,13 @@ mod tests {
     fn only_the_host_s_own_addresses_are_taken() {
         let host = ips(&["127.0.0.1", "::1", "10.0.0.5"]);
         let given = vec!["[::1]".to_string(), "127.0.0.1".into(), "::1".into()];
-        let only = Listen::parse(&given, true, &host).unwrap();
+        let only = Listen::parse(&given, false, true, &host).unwrap();
         assert_eq!(only, Listen::Only(ips(&["127.0.0.1", "::1"])));
         assert_eq!(only.saved(), vec!["127.0.0.1", "::1"]);
         assert!(only.covers("::1".parse().unwrap()));
         assert!(!only.covers("10.0.0.5".parse().unwrap()));
 
-        let e = Listen::parse(&["192.0.2.1".into()], true, &host).unwrap_err();
+        let e = Listen::parse(&["192.0.2.1".into()], false, true, &host).unwrap_err();
         assert_eq!(e.status, crate::error::ExitStatus::Usage);
         assert!(
             e.message.contains("192.0.2.1 is not an address of this host"),
@@ -193,17 +217,40 @@ mod tests {
             e.message
         );
         assert!(e.message.contains("127.0.0.1, ::1, 10.0.0.5"), "{}", e.message);
-        let e = Listen::parse(&["eth0".into()], true, &host).unwrap_err();
+        let e = Listen::parse(&["eth0".into()], false, true, &host).unwrap_err();
         assert!(e.message.contains("not an IP address"), "{}", e.message);
-        let e = Listen::parse(&["::1".into()], false, &host).unwrap_err();
+        let e = Listen::parse(&["::1".into()], false, false, &host).unwrap_err();
         assert!(e.message.contains("IPv6 is off"), "{}", e.message);
+        // A saved address that went away says where it came from.
+        let e = Listen::parse(&["10.9.9.9".into()], true, true, &host).unwrap_err();
+        assert!(e.message.contains("kept in state.json"), "{}", e.message);
     }
 
     #[test]
-    fn wildcards_pick_one_family() {
-        let only = Listen::parse(&["0.0.0.0".into()], true, &[]).unwrap();
+    fn wildcards_pick_one_family_and_both_or_all_mean_every_address() {
+        let only = Listen::parse(&["0.0.0.0".into()], false, true, &[]).unwrap();
         assert!(only.covers("10.9.8.7".parse().unwrap()));
         assert!(!only.covers("::1".parse().unwrap()));
+        let both = vec!["::".to_string(), "0.0.0.0".into()];
+        assert_eq!(
+            Listen::parse(&both, false, true, &[]).unwrap(),
+            Listen::All { ipv6: true }
+        );
+        assert_eq!(
+            Listen::parse(&["all".into()], false, true, &[]).unwrap(),
+            Listen::All { ipv6: true }
+        );
+        // Without IPv6, 0.0.0.0 alone is every address.
+        let v4 = Listen::parse(&["0.0.0.0".into()], false, false, &[]).unwrap();
+        assert_eq!(v4, Listen::All { ipv6: false });
+    }
+
+    #[test]
+    fn a_link_local_address_is_refused_and_not_offered() {
+        let host = ips(&["127.0.0.1", "fe80::1"]);
+        let e = Listen::parse(&["fe80::1".into()], false, true, &host).unwrap_err();
+        assert!(e.message.contains("link-local"), "{}", e.message);
+        assert!(!e.message.contains("give one of 127.0.0.1, fe80"), "{}", e.message);
     }
 
     #[test]

@@ -133,11 +133,11 @@ impl Settings {
             .port
             .or(previous.map(|s| s.port))
             .unwrap_or_else(|| host.default_port());
-        let listen_inputs = match (args.listen.is_empty(), previous) {
-            (true, Some(state)) => state.listen.clone(),
-            _ => args.listen.clone(),
+        let (listen_inputs, from_state) = match (args.listen.is_empty(), previous) {
+            (true, Some(state)) => (state.listen.clone(), true),
+            _ => (args.listen.clone(), false),
         };
-        let listen = Listen::parse(&listen_inputs, host.ipv6, &host.addresses)?;
+        let listen = Listen::parse(&listen_inputs, from_state, host.ipv6, &host.addresses())?;
         Ok(Settings {
             domain,
             sans,

@@ -164,10 +164,11 @@ fn listen_pins_the_appliance_to_one_address_and_an_address_the_host_lacks_is_ref
     );
 
     // Back to every address: both families answer again.
-    Run::up(&app)
-        .args(["--listen", "0.0.0.0", "--listen", "::", "--no-verify"])
-        .run();
+    Run::up(&app).args(["--listen", "all", "--no-verify"]).run();
     assert!(connects(&format!("127.0.0.1:{port}")) && connects(&format!("[::1]:{port}")));
+    on(&app, &["status"])
+        .stdout_has("listen     every address of this host")
+        .run();
 }
 
 #[test]
@@ -279,4 +280,29 @@ fn an_nftables_drop_policy_is_named_opened_and_closed_again() {
         before,
         "down leaves the namespace's rules as they were"
     );
+}
+
+/// The registry writes under umask 0005, for its socket: what it writes stays closed to other users only
+/// because no folder on the way lets them in. A data folder given at 0755 is made 0700, and every folder
+/// the registry makes has no execute bit for others.
+#[test]
+fn what_the_registry_writes_stays_closed_to_other_users() {
+    let Some(app) = Appliance::e2e() else { return };
+    std::fs::create_dir_all(app.data_dir()).unwrap();
+    std::fs::set_permissions(app.data_dir(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    Run::up(&app).stdout_has("ok   verify push/pull").run();
+    app.push(&common::image_archives()[1], "closed/nginx:1", None);
+    assert_eq!(common::mode(&app.data_dir()), 0o700);
+    let mut dirs = vec![app.data_dir().join("docker")];
+    let mut seen = 0;
+    while let Some(dir) = dirs.pop() {
+        assert_eq!(common::mode(&dir) & 0o001, 0, "others may enter {}", dir.display());
+        seen += 1;
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            if entry.file_type().unwrap().is_dir() {
+                dirs.push(entry.path());
+            }
+        }
+    }
+    assert!(seen > 10, "the registry made its folders");
 }

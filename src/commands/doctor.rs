@@ -31,12 +31,12 @@ pub fn command(args: &DoctorArgs, host: &HostFacts) -> Result<ExitStatus> {
         .unwrap_or(host.default_port());
     let installed_here = state.as_ref().is_some_and(|s| s.port == port);
     let saved: &[String] = state.as_ref().map(|s| s.listen.as_slice()).unwrap_or_default();
-    let listen = Listen::parse(saved, host.ipv6, &host.addresses).unwrap_or(Listen::All { ipv6: host.ipv6 });
+    let listen = Listen::parse(saved, true, host.ipv6, &host.addresses()).unwrap_or(Listen::All { ipv6: host.ipv6 });
     findings.push(port_finding(host, port, &listen, installed_here));
     let pod = state
         .as_ref()
         .map_or(crate::settings::DEFAULT_POD_NAME, |s| s.pod_name.as_str());
-    findings.push(firewall_finding(port, &listen, pod));
+    findings.push(firewall_finding(port, &listen, pod, host));
     if let Some(domain) = args.domain.clone().or(state.as_ref().map(|s| s.domain.clone())) {
         findings.push(domain_finding(&domain, port));
     }
@@ -133,8 +133,8 @@ fn port_finding(host: &HostFacts, port: u16, listen: &Listen, installed_here: bo
 }
 
 /// Whether the host firewall lets clients reach the port.
-fn firewall_finding(port: u16, listen: &Listen, pod: &str) -> Finding {
-    match crate::firewall::check(port, listen, pod, &crate::listen::host_addresses()) {
+fn firewall_finding(port: u16, listen: &Listen, pod: &str, host: &HostFacts) -> Finding {
+    match crate::firewall::check(port, listen, pod, host) {
         Verdict::Open(detail) => Finding::ok("firewall", detail),
         Verdict::Unknown(why) => Finding::info("firewall", format!("not checked: {why}")),
         Verdict::Closed { what, openings } => Finding::problem(

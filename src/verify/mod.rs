@@ -209,19 +209,19 @@ async fn connect(
     let t = Instant::now();
     let limit = remaining(deadline).min(Duration::from_secs(10));
     let attempts = addrs.iter().map(|addr| async move {
-        let outcome = match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
+        match tokio::time::timeout(limit, tokio::net::TcpStream::connect(addr)).await {
             Ok(Ok(_)) => Ok(*addr),
-            Ok(Err(e)) => Err(format!("{addr}: {e}")),
-            Err(_) => Err(format!("{addr}: timed out")),
-        };
-        outcome
+            Ok(Err(e)) => Err((format!("{addr}: {e}"), no_route(&e))),
+            Err(_) => Err((format!("{addr}: timed out"), false)),
+        }
     });
-    let (connected, errors): (Vec<_>, Vec<_>) = futures_util::future::join_all(attempts)
+    let (connected, failed): (Vec<_>, Vec<_>) = futures_util::future::join_all(attempts)
         .await
         .into_iter()
         .partition(|r| r.is_ok());
     let connected: Vec<SocketAddr> = connected.into_iter().filter_map(|r| r.ok()).collect();
-    let errors: Vec<String> = errors.into_iter().filter_map(|r| r.err()).collect();
+    let failed: Vec<(String, bool)> = failed.into_iter().filter_map(|r| r.err()).collect();
+    let errors: Vec<String> = failed.iter().map(|(e, _)| e.clone()).collect();
     let shown: Vec<String> = connected.iter().map(|a| a.to_string()).collect();
     let check = match (connected.is_empty(), errors.is_empty()) {
         (true, _) => Check::new(
@@ -234,6 +234,17 @@ async fn connect(
             "tcp",
             Status::Pass,
             format!("connected to {}", shown.join(" and ")),
+            t.elapsed(),
+        ),
+        // This host cannot reach that family at all (no IPv6 route, say): not the registry's fault.
+        (false, false) if failed.iter().all(|(_, no_route)| *no_route) => Check::new(
+            "tcp",
+            Status::Warn,
+            format!(
+                "connected to {}; not tried from here, for want of a route: {}",
+                shown.join(" and "),
+                errors.join("; ")
+            ),
             t.elapsed(),
         ),
         (false, false) => Check::new(
@@ -253,6 +264,15 @@ async fn connect(
         return Err("no TCP connection".into());
     }
     Ok(connected)
+}
+
+/// Whether a failed connect means this host has no way to that address at all (no route, no such family
+/// here) rather than that nothing listens there.
+fn no_route(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::ENETUNREACH | libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL)
+    )
 }
 
 /// 3. TLS, judged piece by piece.

@@ -210,8 +210,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
                 args.pull.name()
             ));
         }
-        let addresses = crate::listen::host_addresses();
-        let firewall = match crate::firewall::check(settings.port, &settings.listen, &settings.pod_name, &addresses) {
+        let firewall = match crate::firewall::check(settings.port, &settings.listen, &settings.pod_name, host) {
             Verdict::Closed { what, .. } if args.open_firewall => format!("{what}: would be opened"),
             Verdict::Closed { what, .. } => format!("{what}: left closed (--open-firewall opens it)"),
             Verdict::Open(detail) => detail,
@@ -410,7 +409,7 @@ fn execute(
         Ok(((), summary(plan, n)))
     })?;
     out.step("start pod", || start(settings, podman, plan, service, action, host))?;
-    firewall(args, out, settings)?;
+    firewall(args, out, settings, host)?;
     if settings.rootless && service != Service::Direct {
         linger(out, args.setup.linger, &host.user);
     }
@@ -473,7 +472,7 @@ fn execute(
 
 /// Whether clients on other hosts get through the host firewall: said, and with --open-firewall made so.
 /// Openings this appliance made for a port it no longer uses are closed.
-fn firewall(args: &UpArgs, out: &Reporter, settings: &Settings) -> Result<()> {
+fn firewall(args: &UpArgs, out: &Reporter, settings: &Settings, host: &HostFacts) -> Result<()> {
     let dir = &settings.config_dir;
     let (old, mut kept): (Vec<_>, Vec<_>) = crate::firewall::opened(dir)?
         .into_iter()
@@ -487,9 +486,14 @@ fn firewall(args: &UpArgs, out: &Reporter, settings: &Settings) -> Result<()> {
     if !old.is_empty() {
         crate::firewall::record(dir, &kept)?;
     }
-    let host_addresses = crate::listen::host_addresses();
-    match crate::firewall::check(settings.port, &settings.listen, &settings.pod_name, &host_addresses) {
+    match crate::firewall::check(settings.port, &settings.listen, &settings.pod_name, host) {
         Verdict::Open(detail) => out.step("firewall", || Ok(((), detail))),
+        Verdict::Unknown(why) if args.open_firewall => {
+            out.warn(&format!(
+                "--open-firewall opened nothing: whether the port is closed could not be told ({why})."
+            ));
+            Ok(())
+        }
         Verdict::Unknown(why) => out.step("firewall", || Ok(((), format!("not checked: {why}")))),
         Verdict::Closed { openings, .. } if args.open_firewall => out.step("open firewall", || {
             for opening in &openings {
