@@ -49,6 +49,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Both containers' logs in time order, each line with its container's name.
     Logs(LogsArgs),
+    /// Free the space of what nothing tagged needs (read-only while it runs; pulls keep working).
+    Gc(GcArgs),
 }
 
 /// What the appliance is: shared by `up` and `render`. On a re-run, a flag left out keeps the value of
@@ -281,6 +283,20 @@ pub struct LogsArgs {
     /// Only lines newer than this: a duration such as 30s, 10m, 2h or 1h30m, or an RFC 3339 time.
     #[arg(long, value_name = "DURATION")]
     pub since: Option<String>,
+
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct GcArgs {
+    /// Say what would be freed, and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Seconds a request started before gc may take to finish (a long push) before gc gives up.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub drain_timeout: u64,
 
     #[command(flatten)]
     pub appliance: ApplianceDir,

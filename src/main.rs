@@ -8,6 +8,7 @@ mod desired;
 mod digest;
 mod error;
 mod firewall;
+mod gc;
 mod host;
 mod hostname;
 mod layout;
@@ -25,6 +26,7 @@ mod runtime;
 mod secrets;
 mod settings;
 mod state;
+mod storage;
 mod subid;
 mod verify;
 
@@ -32,8 +34,8 @@ use clap::Parser;
 
 use crate::cli::{CertsCommand, Cli, Command};
 use crate::commands::{
-    bundle as bundle_cmd, certs, doctor, down, logs, prepare_user, render as render_cmd, status, trust, up,
-    verify as verify_cmd,
+    bundle as bundle_cmd, certs, doctor, down, gc as gc_cmd, logs, prepare_user, render as render_cmd, status, trust,
+    up, verify as verify_cmd,
 };
 use crate::error::{ExitStatus, Result};
 use crate::host::HostFacts;
@@ -104,6 +106,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::PrepareUser(args)) => prepare_user::command(args, host),
         Some(Command::Doctor(args)) => doctor::command(args, host),
         Some(Command::Logs(args)) => done(logs::command(args, &rt, host)),
+        Some(Command::Gc(args)) => gc_cmd::command(args, &rt, host),
     }
 }
 

@@ -455,34 +455,5 @@ fn make_oci_layout(dir: &Path, seed: u64) -> PathBuf {
         .unwrap()
         .success());
     let layer = std::fs::read(&layer_path).unwrap();
-    let layout = dir.join("layout");
-    let blobs = layout.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |data: &[u8]| {
-        let hex = common::sha256(data);
-        std::fs::write(blobs.join(&hex), data).unwrap();
-        (format!("sha256:{hex}"), data.len())
-    };
-    let (layer_digest, layer_size) = put(&layer);
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": [layer_digest]}
-    }))
-    .unwrap();
-    let (config_digest, config_size) = put(&config);
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer_size}]
-    }))
-    .unwrap();
-    let (manifest_digest, manifest_size) = put(&manifest);
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size}]
-    });
-    std::fs::write(layout.join("index.json"), index.to_string()).unwrap();
-    layout
+    common::oci_layout(&dir.join("layout"), &layer)
 }

@@ -284,6 +284,12 @@ fn an_ordinary_user_runs_the_appliance_rootless() {
             "{key}"
         );
     }
+    // gc as the user: the registry's files are the user's, and nginx is the user's to switch.
+    user.registry_up()
+        .arg("gc")
+        .stdout_has("PASS deep")
+        .stdout_has("gc freed")
+        .run();
     let status = user.registry_up().args(["status", "--json"]).output();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(status["healthy"], true, "{status:#}");

@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod certs;
 pub mod doctor;
 pub mod down;
+pub mod gc;
 pub mod logs;
 pub mod prepare_user;
 pub mod render;

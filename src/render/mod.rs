@@ -8,6 +8,11 @@ mod state;
 mod systemd;
 
 pub use pod::{container_name, socket_volume, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER};
+/// The nginx conf for `settings`; read-only while gc runs (`maintenance`).
+pub fn nginx_conf(settings: &Settings, maintenance: bool) -> String {
+    nginx::render_for(settings, maintenance)
+}
+
 pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
 
 use crate::layout::*;

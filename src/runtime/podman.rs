@@ -487,6 +487,26 @@ impl Podman {
         Ok(())
     }
 
+    /// `nginx -s reload`, then waits until every worker of the old configuration has exited, so that no
+    /// request it accepted is still running; false when some still run after `wait`.
+    pub fn reload_nginx_drained(&self, container: &str, wait: std::time::Duration) -> Result<bool> {
+        let old: Vec<u32> = self.nginx_workers(container).into_iter().map(|(pid, _)| pid).collect();
+        self.text(&["exec", container, "nginx", "-s", "reload"])?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let now = self.nginx_workers(container);
+            let old_left = now.iter().any(|(pid, _)| old.contains(pid));
+            let new_running = now.iter().any(|(pid, _)| !old.contains(pid));
+            if !old_left && new_running {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
     /// What `registry --version` says in the running registry container, without the program name
     /// (e.g. `github.com/distribution/distribution/v3 3.1.1`).
     pub fn registry_version(&self, container: &str) -> Result<String> {

@@ -4,40 +4,17 @@
 //! can ever reference them, and their files are removed here. Uploads a failed or killed run left in our
 //! own repository are removed too. Only `registry-up/verify` is ever touched.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::round_trip::VERIFY_REPOSITORY;
-
-/// The registry's storage below the data folder (the filesystem driver's layout, the same in 2.x and 3.x).
-const V2: &str = "docker/registry/v2";
-
-/// `data_dir/rel` when every folder on the way below `data_dir` is a real folder, not a symbolic link: the
-/// storage is written by the registry's container, and a link planted there must not lead registry-up to
-/// remove anything outside it.
-fn real_dir(data_dir: &Path, rel: &Path) -> Option<PathBuf> {
-    let mut path = data_dir.to_path_buf();
-    for part in rel.components() {
-        path.push(part);
-        if !std::fs::symlink_metadata(&path).ok()?.is_dir() {
-            return None;
-        }
-    }
-    Some(path)
-}
+use crate::storage::{real_dir, V2};
 
 /// Removes the data of `digests` (`sha256:HEX`); returns the bytes freed.
 pub fn remove_blobs(data_dir: &Path, digests: &[&str]) -> std::io::Result<u64> {
     let mut freed = 0;
     for digest in digests {
-        let Some(hex) = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        else {
-            continue;
-        };
-        let rel = Path::new(V2).join("blobs/sha256").join(&hex[..2]).join(hex);
-        let Some(dir) = real_dir(data_dir, &rel) else {
+        let Some(dir) = crate::storage::blob_dir(digest).and_then(|rel| real_dir(data_dir, &rel)) else {
             continue;
         };
         match std::fs::metadata(dir.join("data")) {
