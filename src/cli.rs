@@ -51,6 +51,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Free the space of what nothing tagged needs (read-only while it runs; pulls keep working).
     Gc(GcArgs),
+    /// What the maintenance timer runs: gc, then read-only while the disk stays above the critical
+    /// watermark, read-write once it is below.
+    Maintain(MaintainArgs),
 }
 
 /// What the appliance is: shared by `up` and `render`. On a re-run, a flag left out keeps the value of
@@ -127,10 +130,32 @@ pub struct SetupArgs {
     #[arg(long)]
     pub linger: bool,
 
+    /// Percent of the data filesystem's use above which verify warns and status says so [default: 90].
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..100))]
+    pub disk_high: Option<u8>,
+
+    /// Percent above which the maintenance run makes the appliance read-only until space is freed
+    /// [default: 97].
+    #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..100))]
+    pub disk_critical: Option<u8>,
+
+    /// A systemd timer that runs `registry-up maintain` (gc, and read-only above the critical watermark)
+    /// [default: off].
+    #[arg(long, value_enum, value_name = "WHEN")]
+    pub maintenance: Option<MaintenanceChoice>,
+
     /// How systemd keeps the pod running: a Quadlet on Podman 4.4+, a classic unit on older Podman, or
     /// none (auto picks; none when systemd is not the init system).
     #[arg(long, value_enum, default_value_t = SystemdChoice::Auto)]
     pub systemd: SystemdChoice,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaintenanceChoice {
+    Hourly,
+    Daily,
+    Weekly,
+    Off,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -298,6 +323,12 @@ pub struct GcArgs {
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub drain_timeout: u64,
 
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MaintainArgs {
     #[command(flatten)]
     pub appliance: ApplianceDir,
 }

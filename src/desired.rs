@@ -43,6 +43,7 @@ pub fn desired(
             pki: &pki,
             secrets: &secrets,
             podman,
+            registry_up: &crate::host::self_path(),
             service,
         },
     );

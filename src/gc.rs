@@ -31,6 +31,8 @@ pub struct Plan {
     pub folders: Vec<(PathBuf, u64)>,
     pub kept_manifests: usize,
     pub kept_blobs: usize,
+    /// Every tag and manifest revision seen: a second reading that differs means the registry wrote.
+    pub fingerprint: Vec<String>,
 }
 
 impl Plan {
@@ -103,13 +105,38 @@ pub fn plan(data_dir: &Path, now: SystemTime) -> Result<Plan> {
         return Ok(plan);
     };
     let repos = repositories(&root.join("repositories"));
+    // Only sha256 is read here: content under another algorithm would never be marked, so it stops gc.
+    let mut algorithm_dirs = vec![root.join("blobs")];
+    for repo in &repos {
+        algorithm_dirs.extend(["_manifests/revisions", "_layers"].map(|d| repo.dir.join(d)));
+    }
+    for dir in algorithm_dirs {
+        if let Some((other, _)) = subdirs(&dir).into_iter().find(|(name, _)| name != "sha256") {
+            return Err(Error::runtime(format!(
+                "The storage holds content under {other} in {}, which gc does not read: nothing was removed.",
+                dir.display()
+            )));
+        }
+    }
     let mut marked: HashSet<String> = HashSet::new();
     for repo in &repos {
         let manifests = repo.dir.join("_manifests");
-        let tags: Vec<(String, String)> = subdirs(&manifests.join("tags"))
-            .into_iter()
-            .filter_map(|(tag, path)| read_link(&path.join("current/link")).map(|d| (tag, d)))
-            .collect();
+        let mut tags: Vec<(String, String)> = Vec::new();
+        for (tag, path) in subdirs(&manifests.join("tags")) {
+            // A link the registry left half written (it writes them in place) must not make a tag's image
+            // look untagged: stop instead.
+            let Some(digest) = read_link(&path.join("current/link")) else {
+                return Err(Error::runtime(format!(
+                    "The tag {}:{tag} has no readable link in the storage ({}), so gc cannot tell what it keeps: \
+                     nothing was removed. Push the tag again (or delete it with skopeo delete), then run gc again.",
+                    repo.name,
+                    path.join("current/link").display()
+                )));
+            };
+            tags.push((tag, digest));
+        }
+        plan.fingerprint
+            .extend(tags.iter().map(|(t, d)| format!("{}:{t}={d}", repo.name)));
         // Tagged manifests, then every manifest a kept index refers to.
         let mut keep: BTreeSet<String> = BTreeSet::new();
         let mut queue: Vec<(String, String)> = tags.iter().map(|(t, d)| (format!("tag {t}"), d.clone())).collect();
@@ -120,7 +147,8 @@ pub fn plan(data_dir: &Path, now: SystemTime) -> Result<Plan> {
             let manifest = read_manifest(data_dir, &digest).map_err(|why| {
                 Error::runtime(format!(
                     "The manifest {digest} of {} ({how}) {why}, so gc cannot tell what it needs: nothing was removed. \
-                     See what is damaged with registry-up verify --deep.",
+                     See what is damaged with registry-up verify --deep; push that image again (or delete its tag \
+                     with skopeo delete), then run gc again.",
                     repo.name
                 ))
             })?;
@@ -131,7 +159,10 @@ pub fn plan(data_dir: &Path, now: SystemTime) -> Result<Plan> {
             }
         }
         plan.kept_manifests += keep.len();
-        for (digest, path) in linked(&manifests.join("revisions")) {
+        let revisions = linked(&manifests.join("revisions"));
+        plan.fingerprint
+            .extend(revisions.iter().map(|(d, _)| format!("{}@{d}", repo.name)));
+        for (digest, path) in revisions {
             if !keep.contains(&digest) {
                 plan.folders.push((path.clone(), 0));
                 plan.manifests.push((repo.name.clone(), digest.clone()));
@@ -146,11 +177,15 @@ pub fn plan(data_dir: &Path, now: SystemTime) -> Result<Plan> {
             }
         }
         for (_, path) in subdirs(&repo.dir.join("_uploads")) {
+            // Last touched: when it started, or when data was last appended, whichever is later.
             let started = std::fs::read_to_string(path.join("startedat"))
                 .ok()
-                .and_then(|t| chrono_free_rfc3339(t.trim()))
-                .or_else(|| std::fs::metadata(&path).and_then(|m| m.modified()).ok());
-            if started.is_some_and(|at| at + ABANDONED_UPLOAD < now) {
+                .and_then(|t| chrono_free_rfc3339(t.trim()));
+            let written = ["data", ""]
+                .iter()
+                .filter_map(|f| std::fs::metadata(path.join(f)).and_then(|m| m.modified()).ok())
+                .max();
+            if started.max(written).is_some_and(|at| at + ABANDONED_UPLOAD < now) {
                 plan.uploads.push((repo.name.clone(), path.clone()));
                 plan.folders.push((path, 0));
             }
@@ -234,8 +269,12 @@ pub fn apply(data_dir: &Path, plan: &Plan) -> Result<u64> {
         let Some(dir) = real_dir(data_dir, rel) else {
             continue;
         };
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::runtime(crate::host::io_failed("remove", &dir, &e)))?;
-        freed += bytes;
+        match std::fs::remove_dir_all(&dir) {
+            // The registry's own upload purge may have been first.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::runtime(crate::host::io_failed("remove", &dir, &e))),
+            Ok(()) => freed += bytes,
+        }
     }
     Ok(freed)
 }

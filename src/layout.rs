@@ -13,6 +13,8 @@ pub const NGINX_CONF: &str = "nginx/registry.conf";
 pub const REGISTRY_CONFIG: &str = "registry/config.yml";
 pub const POD_YAML: &str = "registry-pod.yaml";
 pub const STATE: &str = "state.json";
+/// Present while `registry-up gc` has nginx read-only (or was killed before it could undo that).
+pub const GC_IN_PROGRESS: &str = "gc-in-progress";
 /// What `up --open-firewall` opened in the host firewall, for `down` to close (only that).
 pub const FIREWALL: &str = "firewall.json";
 /// With --auth: the user's password for clients on this host (and verify), and the registry's htpasswd.
@@ -22,6 +24,11 @@ pub const HTPASSWD: &str = "registry/htpasswd";
 /// The systemd unit that runs pod `pod` (a classic unit's file name, and the unit Quadlet generates).
 pub fn unit_name(pod: &str) -> String {
     format!("{pod}.service")
+}
+
+/// The maintenance timer of pod `pod`, and the service it starts.
+pub fn maintenance_units(pod: &str) -> [String; 2] {
+    ["timer", "service"].map(|kind| format!("{pod}-maintenance.{kind}"))
 }
 
 /// The Quadlet file for pod `pod`, in Quadlet's folder.

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod desired;
 mod digest;
+mod disk;
 mod error;
 mod firewall;
 mod gc;
@@ -34,8 +35,8 @@ use clap::Parser;
 
 use crate::cli::{CertsCommand, Cli, Command};
 use crate::commands::{
-    bundle as bundle_cmd, certs, doctor, down, gc as gc_cmd, logs, prepare_user, render as render_cmd, status, trust,
-    up, verify as verify_cmd,
+    bundle as bundle_cmd, certs, doctor, down, gc as gc_cmd, logs, maintain, prepare_user, render as render_cmd,
+    status, trust, up, verify as verify_cmd,
 };
 use crate::error::{ExitStatus, Result};
 use crate::host::HostFacts;
@@ -107,6 +108,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Doctor(args)) => doctor::command(args, host),
         Some(Command::Logs(args)) => done(logs::command(args, &rt, host)),
         Some(Command::Gc(args)) => gc_cmd::command(args, &rt, host),
+        Some(Command::Maintain(args)) => maintain::command(args, &rt, host),
     }
 }
 

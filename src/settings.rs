@@ -6,6 +6,7 @@ use std::str::FromStr;
 use oci_client::Reference;
 
 use crate::cli::SetupArgs;
+use crate::disk::Watermarks;
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::hostname::HostName;
@@ -39,6 +40,9 @@ pub struct Settings {
     pub own_cert: Option<OwnCertFiles>,
     /// Run by an ordinary user: rootless Podman, user units.
     pub rootless: bool,
+    pub watermarks: Watermarks,
+    /// How often the maintenance timer runs (systemd OnCalendar: hourly, daily, weekly); None: no timer.
+    pub maintenance: Option<&'static str>,
 }
 
 pub const DEFAULT_POD_NAME: &str = "registry-pod";
@@ -138,6 +142,17 @@ impl Settings {
             _ => (args.listen.clone(), false),
         };
         let listen = Listen::parse(&listen_inputs, from_state, host.ipv6, &host.addresses())?;
+        let marks = previous.map(|s| s.watermarks()).unwrap_or_default();
+        let watermarks = Watermarks::new(
+            args.disk_high.unwrap_or(marks.high),
+            args.disk_critical.unwrap_or(marks.critical),
+        )?;
+        let maintenance = match args.maintenance {
+            Some(choice) => Self::maintenance_calendar(choice),
+            None => previous
+                .and_then(|s| s.maintenance.as_deref())
+                .and_then(|m| ["hourly", "daily", "weekly"].into_iter().find(|c| *c == m)),
+        };
         Ok(Settings {
             domain,
             sans,
@@ -161,7 +176,14 @@ impl Settings {
             auth_user,
             own_cert,
             rootless: !host.root,
+            watermarks,
+            maintenance,
         })
+    }
+
+    /// The maintenance timer's and service's unit names.
+    pub fn maintenance_units(&self) -> [String; 2] {
+        crate::layout::maintenance_units(&self.pod_name)
     }
 
     /// Every name the server certificate must cover: the domain first, then the extra names.
@@ -182,6 +204,16 @@ impl Settings {
 
     pub fn ca_cert_path(&self) -> PathBuf {
         self.config_dir.join(crate::layout::CA_CERT)
+    }
+
+    fn maintenance_calendar(choice: crate::cli::MaintenanceChoice) -> Option<&'static str> {
+        use crate::cli::MaintenanceChoice as M;
+        match choice {
+            M::Hourly => Some("hourly"),
+            M::Daily => Some("daily"),
+            M::Weekly => Some("weekly"),
+            M::Off => None,
+        }
     }
 
     /// A user cannot bind ports below net.ipv4.ip_unprivileged_port_start; Podman would leave a pod half

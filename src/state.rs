@@ -45,6 +45,28 @@ pub struct State {
     /// Installed by an ordinary user (rootless Podman, user units).
     #[serde(default)]
     pub rootless: bool,
+    /// The disk watermarks, in percent of the data filesystem's use.
+    #[serde(default = "default_high")]
+    pub disk_high: u8,
+    #[serde(default = "default_critical")]
+    pub disk_critical: u8,
+    /// How often the maintenance timer runs (hourly, daily, weekly), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<String>,
+}
+
+fn default_high() -> u8 {
+    crate::disk::DEFAULT_HIGH
+}
+
+fn default_critical() -> u8 {
+    crate::disk::DEFAULT_CRITICAL
+}
+
+impl State {
+    pub fn watermarks(&self) -> crate::disk::Watermarks {
+        crate::disk::Watermarks::new(self.disk_high, self.disk_critical).unwrap_or_default()
+    }
 }
 
 impl State {

@@ -106,13 +106,13 @@ fn gc_frees_what_the_dry_run_predicts_and_every_tag_and_platform_still_pulls() {
     );
     let gone_image = random_image(&work.path().join("gone"), 1 << 20);
     let gone = skopeo_copy(&oci(&gone_image), &app.reference("team/b:1"), &cert_dir, None);
-    let out = skopeo(&[
-        "delete",
-        "--cert-dir",
-        &cert_dir.display().to_string(),
-        &app.reference("team/b:1"),
-    ]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The same image as team/a under another name, deleted there: its blobs stay, team/a needs them.
+    app.push(nginx_tar, "team/d:1", None);
+    for image in ["team/b:1", "team/d:1"] {
+        let cert = cert_dir.display().to_string();
+        let out = skopeo(&["delete", "--cert-dir", &cert, &app.reference(image)]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
 
     let before = stored(&app.data_dir());
     let dry = gc(&app, &["--dry-run"]).stdout_has("Nothing was changed").run();
@@ -131,7 +131,7 @@ fn gc_frees_what_the_dry_run_predicts_and_every_tag_and_platform_still_pulls() {
     );
     // Measured independently: less only by the link files verify's own round trip leaves afterwards.
     let freed = before - stored(&app.data_dir());
-    assert!(predicted - freed < 4096, "predicted {predicted}, freed {freed}");
+    assert!(predicted.abs_diff(freed) < 4096, "predicted {predicted}, freed {freed}");
 
     // Every kept tag pulls with the digest it was pushed with; every platform of the index too.
     for (image, digest) in [("team/a:1", &a1), ("team/a:2", &a2), ("team/c:1", &new)] {
@@ -197,7 +197,7 @@ fn gc_stopped_read_only(app: &Appliance) -> Option<std::process::Child> {
         }
     }
     let conf = std::fs::read_to_string(app.config_dir().join("nginx/registry.conf")).unwrap();
-    if conf.contains("registry-up gc is collecting garbage") {
+    if conf.contains("# registry-up read-only: gc") {
         // Keep reading its output in the background, so that it never blocks on a full pipe.
         std::thread::spawn(move || lines.for_each(drop));
         Some(child)
@@ -219,22 +219,26 @@ fn pulls_go_on_during_gc_and_a_push_gets_a_clear_error() {
     let (pulls, failures) = (AtomicUsize::new(0), AtomicUsize::new(0));
     std::thread::scope(|scope| {
         scope.spawn(|| {
+            let work = tempfile::tempdir().unwrap();
             while !stop.load(Ordering::SeqCst) {
-                let cert_dir = app.config_dir().display().to_string();
-                let reference = app.reference("busy/nginx:1");
-                let out = skopeo(&[
-                    "inspect",
-                    "--cert-dir",
-                    &cert_dir,
-                    "--format",
-                    "{{.Digest}}",
-                    &reference,
-                ]);
-                if !out.status.success() || text(&out.stdout).trim() != digest {
+                // A whole pull, layers and all, into a fresh folder each time.
+                let n = pulls.fetch_add(1, Ordering::SeqCst);
+                let dest = work.path().join(format!("pull-{n}"));
+                let out = common::command("skopeo")
+                    .args(["copy", "-q", "--src-cert-dir"])
+                    .arg(app.config_dir())
+                    .arg("--digestfile")
+                    .arg(work.path().join("digest"))
+                    .arg(app.reference("busy/nginx:1"))
+                    .arg(format!("dir:{}", dest.display()))
+                    .output()
+                    .unwrap();
+                let pulled = std::fs::read_to_string(work.path().join("digest")).unwrap_or_default();
+                if !out.status.success() || pulled.trim() != digest {
                     failures.fetch_add(1, Ordering::SeqCst);
                     eprintln!("pull failed during gc: {}", text(&out.stderr));
                 }
-                pulls.fetch_add(1, Ordering::SeqCst);
+                let _ = std::fs::remove_dir_all(dest);
             }
         });
         // Held read-only: a push is refused, saying why.
@@ -246,21 +250,10 @@ fn pulls_go_on_during_gc_and_a_push_gets_a_clear_error() {
             }
         }
         let mut child = held.expect("gc was caught while read-only in three tries");
-        let src = format!("oci-archive:{}", nginx_tar.display());
-        let cert_dir = app.config_dir().display().to_string();
-        let out = skopeo(&[
-            "copy",
-            "-q",
-            "--dest-cert-dir",
-            &cert_dir,
-            &src,
-            &app.reference("busy/new:1"),
-        ]);
-        assert!(!out.status.success(), "a push went through during gc");
-        assert!(
-            text(&out.stderr).contains("read-only while registry-up gc collects garbage"),
-            "{}",
-            text(&out.stderr)
+        app.assert_push_refused(
+            nginx_tar,
+            "busy/new:1",
+            "read-only while registry-up gc collects garbage",
         );
         unsafe { libc::kill(child.id() as i32, libc::SIGCONT) };
         assert!(child.wait().unwrap().success(), "gc ends well once let go on");
@@ -305,12 +298,32 @@ fn a_gc_killed_at_any_moment_is_made_whole_by_the_next_run() {
         }
         let conf = std::fs::read_to_string(app.config_dir().join("nginx/registry.conf")).unwrap();
         assert!(
-            !conf.contains("registry-up gc is collecting garbage"),
+            !conf.contains("# registry-up read-only"),
             "read-only after kill at {delay_ms} ms"
         );
         assert_eq!(digest_of(&app, "keep/nginx:1", &[]), kept);
         app.push(nginx_tar, &format!("after/kill:{i}"), None);
     }
+    // Killed while read-only (caught there, then SIGKILL): pushes are refused with the reason, status says
+    // so, and up lets writes in again.
+    let mut held = (0..3)
+        .find_map(|_| gc_stopped_read_only(&app))
+        .expect("gc caught while read-only");
+    unsafe { libc::kill(held.id() as i32, libc::SIGKILL) };
+    let _ = held.wait();
+    app.assert_push_refused(nginx_tar, "after/killed:1", "read-only while registry-up gc");
+    Run::bin()
+        .arg("status")
+        .config_dir(app.config_dir())
+        .code(1)
+        .stdout_has("a registry-up gc is running, or was interrupted")
+        .run();
+    Run::up(&app)
+        .args(["--no-verify"])
+        .stdout_has("ok   end an interrupted gc")
+        .run();
+    app.push(nginx_tar, "after/killed:1", None);
+    assert_eq!(digest_of(&app, "keep/nginx:1", &[]), kept);
     Run::bin()
         .args(["verify", "--deep"])
         .config_dir(app.config_dir())
@@ -338,4 +351,76 @@ fn gc_without_a_running_pod_says_to_start_it_and_changes_nothing() {
         .code(4)
         .stderr_has("No appliance is installed")
         .run();
+}
+
+/// Writes `mib` MiB of zeros to `path` (a filler that takes the disk's space; not registry content).
+fn fill(path: &Path, mib: usize) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let block = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        f.write_all(&block).unwrap();
+    }
+    f.sync_all().unwrap();
+}
+
+#[test]
+fn above_the_critical_watermark_maintenance_makes_it_read_only_until_space_is_freed() {
+    let Some(app) = Appliance::e2e() else { return };
+    let disk = common::SmallDisk::mount(app, 2048);
+    let app = &disk.app;
+    let [_, nginx_tar] = common::image_archives();
+    Run::up(app).args(["--disk-high", "50", "--disk-critical", "80"]).run();
+    let kept = app.push(nginx_tar, "keep/nginx:1", None);
+    let (filler, more) = (app.data_dir().join("filler"), app.data_dir().join("filler-2"));
+
+    // Above the high watermark: verify warns, status says so.
+    fill(&filler, 1200);
+    let (code, report) = common::verify_json(app, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    common::assert_check(&report, "storage", "warn", &["at or above the high watermark of 50 %"]);
+    Run::bin()
+        .arg("status")
+        .config_dir(app.config_dir())
+        .stdout_has("(above the high watermark: free space soon)")
+        .run();
+
+    // Above the critical one: the maintenance run makes it read-only; pulls work, pushes say why.
+    fill(&more, 500);
+    Run::bin()
+        .arg("maintain")
+        .config_dir(app.config_dir())
+        .code(1)
+        .stdout_has("at or above the critical watermark of 80 %")
+        .run();
+    app.assert_push_refused(nginx_tar, "more/nginx:1", "above its critical watermark");
+    assert_eq!(digest_of(app, "keep/nginx:1", &[]), kept, "pulls go on");
+    Run::bin()
+        .arg("status")
+        .config_dir(app.config_dir())
+        .code(1)
+        .stdout_has("read-only: the maintenance run found the disk above its critical watermark")
+        .run();
+
+    // Space freed: the next run lets writes in again.
+    std::fs::remove_file(&filler).unwrap();
+    std::fs::remove_file(&more).unwrap();
+    Run::bin()
+        .arg("maintain")
+        .config_dir(app.config_dir())
+        .stdout_has("read-write again")
+        .run();
+    app.push(nginx_tar, "more/nginx:1", None);
+}
+
+#[test]
+fn a_maintenance_timer_without_systemd_is_refused_before_anything_is_written() {
+    let Some(app) = Appliance::e2e() else { return };
+    Run::up(&app)
+        .args(["--maintenance", "daily"])
+        .code(2)
+        .stderr_has("--maintenance installs a systemd timer")
+        .stderr_has("registry-up maintain from cron")
+        .run();
+    assert!(!app.config_dir().exists(), "nothing is written");
 }

@@ -405,10 +405,31 @@ fn bookworm_podman_4_3_gets_a_classic_unit_that_survives_reboots_and_power_cuts(
         unit.contains("Type=notify") && unit.contains("Before=podman-restart.service"),
         "{unit}"
     );
-    // down removes the unit and stops the pod; the data stays.
+    // The maintenance timer: enabled with the appliance; the service it starts runs gc and verify.
+    let mut args = up_args("8443");
+    args.extend(["--maintenance".into(), "daily".into()]);
+    let out = guest.run_ok(None, &args, "up --maintenance daily in the guest");
+    assert!(
+        text(&out.stdout).contains("registry-pod-maintenance.timer runs registry-up maintain daily"),
+        "{}",
+        text(&out.stdout)
+    );
+    let enabled = guest.exec(&["systemctl", "is-enabled", "registry-pod-maintenance.timer"]);
+    assert_eq!(text(&enabled.stdout).trim(), "enabled");
+    let ran = guest.exec(&["systemctl", "start", "registry-pod-maintenance.service"]);
+    assert!(ran.status.success(), "{}", text(&ran.stderr));
+    let journal = guest.exec(&["journalctl", "-u", "registry-pod-maintenance.service", "--no-pager"]);
+    assert!(text(&journal.stdout).contains("gc freed"), "{}", text(&journal.stdout));
+    // down removes the unit, the timer and the pod; the data stays.
     let out = guest.run(None, &[GUEST_BIN, "down"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(guest.read("/etc/systemd/system/registry-pod.service").is_empty());
+    for unit in ["registry-pod-maintenance.timer", "registry-pod-maintenance.service"] {
+        assert!(
+            guest.read(&format!("/etc/systemd/system/{unit}")).is_empty(),
+            "{unit} left behind"
+        );
+    }
     assert!(!guest
         .exec(&["podman", "pod", "exists", "registry-pod"])
         .status

@@ -20,6 +20,7 @@ const CONFIG_ENTRIES: &[&str] = &[
     crate::layout::POD_YAML,
     crate::layout::STATE,
     crate::layout::FIREWALL,
+    crate::layout::GC_IN_PROGRESS,
 ];
 
 pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
@@ -63,6 +64,12 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
     }
     let unit = crate::layout::unit_name(&state.pod_name);
     crate::runtime::systemd::Units::new(host, state.rootless, &unit, &state.pod_name).remove_any()?;
+    if host.systemd_running {
+        let systemctl = crate::runtime::systemd::Systemctl::for_appliance(state.rootless);
+        let units = crate::layout::maintenance_units(&state.pod_name);
+        let names = [units[0].as_str(), units[1].as_str()];
+        crate::runtime::systemd::maintenance_timer(&systemctl, &host.unit_dir(), names, false, false)?;
+    }
     let podman = Podman::find()?;
     if podman.pod_status(&state.pod_name)?.is_some() {
         podman.down(&args.appliance.config_dir.join(crate::layout::POD_YAML))?;

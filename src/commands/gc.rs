@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::cli::{GcArgs, SetupArgs, VerifyArgs};
+use crate::cli::{ApplianceDir, GcArgs, SetupArgs, VerifyArgs};
 use crate::error::{Error, ExitStatus, Result};
 use crate::host::HostFacts;
 use crate::layout;
@@ -24,8 +24,7 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
     let dir = &args.appliance.config_dir;
     let freed = {
         let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
-        let state = crate::state::installed(dir)?;
-        let data_dir = PathBuf::from(&state.data_dir);
+        let (settings, data_dir) = installed(dir, host)?;
         if args.dry_run {
             let plan = crate::gc::plan(&data_dir, SystemTime::now())?;
             println!("gc would free {}.", plan.summary());
@@ -35,19 +34,34 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
             println!("Nothing was changed (--dry-run).");
             return Ok(ExitStatus::Success);
         }
-        let setup = SetupArgs {
-            config_dir: dir.clone(),
-            ..Default::default()
-        };
-        let settings = Settings::resolve(&setup, Some(&state), host)?;
-        collect(args, &settings, &data_dir)?
+        collect(args.drain_timeout, &settings, &data_dir)?
     };
     // The lock is let go: verify takes it itself.
+    let status = verify_deep(&args.appliance, rt, host)?;
+    println!("\ngc freed {freed}.");
+    Ok(status)
+}
+
+/// The installed appliance's settings and data folder.
+pub fn installed(dir: &std::path::Path, host: &HostFacts) -> Result<(Settings, PathBuf)> {
+    let state = crate::state::installed(dir)?;
+    let setup = SetupArgs {
+        config_dir: dir.to_path_buf(),
+        ..Default::default()
+    };
+    Ok((
+        Settings::resolve(&setup, Some(&state), host)?,
+        PathBuf::from(&state.data_dir),
+    ))
+}
+
+/// `registry-up verify --deep` of the appliance, printed; its verdict.
+pub fn verify_deep(appliance: &ApplianceDir, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<ExitStatus> {
     let verify = VerifyArgs {
         domain: None,
         port: None,
         ca: None,
-        appliance: args.appliance.clone(),
+        appliance: appliance.clone(),
         user: None,
         deep: true,
         jobs: 4,
@@ -57,13 +71,11 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
         size: "1MiB".into(),
     };
     println!("\nverify --deep after the collection:");
-    let status = super::verify::command(&verify, rt, host)?;
-    println!("\ngc freed {freed}.");
-    Ok(status)
+    super::verify::command(&verify, rt, host)
 }
 
 /// Read-only, collect, read-write again (also when collecting failed); what was freed, in words.
-fn collect(args: &GcArgs, settings: &Settings, data_dir: &std::path::Path) -> Result<String> {
+pub fn collect(drain_timeout: u64, settings: &Settings, data_dir: &std::path::Path) -> Result<String> {
     let out = Reporter::new();
     let podman = Podman::find()?;
     // gc switches nginx and proves the result through it: a pod that does not run is started first.
@@ -74,28 +86,58 @@ fn collect(args: &GcArgs, settings: &Settings, data_dir: &std::path::Path) -> Re
             settings.pod_name
         )));
     }
+    // Not restarting the registry is safe only while it keeps no blob descriptor cache.
+    let registry = render::container_name(&settings.pod_name, render::REGISTRY_CONTAINER);
+    if let Some(cache) = podman
+        .container_env(&registry)?
+        .into_iter()
+        .find(|e| e.starts_with("REGISTRY_STORAGE_CACHE"))
+    {
+        return Err(Error::usage(format!(
+            "The registry container sets {cache}: a blob descriptor cache goes stale after a collection \
+             (distribution#4569), and gc does not restart the registry: nothing was changed. Use a registry image \
+             without it."
+        )));
+    }
     let nginx = render::container_name(&settings.pod_name, render::NGINX_CONTAINER);
     let conf = settings.config_dir.join(layout::NGINX_CONF);
-    let switch = |maintenance: bool| -> Result<bool> {
-        let text = render::nginx_conf(settings, maintenance);
-        crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)?;
-        podman.reload_nginx_drained(&nginx, Duration::from_secs(args.drain_timeout))
+    let marker = settings.config_dir.join(layout::GC_IN_PROGRESS);
+    // A disk-full read-only (the maintenance run's) is what gc goes back to: it is for maintain to lift.
+    let resting = std::fs::read_to_string(&conf)
+        .is_ok_and(|t| t.contains(render::ReadOnly::DiskFull.marker()))
+        .then_some(render::ReadOnly::DiskFull);
+    let write_conf = |read_only: Option<render::ReadOnly>| {
+        let text = render::nginx_conf(settings, read_only);
+        crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
     };
+    // The marker says nginx may be read-only whatever its file says: up and status look for it.
+    crate::apply::write_atomic(
+        &marker,
+        b"registry-up gc is running or was interrupted\n",
+        layout::PUBLIC,
+    )?;
     let entered = out.step("read-only", || {
-        let drained = switch(true)?;
-        Ok((
-            drained,
-            if drained {
-                "writes get 405 from nginx, reads pass; every request begun before has finished".to_string()
-            } else {
-                format!("a request begun before is still running after {} s", args.drain_timeout)
-            },
-        ))
+        write_conf(Some(render::ReadOnly::Gc))?;
+        let drained = podman.reload_nginx_drained(&nginx, Duration::from_secs(drain_timeout))?;
+        let detail = if drained {
+            "writes get 405 from nginx, reads pass; every request begun before has finished".to_string()
+        } else {
+            format!("a request begun before is still running after {} s", drain_timeout)
+        };
+        Ok((drained, detail))
     });
     let collected = match entered {
         Ok(true) => out.step("collect", || {
             let before = crate::host::tree_size(data_dir);
             let plan = crate::gc::plan(data_dir, SystemTime::now())?;
+            // A write the registry was still finishing when nginx let go of it shows as a changed reading.
+            std::thread::sleep(Duration::from_millis(500));
+            if crate::gc::plan(data_dir, SystemTime::now())?.fingerprint != plan.fingerprint {
+                return Err(Error::runtime(
+                    "The registry stored a tag or manifest while gc was deciding, so nothing was removed: run \
+                     registry-up gc again.",
+                ));
+            }
             crate::gc::apply(data_dir, &plan)?;
             let measured = before.saturating_sub(crate::host::tree_size(data_dir));
             let words = format!(
@@ -108,16 +150,28 @@ fn collect(args: &GcArgs, settings: &Settings, data_dir: &std::path::Path) -> Re
             Ok((words.clone(), format!("removed {}", plan.summary())))
         }),
         Ok(false) => Err(Error::runtime(format!(
-            "A request that began before gc (a long push?) was still running after {} s, so nothing was collected: \
-             run registry-up gc again later, or give it longer with --drain-timeout.",
-            args.drain_timeout
+            "A request that began before gc (a long push or pull) was still running after {} s, so nothing was \
+             collected: run registry-up gc again later, or give it longer with --drain-timeout.",
+            drain_timeout
         ))),
         Err(e) => Err(e),
     };
-    // Whatever happened above, writes are let in again.
-    out.step("read-write", || {
-        switch(false)?;
-        Ok(((), "writes pass again".to_string()))
+    // Whatever happened above, writes are let in again (unless the disk was full before); pulls need not
+    // be waited for.
+    let label = if resting.is_some() {
+        "back to disk-full read-only"
+    } else {
+        "read-write"
+    };
+    out.step(label, || {
+        write_conf(resting)?;
+        podman.reload_nginx(&nginx)?;
+        std::fs::remove_file(&marker).map_err(|e| Error::runtime(crate::host::io_failed("remove", &marker, &e)))?;
+        let detail = match resting {
+            Some(_) => "pushes stay refused until registry-up maintain finds the disk below its critical watermark",
+            None => "writes pass again",
+        };
+        Ok(((), detail.to_string()))
     })?;
     collected
 }

@@ -7,6 +7,7 @@ pub mod doctor;
 pub mod down;
 pub mod gc;
 pub mod logs;
+pub mod maintain;
 pub mod prepare_user;
 pub mod render;
 pub mod status;

@@ -58,6 +58,12 @@ struct Data {
     path: String,
     size_bytes: u64,
     free_bytes: Option<u64>,
+    /// Percent of the data filesystem in use, and the watermarks that judge it.
+    used_percent: Option<u8>,
+    high_watermark: u8,
+    critical_watermark: u8,
+    /// The maintenance run made the appliance read-only: the disk was above the critical watermark.
+    read_only_disk_full: bool,
 }
 
 #[derive(Serialize)]
@@ -160,11 +166,40 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
         &mut problems,
     );
     let data_dir = Path::new(&state.data_dir);
+    let usage = crate::disk::Usage::of(data_dir);
+    let marks = state.watermarks();
+    let nginx_conf =
+        std::fs::read_to_string(args.appliance.config_dir.join(crate::layout::NGINX_CONF)).unwrap_or_default();
     let data = Data {
         path: state.data_dir.clone(),
         size_bytes: crate::host::tree_size(data_dir),
-        free_bytes: crate::host::free_bytes(data_dir),
+        free_bytes: usage.map(|u| u.free),
+        used_percent: usage.map(|u| u.percent()),
+        high_watermark: marks.high,
+        critical_watermark: marks.critical,
+        read_only_disk_full: nginx_conf.contains(crate::render::ReadOnly::DiskFull.marker()),
     };
+    if args.appliance.config_dir.join(crate::layout::GC_IN_PROGRESS).exists() {
+        problems.push(
+            "a registry-up gc is running, or was interrupted: nginx may refuse pushes; if none is running, run \
+             registry-up gc (or up) to finish"
+                .into(),
+        );
+    }
+    if data.read_only_disk_full {
+        problems.push(
+            "read-only: the maintenance run found the disk above its critical watermark (pulls work, pushes are \
+             refused); free space, then registry-up maintain"
+                .into(),
+        );
+    }
+    if let Some(u) = usage.filter(|u| marks.level(u) == crate::disk::Level::Critical) {
+        problems.push(format!(
+            "the data filesystem is {u}, at or above the critical watermark of {} %: free space (delete images, then \
+             registry-up gc) or grow it",
+            marks.critical
+        ));
+    }
     match data.free_bytes {
         Some(free) if free < crate::layout::DISK_NEARLY_FULL => problems.push(format!(
             "only {} free where the registry writes ({}): pushes will fail; free space there",
@@ -230,6 +265,13 @@ fn print_text(s: &Status) {
         state.listen.join(", ")
     };
     println!("listen     {listen}");
+    let maintenance = state
+        .maintenance
+        .as_deref()
+        .map_or("off (registry-up up --maintenance daily)".to_string(), |m| {
+            format!("registry-up maintain runs {m} ({}-maintenance.timer)", state.pod_name)
+        });
+    println!("maintenance {maintenance}");
     println!(
         "auth       {}",
         state
@@ -270,6 +312,16 @@ fn print_text(s: &Status) {
             "data       {} ({} stored, {free} free)",
             d.path,
             HumanBytes(d.size_bytes)
+        );
+        let used = d.used_percent.map_or("unknown".to_string(), |p| format!("{p} %"));
+        let high = if d.used_percent.is_some_and(|p| p >= d.high_watermark) {
+            " (above the high watermark: free space soon)"
+        } else {
+            ""
+        };
+        println!(
+            "disk       {used} used{high}; verify warns at {} %, maintenance makes it read-only at {} %",
+            d.high_watermark, d.critical_watermark
         );
     }
     if let Some(svc) = &s.service {

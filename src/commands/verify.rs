@@ -95,6 +95,7 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
         data_dir: appliance.map(|s| s.data_dir.clone().into()),
         clean_storage: lock.is_some(),
         config: appliance.map(|_| ConfigFile::read(args.appliance.config_dir.join(layout::REGISTRY_CONFIG))),
+        watermarks: appliance.map(|s| s.watermarks()).unwrap_or_default(),
     };
     let (checks, deep) = rt.block_on(run_checks(&target, &opts, pod));
     let report = Report::new(target.registry(), checks, deep, opts.strict, start.elapsed());

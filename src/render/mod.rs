@@ -7,13 +7,14 @@ mod registry_config;
 mod state;
 mod systemd;
 
+pub use nginx::ReadOnly;
 pub use pod::{container_name, socket_volume, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER};
-/// The nginx conf for `settings`; read-only while gc runs (`maintenance`).
-pub fn nginx_conf(settings: &Settings, maintenance: bool) -> String {
-    nginx::render_for(settings, maintenance)
-}
-
 pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
+
+/// The nginx conf for `settings`, read-only for `read_only`'s reason when it is one.
+pub fn nginx_conf(settings: &Settings, read_only: Option<ReadOnly>) -> String {
+    nginx::render_for(settings, read_only)
+}
 
 use crate::layout::*;
 use crate::pki::Pki;
@@ -57,6 +58,8 @@ pub struct Inputs<'a> {
     pub secrets: &'a Secrets,
     /// Absolute path of the podman binary, for the systemd unit.
     pub podman: &'a str,
+    /// Absolute path of registry-up itself, for the maintenance service.
+    pub registry_up: &'a str,
     /// How the pod is kept running: decides whether the unit file is part of the output.
     pub service: Service,
 }
@@ -103,6 +106,18 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
             PRIVATE,
             Reader::Pod,
         ));
+    }
+    // The maintenance timer needs systemd; `up` refuses --maintenance without it.
+    if inputs.service != Service::Direct {
+        for (rel, contents) in systemd::render_maintenance(settings, inputs.registry_up) {
+            files.push(RenderedFile {
+                root: Root::SystemdUnits,
+                rel,
+                contents: contents.into_bytes(),
+                mode: PUBLIC,
+                reader: Reader::Nobody,
+            });
+        }
     }
     match inputs.service {
         Service::SystemdUnit => files.push(RenderedFile {
@@ -162,6 +177,8 @@ pub(crate) mod tests {
             auth_user: None,
             own_cert: None,
             rootless: false,
+            watermarks: crate::disk::Watermarks::default(),
+            maintenance: None,
         }
     }
 
@@ -194,6 +211,7 @@ pub(crate) mod tests {
             pki: &pki,
             secrets: &secrets,
             podman: "/usr/bin/podman",
+            registry_up: "/usr/local/bin/registry-up",
             service,
         };
         render(&sample_settings(), &inputs)
@@ -239,6 +257,7 @@ pub(crate) mod tests {
             pki: &pki,
             secrets: &secrets,
             podman: "/usr/bin/podman",
+            registry_up: "/usr/local/bin/registry-up",
             service: Service::Direct,
         };
         let files = render(&settings, &inputs);

@@ -20,6 +20,9 @@ pub fn render(settings: &Settings, service: Service) -> String {
         auth_user: settings.auth_user.clone(),
         own_cert: settings.own_cert.is_some(),
         rootless: settings.rootless,
+        disk_high: settings.watermarks.high,
+        disk_critical: settings.watermarks.critical,
+        maintenance: settings.maintenance.map(String::from),
     };
     let mut text = serde_json::to_string_pretty(&state).expect("state always serialises");
     text.push('\n');

@@ -4,6 +4,28 @@ use crate::settings::Settings;
 
 const TEMPLATE: &str = include_str!("../../templates/registry-pod.service");
 const QUADLET: &str = include_str!("../../templates/registry-pod.kube");
+const MAINTENANCE_SERVICE: &str = include_str!("../../templates/registry-pod-maintenance.service");
+const MAINTENANCE_TIMER: &str = include_str!("../../templates/registry-pod-maintenance.timer");
+
+/// The maintenance timer and the service it starts, as (file name, contents); none without a schedule.
+pub fn render_maintenance(settings: &Settings, registry_up: &str) -> Vec<(String, String)> {
+    let Some(calendar) = settings.maintenance else {
+        return Vec::new();
+    };
+    let [timer, service] = settings.maintenance_units();
+    let values = [
+        ("pod_name", settings.pod_name.clone()),
+        ("pod_unit", settings.unit_name()),
+        ("registry_up", registry_up.to_string()),
+        ("config_dir", settings.config_dir.display().to_string()),
+        ("calendar", calendar.to_string()),
+    ];
+    let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    vec![
+        (timer, super::fill(MAINTENANCE_TIMER, &values)),
+        (service, super::fill(MAINTENANCE_SERVICE, &values)),
+    ]
+}
 
 /// The Quadlet `.kube` file; the generator names the unit after it.
 pub fn render_quadlet(settings: &Settings) -> String {

@@ -487,17 +487,25 @@ impl Podman {
         Ok(())
     }
 
-    /// `nginx -s reload`, then waits until every worker of the old configuration has exited, so that no
-    /// request it accepted is still running; false when some still run after `wait`.
+    /// `nginx -s reload`, then waits until every worker of the old configuration has exited (none still
+    /// "shutting down"), so that no request it accepted is still running; false when some still run after
+    /// `wait`. Workers it cannot see are an error: "drained" must never be a guess.
     pub fn reload_nginx_drained(&self, container: &str, wait: std::time::Duration) -> Result<bool> {
         let old: Vec<u32> = self.nginx_workers(container).into_iter().map(|(pid, _)| pid).collect();
+        if old.is_empty() {
+            return Err(Error::runtime(format!(
+                "Cannot see the nginx workers of {container} (podman top), so gc cannot tell when requests under \
+                 way have finished: nothing was collected. Check the pod with registry-up status."
+            )));
+        }
         self.text(&["exec", container, "nginx", "-s", "reload"])?;
         let deadline = std::time::Instant::now() + wait;
         loop {
             let now = self.nginx_workers(container);
             let old_left = now.iter().any(|(pid, _)| old.contains(pid));
-            let new_running = now.iter().any(|(pid, _)| !old.contains(pid));
-            if !old_left && new_running {
+            let draining = now.iter().any(|(_, accepting)| !accepting);
+            let new_running = now.iter().any(|(pid, accepting)| *accepting && !old.contains(pid));
+            if !old_left && !draining && new_running {
                 return Ok(true);
             }
             if std::time::Instant::now() >= deadline {
@@ -505,6 +513,18 @@ impl Podman {
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
+    }
+
+    /// The environment of `container` (`NAME=value` lines).
+    pub fn container_env(&self, container: &str) -> Result<Vec<String>> {
+        let text = self.text(&[
+            "container",
+            "inspect",
+            "--format",
+            "{{range .Config.Env}}{{println .}}{{end}}",
+            container,
+        ])?;
+        Ok(text.lines().map(String::from).collect())
     }
 
     /// What `registry --version` says in the running registry container, without the program name

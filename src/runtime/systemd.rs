@@ -96,6 +96,40 @@ pub fn enable_linger(user: &str) -> Result<()> {
     }
 }
 
+/// The maintenance timer of a pod (`timer`, and the `service` it starts) in `unit_dir`: enabled and started
+/// when `on` (after a daemon-reload when `changed`), else stopped and its files removed (only files
+/// registry-up wrote). Returns what was done, for the report.
+pub fn maintenance_timer(
+    systemctl: &Systemctl,
+    unit_dir: &std::path::Path,
+    [timer, service]: [&str; 2],
+    on: bool,
+    changed: bool,
+) -> Result<Option<String>> {
+    if on {
+        if changed {
+            systemctl.run(&["daemon-reload"])?;
+        }
+        systemctl.run(&["enable", "--now", timer])?;
+        return Ok(Some(format!("{timer} enabled")));
+    }
+    let files: Vec<PathBuf> = [timer, service]
+        .iter()
+        .map(|u| unit_dir.join(u))
+        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.starts_with("# Written by registry-up")))
+        .collect();
+    if files.is_empty() {
+        return Ok(None);
+    }
+    // A timer that is not loaded cannot be stopped: nothing to do then.
+    let _ = systemctl.run(&["disable", "--now", timer]);
+    for file in &files {
+        std::fs::remove_file(file).map_err(|e| Error::runtime(crate::host::io_failed("remove", file, &e)))?;
+    }
+    systemctl.run(&["daemon-reload"])?;
+    Ok(Some(format!("{timer} removed")))
+}
+
 /// The ways systemd can keep one pod running, and the files behind them.
 pub struct Units {
     systemctl: Systemctl,

@@ -39,6 +39,8 @@ pub struct Options {
     pub clean_storage: bool,
     /// On the appliance host: the config file the registry should be running, for the config check.
     pub config: Option<ConfigFile>,
+    /// On the appliance host: its disk watermarks; the storage check warns above the high one.
+    pub watermarks: crate::disk::Watermarks,
 }
 
 /// Below this much free space the storage check warns.
@@ -133,7 +135,7 @@ pub async fn run_checks(
         );
     }
     if let Some(dir) = &opts.data_dir {
-        checks.push(storage(dir, opts.size));
+        checks.push(storage(dir, opts.size, opts.watermarks));
     }
     (checks, deep_report)
 }
@@ -457,19 +459,20 @@ fn no_room(dir: &Path, size: u64) -> Option<String> {
 }
 
 /// Free space where the registry writes: a full disk is the usual cause of failed pushes.
-fn storage(dir: &Path, size: u64) -> Check {
+fn storage(dir: &Path, size: u64, marks: crate::disk::Watermarks) -> Check {
     let t = Instant::now();
     let mib = |n: u64| format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0));
-    match crate::host::free_bytes(dir) {
-        None => Check::new(
+    let Some(usage) = crate::disk::Usage::of(dir) else {
+        return Check::new(
             "storage",
             Status::Fail,
             format!("cannot read the free space of {}", dir.display()),
             t.elapsed(),
-        ),
+        );
+    };
+    let (status, detail) = match (usage.free, marks.level(&usage)) {
         // The round trip stores its layer once, and must leave room for the registry's own pushes.
-        Some(free) if !leaves_room(free, size) => Check::new(
-            "storage",
+        (free, _) if !leaves_room(free, size) => (
             Status::Fail,
             format!(
                 "the data directory {} is full or nearly so: {} free, and a push of {} would leave less than {} \
@@ -479,21 +482,23 @@ fn storage(dir: &Path, size: u64) -> Check {
                 mib(size),
                 mib(crate::layout::DISK_NEARLY_FULL)
             ),
-            t.elapsed(),
         ),
-        Some(free) if free < STORAGE_WARN_BYTES => Check::new(
-            "storage",
+        (free, crate::disk::Level::Fine) if free < STORAGE_WARN_BYTES => (
             Status::Warn,
             format!("only {} free in {}: pushes will soon fail", mib(free), dir.display()),
-            t.elapsed(),
         ),
-        Some(free) => Check::new(
-            "storage",
-            Status::Pass,
-            format!("{:.1} GiB free in {}", free as f64 / (1u64 << 30) as f64, dir.display()),
-            t.elapsed(),
+        (_, crate::disk::Level::Fine) => (Status::Pass, format!("{} is {usage}", dir.display())),
+        (_, _) => (
+            Status::Warn,
+            format!(
+                "{} is {usage}, at or above the high watermark of {} %: free space (delete images, then registry-up \
+                 gc) or grow the filesystem",
+                dir.display(),
+                marks.high
+            ),
         ),
-    }
+    };
+    Check::new("storage", status, detail, t.elapsed())
 }
 
 fn pod_health(podman: &Podman, pod: &str) -> Check {

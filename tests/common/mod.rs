@@ -446,13 +446,24 @@ impl Appliance {
         skopeo_copy(&src, &self.reference(dest), &self.config_dir(), creds)
     }
 
-    /// Asserts that a push of `archive` as `dest` without credentials is refused as unauthorized.
-    pub fn assert_anonymous_push_refused(&self, archive: &Path, dest: &str) {
+    /// Pushes `archive` as `dest` (no credentials), asserts it was refused, and returns what skopeo said.
+    fn refused_push(&self, archive: &Path, dest: &str) -> String {
         let cert_dir = self.config_dir().display().to_string();
         let src = format!("oci-archive:{}", archive.display());
         let out = skopeo(&["copy", "-q", "--dest-cert-dir", &cert_dir, &src, &self.reference(dest)]);
-        assert!(!out.status.success(), "an anonymous push went through");
-        let said = text(&out.stderr);
+        assert!(!out.status.success(), "a push of {dest} went through");
+        text(&out.stderr)
+    }
+
+    /// Asserts that a push of `archive` as `dest` is refused, saying `says`.
+    pub fn assert_push_refused(&self, archive: &Path, dest: &str, says: &str) {
+        let said = self.refused_push(archive, dest);
+        assert!(said.contains(says), "{said}");
+    }
+
+    /// Asserts that a push of `archive` as `dest` without credentials is refused as unauthorized.
+    pub fn assert_anonymous_push_refused(&self, archive: &Path, dest: &str) {
+        let said = self.refused_push(archive, dest);
         assert!(said.contains("unauthorized") || said.contains("401"), "{said}");
     }
 

@@ -158,6 +158,12 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
     let podman = Podman::find()?;
     // Images first: a missing image must stop the run before any file is written.
     let ready = images(args, host, &out, &podman, &settings, bundle.as_ref())?;
+    if settings.maintenance.is_some() && ready.service == Service::Direct {
+        return Err(Error::usage(
+            "--maintenance installs a systemd timer, and systemd is not running here (or --systemd none was \
+             given): leave it out, and run registry-up maintain from cron instead.",
+        ));
+    }
 
     let podman_bin = podman.bin.display().to_string();
     let desired = out.step("certificates", || {
@@ -409,7 +415,20 @@ fn execute(
         Ok(((), summary(plan, n)))
     })?;
     out.step("start pod", || start(settings, podman, plan, service, action, host))?;
+    // A gc killed while nginx was read-only: its conf may be back on disk but not loaded.
+    let interrupted = settings.config_dir.join(layout::GC_IN_PROGRESS);
+    if interrupted.exists() {
+        out.step("end an interrupted gc", || {
+            podman.reload_nginx(&render::container_name(&settings.pod_name, render::NGINX_CONTAINER))?;
+            std::fs::remove_file(&interrupted)
+                .map_err(|e| Error::runtime(crate::host::io_failed("remove", &interrupted, &e)))?;
+            Ok(((), "nginx reloaded with the usual conf: writes pass again".to_string()))
+        })?;
+    }
     firewall(args, out, settings, host)?;
+    if service != Service::Direct {
+        out.step("maintenance", || maintenance(settings, plan, host))?;
+    }
     if settings.rootless && service != Service::Direct {
         linger(out, args.setup.linger, &host.user);
     }
@@ -468,6 +487,29 @@ fn execute(
     }
     out.line(&closing_words(settings, desired));
     Ok(())
+}
+
+/// The maintenance timer, enabled as set up, or removed when it is off.
+fn maintenance(settings: &Settings, plan: &Plan, host: &HostFacts) -> Result<((), String)> {
+    let units = settings.maintenance_units();
+    let changed = plan
+        .writes()
+        .any(|c| c.file.root == Root::SystemdUnits && units.contains(&c.file.rel));
+    let systemctl = crate::runtime::systemd::Systemctl::for_appliance(settings.rootless);
+    let [timer, service] = [units[0].as_str(), units[1].as_str()];
+    let done = crate::runtime::systemd::maintenance_timer(
+        &systemctl,
+        &host.unit_dir(),
+        [timer, service],
+        settings.maintenance.is_some(),
+        changed,
+    )?;
+    let detail = match (settings.maintenance, done) {
+        (Some(when), _) => format!("{timer} runs registry-up maintain {when}"),
+        (None, Some(done)) => done,
+        (None, None) => "none (--maintenance daily sets one up)".into(),
+    };
+    Ok(((), detail))
 }
 
 /// Whether clients on other hosts get through the host firewall: said, and with --open-firewall made so.
