@@ -2,7 +2,7 @@
 """`make bench`: registry-up's figures side by side with what users would do instead.
 
 Every figure is the median of BENCH_RUNS runs (default 5) with min and max, and a ratio against a
-baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,proxy runs a subset. Needs root, Podman and the stand-in images (make test-images), and
+baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,proxy runs a subset. Needs root, Podman and the stand-in images (make test-images), and
 the release binary (make build); the Makefile target provides both. Prints one Markdown table and
 writes it to target/bench/results.md.
 """
@@ -306,6 +306,83 @@ def bench_verify(tmp: Path, small_image: Path, gib_image: Path):
         statistics.median(rss) / 1024 <= 64)
 
 
+def push_layout(layout: Path, port: int, certs: Path, dest: str):
+    BLOB_CACHE.unlink(missing_ok=True)
+    sh(["skopeo", "copy", "-q", "--dest-cert-dir", certs, f"oci:{layout}", f"docker://localhost:{port}/{dest}"])
+
+
+def bench_gc(tmp: Path, n: int = 20):
+    """gc of an appliance holding N images whose tags then moved (N garbage images of 1 MiB): our read-only
+    mark-and-sweep with verify --deep, against distribution's own `garbage-collect --dry-run` (its mark
+    phase alone, over the same storage)."""
+    work, port, pod = tmp / "gc", free_port(), "ru-bench-gc"
+    sh(up_args(work, port, pod) + ["--no-verify"])
+    certs = work / "cfg"
+    for i in range(n):
+        for gen in ("old", "new"):
+            layout = tmp / f"gc-{i}-{gen}"
+            make_oci_layout(layout, MiB, f"gc-{i}-{gen}")
+            push_layout(layout, port, certs, f"bench/img{i}:1")
+            shutil.rmtree(layout)
+    theirs = [timed(["podman", "exec", f"{pod}-registry", "registry", "garbage-collect", "--dry-run",
+                     "/etc/registry-up/config.yml"]) for _ in range(RUNS)]
+    dry = [timed([BIN, "gc", "--dry-run", "--config-dir", certs]) for _ in range(RUNS)]
+    start = time.perf_counter()
+    out = sh([BIN, "gc", "--config-dir", certs]).stdout
+    run = time.perf_counter() - start
+    freed = next((l for l in out.splitlines() if l.startswith("gc freed")), "gc freed ?")
+    rm_pod(pod)
+    shutil.rmtree(work)
+    ratio = statistics.median(dry) / statistics.median(theirs)
+    row(f"8. gc of {n} images whose tags moved", f"dry run {fmt(dry)}; the run (read-only, collect, read-write, "
+        f"verify --deep) {run:.2f} s; {freed.removeprefix('gc ')}",
+        f"distribution's `garbage-collect --dry-run` (mark only): {fmt(theirs)}", f"{ratio:.2f}× (dry runs)",
+        "(no goal)", True)
+
+
+def bench_backup(tmp: Path, gib_image: Path):
+    """backup and restore of an appliance holding 1 GiB, in MB/s, against tar of the same folders."""
+    work, port, pod = tmp / "backup", free_port(), "ru-bench-backup"
+    sh(up_args(work, port, pod) + ["--no-verify"])
+    push_layout(gib_image, port, work / "cfg", "bench/big:1")
+    size = sum(p.stat().st_size for p in (work / "data").rglob("*") if p.is_file())
+    ours, tars, restores, untars = [], [], [], []
+    for i in range(RUNS):
+        out = tmp / f"backup-{i}.tar"
+        ours.append(timed([BIN, "backup", "--out", out, "--config-dir", work / "cfg"]))
+        out.unlink()
+        theirs = tmp / f"tar-{i}.tar"
+        tars.append(timed(["tar", "-cf", theirs, "-C", work, "cfg", "data"]))
+        theirs.unlink()
+    backup = tmp / "backup.tar"
+    sh([BIN, "backup", "--out", backup, "--config-dir", work / "cfg"])
+    plain = tmp / "plain.tar"
+    sh(["tar", "-cf", plain, "-C", work, "cfg", "data"])
+    sh([BIN, "down", "--purge", "--yes", "--config-dir", work / "cfg"])
+    for i in range(RUNS):
+        cfg, data = tmp / f"restore-cfg-{i}", tmp / f"restore-data-{i}"
+        # Another pod name is not needed: each restore is taken down before the next.
+        restores.append(timed([BIN, "restore", backup, "--config-dir", cfg, "--data-dir", data]))
+        sh([BIN, "down", "--purge", "--yes", "--config-dir", cfg])
+        shutil.rmtree(cfg, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)
+        dest = tmp / f"untar-{i}"
+        dest.mkdir()
+        untars.append(timed(["tar", "-xf", plain, "-C", dest]))
+        shutil.rmtree(dest)
+    backup.unlink()
+    plain.unlink()
+    rm_pod(pod)
+    shutil.rmtree(work, ignore_errors=True)
+    mbps = lambda s: f"{size / MiB / statistics.median(s):.0f} MiB/s"
+    row("9. backup of 1 GiB (read-only, every file checksummed)", f"{fmt(ours)} ({mbps(ours)})",
+        f"tar -cf of the same folders: {fmt(tars)} ({mbps(tars)})",
+        f"{statistics.median(ours) / statistics.median(tars):.2f}×", "(no goal)", True)
+    row("9. restore of 1 GiB (checked whole, laid down, up, verify --deep)", f"{fmt(restores)} ({mbps(restores)})",
+        f"tar -xf: {fmt(untars)} ({mbps(untars)})",
+        f"{statistics.median(restores) / statistics.median(untars):.2f}×", "(no goal)", True)
+
+
 def bench_auth(tmp: Path):
     """7. What --auth costs a client: the registry checks the bcrypt hash on every request."""
     kinds = {"none": [], "generated": ["--auth"], "chosen": ["--auth", "--auth-password-stdin"]}
@@ -368,7 +445,7 @@ def main():
         small, big, gib = tmp / "img-1m", tmp / "img-big", tmp / "img-1g"
         make_oci_layout(small, MiB, "small")
         make_oci_layout(big, size_mib * MiB, "big")
-        make_oci_layout(gib, 1024 * MiB if not os.environ.get("BENCH_ONLY") or "verify" in os.environ["BENCH_ONLY"] else MiB, "gib")
+        make_oci_layout(gib, 1024 * MiB if not os.environ.get("BENCH_ONLY") or {"verify", "backup"} & set(os.environ["BENCH_ONLY"].split(",")) else MiB, "gib")
         only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))  # e.g. BENCH_ONLY=proxy
         wanted = lambda name: not only or name in only
         try:
@@ -380,11 +457,15 @@ def main():
                 bench_verify(tmp, small, gib)
             if wanted("auth"):
                 bench_auth(tmp)
+            if wanted("gc"):
+                bench_gc(tmp)
+            if wanted("backup"):
+                bench_backup(tmp, gib)
             shutil.rmtree(gib)
             if wanted("proxy"):
                 bench_proxy(tmp, big, size_mib)
         finally:
-            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
+            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
                 rm_pod(pod)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
     podman = sh(["podman", "--version"]).stdout.strip()

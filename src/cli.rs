@@ -51,6 +51,10 @@ pub enum Command {
     Logs(LogsArgs),
     /// Free the space of what nothing tagged needs (read-only while it runs; pulls keep working).
     Gc(GcArgs),
+    /// A consistent copy of the appliance (config, CA key included, and every image) in one checked file.
+    Backup(BackupArgs),
+    /// Check a backup whole, then lay the appliance down from it and bring it up.
+    Restore(RestoreArgs),
     /// What the maintenance timer runs: gc, then read-only while the disk stays above the critical
     /// watermark, read-write once it is below.
     Maintain(MaintainArgs),
@@ -208,6 +212,27 @@ pub struct UpArgs {
     pub pull_timeout: u64,
 }
 
+impl UpArgs {
+    /// `up` of the appliance in `config_dir` as installed: every setting from its state.json, the images
+    /// already in Podman's store (`pull`), opening nothing new in the firewall.
+    pub fn installed(config_dir: PathBuf, pull: PullPolicy) -> Self {
+        UpArgs {
+            setup: SetupArgs {
+                config_dir,
+                ..Default::default()
+            },
+            image_archives: Vec::new(),
+            bundle: None,
+            dry_run: false,
+            no_verify: false,
+            open_firewall: false,
+            wait_timeout: 60,
+            pull,
+            pull_timeout: 60,
+        }
+    }
+}
+
 impl PullPolicy {
     pub fn name(self) -> &'static str {
         match self {
@@ -322,6 +347,42 @@ pub struct GcArgs {
     /// Seconds a request started before gc may take to finish (a long push) before gc gives up.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub drain_timeout: u64,
+
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct BackupArgs {
+    /// The file to write (0600: it holds the CA key and the secrets).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// Only blobs this earlier (full) backup lacks; restore then needs it too (--base).
+    #[arg(long, value_name = "OLD_BACKUP")]
+    pub since: Option<PathBuf>,
+
+    /// Seconds a request started before may take to finish before the backup gives up.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub drain_timeout: u64,
+
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct RestoreArgs {
+    /// The backup made by registry-up backup.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+
+    /// The full backup an incremental one (--since) was made against.
+    #[arg(long, value_name = "FILE")]
+    pub base: Option<PathBuf>,
+
+    /// Where the registry's data goes [default: where it was when the backup was made].
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 
     #[command(flatten)]
     pub appliance: ApplianceDir,

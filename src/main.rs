@@ -1,6 +1,7 @@
 //! registry-up: turns a Podman host into a verified, TLS-fronted private OCI registry.
 
 mod apply;
+mod backup;
 mod bundle;
 mod cli;
 mod commands;
@@ -35,8 +36,8 @@ use clap::Parser;
 
 use crate::cli::{CertsCommand, Cli, Command};
 use crate::commands::{
-    bundle as bundle_cmd, certs, doctor, down, gc as gc_cmd, logs, maintain, prepare_user, render as render_cmd,
-    status, trust, up, verify as verify_cmd,
+    backup as backup_cmd, bundle as bundle_cmd, certs, doctor, down, gc as gc_cmd, logs, maintain, prepare_user,
+    render as render_cmd, status, trust, up, verify as verify_cmd,
 };
 use crate::error::{ExitStatus, Result};
 use crate::host::HostFacts;
@@ -109,6 +110,8 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Logs(args)) => done(logs::command(args, &rt, host)),
         Some(Command::Gc(args)) => gc_cmd::command(args, &rt, host),
         Some(Command::Maintain(args)) => maintain::command(args, &rt, host),
+        Some(Command::Backup(args)) => done(backup_cmd::backup(args, host)),
+        Some(Command::Restore(args)) => backup_cmd::restore(args, &rt, host),
     }
 }
 

@@ -45,14 +45,6 @@ fn digest_of(app: &Appliance, image: &str, extra: &[&str]) -> String {
     text(&out.stdout).trim().to_string()
 }
 
-/// The digest of the manifest (or index) `image` names, from its raw bytes.
-fn raw_digest(app: &Appliance, image: &str) -> String {
-    let cert_dir = app.config_dir().display().to_string();
-    let out = skopeo(&["inspect", "--raw", "--cert-dir", &cert_dir, &app.reference(image)]);
-    assert!(out.status.success(), "{image}: {}", text(&out.stderr));
-    format!("sha256:{}", common::sha256(&out.stdout))
-}
-
 fn gc(app: &Appliance, args: &[&str]) -> Run {
     Run::bin().arg("gc").args(args).config_dir(app.config_dir())
 }
@@ -88,7 +80,7 @@ fn gc_frees_what_the_dry_run_predicts_and_every_tag_and_platform_still_pulls() {
     let a1 = app.push(nginx_tar, "team/a:1", None);
     let a2 = app.push(nginx_tar, "team/a:2", None);
     app.push_index(nginx_tar, registry_tar, "team/multi:1", None);
-    let multi = raw_digest(&app, "team/multi:1");
+    let multi = app.raw_digest("team/multi:1");
     let amd64 = digest_of(&app, "team/multi:1", &["--override-arch", "amd64"]);
     let arm64 = digest_of(&app, "team/multi:1", &["--override-arch", "arm64"]);
     // Garbage: the image a tag pointed at before it moved, and an image whose only tag was deleted.
@@ -142,7 +134,7 @@ fn gc_frees_what_the_dry_run_predicts_and_every_tag_and_platform_still_pulls() {
             "{image}"
         );
     }
-    assert_eq!(raw_digest(&app, "team/multi:1"), multi);
+    assert_eq!(app.raw_digest("team/multi:1"), multi);
     for (arch, digest) in [("amd64", &amd64), ("arm64", &arm64)] {
         let dest = format!("dir:{}", work.path().join(format!("multi-{arch}")).display());
         let out = skopeo(&[

@@ -6,7 +6,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::cli::{CertsRenewArgs, CertsShowArgs, SetupArgs, UpArgs};
+use crate::cli::{CertsRenewArgs, CertsShowArgs, UpArgs};
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::pki::Renew;
@@ -93,22 +93,8 @@ pub fn renew(args: &CertsRenewArgs, rt: &tokio::runtime::Runtime, host: &HostFac
             "The server certificate was brought with --cert/--key: renew it with its CA, then run registry-up up --cert FILE --key FILE.",
         ));
     }
-    let up = UpArgs {
-        setup: SetupArgs {
-            config_dir: args.appliance.config_dir.clone(),
-            ..Default::default()
-        },
-        image_archives: Vec::new(),
-        bundle: None,
-        dry_run: false,
-        no_verify: false,
-        // Openings made before are kept; a renewal opens nothing new.
-        open_firewall: false,
-        wait_timeout: 60,
-        // A renewal runs the images already installed: it never reaches for the network.
-        pull: crate::cli::PullPolicy::Never,
-        pull_timeout: 60,
-    };
+    // A renewal runs the images already installed: it never reaches for the network.
+    let up = UpArgs::installed(args.appliance.config_dir.clone(), crate::cli::PullPolicy::Never);
     let renew = if args.rotate_ca {
         Renew::CaAndServer
     } else {

@@ -76,58 +76,24 @@ pub fn verify_deep(appliance: &ApplianceDir, rt: &tokio::runtime::Runtime, host:
 
 /// Read-only, collect, read-write again (also when collecting failed); what was freed, in words.
 pub fn collect(drain_timeout: u64, settings: &Settings, data_dir: &std::path::Path) -> Result<String> {
-    let out = Reporter::new();
     let podman = Podman::find()?;
-    // gc switches nginx and proves the result through it: a pod that does not run is started first.
-    if !podman.pod_status(&settings.pod_name)?.is_some_and(|s| s.healthy()) {
-        return Err(Error::usage(format!(
-            "The pod {} is not running, so gc can neither make it read-only nor verify it afterwards: start it with \
-             registry-up up, then run registry-up gc.",
-            settings.pod_name
-        )));
-    }
     // Not restarting the registry is safe only while it keeps no blob descriptor cache.
     let registry = render::container_name(&settings.pod_name, render::REGISTRY_CONTAINER);
-    if let Some(cache) = podman
-        .container_env(&registry)?
-        .into_iter()
-        .find(|e| e.starts_with("REGISTRY_STORAGE_CACHE"))
-    {
-        return Err(Error::usage(format!(
-            "The registry container sets {cache}: a blob descriptor cache goes stale after a collection \
-             (distribution#4569), and gc does not restart the registry: nothing was changed. Use a registry image \
-             without it."
-        )));
+    if podman.pod_status(&settings.pod_name)?.is_some_and(|s| s.healthy()) {
+        if let Some(cache) = podman
+            .container_env(&registry)?
+            .into_iter()
+            .find(|e| e.starts_with("REGISTRY_STORAGE_CACHE"))
+        {
+            return Err(Error::usage(format!(
+                "The registry container sets {cache}: a blob descriptor cache goes stale after a collection \
+                 (distribution#4569), and gc does not restart the registry: nothing was changed. Use a registry \
+                 image without it."
+            )));
+        }
     }
-    let nginx = render::container_name(&settings.pod_name, render::NGINX_CONTAINER);
-    let conf = settings.config_dir.join(layout::NGINX_CONF);
-    let marker = settings.config_dir.join(layout::GC_IN_PROGRESS);
-    // A disk-full read-only (the maintenance run's) is what gc goes back to: it is for maintain to lift.
-    let resting = std::fs::read_to_string(&conf)
-        .is_ok_and(|t| t.contains(render::ReadOnly::DiskFull.marker()))
-        .then_some(render::ReadOnly::DiskFull);
-    let write_conf = |read_only: Option<render::ReadOnly>| {
-        let text = render::nginx_conf(settings, read_only);
-        crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
-    };
-    // The marker says nginx may be read-only whatever its file says: up and status look for it.
-    crate::apply::write_atomic(
-        &marker,
-        b"registry-up gc is running or was interrupted\n",
-        layout::PUBLIC,
-    )?;
-    let entered = out.step("read-only", || {
-        write_conf(Some(render::ReadOnly::Gc))?;
-        let drained = podman.reload_nginx_drained(&nginx, Duration::from_secs(drain_timeout))?;
-        let detail = if drained {
-            "writes get 405 from nginx, reads pass; every request begun before has finished".to_string()
-        } else {
-            format!("a request begun before is still running after {} s", drain_timeout)
-        };
-        Ok((drained, detail))
-    });
-    let collected = match entered {
-        Ok(true) => out.step("collect", || {
+    while_read_only(settings, render::ReadOnly::Gc, drain_timeout, |out| {
+        out.step("collect", || {
             let before = crate::host::tree_size(data_dir);
             let plan = crate::gc::plan(data_dir, SystemTime::now())?;
             // A write the registry was still finishing when nginx let go of it shows as a changed reading.
@@ -148,11 +114,61 @@ pub fn collect(drain_timeout: u64, settings: &Settings, data_dir: &std::path::Pa
                 plan.uploads.len()
             );
             Ok((words.clone(), format!("removed {}", plan.summary())))
-        }),
+        })
+    })
+}
+
+/// Runs `work` with the appliance read-only through nginx for `why` (reads pass, writes get 405 saying
+/// why), once every request begun before has finished; then back to how it was (read-write, or a
+/// disk-full read-only), also when `work` failed. The `gc-in-progress` file marks the time between, for
+/// `up` and `status` should this be killed.
+pub fn while_read_only<T>(
+    settings: &Settings,
+    why: render::ReadOnly,
+    drain_timeout: u64,
+    work: impl FnOnce(&Reporter) -> Result<T>,
+) -> Result<T> {
+    let out = Reporter::new();
+    let podman = Podman::find()?;
+    // The switch goes through nginx, and the result is proven through it: the pod must run.
+    if !podman.pod_status(&settings.pod_name)?.is_some_and(|s| s.healthy()) {
+        return Err(Error::usage(format!(
+            "The pod {} is not running, so it can neither be made read-only nor verified afterwards: start it \
+             with registry-up up, then run this again.",
+            settings.pod_name
+        )));
+    }
+    let nginx = render::container_name(&settings.pod_name, render::NGINX_CONTAINER);
+    let conf = settings.config_dir.join(layout::NGINX_CONF);
+    let marker = settings.config_dir.join(layout::GC_IN_PROGRESS);
+    // A disk-full read-only (the maintenance run's) is what it goes back to: that is for maintain to lift.
+    let resting = std::fs::read_to_string(&conf)
+        .is_ok_and(|t| t.contains(render::ReadOnly::DiskFull.marker()))
+        .then_some(render::ReadOnly::DiskFull);
+    let write_conf = |read_only: Option<render::ReadOnly>| {
+        let text = render::nginx_conf(settings, read_only);
+        crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
+    };
+    crate::apply::write_atomic(
+        &marker,
+        b"registry-up gc (or backup) is running, or was interrupted\n",
+        layout::PUBLIC,
+    )?;
+    let entered = out.step("read-only", || {
+        write_conf(Some(why))?;
+        let drained = podman.reload_nginx_drained(&nginx, Duration::from_secs(drain_timeout))?;
+        let detail = if drained {
+            "writes get 405 from nginx, reads pass; every request begun before has finished".to_string()
+        } else {
+            format!("a request begun before is still running after {drain_timeout} s")
+        };
+        Ok((drained, detail))
+    });
+    let done = match entered {
+        Ok(true) => work(&out),
         Ok(false) => Err(Error::runtime(format!(
-            "A request that began before gc (a long push or pull) was still running after {} s, so nothing was \
-             collected: run registry-up gc again later, or give it longer with --drain-timeout.",
-            drain_timeout
+            "A request that began before (a long push or pull) was still running after {drain_timeout} s, so \
+             nothing was done: run it again later, or give it longer with --drain-timeout."
         ))),
         Err(e) => Err(e),
     };
@@ -173,5 +189,5 @@ pub fn collect(drain_timeout: u64, settings: &Settings, data_dir: &std::path::Pa
         };
         Ok(((), detail.to_string()))
     })?;
-    collected
+    done
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand. Each reads its arguments, runs the pipeline stages it needs (settings →
 //! render → plan → apply → runtime → verify, each in its own module) and returns how the run ended.
 
+pub mod backup;
 pub mod bundle;
 pub mod certs;
 pub mod doctor;

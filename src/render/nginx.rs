@@ -11,6 +11,8 @@ pub enum ReadOnly {
     Gc,
     /// The data filesystem is above the critical watermark (the maintenance run decided).
     DiskFull,
+    /// `registry-up backup` copies the data.
+    Backup,
 }
 
 impl ReadOnly {
@@ -18,6 +20,9 @@ impl ReadOnly {
     fn message(self) -> &'static str {
         match self {
             ReadOnly::Gc => "read-only while registry-up gc collects garbage: pulls work, push again when it ends",
+            ReadOnly::Backup => {
+                "read-only while registry-up backup copies the data: pulls work, push again when it ends"
+            }
             ReadOnly::DiskFull => {
                 "read-only: the disk of the registry is above its critical watermark; pulls work, pushes resume \
                  once space is freed (registry-up gc, or a bigger disk)"
@@ -30,6 +35,7 @@ impl ReadOnly {
         match self {
             ReadOnly::Gc => "# registry-up read-only: gc",
             ReadOnly::DiskFull => "# registry-up read-only: disk above the critical watermark",
+            ReadOnly::Backup => "# registry-up read-only: backup",
         }
     }
 }
@@ -79,7 +85,7 @@ mod tests {
 
     #[test]
     fn read_only_messages_fit_in_nginx_and_json_strings() {
-        for r in [ReadOnly::Gc, ReadOnly::DiskFull] {
+        for r in [ReadOnly::Gc, ReadOnly::DiskFull, ReadOnly::Backup] {
             assert!(!r.message().contains(['\'', '"', '\\', '$']), "{}", r.message());
         }
     }

@@ -446,6 +446,14 @@ impl Appliance {
         skopeo_copy(&src, &self.reference(dest), &self.config_dir(), creds)
     }
 
+    /// The digest of the manifest (or index) `image` names, from its raw bytes as skopeo reads them.
+    pub fn raw_digest(&self, image: &str) -> String {
+        let cert_dir = self.config_dir().display().to_string();
+        let out = skopeo(&["inspect", "--raw", "--cert-dir", &cert_dir, &self.reference(image)]);
+        assert!(out.status.success(), "{image}: {}", text(&out.stderr));
+        format!("sha256:{}", sha256(&out.stdout))
+    }
+
     /// Pushes `archive` as `dest` (no credentials), asserts it was refused, and returns what skopeo said.
     fn refused_push(&self, archive: &Path, dest: &str) -> String {
         let cert_dir = self.config_dir().display().to_string();

@@ -1,0 +1,177 @@
+//! `registry-up backup` and `registry-up restore`: a consistent copy of the appliance, taken read-only
+//! (pulls go on), checked whole before anything is laid down, and brought up again from it.
+
+use std::path::{Path, PathBuf};
+
+use crate::backup::{self, Checked};
+use crate::cli::{BackupArgs, PullPolicy, RestoreArgs, UpArgs};
+use crate::error::{Error, ExitStatus, Result};
+use crate::host::HostFacts;
+use crate::layout;
+use crate::render::ReadOnly;
+
+pub fn backup(args: &BackupArgs, host: &HostFacts) -> Result<()> {
+    let dir = &args.appliance.config_dir;
+    let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
+    let (settings, data_dir) = super::gc::installed(dir, host)?;
+    let out = absolute(&args.out)?;
+    // A backup inside what it copies would copy itself.
+    for inside in [&settings.config_dir, &data_dir] {
+        if out.starts_with(inside) {
+            return Err(Error::usage(format!(
+                "--out {} is inside {}, which the backup copies: write it somewhere else.",
+                out.display(),
+                inside.display()
+            )));
+        }
+    }
+    let base = match &args.since {
+        None => None,
+        Some(path) => Some(full_backup(path, "--since")?),
+    };
+    // Files of this run and this host, not of the appliance.
+    let skip = [layout::GC_IN_PROGRESS, layout::FIREWALL];
+    let written = super::gc::while_read_only(&settings, ReadOnly::Backup, args.drain_timeout, |report| {
+        report.step("copy", || {
+            let w = backup::write(
+                &out,
+                &settings.pod_name,
+                &settings.config_dir,
+                &data_dir,
+                &skip,
+                base.as_ref(),
+            )?;
+            let detail = format!("{} files, {}", w.files, indicatif::HumanBytes(w.bytes));
+            Ok((w, detail))
+        })
+    })?;
+    let since = match &args.since {
+        Some(base) => format!(
+            "; {} blobs left to its base {} (restore needs both: --base)",
+            written.from_base,
+            base.display()
+        ),
+        None => String::new(),
+    };
+    println!(
+        "\nWrote {} ({} files, {}{since}). It holds the CA key and the secrets, so it is written 0600: keep it as \
+         safe as the key.",
+        out.display(),
+        written.files,
+        indicatif::HumanBytes(written.bytes)
+    );
+    Ok(())
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_path_buf());
+    }
+    let cwd = std::env::current_dir()
+        .map_err(|e| Error::usage(format!("Cannot read the current folder ({e}): give an absolute path.")))?;
+    Ok(cwd.join(path))
+}
+
+/// A full backup, checked whole (`flag` names where it was given).
+fn full_backup(path: &Path, flag: &str) -> Result<Checked> {
+    let checked = backup::check(path)?;
+    if checked.manifest.base.is_some() {
+        return Err(Error::usage(format!(
+            "{flag} {} is itself an incremental backup: give the full backup it was made against.",
+            path.display()
+        )));
+    }
+    Ok(checked)
+}
+
+pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<ExitStatus> {
+    // Everything is checked before anything is written.
+    let checked = backup::check(&args.file)?;
+    let base = match (&checked.manifest.base, &args.base) {
+        (None, _) => None,
+        (Some(_), None) => {
+            return Err(Error::usage(format!(
+                "{} is an incremental backup: give the full backup it was made against with --base FILE.",
+                args.file.display()
+            )))
+        }
+        (Some(id), Some(path)) => {
+            let base = full_backup(path, "--base")?;
+            if &base.id != id {
+                return Err(Error::usage(format!(
+                    "--base {} is not the backup {} was made against: give that one.",
+                    path.display(),
+                    args.file.display()
+                )));
+            }
+            Some((path.as_path(), base))
+        }
+    };
+    let config_dir = args.appliance.config_dir.clone();
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(&checked.manifest.data_dir));
+    let _lock = crate::lock::ApplianceLock::take(&config_dir, host, crate::lock::WAIT)?;
+    if config_dir.join(layout::STATE).exists() {
+        return Err(Error::usage(format!(
+            "An appliance is installed in {}: restore lays one down where there is none. Remove it first \
+             (registry-up down --purge), or restore into another --config-dir.",
+            config_dir.display()
+        )));
+    }
+    let not_empty = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
+    if not_empty(&config_dir) || data_dir.join("docker").exists() {
+        return Err(Error::usage(format!(
+            "{} or {} already holds files: restore writes only into empty folders. Move them away, or give \
+             --config-dir and --data-dir.",
+            config_dir.display(),
+            data_dir.join("docker").display()
+        )));
+    }
+    // Laid down in staging folders first, moved into place only once every file checked out again.
+    let stage = |dir: &Path| dir.with_file_name(format!(".{}.restore.{}", file_name(dir), std::process::id()));
+    let (config_stage, data_stage) = (
+        stage(&config_dir),
+        data_dir.join(format!(".restore.{}", std::process::id())),
+    );
+    let laid = backup::extract(
+        &args.file,
+        &checked,
+        base.as_ref().map(|(p, c)| (*p, c)),
+        &config_stage,
+        &data_stage,
+    )
+    .and_then(|bytes| {
+        if config_dir.exists() {
+            std::fs::remove_dir(&config_dir)
+                .map_err(|e| Error::runtime(crate::host::io_failed("replace", &config_dir, &e)))?;
+        }
+        std::fs::rename(&config_stage, &config_dir)
+            .map_err(|e| Error::runtime(crate::host::io_failed("move into place", &config_dir, &e)))?;
+        std::fs::rename(data_stage.join("docker"), data_dir.join("docker"))
+            .map_err(|e| Error::runtime(crate::host::io_failed("move into place", &data_dir, &e)))?;
+        Ok(bytes)
+    });
+    let _ = std::fs::remove_dir_all(&config_stage);
+    let _ = std::fs::remove_dir_all(&data_stage);
+    let bytes = laid?;
+    println!(
+        "Restored {} ({}) into {} and {}.",
+        args.file.display(),
+        indicatif::HumanBytes(bytes),
+        config_dir.display(),
+        data_dir.display()
+    );
+    drop(_lock);
+    let mut up = UpArgs::installed(config_dir, PullPolicy::Missing);
+    up.setup.data_dir = Some(data_dir);
+    super::up::run(&up, rt, crate::pki::Renew::IfNeeded, host)?;
+    super::gc::verify_deep(&args.appliance, rt, host)
+}
+
+fn file_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "root".into())
+}

@@ -1,0 +1,129 @@
+//! `registry-up backup` and `restore` end to end (issue 12): a backup taken while pulls go on, the
+//! appliance purged, restored from a full and an incremental backup, every tag back with its digest; a
+//! damaged backup refused before anything is written.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{text, Appliance, Run};
+
+fn on(app: &Appliance, args: &[&str]) -> Run {
+    Run::bin().args(args).config_dir(app.config_dir())
+}
+
+/// The names of the members of a backup that hold registry blobs.
+fn blob_members(backup: &Path) -> usize {
+    let out = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(backup)
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .filter(|l| l.contains("/blobs/sha256/") && l.ends_with("/data"))
+        .count()
+}
+
+#[test]
+fn a_purged_appliance_comes_back_from_its_backups_with_every_digest_and_a_damaged_one_is_refused() {
+    let Some(app) = common::serving(&["--no-verify"]) else {
+        return;
+    };
+    let [registry_tar, nginx_tar] = common::image_archives();
+    let work = tempfile::tempdir().unwrap();
+    app.push(nginx_tar, "keep/nginx:1", None);
+    app.push(registry_tar, "keep/registry:1", None);
+    app.push_index(nginx_tar, registry_tar, "keep/multi:1", None);
+
+    let full = work.path().join("full.tar");
+    on(&app, &["backup", "--out", &full.display().to_string()])
+        .stdout_has("ok   read-only")
+        .stdout_has("it is written 0600")
+        .run();
+    assert_eq!(std::fs::metadata(&full).unwrap().permissions().mode() & 0o777, 0o600);
+    on(&app, &["status"]).stdout_has("healthy").run();
+
+    // One image more, then an incremental backup: it holds that image's blobs and no other.
+    let image = common::oci_layout(&work.path().join("more"), &common::random_bytes(1 << 20));
+    common::skopeo_copy(
+        &format!("oci:{}", image.display()),
+        &app.reference("keep/more:1"),
+        &app.config_dir(),
+        None,
+    );
+    let inc = work.path().join("inc.tar");
+    on(
+        &app,
+        &[
+            "backup",
+            "--out",
+            &inc.display().to_string(),
+            "--since",
+            &full.display().to_string(),
+        ],
+    )
+    .stdout_has("blobs left to its base")
+    .run();
+    assert_eq!(blob_members(&inc), 3, "the new image's manifest, config and layer only");
+    assert!(blob_members(&full) > 3);
+
+    let tags = ["keep/nginx:1", "keep/registry:1", "keep/multi:1", "keep/more:1"];
+    let digests: Vec<String> = tags.iter().map(|t| app.raw_digest(t)).collect();
+    let (code, before) = common::verify_json(&app, &["--deep"]);
+    assert_eq!(code, 0, "{before:#}");
+    assert_eq!(before["deep"]["tags"], 4, "{before:#}");
+
+    // A flipped byte: refused with exit 2, and nothing written anywhere.
+    let damaged = work.path().join("damaged.tar");
+    let mut bytes = std::fs::read(&full).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&damaged, bytes).unwrap();
+    let elsewhere = work.path().join("elsewhere");
+    Run::bin()
+        .args(["restore", &damaged.display().to_string(), "--data-dir"])
+        .arg(work.path().join("elsewhere-data"))
+        .config_dir(&elsewhere)
+        .code(2)
+        .stderr_has("is damaged")
+        .stderr_has("Nothing was changed")
+        .run();
+    assert!(
+        !elsewhere.exists() && !work.path().join("elsewhere-data").exists(),
+        "nothing is written"
+    );
+
+    // Gone, then back from the incremental backup and its base.
+    on(&app, &["down", "--purge", "--yes"]).run();
+    assert!(!app.config_dir().join("state.json").exists());
+    on(&app, &["restore", &inc.display().to_string()])
+        .code(2)
+        .stderr_has("--base")
+        .run();
+    on(
+        &app,
+        &[
+            "restore",
+            &inc.display().to_string(),
+            "--base",
+            &full.display().to_string(),
+        ],
+    )
+    .stdout_has("ok   verify push/pull")
+    .stdout_has("PASS deep")
+    .run();
+    let after: Vec<String> = tags.iter().map(|t| app.raw_digest(t)).collect();
+    assert_eq!(after, digests, "every tag has its digest again");
+    let (code, restored) = common::verify_json(&app, &["--deep"]);
+    assert_eq!(code, 0, "{restored:#}");
+    for key in ["repositories", "tags", "manifests", "blobs"] {
+        assert_eq!(restored["deep"][key], before["deep"][key], "{key}: {restored:#}");
+    }
+    // A second restore over the living appliance is refused.
+    on(&app, &["restore", &full.display().to_string()])
+        .code(2)
+        .stderr_has("An appliance is installed")
+        .run();
+}
