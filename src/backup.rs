@@ -15,6 +15,8 @@ use crate::digest::Sha256;
 use crate::error::{Error, Result};
 
 pub const MANIFEST: &str = "registry-up-backup.json";
+/// The last member: the SHA-256 of the manifest, so that a flipped byte in the manifest is found too.
+pub const MANIFEST_SUM: &str = "registry-up-backup.json.sha256";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Manifest {
@@ -72,21 +74,35 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-/// The regular files below `root` (links not followed), relative, sorted.
-fn files_below(root: &Path) -> Vec<PathBuf> {
+/// The regular files below `root`, relative, sorted. Anything else (a link, a device) is an error, as is a
+/// folder that cannot be read: a backup that leaves something out must not say it succeeded.
+fn files_below(root: &Path) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut stack = vec![root.to_path_buf()];
+    let failed = |path: &Path, e: std::io::Error| Error::runtime(crate::host::io_failed("read", path, &e));
     while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => stack.push(entry.path()),
-                Ok(t) if t.is_file() => found.extend(entry.path().strip_prefix(root).ok().map(Path::to_path_buf)),
-                _ => {}
+        let entries = match std::fs::read_dir(&dir) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && dir == root => continue,
+            other => other.map_err(|e| failed(&dir, e))?,
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| failed(&dir, e))?;
+            let kind = entry.file_type().map_err(|e| failed(&entry.path(), e))?;
+            if kind.is_dir() {
+                stack.push(entry.path());
+            } else if kind.is_file() {
+                found.push(entry.path().strip_prefix(root).expect("below root").to_path_buf());
+            } else {
+                return Err(Error::runtime(format!(
+                    "{} is not a regular file or folder (a link?), which a backup does not copy: move it out of {}.",
+                    entry.path().display(),
+                    root.display()
+                )));
             }
         }
     }
     found.sort();
-    found
+    Ok(found)
 }
 
 /// The blob digest a storage path names (`data/docker/registry/v2/blobs/sha256/XX/HEX/data`).
@@ -151,7 +167,7 @@ pub fn write(
             from_base: 0,
         };
         for (prefix, root) in sources {
-            for rel in files_below(&root) {
+            for rel in files_below(&root)? {
                 let rel_text = rel.display().to_string();
                 if prefix == "config" && skip_config.contains(&rel_text.as_str()) {
                     continue;
@@ -177,13 +193,20 @@ pub fn write(
                 header.set_size(meta.len());
                 header.set_mode(mode);
                 header.set_entry_type(tar::EntryType::Regular);
+                // Exactly the size in the header: a file that changed meanwhile is an error, not a bad tar.
                 let mut reader = Hashing {
-                    inner: File::open(&path).map_err(|e| failed("read", e))?,
+                    inner: File::open(&path).map_err(|e| failed("read", e))?.take(meta.len()),
                     hash: Sha256::new(),
                 };
                 builder
                     .append_data(&mut header, &name, &mut reader)
                     .map_err(|e| failed("write", e))?;
+                if reader.hash.size != meta.len() {
+                    return Err(Error::runtime(format!(
+                        "{} changed while it was copied: run registry-up backup again.",
+                        path.display()
+                    )));
+                }
                 written.files += 1;
                 written.bytes += meta.len();
                 manifest.files.push(Entry {
@@ -195,13 +218,16 @@ pub fn write(
             }
         }
         let text = serde_json::to_vec_pretty(&manifest).expect("the manifest serialises");
-        let mut header = tar::Header::new_gnu();
-        header.set_size(text.len() as u64);
-        header.set_mode(0o600);
-        header.set_entry_type(tar::EntryType::Regular);
-        builder
-            .append_data(&mut header, MANIFEST, text.as_slice())
-            .map_err(|e| failed("write", e))?;
+        let sum = crate::digest::sha256_hex(&text);
+        for (name, data) in [(MANIFEST, text.as_slice()), (MANIFEST_SUM, sum.as_bytes())] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o600);
+            header.set_entry_type(tar::EntryType::Regular);
+            builder
+                .append_data(&mut header, name, data)
+                .map_err(|e| failed("write", e))?;
+        }
         let mut file = builder.into_inner().map_err(|e| failed("write", e))?;
         file.flush()
             .and_then(|()| file.sync_all())
@@ -240,6 +266,7 @@ pub fn check(path: &Path) -> Result<Checked> {
     let mut archive = tar::Archive::new(file);
     let mut seen: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut manifest_text = None;
+    let mut manifest_sum: Option<Vec<u8>> = None;
     for entry in archive.entries().map_err(|e| damaged(e.to_string()))? {
         let mut entry = entry.map_err(|e| damaged(e.to_string()))?;
         let name = entry
@@ -247,10 +274,17 @@ pub fn check(path: &Path) -> Result<Checked> {
             .map_err(|e| damaged(e.to_string()))?
             .to_string_lossy()
             .into_owned();
-        if name == MANIFEST {
+        if name == MANIFEST || name == MANIFEST_SUM {
             let mut text = Vec::new();
             entry.read_to_end(&mut text).map_err(|e| damaged(e.to_string()))?;
-            manifest_text = Some(text);
+            let slot = if name == MANIFEST {
+                &mut manifest_text
+            } else {
+                &mut manifest_sum
+            };
+            if slot.replace(text).is_some() {
+                return Err(damaged(format!("it holds {name} twice")));
+            }
             continue;
         }
         if !safe(&name) || entry.header().entry_type() != tar::EntryType::Regular {
@@ -265,6 +299,10 @@ pub fn check(path: &Path) -> Result<Checked> {
         }
     }
     let text = manifest_text.ok_or_else(|| damaged(format!("it has no {MANIFEST}")))?;
+    let sum = manifest_sum.ok_or_else(|| damaged(format!("it has no {MANIFEST_SUM}")))?;
+    if sum != crate::digest::sha256_hex(&text).as_bytes() {
+        return Err(damaged(format!("{MANIFEST} does not match its checksum")));
+    }
     let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| damaged(format!("{MANIFEST}: {e}")))?;
     if manifest.format != 1 {
         return Err(damaged(format!(
@@ -313,7 +351,20 @@ pub fn extract(
         .collect();
     let mut written = lay_down(path, &mut wanted, config_dir, data_dir)?;
     if !checked.manifest.from_base.is_empty() {
-        let (base_path, _) = base.expect("checked: an incremental backup comes with its base");
+        let (base_path, base_checked) = base.expect("checked: an incremental backup comes with its base");
+        let offered = base_checked.paths();
+        if let Some(e) = checked
+            .manifest
+            .from_base
+            .iter()
+            .find(|e| offered.get(e.path.as_str()) != Some(e))
+        {
+            return Err(Error::usage(format!(
+                "The base backup {} does not hold {} as the incremental one recorded it: give the right base.",
+                base_path.display(),
+                crate::bundle::printable(&e.path)
+            )));
+        }
         let mut from_base: BTreeMap<String, Entry> = checked
             .manifest
             .from_base
@@ -351,15 +402,14 @@ fn lay_down(path: &Path, wanted: &mut BTreeMap<String, Entry>, config_dir: &Path
         };
         let dir = dest.parent().expect("below a folder");
         std::fs::create_dir_all(dir).map_err(|e| Error::runtime(crate::host::io_failed("create", dir, &e)))?;
-        let out = {
-            use std::os::unix::fs::OpenOptionsExt;
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(want.mode)
-                .open(&dest)
-                .map_err(|e| Error::runtime(crate::host::io_failed("write", &dest, &e)))?
-        };
+        let out = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&dest)
+            .map_err(|e| Error::runtime(crate::host::io_failed("write", &dest, &e)))?;
+        // The recorded mode, set outright (not through the umask), never with set-id bits.
+        std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(want.mode & 0o777))
+            .map_err(|e| Error::runtime(crate::host::io_failed("write", &dest, &e)))?;
         let (hex, size) = Sha256::copy(&mut entry, out).map_err(|e| match e {
             crate::digest::Copy::Read(e) | crate::digest::Copy::Write(e) => {
                 Error::runtime(crate::host::io_failed("write", &dest, &e))

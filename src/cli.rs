@@ -390,6 +390,10 @@ pub struct RestoreArgs {
 
 #[derive(Args, Debug, Clone)]
 pub struct MaintainArgs {
+    /// Seconds a request started before gc may take to finish before gc gives up.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    pub drain_timeout: u64,
+
     #[command(flatten)]
     pub appliance: ApplianceDir,
 }

@@ -204,9 +204,12 @@ pub fn executable(path: &Path) -> bool {
 
 /// This program's own path, for units that run it later (the maintenance timer).
 pub fn self_path() -> String {
+    // A binary replaced while it runs reads as "PATH (deleted)": the path is where the new one is.
     std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "registry-up".into())
+        .ok()
+        .map(|p| p.display().to_string().trim_end_matches(" (deleted)").to_string())
+        .or_else(|| which("registry-up").map(|p| p.display().to_string()))
+        .unwrap_or_else(|| "/usr/local/bin/registry-up".into())
 }
 
 /// Finds an executable on PATH.

@@ -1,6 +1,6 @@
-//! `registry-up backup` and `restore` end to end (issue 12): a backup taken while pulls go on, the
-//! appliance purged, restored from a full and an incremental backup, every tag back with its digest; a
-//! damaged backup refused before anything is written.
+//! `registry-up backup` and `restore` end to end (issue 12): a backup taken read-only, the appliance
+//! purged, restored from a full and an incremental backup, every tag back with its digest; a damaged
+//! backup (a member or the manifest) refused before anything is written.
 
 mod common;
 
@@ -75,13 +75,48 @@ fn a_purged_appliance_comes_back_from_its_backups_with_every_digest_and_a_damage
     assert_eq!(code, 0, "{before:#}");
     assert_eq!(before["deep"]["tags"], 4, "{before:#}");
 
+    // Never over an existing file (above all not over the base).
+    on(
+        &app,
+        &[
+            "backup",
+            "--out",
+            &full.display().to_string(),
+            "--since",
+            &full.display().to_string(),
+        ],
+    )
+    .code(2)
+    .stderr_has("exists already")
+    .run();
+
+    // A flipped byte in the manifest (the CA key's mode, 0600 = 384, made 386): refused too.
+    let bytes = std::fs::read(&full).unwrap();
+    // The manifest is the last member but its checksum: the last "mode": 384 is in it.
+    let pattern = b"\"mode\": 384";
+    let manifest_at = bytes
+        .windows(pattern.len())
+        .rposition(|w| w == pattern)
+        .expect("a 0600 file");
+    let mut flipped = bytes.clone();
+    flipped[manifest_at + 10] = b'6';
+    let bad_manifest = work.path().join("bad-manifest.tar");
+    std::fs::write(&bad_manifest, flipped).unwrap();
+    let elsewhere = work.path().join("elsewhere");
+    Run::bin()
+        .args(["restore", &bad_manifest.display().to_string(), "--data-dir"])
+        .arg(work.path().join("elsewhere-data"))
+        .config_dir(&elsewhere)
+        .code(2)
+        .stderr_has("registry-up-backup.json does not match its checksum")
+        .run();
+
     // A flipped byte: refused with exit 2, and nothing written anywhere.
     let damaged = work.path().join("damaged.tar");
     let mut bytes = std::fs::read(&full).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x20;
     std::fs::write(&damaged, bytes).unwrap();
-    let elsewhere = work.path().join("elsewhere");
     Run::bin()
         .args(["restore", &damaged.display().to_string(), "--data-dir"])
         .arg(work.path().join("elsewhere-data"))
@@ -115,6 +150,12 @@ fn a_purged_appliance_comes_back_from_its_backups_with_every_digest_and_a_damage
     .stdout_has("PASS deep")
     .run();
     let after: Vec<String> = tags.iter().map(|t| app.raw_digest(t)).collect();
+    let key = app.config_dir().join("ca/ca.key");
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600,
+        "the CA key stays 0600"
+    );
     assert_eq!(after, digests, "every tag has its digest again");
     let (code, restored) = common::verify_json(&app, &["--deep"]);
     assert_eq!(code, 0, "{restored:#}");

@@ -308,7 +308,7 @@ fn a_gc_killed_at_any_moment_is_made_whole_by_the_next_run() {
         .arg("status")
         .config_dir(app.config_dir())
         .code(1)
-        .stdout_has("a registry-up gc is running, or was interrupted")
+        .stdout_has("a registry-up gc or backup is running, or was interrupted")
         .run();
     Run::up(&app)
         .args(["--no-verify"])
@@ -393,6 +393,15 @@ fn above_the_critical_watermark_maintenance_makes_it_read_only_until_space_is_fr
         .code(1)
         .stdout_has("read-only: the maintenance run found the disk above its critical watermark")
         .run();
+
+    // gc by hand leaves that read-only as it found it.
+    // (Its verify fails: its own round trip cannot push either, which is the truth about the appliance.)
+    gc(app, &[])
+        .code(1)
+        .stdout_has("ok   back to disk-full read-only")
+        .stdout_has("above its critical watermark")
+        .run();
+    app.assert_push_refused(nginx_tar, "more/nginx:1", "above its critical watermark");
 
     // Space freed: the next run lets writes in again.
     std::fs::remove_file(&filler).unwrap();

@@ -25,6 +25,13 @@ pub fn backup(args: &BackupArgs, host: &HostFacts) -> Result<()> {
             )));
         }
     }
+    // Never over an earlier backup (least of all the base this one needs).
+    if out.exists() {
+        return Err(Error::usage(format!(
+            "{} exists already: give --out a new file name (or remove that one first).",
+            out.display()
+        )));
+    }
     let base = match &args.since {
         None => None,
         Some(path) => Some(full_backup(path, "--since")?),
@@ -113,10 +120,26 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         .clone()
         .unwrap_or_else(|| PathBuf::from(&checked.manifest.data_dir));
     let _lock = crate::lock::ApplianceLock::take(&config_dir, host, crate::lock::WAIT)?;
+    // Staging folders a killed restore left behind (under this lock, no other restore is running).
+    for (parent, prefix) in [
+        (config_dir.parent(), format!(".{}.restore.", file_name(&config_dir))),
+        (Some(data_dir.as_path()), ".restore.".to_string()),
+    ] {
+        for entry in parent
+            .and_then(|p| std::fs::read_dir(p).ok())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
     if config_dir.join(layout::STATE).exists() {
         return Err(Error::usage(format!(
             "An appliance is installed in {}: restore lays one down where there is none. Remove it first \
-             (registry-up down --purge), or restore into another --config-dir.",
+             (registry-up down --purge).",
             config_dir.display()
         )));
     }
@@ -127,6 +150,14 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
              --config-dir and --data-dir.",
             config_dir.display(),
             data_dir.join("docker").display()
+        )));
+    }
+    // The backup's pod name is the one it comes back with: never over a pod that runs.
+    let pod = &checked.manifest.pod_name;
+    if crate::runtime::podman::Podman::find()?.pod_status(pod)?.is_some() {
+        return Err(Error::usage(format!(
+            "A pod named {pod} exists on this host, and the backup would bring up its own under that name: stop \
+             that appliance first (registry-up down), or restore on another host."
         )));
     }
     // Laid down in staging folders first, moved into place only once every file checked out again.
@@ -143,14 +174,31 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         &data_stage,
     )
     .and_then(|bytes| {
-        if config_dir.exists() {
-            std::fs::remove_dir(&config_dir)
-                .map_err(|e| Error::runtime(crate::host::io_failed("replace", &config_dir, &e)))?;
+        // The data first, the config (state.json with it) last: until the config is in place there is no
+        // appliance, and a failure puts the data back.
+        let data = data_dir.join("docker");
+        std::fs::rename(data_stage.join("docker"), &data)
+            .map_err(|e| Error::runtime(crate::host::io_failed("move into place", &data, &e)))?;
+        let moved = if config_dir.exists() {
+            // An empty folder that stays (a mount point, say): its new contents go in one by one.
+            std::fs::read_dir(&config_stage).and_then(|entries| {
+                for entry in entries {
+                    let entry = entry?;
+                    std::fs::rename(entry.path(), config_dir.join(entry.file_name()))?;
+                }
+                Ok(())
+            })
+        } else {
+            std::fs::rename(&config_stage, &config_dir)
+        };
+        if let Err(e) = moved {
+            let _ = std::fs::rename(&data, data_stage.join("docker"));
+            return Err(Error::runtime(crate::host::io_failed(
+                "move into place",
+                &config_dir,
+                &e,
+            )));
         }
-        std::fs::rename(&config_stage, &config_dir)
-            .map_err(|e| Error::runtime(crate::host::io_failed("move into place", &config_dir, &e)))?;
-        std::fs::rename(data_stage.join("docker"), data_dir.join("docker"))
-            .map_err(|e| Error::runtime(crate::host::io_failed("move into place", &data_dir, &e)))?;
         Ok(bytes)
     });
     let _ = std::fs::remove_dir_all(&config_stage);
@@ -167,7 +215,7 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     let mut up = UpArgs::installed(config_dir, PullPolicy::Missing);
     up.setup.data_dir = Some(data_dir);
     super::up::run(&up, rt, crate::pki::Renew::IfNeeded, host)?;
-    super::gc::verify_deep(&args.appliance, rt, host)
+    super::gc::verify_deep(&args.appliance, "after the restore", rt, host)
 }
 
 fn file_name(dir: &Path) -> String {

@@ -37,7 +37,7 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
         collect(args.drain_timeout, &settings, &data_dir)?
     };
     // The lock is let go: verify takes it itself.
-    let status = verify_deep(&args.appliance, rt, host)?;
+    let status = verify_deep(&args.appliance, "after the collection", rt, host)?;
     println!("\ngc freed {freed}.");
     Ok(status)
 }
@@ -56,7 +56,12 @@ pub fn installed(dir: &std::path::Path, host: &HostFacts) -> Result<(Settings, P
 }
 
 /// `registry-up verify --deep` of the appliance, printed; its verdict.
-pub fn verify_deep(appliance: &ApplianceDir, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<ExitStatus> {
+pub fn verify_deep(
+    appliance: &ApplianceDir,
+    after: &str,
+    rt: &tokio::runtime::Runtime,
+    host: &HostFacts,
+) -> Result<ExitStatus> {
     let verify = VerifyArgs {
         domain: None,
         port: None,
@@ -70,7 +75,7 @@ pub fn verify_deep(appliance: &ApplianceDir, rt: &tokio::runtime::Runtime, host:
         timeout: 120,
         size: "1MiB".into(),
     };
-    println!("\nverify --deep after the collection:");
+    println!("\nverify --deep {after}:");
     super::verify::command(&verify, rt, host)
 }
 

@@ -181,8 +181,8 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
     };
     if args.appliance.config_dir.join(crate::layout::GC_IN_PROGRESS).exists() {
         problems.push(
-            "a registry-up gc is running, or was interrupted: nginx may refuse pushes; if none is running, run \
-             registry-up gc (or up) to finish"
+            "a registry-up gc or backup is running, or was interrupted: nginx may refuse pushes; if none is \
+             running, run registry-up up to finish"
                 .into(),
         );
     }

@@ -13,11 +13,14 @@ pub fn render_maintenance(settings: &Settings, registry_up: &str) -> Vec<(String
         return Vec::new();
     };
     let [timer, service] = settings.maintenance_units();
+    // systemd reads % as a specifier: a path with one keeps it as %%.
+    let path = |p: &str| p.replace('%', "%%");
     let values = [
         ("pod_name", settings.pod_name.clone()),
         ("pod_unit", settings.unit_name()),
-        ("registry_up", registry_up.to_string()),
-        ("config_dir", settings.config_dir.display().to_string()),
+        ("registry_up", path(registry_up)),
+        ("config_dir", path(&settings.config_dir.display().to_string())),
+        ("data_dir", path(&settings.data_dir.display().to_string())),
         ("calendar", calendar.to_string()),
     ];
     let values: Vec<(&str, &str)> = values.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -488,15 +488,20 @@ fn storage(dir: &Path, size: u64, marks: crate::disk::Watermarks) -> Check {
             format!("only {} free in {}: pushes will soon fail", mib(free), dir.display()),
         ),
         (_, crate::disk::Level::Fine) => (Status::Pass, format!("{} is {usage}", dir.display())),
-        (_, _) => (
-            Status::Warn,
-            format!(
-                "{} is {usage}, at or above the high watermark of {} %: free space (delete images, then registry-up \
-                 gc) or grow the filesystem",
-                dir.display(),
-                marks.high
-            ),
-        ),
+        (_, level) => {
+            let (name, pct) = match level {
+                crate::disk::Level::Critical => ("critical", marks.critical),
+                _ => ("high", marks.high),
+            };
+            (
+                Status::Warn,
+                format!(
+                    "{} is {usage}, at or above the {name} watermark of {pct} %: free space (delete images, then \
+                     registry-up gc) or grow the filesystem",
+                    dir.display()
+                ),
+            )
+        }
     };
     Check::new("storage", status, detail, t.elapsed())
 }

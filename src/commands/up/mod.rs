@@ -161,7 +161,8 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
     if settings.maintenance.is_some() && ready.service == Service::Direct {
         return Err(Error::usage(
             "--maintenance installs a systemd timer, and systemd is not running here (or --systemd none was \
-             given): leave it out, and run registry-up maintain from cron instead.",
+             given): give --maintenance off (it is kept from an earlier run otherwise), and run registry-up \
+             maintain from cron instead.",
         ));
     }
 
