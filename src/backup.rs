@@ -343,15 +343,11 @@ pub fn extract(
     config_dir: &Path,
     data_dir: &Path,
 ) -> Result<u64> {
-    let mut wanted: BTreeMap<String, Entry> = checked
-        .manifest
-        .files
-        .iter()
-        .map(|e| (e.path.clone(), e.clone()))
-        .collect();
-    let mut written = lay_down(path, &mut wanted, config_dir, data_dir)?;
-    if !checked.manifest.from_base.is_empty() {
-        let (base_path, base_checked) = base.expect("checked: an incremental backup comes with its base");
+    let by_path = |entries: &[Entry]| -> BTreeMap<String, Entry> {
+        entries.iter().map(|e| (e.path.clone(), e.clone())).collect()
+    };
+    // What the base must give is checked against the base's own record before anything is written.
+    if let Some((base_path, base_checked)) = base.filter(|_| !checked.manifest.from_base.is_empty()) {
         let offered = base_checked.paths();
         if let Some(e) = checked
             .manifest
@@ -365,12 +361,11 @@ pub fn extract(
                 crate::bundle::printable(&e.path)
             )));
         }
-        let mut from_base: BTreeMap<String, Entry> = checked
-            .manifest
-            .from_base
-            .iter()
-            .map(|e| (e.path.clone(), e.clone()))
-            .collect();
+    }
+    let mut written = lay_down(path, &mut by_path(&checked.manifest.files), config_dir, data_dir)?;
+    if !checked.manifest.from_base.is_empty() {
+        let (base_path, _) = base.expect("checked: an incremental backup comes with its base");
+        let mut from_base = by_path(&checked.manifest.from_base);
         written += lay_down(base_path, &mut from_base, config_dir, data_dir)?;
         if let Some(missing) = from_base.keys().next() {
             return Err(Error::usage(format!(

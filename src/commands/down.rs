@@ -67,8 +67,7 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
     if host.systemd_running {
         let systemctl = crate::runtime::systemd::Systemctl::for_appliance(state.rootless);
         let units = crate::layout::maintenance_units(&state.pod_name);
-        let names = [units[0].as_str(), units[1].as_str()];
-        crate::runtime::systemd::maintenance_timer(&systemctl, &host.unit_dir(), names, false, false)?;
+        crate::runtime::systemd::maintenance_timer(&systemctl, &host.unit_dir(), &units, false, false)?;
     }
     let podman = Podman::find()?;
     if podman.pod_status(&state.pod_name)?.is_some() {

@@ -81,21 +81,20 @@ pub fn verify_deep(
 
 /// Read-only, collect, read-write again (also when collecting failed); what was freed, in words.
 pub fn collect(drain_timeout: u64, settings: &Settings, data_dir: &std::path::Path) -> Result<String> {
-    let podman = Podman::find()?;
-    // Not restarting the registry is safe only while it keeps no blob descriptor cache.
+    // Not restarting the registry is safe only while it keeps no blob descriptor cache. (A registry that is
+    // not there is while_read_only's to report.)
     let registry = render::container_name(&settings.pod_name, render::REGISTRY_CONTAINER);
-    if podman.pod_status(&settings.pod_name)?.is_some_and(|s| s.healthy()) {
-        if let Some(cache) = podman
-            .container_env(&registry)?
-            .into_iter()
-            .find(|e| e.starts_with("REGISTRY_STORAGE_CACHE"))
-        {
-            return Err(Error::usage(format!(
-                "The registry container sets {cache}: a blob descriptor cache goes stale after a collection \
-                 (distribution#4569), and gc does not restart the registry: nothing was changed. Use a registry \
-                 image without it."
-            )));
-        }
+    if let Some(cache) = Podman::find()?
+        .container_env(&registry)
+        .unwrap_or_default()
+        .into_iter()
+        .find(|e| e.starts_with("REGISTRY_STORAGE_CACHE"))
+    {
+        return Err(Error::usage(format!(
+            "The registry container sets {cache}: a blob descriptor cache goes stale after a collection \
+             (distribution#4569), and gc does not restart the registry: nothing was changed. Use a registry \
+             image without it."
+        )));
     }
     while_read_only(settings, render::ReadOnly::Gc, drain_timeout, |out| {
         out.step("collect", || {

@@ -19,10 +19,10 @@ pub fn command(args: &MaintainArgs, rt: &tokio::runtime::Runtime, host: &HostFac
         let (settings, data_dir) = super::gc::installed(dir, host)?;
         // Read-only first when the disk is already that full: whatever gc then does (or fails to do),
         // pushes stop filling it.
-        let was_full = disk_full_now(&settings)?;
+        let was_full = disk_full_now(&settings);
         let first = decide(&settings, &data_dir, was_full)?;
         let collected = super::gc::collect(args.drain_timeout, &settings, &data_dir);
-        let full = decide(&settings, &data_dir, disk_full_now(&settings)?)?;
+        let full = decide(&settings, &data_dir, disk_full_now(&settings))?;
         let usage = usage(&data_dir)?;
         let marks = settings.watermarks;
         let freed = match &collected {
@@ -66,9 +66,9 @@ fn usage(data_dir: &Path) -> Result<Usage> {
 }
 
 /// Whether nginx runs the disk-full read-only conf now.
-fn disk_full_now(settings: &crate::settings::Settings) -> Result<bool> {
+fn disk_full_now(settings: &crate::settings::Settings) -> bool {
     let conf = settings.config_dir.join(layout::NGINX_CONF);
-    Ok(std::fs::read_to_string(conf).is_ok_and(|t| t.contains(ReadOnly::DiskFull.marker())))
+    std::fs::read_to_string(conf).is_ok_and(|t| t.contains(ReadOnly::DiskFull.marker()))
 }
 
 /// Read-only while the data filesystem is at or above the critical watermark, read-write below it;

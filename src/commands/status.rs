@@ -188,8 +188,8 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
     }
     if data.read_only_disk_full {
         problems.push(
-            "read-only: the maintenance run found the disk above its critical watermark (pulls work, pushes are \
-             refused); free space, then registry-up maintain"
+            "read-only: the maintenance run found the disk above its critical watermark and wrote nginx's \
+             disk-full conf (pulls work, pushes are refused); free space, then registry-up maintain"
                 .into(),
         );
     }
@@ -320,7 +320,7 @@ fn print_text(s: &Status) {
             ""
         };
         println!(
-            "disk       {used} used{high}; verify warns at {} %, maintenance makes it read-only at {} %",
+            "disk       {used} used{high}; verify warns at {} %, registry-up maintain makes it read-only at {} %",
             d.high_watermark, d.critical_watermark
         );
     }

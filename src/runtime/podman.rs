@@ -472,40 +472,49 @@ impl Podman {
     /// once every old worker has stopped accepting connections (at most 10 s), so that the next client
     /// cannot land on a worker that is about to close its connection.
     pub fn reload_nginx(&self, container: &str) -> Result<()> {
-        let old: Vec<u32> = self.nginx_workers(container).into_iter().map(|(pid, _)| pid).collect();
-        self.text(&["exec", container, "nginx", "-s", "reload"])?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            let now = self.nginx_workers(container);
-            let old_accepting = now.iter().any(|(pid, accepting)| *accepting && old.contains(pid));
-            let new_running = now.iter().any(|(pid, _)| !old.contains(pid));
-            if !old_accepting && new_running {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        Ok(())
+        // The new workers run and the old ones take no new connection: nothing is dropped.
+        let old = self.nginx_worker_pids(container);
+        self.reload_and_wait(container, &old, std::time::Duration::from_secs(10), |old, now| {
+            !now.iter().any(|(pid, accepting)| *accepting && old.contains(pid))
+        })
+        .map(|_| ())
     }
 
     /// `nginx -s reload`, then waits until every worker of the old configuration has exited (none still
     /// "shutting down"), so that no request it accepted is still running; false when some still run after
     /// `wait`. Workers it cannot see are an error: "drained" must never be a guess.
     pub fn reload_nginx_drained(&self, container: &str, wait: std::time::Duration) -> Result<bool> {
-        let old: Vec<u32> = self.nginx_workers(container).into_iter().map(|(pid, _)| pid).collect();
+        let old = self.nginx_worker_pids(container);
         if old.is_empty() {
             return Err(Error::runtime(format!(
                 "Cannot see the nginx workers of {container} (podman top), so gc cannot tell when requests under \
                  way have finished: nothing was collected. Check the pod with registry-up status."
             )));
         }
+        self.reload_and_wait(container, &old, wait, |old, now| {
+            !now.iter().any(|(pid, accepting)| old.contains(pid) || !accepting)
+        })
+    }
+
+    fn nginx_worker_pids(&self, container: &str) -> Vec<u32> {
+        self.nginx_workers(container).into_iter().map(|(pid, _)| pid).collect()
+    }
+
+    /// `nginx -s reload`, then polls the workers until a new one runs and `done(old pids, workers now)`
+    /// holds, or `wait` passes (false then).
+    fn reload_and_wait(
+        &self,
+        container: &str,
+        old: &[u32],
+        wait: std::time::Duration,
+        done: impl Fn(&[u32], &[(u32, bool)]) -> bool,
+    ) -> Result<bool> {
         self.text(&["exec", container, "nginx", "-s", "reload"])?;
         let deadline = std::time::Instant::now() + wait;
         loop {
             let now = self.nginx_workers(container);
-            let old_left = now.iter().any(|(pid, _)| old.contains(pid));
-            let draining = now.iter().any(|(_, accepting)| !accepting);
             let new_running = now.iter().any(|(pid, accepting)| *accepting && !old.contains(pid));
-            if !old_left && !draining && new_running {
+            if new_running && done(old, &now) {
                 return Ok(true);
             }
             if std::time::Instant::now() >= deadline {

@@ -102,7 +102,7 @@ pub fn enable_linger(user: &str) -> Result<()> {
 pub fn maintenance_timer(
     systemctl: &Systemctl,
     unit_dir: &std::path::Path,
-    [timer, service]: [&str; 2],
+    [timer, service]: &[String; 2],
     on: bool,
     changed: bool,
 ) -> Result<Option<String>> {
@@ -114,7 +114,7 @@ pub fn maintenance_timer(
         return Ok(Some(format!("{timer} enabled")));
     }
     let files: Vec<PathBuf> = [timer, service]
-        .iter()
+        .into_iter()
         .map(|u| unit_dir.join(u))
         .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.starts_with("# Written by registry-up")))
         .collect();

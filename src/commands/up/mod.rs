@@ -497,16 +497,15 @@ fn maintenance(settings: &Settings, plan: &Plan, host: &HostFacts) -> Result<(()
         .writes()
         .any(|c| c.file.root == Root::SystemdUnits && units.contains(&c.file.rel));
     let systemctl = crate::runtime::systemd::Systemctl::for_appliance(settings.rootless);
-    let [timer, service] = [units[0].as_str(), units[1].as_str()];
     let done = crate::runtime::systemd::maintenance_timer(
         &systemctl,
         &host.unit_dir(),
-        [timer, service],
+        &units,
         settings.maintenance.is_some(),
         changed,
     )?;
     let detail = match (settings.maintenance, done) {
-        (Some(when), _) => format!("{timer} runs registry-up maintain {when}"),
+        (Some(when), _) => format!("{} runs registry-up maintain {when}", units[0]),
         (None, Some(done)) => done,
         (None, None) => "none (--maintenance daily sets one up)".into(),
     };
