@@ -6,7 +6,10 @@ CARGO ?= cargo
 # Podman settings these machines need (runc; no default ulimits), kept out of /etc.
 export CONTAINERS_CONF ?= $(CURDIR)/tests/fixtures/containers.conf
 
-DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs debootstrap systemd-container nftables
+DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs debootstrap systemd-container nftables lintian binutils dpkg-dev
+# Tools built with cargo (packaging), cached outside target/ so `cargo clean` keeps them.
+export REGISTRY_UP_TOOLS ?= $(HOME)/.cache/registry-up-tools
+CARGO_DEB_VERSION := 3.8.0
 IMAGES := target/test-images/registry.tar target/test-images/registry-2x.tar target/test-images/nginx.tar
 # A second build with another tag: the "new version" for upgrade tests.
 IMAGES_V2 := target/test-images/v2/registry.tar target/test-images/v2/registry-2x.tar target/test-images/v2/nginx.tar
@@ -18,12 +21,17 @@ DEMO_ARGS := --domain localhost --san 127.0.0.1 --port $(DEMO_PORT) \
 	--registry-image localhost/registry-up-test/registry:latest \
 	--nginx-image localhost/registry-up-test/nginx:latest
 
-.PHONY: deps test-images guests build demo demo-down test lint bench
+.PHONY: deps test-images guests build package demo demo-down test lint bench
 
+# Debian packages, cargo-deb, and every crate: after this, builds and `make package` need no network.
 deps:
 	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
 	fi
+	@if [ "$$($(REGISTRY_UP_TOOLS)/bin/cargo-deb --version 2>/dev/null)" != "cargo-deb $(CARGO_DEB_VERSION)" ]; then \
+		$(CARGO) install -q cargo-deb --version $(CARGO_DEB_VERSION) --locked --root $(REGISTRY_UP_TOOLS); \
+	fi
+	$(CARGO) fetch --locked -q
 
 # Offline stand-ins for the registry image (3.x and 2.x layouts) and nginx:alpine, built from Debian
 # packages (tests/images/build.sh).
@@ -42,6 +50,10 @@ target/guests/%/.complete: tests/guests/build.sh
 build:
 	$(CARGO) build --release --locked
 
+# The .deb (target/debian/) and a tarball with its checksum (target/package/): packaging/build.sh.
+package: deps
+	packaging/build.sh
+
 demo: deps test-images build
 	target/release/registry-up $(DEMO_ARGS) \
 		--image-archive target/test-images/registry.tar --image-archive target/test-images/nginx.tar
@@ -55,7 +67,7 @@ demo-down:
 	-podman play kube --down $(DEMO_DIR)/config/registry-pod.yaml
 	rm -rf $(DEMO_DIR)
 
-test: deps test-images guests
+test: deps test-images guests package
 	REGISTRY_UP_E2E=require $(CARGO) test --locked
 
 # Figures against the baselines users would otherwise use (a few minutes; not part of `make test`).

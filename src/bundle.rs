@@ -1,8 +1,9 @@
 //! Offline bundles: the format, and the checks `up --bundle` makes. `registry-up bundle` (on a connected
 //! host, commands/bundle.rs) pulls the registry and nginx images with
-//! oci-client and writes one tar: `manifest.json`, `SHA256SUMS`, and one OCI archive per image, which
-//! is what `podman load` reads (names kept through the `org.opencontainers.image.ref.name` annotation).
-//! `up --bundle` (on the air-gapped host) checks every checksum before it loads anything.
+//! oci-client and writes one tar: `manifest.json`, `SHA256SUMS`, one OCI archive per image, which
+//! is what `podman load` reads (names kept through the `org.opencontainers.image.ref.name` annotation),
+//! and (format 2) the tool itself: the `registry-up` binary and, when given, its .deb, so the user copies
+//! one file. `up --bundle` (on the air-gapped host) checks every checksum before it loads anything.
 
 use std::fs::File;
 use std::io::Read;
@@ -16,6 +17,10 @@ use crate::runtime::podman::Podman;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const SUMS: &str = "SHA256SUMS";
+/// The binary's member name: what the README's `tar -xf BUNDLE registry-up` extracts.
+pub const TOOL_BINARY: &str = "registry-up";
+/// Format 1 held the images alone; 2 adds `tools`.
+pub const FORMAT: u32 = 2;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BundleManifest {
@@ -23,6 +28,41 @@ pub struct BundleManifest {
     pub created_by: String,
     pub arch: String,
     pub images: Vec<BundleImage>,
+    /// registry-up itself (format 2): the binary, and the .deb when one was given.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<BundleTool>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BundleTool {
+    /// `binary` or `deb`.
+    pub kind: String,
+    pub file: String,
+    /// `registry-up --version` of the binary (the one the .deb holds, for the .deb).
+    pub version: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl BundleTool {
+    /// What registry-up writes: the binary as `registry-up`, a .deb as `registry-up_VERSION_ARCH.deb`.
+    fn well_formed(&self) -> bool {
+        match self.kind.as_str() {
+            "binary" => self.file == TOOL_BINARY,
+            "deb" => {
+                self.file.starts_with("registry-up_")
+                    && self.file.ends_with(".deb")
+                    && !self.file.contains('/')
+                    && !self.file.chars().any(char::is_control)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Whether `name` is a member that can only be one of a manifest's tools.
+fn tool_member(name: &str) -> bool {
+    name == TOOL_BINARY || (name.starts_with("registry-up_") && name.ends_with(".deb") && !name.contains('/'))
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +116,15 @@ impl CheckedBundle {
             }
         }
         Ok(loaded)
+    }
+
+    /// The version of registry-up the bundle carries, if it carries the binary.
+    pub fn tool_version(&self) -> Option<&str> {
+        self.manifest
+            .tools
+            .iter()
+            .find(|t| t.kind == "binary")
+            .map(|t| t.version.as_str())
     }
 
     pub fn reference(&self, role: &str) -> Option<&str> {
@@ -154,29 +203,32 @@ fn listing_problem(images: &[BundleImage], i: usize) -> Option<String> {
     })
 }
 
-/// What is wrong with the member of `image`, unpacked in `dir`, if anything: not in SHA256SUMS, missing,
-/// of another size or checksum, or an archive of another image.
-fn member_problem(image: &BundleImage, sums: &str, seen: &[(String, String, u64)], dir: &Path) -> Option<String> {
-    let file = printable(&image.file);
-    let listed = sums
-        .lines()
-        .any(|l| l.split_once("  ") == Some((image.sha256.as_str(), image.file.as_str())));
+/// What is wrong with member `file` against SHA256SUMS and what was read, if anything: not listed in
+/// SHA256SUMS, missing, or of another size or checksum than recorded.
+fn sum_problem(file_name: &str, sha256: &str, size: u64, sums: &str, seen: &[(String, String, u64)]) -> Option<String> {
+    let file = printable(file_name);
+    let listed = sums.lines().any(|l| l.split_once("  ") == Some((sha256, file_name)));
     if !listed {
         return Some(format!("{SUMS} and {MANIFEST} disagree about {file}"));
     }
-    match seen.iter().find(|(name, _, _)| *name == image.file) {
-        None => return Some(format!("{file} is missing")),
-        Some((_, _, size)) if *size != image.size => {
-            return Some(format!("{file} has {size} bytes instead of {}", image.size))
-        }
-        Some((_, sha, _)) if *sha != image.sha256 => {
-            return Some(format!(
-                "{file} does not match its checksum (sha256 {sha}, expected {})",
-                printable(&image.sha256)
-            ))
-        }
-        Some(_) => {}
+    match seen.iter().find(|(name, _, _)| name == file_name) {
+        None => Some(format!("{file} is missing")),
+        Some((_, _, got)) if *got != size => Some(format!("{file} has {got} bytes instead of {size}")),
+        Some((_, sha, _)) if sha != sha256 => Some(format!(
+            "{file} does not match its checksum (sha256 {sha}, expected {})",
+            printable(sha256)
+        )),
+        Some(_) => None,
     }
+}
+
+/// What is wrong with the member of `image`, unpacked in `dir`, if anything: its checksum (above), or an
+/// archive of another image.
+fn member_problem(image: &BundleImage, sums: &str, seen: &[(String, String, u64)], dir: &Path) -> Option<String> {
+    if let Some(problem) = sum_problem(&image.file, &image.sha256, image.size, sums, seen) {
+        return Some(problem);
+    }
+    let file = printable(&image.file);
     // The archive holds the image the manifest recorded, under its name.
     match archive_index(&dir.join(&image.file)) {
         Ok((digest, name)) if digest == image.digest && name.as_deref() == Some(image.reference.as_str()) => None,
@@ -252,6 +304,13 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
                     .map_err(|e| damaged(bundle, format!("{SUMS} is unreadable ({e})")))?;
                 sums = Some(text);
             }
+            // The tool is checked like the images but never unpacked: up does not run it.
+            member if tool_member(member) => {
+                let (sha256, size) = Sha256::copy(&mut entry, std::io::sink()).map_err(|e| match e {
+                    Copy::Read(e) | Copy::Write(e) => damaged(bundle, format!("{member} is truncated ({e})")),
+                })?;
+                seen.push((member.to_string(), sha256, size));
+            }
             member if !member.contains('/') && member.ends_with(".oci.tar") => {
                 let out_path = dir.path().join(member);
                 let unpack_failed = |e: std::io::Error| {
@@ -277,22 +336,53 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     }
     let manifest = manifest.ok_or_else(|| damaged(bundle, format!("{MANIFEST} is missing")))?;
     let sums = sums.ok_or_else(|| damaged(bundle, format!("{SUMS} is missing")))?;
-    if manifest.format != 1 || manifest.images.is_empty() {
+    if manifest.format > FORMAT {
+        return Err(Error::usage(format!(
+            "The bundle {} was made by a newer registry-up ({}, bundle format {}): use that version, which the \
+             bundle carries (tar -xf {} registry-up).",
+            bundle.display(),
+            printable(&manifest.created_by),
+            manifest.format,
+            bundle.display()
+        )));
+    }
+    if manifest.format == 0 || manifest.images.is_empty() || (manifest.format == 1 && !manifest.tools.is_empty()) {
         return Err(damaged(bundle, format!("{MANIFEST} is of an unknown format")));
     }
     // Exactly what the manifest lists: each role and file once, every archive listed, every sum used, each
-    // archive whole and holding the image recorded.
-    let unlisted = seen
-        .iter()
-        .find(|(name, _, _)| !manifest.images.iter().any(|i| i.file == *name));
+    // archive whole and holding the image recorded, each tool whole.
+    let listed =
+        |name: &str| manifest.images.iter().any(|i| i.file == name) || manifest.tools.iter().any(|t| t.file == name);
+    let unlisted = seen.iter().find(|(name, _, _)| !listed(name));
     let problem = (0..manifest.images.len())
         .find_map(|i| listing_problem(&manifest.images, i))
+        .or_else(|| {
+            (0..manifest.tools.len()).find_map(|i| {
+                let tool = &manifest.tools[i];
+                let again = manifest.tools[..i]
+                    .iter()
+                    .any(|t| t.kind == tool.kind || t.file == tool.file);
+                (again || !tool.well_formed()).then(|| {
+                    format!(
+                        "{MANIFEST} lists {} ({}) more than once or in a form registry-up does not write",
+                        printable(&tool.file),
+                        printable(&tool.kind)
+                    )
+                })
+            })
+        })
         .or_else(|| {
             unlisted.map(|(extra, _, _)| format!("it holds {}, which {MANIFEST} does not list", printable(extra)))
         })
         .or_else(|| {
-            (sums.lines().filter(|l| !l.trim().is_empty()).count() != manifest.images.len())
-                .then(|| format!("{SUMS} does not list exactly the images of {MANIFEST}"))
+            (sums.lines().filter(|l| !l.trim().is_empty()).count() != manifest.images.len() + manifest.tools.len())
+                .then(|| format!("{SUMS} does not list exactly the members of {MANIFEST}"))
+        })
+        .or_else(|| {
+            manifest
+                .tools
+                .iter()
+                .find_map(|tool| sum_problem(&tool.file, &tool.sha256, tool.size, &sums, &seen))
         })
         .or_else(|| {
             manifest
@@ -304,4 +394,54 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
         return Err(damaged(bundle, problem));
     }
     Ok(CheckedBundle { manifest, dir })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(kind: &str, file: &str) -> BundleTool {
+        BundleTool {
+            kind: kind.into(),
+            file: file.into(),
+            version: "0.1.0".into(),
+            sha256: "0".repeat(64),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn tools_are_only_what_registry_up_writes() {
+        assert!(tool("binary", "registry-up").well_formed());
+        assert!(tool("deb", "registry-up_0.1.0_amd64.deb").well_formed());
+        for (kind, file) in [
+            ("binary", "registry-up_0.1.0_amd64.deb"),
+            ("deb", "registry-up"),
+            ("deb", "../registry-up_0.1.0_amd64.deb"),
+            ("deb", "other_0.1.0_amd64.deb"),
+            ("deb", "registry-up_\u{1b}[2J.deb"),
+            ("script", "registry-up"),
+        ] {
+            assert!(!tool(kind, file).well_formed(), "{kind} {file:?}");
+        }
+        assert!(tool_member("registry-up") && tool_member("registry-up_0.1.0_arm64.deb"));
+        assert!(!tool_member("sub/registry-up_0.1.0_amd64.deb") && !tool_member("registry.oci.tar"));
+    }
+
+    #[test]
+    fn a_format_1_manifest_reads_with_no_tools_and_a_format_2_one_with_them() {
+        let old = r#"{"format":1,"created_by":"registry-up 0.1.0","arch":"amd64","images":[]}"#;
+        assert!(serde_json::from_str::<BundleManifest>(old).unwrap().tools.is_empty());
+        let new = BundleManifest {
+            format: FORMAT,
+            created_by: "registry-up 0.1.0 (abc)".into(),
+            arch: "amd64".into(),
+            images: Vec::new(),
+            tools: vec![tool("binary", TOOL_BINARY)],
+        };
+        let text = serde_json::to_string(&new).unwrap();
+        let back: BundleManifest = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.tools.len(), 1);
+        assert_eq!(back.format, 2);
+    }
 }

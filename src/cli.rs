@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Parser, Debug)]
 #[command(
     name = "registry-up",
-    version,
+    version = crate::VERSION,
     about = "Turn a Podman host into a verified, TLS-fronted private OCI registry in one command.",
     args_conflicts_with_subcommands = true,
     args_override_self = true,
@@ -58,6 +58,10 @@ pub enum Command {
     /// What the maintenance timer runs: gc, then read-only while the disk stays above the critical
     /// watermark, read-write once it is below.
     Maintain(MaintainArgs),
+    /// Print a shell's completion script (bash, zsh, fish, elvish, powershell), for installing by hand.
+    Completions(CompletionsArgs),
+    /// Write the man pages (registry-up.1 and one per command) into a folder, for installing by hand.
+    Man(ManArgs),
 }
 
 /// What the appliance is: shared by `up` and `render`. On a re-run, a flag left out keeps the value of
@@ -447,6 +451,25 @@ pub struct BundleArgs {
     /// User for the source registry; the password is read from standard input.
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
+
+    /// registry-up's Debian package (`make package` writes it) to carry too, next to this binary; it
+    /// must hold this very binary.
+    #[arg(long, value_name = "FILE")]
+    pub deb: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ManArgs {
+    /// The folder to write the pages into (created if missing), e.g. /usr/local/share/man/man1.
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Subcommand, Debug)]

@@ -5,6 +5,7 @@ mod backup;
 mod bundle;
 mod cli;
 mod commands;
+mod deb;
 mod desired;
 mod digest;
 mod disk;
@@ -34,10 +35,13 @@ mod verify;
 
 use clap::Parser;
 
+/// `registry-up --version`: the crate's version and the git commit it was built from (build.rs).
+pub const VERSION: &str = env!("REGISTRY_UP_VERSION");
+
 use crate::cli::{CertsCommand, Cli, Command};
 use crate::commands::{
-    backup as backup_cmd, bundle as bundle_cmd, certs, doctor, down, gc as gc_cmd, logs, maintain, prepare_user,
-    render as render_cmd, status, trust, up, verify as verify_cmd,
+    backup as backup_cmd, bundle as bundle_cmd, certs, completions, doctor, down, gc as gc_cmd, logs, maintain, man,
+    prepare_user, render as render_cmd, status, trust, up, verify as verify_cmd,
 };
 use crate::error::{ExitStatus, Result};
 use crate::host::HostFacts;
@@ -112,6 +116,8 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Maintain(args)) => maintain::command(args, &rt, host),
         Some(Command::Backup(args)) => done(backup_cmd::backup(args, host)),
         Some(Command::Restore(args)) => backup_cmd::restore(args, &rt, host),
+        Some(Command::Completions(args)) => done(completions::command(args)),
+        Some(Command::Man(args)) => done(man::command(args)),
     }
 }
 

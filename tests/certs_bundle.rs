@@ -44,7 +44,7 @@ fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
     let listing = Command::new("tar").arg("-tf").arg(&bundle).output().unwrap();
     assert_eq!(
         text(&listing.stdout),
-        "manifest.json\nSHA256SUMS\nregistry.oci.tar\nnginx.oci.tar\n"
+        "manifest.json\nSHA256SUMS\nregistry-up\nregistry.oci.tar\nnginx.oci.tar\n"
     );
     // The checksums are the standard tool's format.
     let unpacked = source.tmp.path().join("unpacked");
@@ -64,6 +64,20 @@ fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
         .output()
         .unwrap();
     assert!(sums.status.success(), "{}", text(&sums.stdout));
+    // It carries the very binary that made it, executable, saying its version.
+    let carried = unpacked.join("registry-up");
+    assert_eq!(
+        common::sha256(&std::fs::read(&carried).unwrap()),
+        common::sha256(&std::fs::read(common::BIN).unwrap())
+    );
+    assert_eq!(common::mode(&carried) & 0o777, 0o755);
+    let version = Command::new(&carried).arg("--version").output().unwrap();
+    let manifest: Value = serde_json::from_slice(&std::fs::read(unpacked.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["format"], 2);
+    assert_eq!(
+        format!("registry-up {}\n", manifest["tools"][0]["version"].as_str().unwrap()),
+        text(&version.stdout)
+    );
 
     // One flipped byte, or a cut-off copy: refused before anything is loaded or started.
     let target = Appliance::new();
@@ -74,8 +88,18 @@ fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
     std::fs::write(&flipped, &bytes).unwrap();
     let truncated = source.tmp.path().join("truncated.tar");
     std::fs::write(&truncated, &std::fs::read(&bundle).unwrap()[..(size * 2 / 3) as usize]).unwrap();
+    // A flipped byte in the carried binary (the member right after the sums) is caught too.
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let tool_at = find(&bytes, b"\x7fELF").expect("the binary is in the bundle");
+    bytes[tool_at + 4096] ^= 0x01;
+    let flipped_tool = source.tmp.path().join("flipped-tool.tar");
+    std::fs::write(&flipped_tool, &bytes).unwrap();
     let up_from = |bundle: &std::path::Path| Run::bin().args(target.base_args()).arg("--bundle").arg(bundle);
-    for (bad, expect) in [(&flipped, "does not match its checksum"), (&truncated, "truncated")] {
+    for (bad, expect) in [
+        (&flipped, "does not match its checksum"),
+        (&truncated, "truncated"),
+        (&flipped_tool, "registry-up does not match its checksum"),
+    ] {
         up_from(bad)
             .code(2)
             .stderr_has(format!("The bundle {} is damaged", bad.display()))
@@ -105,6 +129,10 @@ fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
     );
     assert_eq!(target.inspect(&target.container("nginx"), "{{.ImageName}}"), nginx_ref);
     drop(target); // the pod goes before the image names
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 fn cert_files(app: &Appliance, name: &str, cert: &str, key: &str) -> (String, String) {

@@ -477,6 +477,15 @@ fn a_bundle_is_exactly_what_it_lists() {
             ("x\u{1b}[2J.oci.tar", nginx),
         ],
         "x\\u{1b}[2J.oci.tar",
+    ); // A binary the manifest does not list: a member is a tool only when the manifest says so.
+    refused(
+        "tool.tar",
+        &[
+            ("registry.oci.tar", registry),
+            ("nginx.oci.tar", nginx),
+            ("registry-up", nginx),
+        ],
+        "holds registry-up, which manifest.json does not list",
     );
 }
 

@@ -1,6 +1,7 @@
 //! `registry-up bundle --out FILE`: on a connected host, pulls the registry and nginx images (one
 //! platform) with oci-client into OCI archives, and writes them with a manifest and checksums into one
-//! tar that `up --bundle` checks and loads on the air-gapped host.
+//! tar that `up --bundle` checks and loads on the air-gapped host. The tar also carries this very
+//! binary (and, with `--deb`, its package), so the air-gapped host needs nothing else.
 
 use std::fs::File;
 use std::io::Write;
@@ -14,7 +15,7 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::bundle::{BundleImage, BundleManifest, MANIFEST, SUMS};
+use crate::bundle::{BundleImage, BundleManifest, BundleTool, FORMAT, MANIFEST, SUMS, TOOL_BINARY};
 use crate::cli::BundleArgs;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
@@ -67,6 +68,7 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         references.push((role, reference));
     }
     let out = crate::settings::usable_path(&args.out, "--out")?;
+    let tools = tools(args, &arch)?;
     let parent = out.parent().unwrap_or(Path::new("/")).to_path_buf();
     crate::settings::check_writable(&[(&parent, "--out")])?;
     let ca = match &args.ca {
@@ -116,10 +118,11 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut manifest = BundleManifest {
-        format: 1,
-        created_by: format!("registry-up {}", env!("CARGO_PKG_VERSION")),
+        format: FORMAT,
+        created_by: format!("registry-up {}", crate::VERSION),
         arch: arch.clone(),
         images: Vec::new(),
+        tools: tools.iter().map(|(tool, _)| tool.clone()).collect(),
     };
     for (role, reference) in &references {
         let file = format!("{role}.oci.tar");
@@ -149,11 +152,17 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         let json = serde_json::to_vec_pretty(&manifest).expect("serialises");
         append_bytes(&mut builder, MANIFEST, &json)?;
         let sums: String = manifest
-            .images
+            .tools
             .iter()
-            .map(|i| format!("{}  {}\n", i.sha256, i.file))
+            .map(|t| (&t.sha256, &t.file))
+            .chain(manifest.images.iter().map(|i| (&i.sha256, &i.file)))
+            .map(|(sha256, file)| format!("{sha256}  {file}\n"))
             .collect();
         append_bytes(&mut builder, SUMS, sums.as_bytes())?;
+        // The tool first: extracting it reads the least of the bundle.
+        for (tool, source) in &tools {
+            append_tool(&mut builder, tool, source)?;
+        }
         for image in &manifest.images {
             builder
                 .append_path_with_name(work.path().join(&image.file), &image.file)
@@ -165,13 +174,134 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
             .map_err(|e| local("write the bundle", e))?;
     }
     std::fs::rename(&tmp, &out).map_err(|e| local(&format!("move the bundle to {}", out.display()), e))?;
+    let file = out
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     println!(
-        "Wrote {} ({arch}): copy it to the air-gapped host and run registry-up up --bundle {} --domain NAME.",
-        out.display(),
-        out.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
+        "Wrote {} ({arch}). On the air-gapped host, in the folder you copy it to:",
+        out.display()
     );
+    match manifest
+        .tools
+        .iter()
+        .map(|t| (t.kind.as_str(), t.file.as_str()))
+        .collect::<Vec<_>>()[..]
+    {
+        [.., ("deb", deb)] => println!(
+            "  tar -xf {file} SHA256SUMS {deb} && sha256sum -c --ignore-missing SHA256SUMS\n  \
+             apt-get install ./{deb}\n  registry-up --domain NAME --bundle {file}"
+        ),
+        [("binary", _)] => println!(
+            "  tar -xf {file} SHA256SUMS {TOOL_BINARY} && sha256sum -c --ignore-missing SHA256SUMS\n  \
+             install -m 0755 {TOOL_BINARY} /usr/local/bin/\n  registry-up --domain NAME --bundle {file}"
+        ),
+        _ => println!("  registry-up --domain NAME --bundle {file}"),
+    }
+    Ok(())
+}
+
+/// The tools the bundle carries, each with the file it is read from: this binary when the bundle is for
+/// this host's architecture, and the package given with --deb, which must hold this very binary.
+fn tools(args: &BundleArgs, arch: &str) -> Result<Vec<(BundleTool, std::path::PathBuf)>> {
+    // /proc/self/exe is the running binary even if its file was replaced since it started.
+    let exe = std::path::PathBuf::from("/proc/self/exe");
+    let (own_sha256, own_size) = File::open(&exe)
+        .and_then(Sha256::of_reader)
+        .map_err(|e| local("read this registry-up binary", e))?;
+    let mut tools = Vec::new();
+    if arch == host_arch() {
+        tools.push((
+            BundleTool {
+                kind: "binary".into(),
+                file: TOOL_BINARY.into(),
+                version: crate::VERSION.into(),
+                sha256: own_sha256.clone(),
+                size: own_size,
+            },
+            exe,
+        ));
+    } else {
+        eprintln!(
+            "note: the bundle is for {arch}, this registry-up for {}: the bundle does not carry the binary (give \
+             --deb a registry-up package for {arch} to carry one).",
+            host_arch()
+        );
+    }
+    if let Some(path) = &args.deb {
+        let deb = crate::deb::read(path)?;
+        let refuse = |why: String| {
+            Error::usage(format!(
+                "The package {} {why}: the bundle would carry two different registry-ups. Build both with \
+                 `make package` and bundle with the binary the package installs (or leave --deb out).",
+                path.display()
+            ))
+        };
+        if deb.arch != arch {
+            return Err(refuse(format!("is for {}, the bundle for {arch}", deb.arch)));
+        }
+        if deb.version != env!("CARGO_PKG_VERSION") {
+            return Err(refuse(format!(
+                "is version {}, this registry-up {}",
+                deb.version,
+                env!("CARGO_PKG_VERSION")
+            )));
+        }
+        if arch == host_arch() && deb.binary_sha256 != own_sha256 {
+            return Err(refuse(format!(
+                "holds another build of registry-up (sha256 {}) than the one running ({own_sha256})",
+                deb.binary_sha256
+            )));
+        }
+        let (sha256, size) = File::open(path)
+            .and_then(Sha256::of_reader)
+            .map_err(|e| local(&format!("read {}", path.display()), e))?;
+        tools.push((
+            BundleTool {
+                kind: "deb".into(),
+                file: format!("registry-up_{}_{arch}.deb", deb.version),
+                version: deb.version,
+                sha256,
+                size,
+            },
+            path.clone(),
+        ));
+    }
+    Ok(tools)
+}
+
+/// Appends a tool, checking it is still the file that was hashed (a .deb rebuilt meanwhile is not).
+fn append_tool(builder: &mut tar::Builder<File>, tool: &BundleTool, source: &Path) -> Result<()> {
+    /// Hashes what passes through, so the bytes written are the bytes checked.
+    struct Hashing<R>(R, Sha256);
+    impl<R: std::io::Read> std::io::Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.0.read(buf)?;
+            self.1.update(&buf[..n]);
+            Ok(n)
+        }
+    }
+    let file = File::open(source).map_err(|e| local(&format!("read {}", source.display()), e))?;
+    let mut header = tar::Header::new_gnu();
+    header.set_size(tool.size);
+    header.set_mode(if tool.kind == "binary" { 0o755 } else { 0o644 });
+    header.set_mtime(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    );
+    header.set_cksum();
+    let mut reader = Hashing(std::io::Read::take(file, tool.size), Sha256::new());
+    builder
+        .append_data(&mut header, &tool.file, &mut reader)
+        .map_err(|e| local("write the bundle", e))?;
+    if reader.1.hex() != tool.sha256 {
+        return Err(local(
+            &format!("add {}", source.display()),
+            "it changed while the bundle was made",
+        ));
+    }
     Ok(())
 }
 

@@ -4,11 +4,13 @@
 pub mod backup;
 pub mod bundle;
 pub mod certs;
+pub mod completions;
 pub mod doctor;
 pub mod down;
 pub mod gc;
 pub mod logs;
 pub mod maintain;
+pub mod man;
 pub mod prepare_user;
 pub mod render;
 pub mod status;

@@ -842,6 +842,8 @@ impl Drop for ImageNames {
 }
 
 /// Certificates made with rcgen for tests: CAs, intermediates and leaves with chosen properties.
+pub mod guest;
+
 pub mod certs {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,

@@ -15,6 +15,8 @@ rm -rf "$out.tmp"
 mkdir -p "$(dirname "$out")"
 
 packages=systemd,systemd-sysv,dbus,podman,runc,netavark,aardvark-dns,iptables,iproute2,ca-certificates,curl,catatonit,skopeo,uidmap,slirp4netns
+# man-db: the package test reads registry-up's man page as a user would (man -w).
+packages=$packages,man-db
 if [ "$suite" != bookworm ]; then
   # trixie: kmod (else systemd-modules-load fails), nftables (netavark calls nft), and what user@.service
   # and rootless networking need.

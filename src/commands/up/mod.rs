@@ -79,7 +79,15 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings,
     let bundle = match &args.bundle {
         Some(path) => Some(out.step(&format!("check bundle {}", path.display()), || {
             let checked = bundle::check(path)?;
-            let detail = format!("{} images, every checksum matches", checked.manifest.images.len());
+            let mut detail = format!("{} images", checked.manifest.images.len());
+            if let Some(version) = checked.tool_version() {
+                detail += &format!(" and registry-up {version}");
+            }
+            detail += ", every checksum matches";
+            // Running another build than the bundle carries is allowed (an installed newer one), but said.
+            if checked.tool_version().is_some_and(|v| v != crate::VERSION) {
+                detail += &format!(" (this is registry-up {})", crate::VERSION);
+            }
             Ok((checked, detail))
         })?),
         None => None,
