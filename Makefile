@@ -52,7 +52,7 @@ build:
 
 # The .deb (target/debian/) and a tarball with its checksum (target/package/): packaging/build.sh.
 package: deps
-	packaging/build.sh
+	CARGO="$(CARGO)" packaging/build.sh
 
 demo: deps test-images build
 	target/release/registry-up $(DEMO_ARGS) \

@@ -2,13 +2,17 @@
 //! source it came from. Outside a git checkout (a source tarball) REGISTRY_UP_COMMIT may name it; else
 //! the version says "unknown commit".
 
-use std::path::Path;
+use std::path::PathBuf;
 use std::process::Command;
 
+/// What the binary is built from: a change here makes the build "-dirty", and reruns this script.
+const SOURCES: [&str; 5] = ["build.rs", "src", "templates", "Cargo.toml", "Cargo.lock"];
+
 fn git(args: &[&str]) -> Option<String> {
-    // safe.directory: a build by another user than the checkout's owner still names the commit.
+    // safe.directory: a build by another user than the checkout's owner still names the commit;
+    // --no-optional-locks: `status` must not rewrite the index, which is a rerun trigger below.
     let out = Command::new("git")
-        .args(["-c", "safe.directory=*"])
+        .args(["-c", "safe.directory=*", "--no-optional-locks"])
         .args(args)
         .output()
         .ok()?;
@@ -24,23 +28,26 @@ fn main() {
         .filter(|c| !c.is_empty())
         .or_else(|| {
             let commit = git(&["rev-parse", "--short=12", "HEAD"])?;
-            // Uncommitted changes to tracked files: the binary is not exactly that commit.
-            let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|s| !s.is_empty());
+            // Uncommitted changes to what the binary is built from (new files under src too).
+            let mut status = vec!["status", "--porcelain", "--untracked-files=normal", "--"];
+            status.extend(SOURCES);
+            let dirty = git(&status).is_some_and(|s| !s.is_empty());
             Some(if dirty { format!("{commit}-dirty") } else { commit })
         });
-    // Run again when HEAD moves or the work tree's index changes (commits, checkouts, staged edits).
-    if let Some(git_dir) = git(&["rev-parse", "--git-dir"]) {
-        let git_dir = Path::new(&git_dir);
-        let mut watched = vec![git_dir.join("HEAD"), git_dir.join("index"), git_dir.join("packed-refs")];
-        if let Some(head) = git(&["symbolic-ref", "-q", "HEAD"]) {
-            watched.push(git_dir.join(head));
-        }
-        for path in watched.iter().filter(|p| p.exists()) {
-            println!("cargo:rerun-if-changed={}", path.display());
-        }
+    // Run again when HEAD moves (a commit, a checkout, a worktree's own HEAD included)…
+    let mut watched: Vec<PathBuf> = ["HEAD", "index", "packed-refs"]
+        .iter()
+        .filter_map(|name| git(&["rev-parse", "--git-path", name]))
+        .map(PathBuf::from)
+        .collect();
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.extend(git(&["rev-parse", "--git-path", &branch]).map(PathBuf::from));
     }
-    // …and when a source file changes, which may make the tree dirty or clean again.
-    for path in ["build.rs", "src", "templates", "Cargo.toml", "Cargo.lock"] {
+    for path in watched.iter().filter(|p| p.exists()) {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+    // …and when a source changes, which may make the tree dirty or clean again.
+    for path in SOURCES {
         println!("cargo:rerun-if-changed={path}");
     }
     let commit = commit.unwrap_or_else(|| "unknown commit".into());

@@ -38,7 +38,7 @@ pub struct BundleTool {
     /// `binary` or `deb`.
     pub kind: String,
     pub file: String,
-    /// `registry-up --version` of the binary (the one the .deb holds, for the .deb).
+    /// The binary: its `--version` without the name ("0.1.0 (COMMIT)"); the .deb: its package Version.
     pub version: String,
     pub sha256: String,
     pub size: u64,
@@ -47,6 +47,9 @@ pub struct BundleTool {
 impl BundleTool {
     /// What registry-up writes: the binary as `registry-up`, a .deb as `registry-up_VERSION_ARCH.deb`.
     fn well_formed(&self) -> bool {
+        if self.version.chars().any(char::is_control) {
+            return false;
+        }
         match self.kind.as_str() {
             "binary" => self.file == TOOL_BINARY,
             "deb" => {
@@ -243,6 +246,17 @@ fn member_problem(image: &BundleImage, sums: &str, seen: &[(String, String, u64)
     }
 }
 
+/// A bundle of a format this version does not know; manifest.json, its first member, says which.
+fn newer(bundle: &Path, format: u64, created_by: &str) -> Error {
+    Error::usage(format!(
+        "The bundle {} was made by a newer registry-up ({}, bundle format {format}): use that version, which the \
+         bundle carries (tar -xf {} registry-up).",
+        bundle.display(),
+        printable(created_by),
+        bundle.display()
+    ))
+}
+
 fn damaged(bundle: &Path, what: String) -> Error {
     Error::usage(format!(
         "The bundle {} is damaged: {what}. Copy it again (compare its size and sha256sum with the original); nothing was loaded.",
@@ -292,8 +306,14 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
                 entry
                     .read_to_string(&mut text)
                     .map_err(|e| damaged(bundle, format!("{MANIFEST} is unreadable ({e})")))?;
+                // The format first, alone: a newer bundle may not parse as this version's manifest.
+                let value: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| damaged(bundle, format!("{MANIFEST} is not valid ({e})")))?;
+                if let Some(format) = value["format"].as_u64().filter(|f| *f > u64::from(FORMAT)) {
+                    return Err(newer(bundle, format, value["created_by"].as_str().unwrap_or("unknown")));
+                }
                 manifest = Some(
-                    serde_json::from_str(&text)
+                    serde_json::from_value(value)
                         .map_err(|e| damaged(bundle, format!("{MANIFEST} is not valid ({e})")))?,
                 );
             }
@@ -336,16 +356,6 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     }
     let manifest = manifest.ok_or_else(|| damaged(bundle, format!("{MANIFEST} is missing")))?;
     let sums = sums.ok_or_else(|| damaged(bundle, format!("{SUMS} is missing")))?;
-    if manifest.format > FORMAT {
-        return Err(Error::usage(format!(
-            "The bundle {} was made by a newer registry-up ({}, bundle format {}): use that version, which the \
-             bundle carries (tar -xf {} registry-up).",
-            bundle.display(),
-            printable(&manifest.created_by),
-            manifest.format,
-            bundle.display()
-        )));
-    }
     if manifest.format == 0 || manifest.images.is_empty() || (manifest.format == 1 && !manifest.tools.is_empty()) {
         return Err(damaged(bundle, format!("{MANIFEST} is of an unknown format")));
     }
@@ -424,6 +434,9 @@ mod tests {
         ] {
             assert!(!tool(kind, file).well_formed(), "{kind} {file:?}");
         }
+        let mut escaping = tool("binary", "registry-up");
+        escaping.version = "0.1.0\u{1b}[2J".into();
+        assert!(!escaping.well_formed(), "a version is printed: no control characters");
         assert!(tool_member("registry-up") && tool_member("registry-up_0.1.0_arm64.deb"));
         assert!(!tool_member("sub/registry-up_0.1.0_amd64.deb") && !tool_member("registry.oci.tar"));
     }

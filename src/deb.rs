@@ -13,7 +13,9 @@ use crate::error::{Error, Result};
 const BINARY: &str = "usr/bin/registry-up";
 
 pub struct Deb {
+    /// The package's Version field.
     pub version: String,
+    /// Debian's name of its architecture (amd64, arm64, armhf, ppc64el, …).
     pub arch: String,
     /// SHA-256 of the binary the package installs.
     pub binary_sha256: String,
@@ -24,6 +26,16 @@ fn unreadable(path: &Path, why: impl std::fmt::Display) -> Error {
         "Cannot read the package {} ({why}): give --deb the registry-up_*.deb that `make package` wrote.",
         path.display()
     ))
+}
+
+/// Debian's name for the architecture OCI calls `oci` (they differ for 32-bit ARM, POWER and x86).
+pub fn debian_arch(oci: &str) -> &str {
+    match oci {
+        "arm" => "armhf",
+        "ppc64le" => "ppc64el",
+        "386" => "i386",
+        other => other,
+    }
 }
 
 /// Reads `path`, which must be registry-up's package.
@@ -62,16 +74,26 @@ pub fn read(path: &Path) -> Result<Deb> {
         .arg("--fsys-tarfile")
         .arg(path)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| unreadable(path, e))?;
     let stdout = data.stdout.take().expect("piped");
     let found = binary_checksum(stdout);
+    // Found early, the rest of the stream is not needed; otherwise dpkg-deb's own words say what is wrong.
     let _ = data.kill();
-    let _ = data.wait();
-    let binary_sha256 = found
-        .map_err(|e| unreadable(path, e))?
-        .ok_or_else(|| unreadable(path, format!("it holds no /{BINARY}")))?;
+    let out = data.wait_with_output().map_err(|e| unreadable(path, e))?;
+    let binary_sha256 = match found {
+        Ok(Some(sha)) => sha,
+        Ok(None) if out.status.success() => return Err(unreadable(path, format!("it holds no /{BINARY}"))),
+        Ok(None) | Err(_) => {
+            let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            let why = match found {
+                Err(e) if said.is_empty() => e.to_string(),
+                _ => said,
+            };
+            return Err(unreadable(path, why));
+        }
+    };
     Ok(Deb {
         version: field("Version"),
         arch: field("Architecture"),

@@ -487,6 +487,35 @@ fn a_bundle_is_exactly_what_it_lists() {
         ],
         "holds registry-up, which manifest.json does not list",
     );
+    // A bundle of a newer format, with a member this version has never heard of: named as newer (its
+    // manifest comes first), not called damaged.
+    let future = tmp.path().join("future.tar");
+    {
+        let mut builder = tar::Builder::new(std::fs::File::create(&future).unwrap());
+        for (name, data) in [
+            (
+                "manifest.json",
+                &br#"{"format":3,"created_by":"registry-up 9.0.0","layout":{}}"#[..],
+            ),
+            ("future.bin", b"x"),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, data).unwrap();
+        }
+        builder.into_inner().unwrap();
+    }
+    Run::bin()
+        .args(["up", "--domain", "r.example", "--port", "28999", "--bundle"])
+        .arg(&future)
+        .config_dir(tmp.path().join("future-config"))
+        .code(2)
+        .stderr_has("was made by a newer registry-up (registry-up 9.0.0, bundle format 3)")
+        .stderr_has("registry-up)")
+        .run();
+    assert!(!tmp.path().join("future-config").exists(), "nothing is written");
 }
 
 /// Item 9: a certificate of one's own from a private CA, without --ca-bundle, is refused before anything

@@ -48,6 +48,14 @@ fn local(what: &str, e: impl std::fmt::Display) -> Error {
     ))
 }
 
+/// A tool the bundle carries could not be read.
+fn unreadable(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::runtime(format!(
+        "Could not read {} ({e}): check that it exists and is readable, then run again.",
+        path.display()
+    ))
+}
+
 /// `registry-up bundle --out FILE`
 pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     let arch = args.arch.clone().unwrap_or_else(|| host_arch().to_string());
@@ -208,7 +216,7 @@ fn tools(args: &BundleArgs, arch: &str) -> Result<Vec<(BundleTool, std::path::Pa
     let exe = std::path::PathBuf::from("/proc/self/exe");
     let (own_sha256, own_size) = File::open(&exe)
         .and_then(Sha256::of_reader)
-        .map_err(|e| local("read this registry-up binary", e))?;
+        .map_err(|e| unreadable(Path::new("/proc/self/exe"), e))?;
     let mut tools = Vec::new();
     if arch == host_arch() {
         tools.push((
@@ -237,8 +245,9 @@ fn tools(args: &BundleArgs, arch: &str) -> Result<Vec<(BundleTool, std::path::Pa
                 path.display()
             ))
         };
-        if deb.arch != arch {
-            return Err(refuse(format!("is for {}, the bundle for {arch}", deb.arch)));
+        let deb_arch = crate::deb::debian_arch(arch);
+        if deb.arch != deb_arch {
+            return Err(refuse(format!("is for {}, the bundle for {deb_arch}", deb.arch)));
         }
         if deb.version != env!("CARGO_PKG_VERSION") {
             return Err(refuse(format!(
@@ -255,11 +264,11 @@ fn tools(args: &BundleArgs, arch: &str) -> Result<Vec<(BundleTool, std::path::Pa
         }
         let (sha256, size) = File::open(path)
             .and_then(Sha256::of_reader)
-            .map_err(|e| local(&format!("read {}", path.display()), e))?;
+            .map_err(|e| unreadable(path, e))?;
         tools.push((
             BundleTool {
                 kind: "deb".into(),
-                file: format!("registry-up_{}_{arch}.deb", deb.version),
+                file: format!("registry-up_{}_{deb_arch}.deb", deb.version),
                 version: deb.version,
                 sha256,
                 size,
@@ -281,7 +290,7 @@ fn append_tool(builder: &mut tar::Builder<File>, tool: &BundleTool, source: &Pat
             Ok(n)
         }
     }
-    let file = File::open(source).map_err(|e| local(&format!("read {}", source.display()), e))?;
+    let file = File::open(source).map_err(|e| unreadable(source, e))?;
     let mut header = tar::Header::new_gnu();
     header.set_size(tool.size);
     header.set_mode(if tool.kind == "binary" { 0o755 } else { 0o644 });
@@ -297,10 +306,10 @@ fn append_tool(builder: &mut tar::Builder<File>, tool: &BundleTool, source: &Pat
         .append_data(&mut header, &tool.file, &mut reader)
         .map_err(|e| local("write the bundle", e))?;
     if reader.1.hex() != tool.sha256 {
-        return Err(local(
-            &format!("add {}", source.display()),
-            "it changed while the bundle was made",
-        ));
+        return Err(Error::runtime(format!(
+            "{} changed while the bundle was made: run again once nothing is rebuilding it.",
+            source.display()
+        )));
     }
     Ok(())
 }

@@ -81,7 +81,7 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings,
             let checked = bundle::check(path)?;
             let mut detail = format!("{} images", checked.manifest.images.len());
             if let Some(version) = checked.tool_version() {
-                detail += &format!(" and registry-up {version}");
+                detail += &format!(" and registry-up {}", bundle::printable(version));
             }
             detail += ", every checksum matches";
             // Running another build than the bundle carries is allowed (an installed newer one), but said.
