@@ -6,7 +6,7 @@ CARGO ?= cargo
 # Podman settings these machines need (runc; no default ulimits), kept out of /etc.
 export CONTAINERS_CONF ?= $(CURDIR)/tests/fixtures/containers.conf
 
-DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs debootstrap systemd-container nftables lintian binutils dpkg-dev
+DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidmap iproute2 curl systemd tar ca-certificates time python3 slirp4netns fuse-overlayfs debootstrap systemd-container nftables lintian binutils dpkg-dev containerd
 # Tools built with cargo (packaging), cached outside target/ so `cargo clean` keeps them.
 export REGISTRY_UP_TOOLS ?= $(HOME)/.cache/registry-up-tools
 CARGO_DEB_VERSION := 3.8.0

@@ -43,6 +43,9 @@ pub enum Command {
     Certs(CertsCommand),
     /// Make this host's container clients (podman, skopeo, buildah, docker) trust the registry's CA.
     Trust(TrustArgs),
+    /// What the site's clients (podman, docker, containerd, k3s, RKE2) need to pull the registries the
+    /// appliance mirrors from it: written to a folder, or applied on this host.
+    Clients(ClientsArgs),
     /// As root: prepare an ordinary user for rootless Podman (subordinate IDs, lingering, checks).
     PrepareUser(PrepareUserArgs),
     /// Check this host for everything the appliance needs, each problem with its fix.
@@ -508,6 +511,28 @@ pub struct TrustArgs {
     /// Also add the CA to the operating system's trust store (update-ca-certificates).
     #[arg(long)]
     pub system: bool,
+}
+
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("where").required(true).args(["out", "apply"])))]
+pub struct ClientsArgs {
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
+
+    /// Write the files into this folder, under the paths they have on a client (DIR/etc/…), for
+    /// configuration management to copy.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// As root: write them on this host, for the kinds of clients installed here (a file of the same
+    /// name that registry-up did not write is left alone).
+    #[arg(long)]
+    pub apply: bool,
+
+    /// A registry the appliance mirrors (repeatable) [default: those its repositories are named after,
+    /// such as docker.io for docker.io/library/nginx].
+    #[arg(long, value_name = "REGISTRY")]
+    pub mirror: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

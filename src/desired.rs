@@ -101,5 +101,6 @@ pub fn host_path(settings: &Settings, file: &RenderedFile, host: &HostFacts) -> 
         Root::Config => settings.config_dir.join(&file.rel),
         Root::SystemdUnits => host.unit_dir().join(&file.rel),
         Root::Quadlets => host.quadlet_dir().join(&file.rel),
+        Root::ClientHost => PathBuf::from("/").join(&file.rel),
     }
 }

@@ -40,8 +40,8 @@ pub const VERSION: &str = env!("REGISTRY_UP_VERSION");
 
 use crate::cli::{CertsCommand, Cli, Command};
 use crate::commands::{
-    backup as backup_cmd, bundle as bundle_cmd, certs, completions, doctor, down, gc as gc_cmd, logs, maintain, man,
-    prepare_user, render as render_cmd, status, trust, up, verify as verify_cmd,
+    backup as backup_cmd, bundle as bundle_cmd, certs, clients, completions, doctor, down, gc as gc_cmd, logs,
+    maintain, man, prepare_user, render as render_cmd, status, trust, up, verify as verify_cmd,
 };
 use crate::error::{ExitStatus, Result};
 use crate::host::HostFacts;
@@ -109,6 +109,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Certs(CertsCommand::Show(args))) => done(certs::show(args)),
         Some(Command::Certs(CertsCommand::Renew(args))) => done(certs::renew(args, &rt, host)),
         Some(Command::Trust(args)) => done(trust::command(args, host)),
+        Some(Command::Clients(args)) => done(clients::command(args, &rt, host)),
         Some(Command::PrepareUser(args)) => prepare_user::command(args, host),
         Some(Command::Doctor(args)) => doctor::command(args, host),
         Some(Command::Logs(args)) => done(logs::command(args, &rt, host)),

@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod bundle;
 pub mod certs;
+pub mod clients;
 pub mod completions;
 pub mod doctor;
 pub mod down;

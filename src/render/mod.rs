@@ -1,6 +1,7 @@
 //! Render: settings (and the certificates and secret they need) in, file contents out. Pure: no I/O,
 //! so every file can be snapshot-tested and `plan` can compare it with the disk.
 
+pub mod clients;
 mod nginx;
 mod pod;
 mod registry_config;
@@ -28,6 +29,8 @@ pub enum Root {
     SystemdUnits,
     /// Where Podman's Quadlet generator looks for `.kube` files.
     Quadlets,
+    /// A client host's root (`registry-up clients`): `rel` is the absolute path without its leading slash.
+    ClientHost,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -163,6 +163,12 @@ impl TagWalk<'_> {
     }
 }
 
+/// Every repository of the registry's catalog.
+pub async fn repositories(target: &Target, timeout: Duration) -> Result<Vec<String>, String> {
+    let http = target.http_client(timeout).map_err(|e| e.message)?;
+    paginate(&http, target, format!("/v2/_catalog?n={PAGE}"), "repositories").await
+}
+
 /// Walks the whole registry with at most `jobs` tags in flight. `show_progress`: draw a bar (a terminal,
 /// and not --json).
 pub async fn walk(target: &Target, timeout: Duration, jobs: usize, show_progress: bool) -> Result<Deep, String> {

@@ -17,6 +17,7 @@ use indicatif::HumanBytes;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+pub use deep::repositories;
 pub use live::{checks as live_checks, served_fingerprint, ConfigFile};
 pub use report::{Check, Report, Status};
 pub use round_trip::{round_trip, DEFAULT_SIZE};

@@ -1,0 +1,225 @@
+//! `registry-up clients --out DIR | --apply`: the files each kind of client on the site needs to pull the
+//! mirrored registries' images from the appliance (render/clients.rs), for the registries it mirrors:
+//! those given with --mirror, else those its repositories are named after (the live catalog).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::cli::ClientsArgs;
+use crate::error::{Error, Result};
+use crate::host::HostFacts;
+use crate::hostname::HostName;
+use crate::layout;
+use crate::plan::{self, WantedDir};
+use crate::render::clients::{self, Kind, Mirror, Site, MARKER};
+use crate::render::RenderedFile;
+use crate::state::State;
+use crate::verify::Target;
+
+/// The registry a repository is named after, if its first component is a registry's name (a dot, or
+/// `localhost`, as containers/image tells a registry from a Docker Hub namespace).
+fn upstream_of(repository: &str) -> Option<&str> {
+    let (first, rest) = repository.split_once('/')?;
+    (!rest.is_empty() && (first.contains('.') || first == "localhost")).then_some(first)
+}
+
+/// A --mirror value: a registry's host name, without scheme, port or path.
+fn parse_mirror(text: &str) -> Result<Mirror> {
+    let bad = || {
+        Error::usage(format!(
+            "--mirror {text:?} is not a registry name: give the host name images are named after, such as \
+             docker.io or quay.io (no scheme, port or path)."
+        ))
+    };
+    if text.contains(['/', ':']) || text.is_empty() {
+        return Err(bad());
+    }
+    HostName::parse(text, "--mirror").map_err(|_| bad())?;
+    Ok(Mirror::of(&text.to_ascii_lowercase()))
+}
+
+/// How this host reaches the appliance: its name, port, CA and password.
+fn target(state: &State, config_dir: &Path) -> Result<Target> {
+    let ca = config_dir.join(layout::CA_CERT);
+    let credentials = match &state.auth_user {
+        None => None,
+        Some(user) => {
+            let path = config_dir.join(layout::AUTH_PASSWORD);
+            let password = std::fs::read_to_string(&path).map_err(|e| {
+                Error::usage(format!(
+                    "The appliance requires a password, but {} cannot be read ({e}): {}, or name the mirrored \
+                     registries with --mirror.",
+                    path.display(),
+                    crate::host::io_fix(&e)
+                ))
+            })?;
+            Some((user.clone(), password.trim_end_matches('\n').to_string()))
+        }
+    };
+    Ok(Target {
+        host: state.url_host(),
+        port: state.port,
+        ca_pem: std::fs::read(ca).ok(),
+        credentials,
+    })
+}
+
+/// The registries the appliance holds images of, from its catalog.
+fn mirrored(state: &State, config_dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Vec<Mirror>> {
+    let target = target(state, config_dir)?;
+    let repositories = rt
+        .block_on(crate::verify::repositories(&target, Duration::from_secs(30)))
+        .map_err(|why| {
+            Error::runtime(format!(
+                "Could not list the appliance's repositories ({why}): check it with registry-up verify, or name \
+                 the mirrored registries with --mirror."
+            ))
+        })?;
+    let mut mirrors: Vec<Mirror> = repositories
+        .iter()
+        .filter_map(|r| upstream_of(r))
+        .map(Mirror::of)
+        .collect();
+    mirrors.sort();
+    mirrors.dedup();
+    if mirrors.is_empty() {
+        return Err(Error::usage(format!(
+            "The appliance at {} holds no repository named after a registry (such as docker.io/library/nginx): \
+             push or import images under their registry's name first, or name the registry with --mirror docker.io.",
+            target.registry()
+        )));
+    }
+    Ok(mirrors)
+}
+
+/// Whether `path` may be replaced: missing, a configuration file registry-up wrote (its marker), or a CA
+/// file (each sits in the appliance's own folder or is named registry-up-ca.crt: after `certs renew
+/// --rotate-ca` the new CA must replace the old one).
+fn ours(path: &Path, file: &RenderedFile) -> bool {
+    file.rel.ends_with(".crt")
+        || match std::fs::read(path) {
+            Err(_) => true,
+            Ok(current) => current.starts_with(MARKER.as_bytes()),
+        }
+}
+
+pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
+    let config_dir = &args.appliance.config_dir;
+    let state = crate::state::installed(config_dir)?;
+    if args.apply && !host.root {
+        return Err(Error::usage(
+            "clients --apply writes to /etc (containers, docker, containerd, rancher): run it as root, or write \
+             the files into a folder with --out DIR.",
+        ));
+    }
+    let mut mirrors = args
+        .mirror
+        .iter()
+        .map(|m| parse_mirror(m))
+        .collect::<Result<Vec<_>>>()?;
+    if mirrors.is_empty() {
+        mirrors = mirrored(&state, config_dir, rt)?;
+    }
+    mirrors.sort();
+    mirrors.dedup();
+    let ca_path = config_dir.join(layout::CA_CERT);
+    let ca = match std::fs::read(&ca_path) {
+        Ok(ca) => Some(ca),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::usage(crate::host::io_failed("read", &ca_path, &e))),
+    };
+    let registry = format!("{}:{}", state.url_host(), state.port);
+    let site = Site {
+        registry: &registry,
+        ca: ca.as_deref(),
+        mirrors: &mirrors,
+    };
+    let root = match &args.out {
+        Some(out) => crate::settings::usable_path(out, "--out")?,
+        None => PathBuf::from("/"),
+    };
+    let mut files = Vec::new();
+    for (kind, file) in clients::files(&site) {
+        let path = root.join(&file.rel);
+        if args.apply && !Path::new(kind.installed_marker()).is_dir() {
+            continue;
+        }
+        if args.apply && !ours(&path, &file) {
+            println!(
+                "left alone {} ({}): registry-up did not write it; merge what `registry-up clients --out DIR` \
+                 writes there by hand",
+                path.display(),
+                kind.name()
+            );
+            continue;
+        }
+        files.push((path, file));
+    }
+    // Folders: created where missing (0755, as the clients' own), never changed where present; each
+    // missing one named, so the plan says everything it creates.
+    let mut dirs: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|(p, _)| p.parent())
+        .flat_map(|parent| parent.ancestors().take_while(|d| !d.exists()).map(Path::to_path_buf))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let wanted = dirs
+        .into_iter()
+        .map(|path| WantedDir {
+            path,
+            mode: layout::SHARED_DIR,
+            enforce_mode: false,
+        })
+        .collect();
+    let plan = plan::plan(wanted, files)?;
+    print!("{plan}");
+    let written = crate::apply::apply(&plan)?;
+    let names: Vec<&str> = mirrors.iter().map(|m| m.upstream.as_str()).collect();
+    println!(
+        "{written} files written for {} (mirrors of {}).",
+        if args.apply {
+            let kinds: Vec<&str> = Kind::ALL
+                .iter()
+                .filter(|k| Path::new(k.installed_marker()).is_dir())
+                .map(|k| k.name())
+                .collect();
+            format!("this host's {}", kinds.join(", "))
+        } else {
+            format!("clients, in {}", root.display())
+        },
+        names.join(", ")
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repositories_named_after_a_registry_name_it() {
+        assert_eq!(upstream_of("docker.io/library/nginx"), Some("docker.io"));
+        assert_eq!(upstream_of("quay.io/prometheus/node-exporter"), Some("quay.io"));
+        assert_eq!(upstream_of("localhost/mine"), Some("localhost"));
+        // A Docker Hub style namespace or a bare name is not a registry.
+        assert_eq!(upstream_of("library/nginx"), None);
+        assert_eq!(upstream_of("registry-up/verify"), None);
+        assert_eq!(upstream_of("nginx"), None);
+    }
+
+    #[test]
+    fn a_mirror_is_a_bare_registry_name() {
+        assert_eq!(parse_mirror("Docker.io").unwrap(), Mirror::of("docker.io"));
+        for bad in [
+            "",
+            "https://docker.io",
+            "docker.io:443",
+            "docker.io/library",
+            "bad name",
+        ] {
+            let e = parse_mirror(bad).unwrap_err();
+            assert!(e.message.contains("is not a registry name"), "{bad}: {}", e.message);
+        }
+    }
+}
