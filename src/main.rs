@@ -109,7 +109,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Certs(CertsCommand::Show(args))) => done(certs::show(args)),
         Some(Command::Certs(CertsCommand::Renew(args))) => done(certs::renew(args, &rt, host)),
         Some(Command::Trust(args)) => done(trust::command(args, host)),
-        Some(Command::Clients(args)) => done(clients::command(args, &rt, host)),
+        Some(Command::Clients(args)) => clients::command(args, &rt, host),
         Some(Command::PrepareUser(args)) => prepare_user::command(args, host),
         Some(Command::Doctor(args)) => doctor::command(args, host),
         Some(Command::Logs(args)) => done(logs::command(args, &rt, host)),

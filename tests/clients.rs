@@ -12,31 +12,46 @@ use std::time::{Duration, Instant};
 
 use common::{assert_exit, podman, shown, text, Run};
 
-/// What `clients --apply` created on this host (its plan's `create` lines), removed again on drop:
-/// files first, then the folders it made, deepest first.
+/// Every path `clients --apply` may create on this host for `registry` that does not exist yet, folders
+/// included, removed again on drop (deepest first), whatever the run did: nothing of the machine's own.
 struct Applied(Vec<PathBuf>);
 
 impl Applied {
-    fn from_plan(stdout: &str) -> Self {
-        let created = stdout
-            .lines()
-            .filter_map(|l| l.trim_start().strip_prefix("create"))
-            .filter_map(|rest| rest.trim().rsplit_once(" (").map(|(path, _)| PathBuf::from(path)))
+    fn before(registry: &str) -> Self {
+        let files = [
+            format!(
+                "/etc/containers/registries.conf.d/50-registry-up-{}.conf",
+                registry.replace(':', "-")
+            ),
+            format!("/etc/containers/certs.d/{registry}/ca.crt"),
+            format!("/etc/docker/certs.d/{registry}/ca.crt"),
+            "/etc/containerd/certs.d/docker.io/hosts.toml".into(),
+            "/etc/containerd/certs.d/docker.io/registry-up-ca.crt".into(),
+            format!("/etc/containerd/certs.d/{registry}/ca.crt"),
+        ];
+        let mut missing: Vec<PathBuf> = files
+            .iter()
+            .flat_map(|f| {
+                Path::new(f)
+                    .ancestors()
+                    .take_while(|p| !p.exists())
+                    .map(Path::to_path_buf)
+            })
             .collect();
-        Applied(created)
+        missing.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        missing.dedup();
+        Applied(missing)
     }
 }
 
 impl Drop for Applied {
     fn drop(&mut self) {
-        let (dirs, files): (Vec<_>, Vec<_>) = self.0.iter().partition(|p| p.to_string_lossy().ends_with('/'));
-        for file in files {
-            let _ = std::fs::remove_file(file);
-        }
-        let mut dirs: Vec<&PathBuf> = dirs;
-        dirs.sort_by_key(|d| std::cmp::Reverse(d.as_os_str().len()));
-        for dir in dirs {
-            let _ = std::fs::remove_dir(dir);
+        for path in &self.0 {
+            let _ = if path.is_dir() {
+                std::fs::remove_dir(path)
+            } else {
+                std::fs::remove_file(path)
+            };
         }
     }
 }
@@ -71,12 +86,14 @@ impl Containerd {
             .stderr(log)
             .spawn()
             .expect("containerd (make deps installs it)");
+        // Owned before the wait: a daemon that never answers is still stopped.
+        let daemon = Containerd { child, socket };
         let started = Instant::now();
-        while !socket.exists() {
+        while !daemon.socket.exists() {
             assert!(started.elapsed() < Duration::from_secs(20), "containerd did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
-        Containerd { child, socket }
+        daemon
     }
 
     fn ctr(&self, args: &[&str]) -> std::process::Output {
@@ -186,12 +203,12 @@ fn mirrored_names_are_pulled_from_the_appliance_by_podman_and_containerd() {
         "docker.io is unreachable here: {}",
         shown(&unaided)
     );
+    let _applied = Applied::before(&registry);
     let applied = Run::bin()
         .args(["clients", "--apply"])
         .config_dir(app.config_dir())
         .stdout_has("(mirrors of docker.io)")
         .run();
-    let _applied = Applied::from_plan(&text(&applied.stdout));
     let conf = format!(
         "/etc/containers/registries.conf.d/50-registry-up-{}.conf",
         registry.replace(':', "-")
@@ -208,4 +225,33 @@ fn mirrored_names_are_pulled_from_the_appliance_by_podman_and_containerd() {
         .config_dir(app.config_dir())
         .stdout_has("0 files written")
         .run();
+
+    // A configuration file someone else wrote is left alone, and so is the folder's CA file; the run
+    // says so and exits 1 (that client is not set up).
+    let hosts = Path::new("/etc/containerd/certs.d/docker.io/hosts.toml");
+    let theirs = "server = \"https://registry-1.docker.io\"\n";
+    std::fs::write(hosts, theirs).unwrap();
+    std::fs::remove_file("/etc/containerd/certs.d/docker.io/registry-up-ca.crt").unwrap();
+    Run::bin()
+        .args(["clients", "--apply"])
+        .config_dir(app.config_dir())
+        .code(1)
+        .stdout_has("left alone /etc/containerd/certs.d/docker.io/hosts.toml (containerd)")
+        .stdout_has("1 files left alone")
+        .run();
+    assert_eq!(std::fs::read_to_string(hosts).unwrap(), theirs);
+    assert!(!Path::new("/etc/containerd/certs.d/docker.io/registry-up-ca.crt").exists());
+    std::fs::remove_file(hosts).unwrap();
+
+    // down --purge takes back what clients --apply wrote for this appliance.
+    Run::bin()
+        .args(["clients", "--apply"])
+        .config_dir(app.config_dir())
+        .run();
+    Run::bin()
+        .args(["down", "--purge", "--yes"])
+        .config_dir(app.config_dir())
+        .stdout_has(format!("Removed {conf}"))
+        .run();
+    assert!(!Path::new(&conf).exists() && !hosts.exists());
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cli::ClientsArgs;
-use crate::error::{Error, Result};
+use crate::error::{Error, ExitStatus, Result};
 use crate::host::HostFacts;
 use crate::hostname::HostName;
 use crate::layout;
@@ -70,14 +70,20 @@ fn mirrored(state: &State, config_dir: &Path, rt: &tokio::runtime::Runtime) -> R
     let repositories = rt
         .block_on(crate::verify::repositories(&target, Duration::from_secs(30)))
         .map_err(|why| {
-            Error::runtime(format!(
+            Error::usage(format!(
                 "Could not list the appliance's repositories ({why}): check it with registry-up verify, or name \
                  the mirrored registries with --mirror."
             ))
         })?;
+    // Neither localhost nor the appliance's own names: clients would send those pulls to it in a loop.
+    let own: Vec<String> = std::iter::once(&state.domain)
+        .chain(&state.sans)
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
     let mut mirrors: Vec<Mirror> = repositories
         .iter()
         .filter_map(|r| upstream_of(r))
+        .filter(|u| *u != "localhost" && !own.iter().any(|n| n == u))
         .map(Mirror::of)
         .collect();
     mirrors.sort();
@@ -94,16 +100,94 @@ fn mirrored(state: &State, config_dir: &Path, rt: &tokio::runtime::Runtime) -> R
 
 /// Whether `path` may be replaced: missing, a configuration file registry-up wrote (its marker), or a CA
 /// file (each sits in the appliance's own folder or is named registry-up-ca.crt: after `certs renew
-/// --rotate-ca` the new CA must replace the old one).
+/// --rotate-ca` the new CA must replace the old one). Anything there that is not a regular file is not.
 fn ours(path: &Path, file: &RenderedFile) -> bool {
-    file.rel.ends_with(".crt")
-        || match std::fs::read(path) {
-            Err(_) => true,
-            Ok(current) => current.starts_with(MARKER.as_bytes()),
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Ok(meta) if meta.is_file() => {
+            file.rel.ends_with(".crt") || std::fs::read(path).is_ok_and(|c| c.starts_with(MARKER.as_bytes()))
         }
+        _ => false,
+    }
 }
 
-pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
+/// The words every configuration file written for the appliance at `registry` has on its first line.
+fn names_appliance(registry: &str) -> String {
+    format!("from the appliance at {registry} first.")
+}
+
+/// Configuration files registry-up wrote on this host for the appliance at `registry` (their first line
+/// says so), wherever `clients --apply` writes them.
+fn applied_here(registry: &str) -> Vec<PathBuf> {
+    let wanted = names_appliance(registry);
+    let listed = |dir: &str| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| entries.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    let mut candidates = listed("/etc/containers/registries.conf.d");
+    candidates.extend(
+        listed("/etc/containerd/certs.d")
+            .into_iter()
+            .map(|d| d.join("hosts.toml")),
+    );
+    candidates.extend(["/etc/rancher/k3s/registries.yaml", "/etc/rancher/rke2/registries.yaml"].map(PathBuf::from));
+    candidates
+        .into_iter()
+        .filter(|path| {
+            std::fs::read_to_string(path).is_ok_and(|text| {
+                text.lines()
+                    .next()
+                    .is_some_and(|l| l.starts_with(MARKER) && l.ends_with(&wanted))
+            })
+        })
+        .collect()
+}
+
+/// Removes what `clients --apply` wrote for the appliance at `registry`, except `keep`: each
+/// configuration file, the registry-up-ca.crt beside it, and a containerd folder left empty. Returns
+/// what it removed.
+pub fn remove_applied(registry: &str, keep: &[PathBuf]) -> Vec<PathBuf> {
+    let mut removed = Vec::new();
+    for path in applied_here(registry).into_iter().filter(|p| !keep.contains(p)) {
+        if std::fs::remove_file(&path).is_ok() {
+            removed.push(path.clone());
+        }
+        let Some(dir) = path.parent() else { continue };
+        let ca = dir.join("registry-up-ca.crt");
+        if !keep.contains(&ca) && std::fs::remove_file(&ca).is_ok() {
+            removed.push(ca);
+        }
+        if dir.starts_with("/etc/containerd/certs.d/") {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+    removed
+}
+
+/// Other registries.conf files that configure `upstream` too: `[[registry]]` tables of one prefix replace
+/// each other in file order, so theirs and ours do not add up.
+fn also_configured(upstream: &str, ours: &Path) -> Vec<PathBuf> {
+    let mut files = vec![PathBuf::from("/etc/containers/registries.conf")];
+    if let Ok(entries) = std::fs::read_dir("/etc/containers/registries.conf.d") {
+        files.extend(entries.flatten().map(|e| e.path()));
+    }
+    let quoted = format!("\"{upstream}\"");
+    files
+        .into_iter()
+        .filter(|f| f != ours)
+        .filter(|f| {
+            std::fs::read_to_string(f).is_ok_and(|text| {
+                text.lines().any(|l| {
+                    let l = l.trim_start();
+                    (l.starts_with("location") || l.starts_with("prefix")) && l.contains(&quoted)
+                })
+            })
+        })
+        .collect()
+}
+
+pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<ExitStatus> {
     let config_dir = &args.appliance.config_dir;
     let state = crate::state::installed(config_dir)?;
     if args.apply && !host.root {
@@ -138,23 +222,36 @@ pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         Some(out) => crate::settings::usable_path(out, "--out")?,
         None => PathBuf::from("/"),
     };
-    let mut files = Vec::new();
-    for (kind, file) in clients::files(&site) {
-        let path = root.join(&file.rel);
-        if args.apply && !Path::new(kind.installed_marker()).is_dir() {
-            continue;
-        }
-        if args.apply && !ours(&path, &file) {
-            println!(
-                "left alone {} ({}): registry-up did not write it; merge what `registry-up clients --out DIR` \
-                 writes there by hand",
-                path.display(),
-                kind.name()
-            );
-            continue;
-        }
-        files.push((path, file));
+    // Which files to write: on --apply only for the kinds installed here; never over a file someone
+    // else wrote, nor a CA file into a folder whose configuration file is left alone.
+    let rendered: Vec<(Kind, PathBuf, RenderedFile)> = clients::files(&site)
+        .into_iter()
+        .filter(|(kind, _)| !args.apply || Path::new(kind.installed_marker()).is_dir())
+        .map(|(kind, file)| (kind, root.join(&file.rel), file))
+        .collect();
+    let left_alone: Vec<(Kind, PathBuf)> = rendered
+        .iter()
+        .filter(|(_, path, file)| !ours(path, file))
+        .map(|(kind, path, _)| (*kind, path.clone()))
+        .collect();
+    let blocked = |path: &Path| {
+        left_alone.iter().any(|(_, other)| {
+            other == path || (path.extension().is_some_and(|e| e == "crt") && other.parent() == path.parent())
+        })
+    };
+    for (kind, path) in &left_alone {
+        println!(
+            "left alone {} ({}): registry-up did not write it; merge what `registry-up clients --out DIR` writes \
+             there by hand",
+            path.display(),
+            kind.name()
+        );
     }
+    let files: Vec<(PathBuf, RenderedFile)> = rendered
+        .into_iter()
+        .filter(|(_, path, _)| !blocked(path))
+        .map(|(_, path, file)| (path, file))
+        .collect();
     // Folders: created where missing (0755, as the clients' own), never changed where present; each
     // missing one named, so the plan says everything it creates.
     let mut dirs: Vec<PathBuf> = files
@@ -175,6 +272,46 @@ pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     let plan = plan::plan(wanted, files)?;
     print!("{plan}");
     let written = crate::apply::apply(&plan)?;
+    if args.apply {
+        // What an earlier run wrote for mirrors or kinds this one no longer writes goes.
+        let keep: Vec<PathBuf> = plan.files.iter().map(|c| c.path.clone()).collect();
+        for path in remove_applied(&registry, &keep) {
+            println!("  remove    {}", path.display());
+        }
+        let drop_in = plan
+            .files
+            .iter()
+            .find(|c| c.path.starts_with("/etc/containers/registries.conf.d"));
+        for mirror in &mirrors {
+            for other in drop_in
+                .map(|c| also_configured(&mirror.upstream, &c.path))
+                .unwrap_or_default()
+            {
+                println!(
+                    "note: {} configures {} too: of two [[registry]] tables for it, the later file's wins",
+                    other.display(),
+                    mirror.upstream
+                );
+            }
+        }
+        for change in plan.writes().filter(|c| c.path.starts_with("/etc/rancher")) {
+            let service = if change.path.starts_with("/etc/rancher/k3s") {
+                "k3s"
+            } else {
+                "rke2-server or rke2-agent"
+            };
+            println!(
+                "note: {service} reads {} when it starts: restart it",
+                change.path.display()
+            );
+        }
+    }
+    if state.auth_user.is_some() {
+        println!(
+            "note: the appliance requires a password, which these files do not carry: log clients in \
+             (podman login {registry}; k3s and RKE2: configs.\"{registry}\".auth in registries.yaml)."
+        );
+    }
     let names: Vec<&str> = mirrors.iter().map(|m| m.upstream.as_str()).collect();
     println!(
         "{written} files written for {} (mirrors of {}).",
@@ -190,7 +327,15 @@ pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         },
         names.join(", ")
     );
-    Ok(())
+    if left_alone.is_empty() {
+        Ok(ExitStatus::Success)
+    } else {
+        println!(
+            "{} files left alone (above): those clients are not set up.",
+            left_alone.len()
+        );
+        Ok(ExitStatus::Failed)
+    }
 }
 
 #[cfg(test)]

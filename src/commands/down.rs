@@ -89,6 +89,10 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
     if let Ok(ca) = std::fs::read(args.appliance.config_dir.join(crate::layout::CA_CERT)) {
         super::trust::untrust(&state, &ca, host);
     }
+    // What `clients --apply` wrote on this host would send pulls to a registry that is gone.
+    for path in super::clients::remove_applied(&format!("{}:{}", state.url_host(), state.port), &[]) {
+        println!("Removed {}.", path.display());
+    }
     // The registry keeps everything below docker/ in its storage folder.
     remove(&data_dir.join("docker"))?;
     remove_if_empty(data_dir);
