@@ -186,22 +186,31 @@ fn archive_index(path: &Path) -> std::result::Result<(String, Option<String>), S
     Ok((only.digest.clone(), name))
 }
 
-/// What is wrong with the `i`th image of a manifest's list, if anything: a role or file given twice, or a
-/// form registry-up never writes.
-fn listing_problem(images: &[BundleImage], i: usize) -> Option<String> {
-    let image = &images[i];
-    let again = images[..i]
-        .iter()
-        .any(|other| other.role == image.role || other.file == image.file);
-    let known_role = matches!(image.role.as_str(), "registry" | "nginx");
-    let valid = image.reference.parse::<oci_client::Reference>().is_ok()
-        && !image.file.contains('/')
-        && image.file.ends_with(".oci.tar");
-    (again || !known_role || !valid).then(|| {
+impl BundleImage {
+    /// What registry-up writes: a known role, a valid reference, a plain `.oci.tar` file name.
+    fn well_formed(&self) -> bool {
+        matches!(self.role.as_str(), "registry" | "nginx")
+            && self.reference.parse::<oci_client::Reference>().is_ok()
+            && !self.file.contains('/')
+            && self.file.ends_with(".oci.tar")
+    }
+}
+
+/// What is wrong with the `i`th entry of one of a manifest's lists (images or tools; `key` gives its file
+/// and its role or kind), if anything: a file or role given twice, or a form registry-up never writes.
+fn listing_problem<T>(
+    items: &[T],
+    i: usize,
+    key: impl Fn(&T) -> (&str, &str),
+    well_formed: impl Fn(&T) -> bool,
+) -> Option<String> {
+    let (file, kind) = key(&items[i]);
+    let again = items[..i].iter().map(&key).any(|(f, k)| f == file || k == kind);
+    (again || !well_formed(&items[i])).then(|| {
         format!(
             "{MANIFEST} lists {} ({}) more than once or in a form registry-up does not write",
-            printable(&image.file),
-            printable(&image.role)
+            printable(file),
+            printable(kind)
         )
     })
 }
@@ -364,21 +373,25 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     let listed =
         |name: &str| manifest.images.iter().any(|i| i.file == name) || manifest.tools.iter().any(|t| t.file == name);
     let unlisted = seen.iter().find(|(name, _, _)| !listed(name));
-    let problem = (0..manifest.images.len())
-        .find_map(|i| listing_problem(&manifest.images, i))
+    let images = &manifest.images;
+    let tools = &manifest.tools;
+    let problem = (0..images.len())
+        .find_map(|i| {
+            listing_problem(
+                images,
+                i,
+                |m| (m.file.as_str(), m.role.as_str()),
+                BundleImage::well_formed,
+            )
+        })
         .or_else(|| {
-            (0..manifest.tools.len()).find_map(|i| {
-                let tool = &manifest.tools[i];
-                let again = manifest.tools[..i]
-                    .iter()
-                    .any(|t| t.kind == tool.kind || t.file == tool.file);
-                (again || !tool.well_formed()).then(|| {
-                    format!(
-                        "{MANIFEST} lists {} ({}) more than once or in a form registry-up does not write",
-                        printable(&tool.file),
-                        printable(&tool.kind)
-                    )
-                })
+            (0..tools.len()).find_map(|i| {
+                listing_problem(
+                    tools,
+                    i,
+                    |t| (t.file.as_str(), t.kind.as_str()),
+                    BundleTool::well_formed,
+                )
             })
         })
         .or_else(|| {

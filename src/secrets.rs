@@ -121,6 +121,20 @@ fn check_new_password(password: &str) -> Result<()> {
     }
 }
 
+/// The login a client of the installed appliance uses: `user` with the password `up` saved in `dir`.
+/// `otherwise` ends the error sentence with the command's other way in.
+pub fn saved_login(dir: &Path, user: &str, otherwise: &str) -> Result<(String, String)> {
+    let path = dir.join(AUTH_PASSWORD);
+    let password = std::fs::read_to_string(&path).map_err(|e| {
+        crate::error::Error::usage(format!(
+            "The appliance requires a password, but {} cannot be read ({e}): {}, or {otherwise}.",
+            path.display(),
+            crate::host::io_fix(&e)
+        ))
+    })?;
+    Ok((user.to_string(), password.trim_end_matches('\n').to_string()))
+}
+
 /// Reads what exists in `dir`, makes what is missing. `auth_user`: authentication on, for this user.
 pub fn ensure(dir: &Path, auth_user: Option<&str>, password_from_stdin: Option<String>) -> Result<Secrets> {
     let http_secret = read_optional(&dir.join(REGISTRY_CONFIG))?

@@ -76,6 +76,11 @@ impl State {
             .map(|h| h.url_host())
             .unwrap_or_else(|_| self.domain.clone())
     }
+
+    /// `host:port` as clients write it in image references (as `Settings::registry_host`).
+    pub fn registry_host(&self) -> String {
+        format!("{}:{}", self.url_host(), self.port)
+    }
 }
 
 /// The installed appliance's state.json in `config_dir`, if there is one.

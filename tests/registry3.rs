@@ -40,15 +40,26 @@ fn raw_digest(app: &Appliance, image: &str, creds: &str) -> String {
     raw_manifest(app, image, creds).0
 }
 
-/// Polls until `GET /v2/` answers at all (after a pod was replaced behind registry-up's back).
-fn wait_answering(app: &Appliance) {
-    for _ in 0..150 {
-        if matches!(app.curl_code(None).as_str(), "200" | "401") {
-            return;
-        }
+/// Polls `GET /v2/` after a pod was replaced behind registry-up's back (its nginx binds a moment after
+/// play kube returns) until `settled` holds for the answer, for at most 15 s; returns the last answer.
+fn settled_answer(app: &Appliance, settled: impl Fn(&str) -> bool) -> String {
+    let started = std::time::Instant::now();
+    let mut code = app.curl_code(None);
+    while !settled(&code) && started.elapsed() < std::time::Duration::from_secs(15) {
         std::thread::sleep(std::time::Duration::from_millis(100));
+        code = app.curl_code(None);
     }
-    panic!("{} does not answer", app.registry());
+    code
+}
+
+/// Polls until `GET /v2/` answers as a registry does (200, or 401 with a password).
+fn wait_answering(app: &Appliance) {
+    let code = settled_answer(app, |c| matches!(c, "200" | "401"));
+    assert!(
+        matches!(code.as_str(), "200" | "401"),
+        "{} answers HTTP {code}",
+        app.registry()
+    );
 }
 
 /// `archive` is asked for only past the gate: building the archives needs root.
@@ -274,15 +285,11 @@ fn verify_fails_when_the_registry_runs_the_images_own_config() {
     std::fs::write(&stripped, original.replace(command, "")).unwrap();
     let out = podman(&["play", "kube", "--replace", &stripped.display().to_string()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    // nginx of the replaced pod binds its port a moment after play kube returns: no answer yet ("000")
-    // is waited out, any answer is the one checked.
-    let started = std::time::Instant::now();
-    let mut code = app.curl_code(None);
-    while code == "000" && started.elapsed() < std::time::Duration::from_secs(15) {
-        std::thread::sleep(std::time::Duration::from_millis(200));
-        code = app.curl_code(None);
-    }
-    assert_eq!(code, "502", "the image's own config does not serve the socket");
+    assert_eq!(
+        settled_answer(&app, |c| c != "000"),
+        "502",
+        "the image's own config does not serve the socket"
+    );
 
     let (code, report) = verify_json(&app, &[]);
     assert_eq!(code, 1, "{report:#}");

@@ -43,18 +43,11 @@ fn target(state: &State, config_dir: &Path) -> Result<Target> {
     let ca = config_dir.join(layout::CA_CERT);
     let credentials = match &state.auth_user {
         None => None,
-        Some(user) => {
-            let path = config_dir.join(layout::AUTH_PASSWORD);
-            let password = std::fs::read_to_string(&path).map_err(|e| {
-                Error::usage(format!(
-                    "The appliance requires a password, but {} cannot be read ({e}): {}, or name the mirrored \
-                     registries with --mirror.",
-                    path.display(),
-                    crate::host::io_fix(&e)
-                ))
-            })?;
-            Some((user.clone(), password.trim_end_matches('\n').to_string()))
-        }
+        Some(user) => Some(crate::secrets::saved_login(
+            config_dir,
+            user,
+            "name the mirrored registries with --mirror",
+        )?),
     };
     Ok(Target {
         host: state.url_host(),
@@ -187,6 +180,82 @@ fn also_configured(upstream: &str, ours: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// What a run writes, and what it leaves alone (and has said so).
+struct Selection {
+    files: Vec<(PathBuf, RenderedFile)>,
+    left_alone: Vec<(Kind, PathBuf)>,
+}
+
+/// The files to write under `root`: with `apply` only for the kinds installed here; never over a file
+/// someone else wrote, nor a CA file into a folder whose configuration file is left alone.
+fn writable(rendered_files: Vec<(Kind, RenderedFile)>, root: &Path, apply: bool) -> Selection {
+    let rendered: Vec<(Kind, PathBuf, RenderedFile)> = rendered_files
+        .into_iter()
+        .filter(|(kind, _)| !apply || Path::new(kind.installed_marker()).is_dir())
+        .map(|(kind, file)| (kind, root.join(&file.rel), file))
+        .collect();
+    let left_alone: Vec<(Kind, PathBuf)> = rendered
+        .iter()
+        .filter(|(_, path, file)| !ours(path, file))
+        .map(|(kind, path, _)| (*kind, path.clone()))
+        .collect();
+    let blocked = |path: &Path| {
+        left_alone.iter().any(|(_, other)| {
+            other == path || (path.extension().is_some_and(|e| e == "crt") && other.parent() == path.parent())
+        })
+    };
+    for (kind, path) in &left_alone {
+        println!(
+            "left alone {} ({}): registry-up did not write it; merge what `registry-up clients --out DIR` writes \
+             there by hand",
+            path.display(),
+            kind.name()
+        );
+    }
+    let files = rendered
+        .into_iter()
+        .filter(|(_, path, _)| !blocked(path))
+        .map(|(_, path, file)| (path, file))
+        .collect();
+    Selection { files, left_alone }
+}
+
+/// After --apply: what an earlier run wrote and this one no longer writes goes, and what the user must
+/// still know is said.
+fn after_apply(plan: &plan::Plan, registry: &str, mirrors: &[Mirror]) {
+    let keep: Vec<PathBuf> = plan.files.iter().map(|c| c.path.clone()).collect();
+    for path in remove_applied(registry, &keep) {
+        println!("  remove    {}", path.display());
+    }
+    let drop_in = plan
+        .files
+        .iter()
+        .find(|c| c.path.starts_with("/etc/containers/registries.conf.d"));
+    for mirror in mirrors {
+        for other in drop_in
+            .map(|c| also_configured(&mirror.upstream, &c.path))
+            .unwrap_or_default()
+        {
+            println!(
+                "note: {} configures {} too: of two [[registry]] tables for it, the later file's wins",
+                other.display(),
+                mirror.upstream
+            );
+        }
+    }
+    for change in plan.writes().filter(|c| c.path.starts_with("/etc/rancher")) {
+        let service = if change.path.starts_with("/etc/rancher/k3s") {
+            "k3s"
+        } else {
+            "rke2-server or rke2-agent"
+        };
+        println!(
+            "note: {service} reads {} when it starts: restart it",
+            change.path.display()
+        );
+    }
+}
+
 pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<ExitStatus> {
     let config_dir = &args.appliance.config_dir;
     let state = crate::state::installed(config_dir)?;
@@ -212,7 +281,7 @@ pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::usage(crate::host::io_failed("read", &ca_path, &e))),
     };
-    let registry = format!("{}:{}", state.url_host(), state.port);
+    let registry = state.registry_host();
     let site = Site {
         registry: &registry,
         ca: ca.as_deref(),
@@ -222,36 +291,7 @@ pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         Some(out) => crate::settings::usable_path(out, "--out")?,
         None => PathBuf::from("/"),
     };
-    // Which files to write: on --apply only for the kinds installed here; never over a file someone
-    // else wrote, nor a CA file into a folder whose configuration file is left alone.
-    let rendered: Vec<(Kind, PathBuf, RenderedFile)> = clients::files(&site)
-        .into_iter()
-        .filter(|(kind, _)| !args.apply || Path::new(kind.installed_marker()).is_dir())
-        .map(|(kind, file)| (kind, root.join(&file.rel), file))
-        .collect();
-    let left_alone: Vec<(Kind, PathBuf)> = rendered
-        .iter()
-        .filter(|(_, path, file)| !ours(path, file))
-        .map(|(kind, path, _)| (*kind, path.clone()))
-        .collect();
-    let blocked = |path: &Path| {
-        left_alone.iter().any(|(_, other)| {
-            other == path || (path.extension().is_some_and(|e| e == "crt") && other.parent() == path.parent())
-        })
-    };
-    for (kind, path) in &left_alone {
-        println!(
-            "left alone {} ({}): registry-up did not write it; merge what `registry-up clients --out DIR` writes \
-             there by hand",
-            path.display(),
-            kind.name()
-        );
-    }
-    let files: Vec<(PathBuf, RenderedFile)> = rendered
-        .into_iter()
-        .filter(|(_, path, _)| !blocked(path))
-        .map(|(_, path, file)| (path, file))
-        .collect();
+    let Selection { files, left_alone } = writable(clients::files(&site), &root, args.apply);
     // Folders: created where missing (0755, as the clients' own), never changed where present; each
     // missing one named, so the plan says everything it creates.
     let mut dirs: Vec<PathBuf> = files
@@ -273,38 +313,7 @@ pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     print!("{plan}");
     let written = crate::apply::apply(&plan)?;
     if args.apply {
-        // What an earlier run wrote for mirrors or kinds this one no longer writes goes.
-        let keep: Vec<PathBuf> = plan.files.iter().map(|c| c.path.clone()).collect();
-        for path in remove_applied(&registry, &keep) {
-            println!("  remove    {}", path.display());
-        }
-        let drop_in = plan
-            .files
-            .iter()
-            .find(|c| c.path.starts_with("/etc/containers/registries.conf.d"));
-        for mirror in &mirrors {
-            for other in drop_in
-                .map(|c| also_configured(&mirror.upstream, &c.path))
-                .unwrap_or_default()
-            {
-                println!(
-                    "note: {} configures {} too: of two [[registry]] tables for it, the later file's wins",
-                    other.display(),
-                    mirror.upstream
-                );
-            }
-        }
-        for change in plan.writes().filter(|c| c.path.starts_with("/etc/rancher")) {
-            let service = if change.path.starts_with("/etc/rancher/k3s") {
-                "k3s"
-            } else {
-                "rke2-server or rke2-agent"
-            };
-            println!(
-                "note: {service} reads {} when it starts: restart it",
-                change.path.display()
-            );
-        }
+        after_apply(&plan, &registry, &mirrors);
     }
     if state.auth_user.is_some() {
         println!(

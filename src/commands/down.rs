@@ -90,7 +90,7 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
         super::trust::untrust(&state, &ca, host);
     }
     // What `clients --apply` wrote on this host would send pulls to a registry that is gone.
-    for path in super::clients::remove_applied(&format!("{}:{}", state.url_host(), state.port), &[]) {
+    for path in super::clients::remove_applied(&state.registry_host(), &[]) {
         println!("Removed {}.", path.display());
     }
     // The registry keeps everything below docker/ in its storage folder.

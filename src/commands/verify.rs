@@ -47,18 +47,11 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
     };
     let credentials = match (&args.user, appliance.and_then(|s| s.auth_user.as_ref())) {
         (Some(user), _) => Some((user.clone(), crate::secrets::password_from_stdin("--user")?)),
-        (None, Some(user)) => {
-            let path = args.appliance.config_dir.join(layout::AUTH_PASSWORD);
-            let password = std::fs::read_to_string(&path).map_err(|e| {
-                Error::usage(format!(
-                    "The appliance requires a password, but {} cannot be read ({e}): {}, or give --user and \
-                     --password-stdin.",
-                    path.display(),
-                    crate::host::io_fix(&e)
-                ))
-            })?;
-            Some((user.clone(), password.trim_end_matches('\n').to_string()))
-        }
+        (None, Some(user)) => Some(crate::secrets::saved_login(
+            &args.appliance.config_dir,
+            user,
+            "give --user and --password-stdin",
+        )?),
         (None, None) => None,
     };
     let target = Target {
