@@ -2,7 +2,7 @@
 """`make bench`: registry-up's figures side by side with what users would do instead.
 
 Every figure is the median of BENCH_RUNS runs (default 5) with min and max, and a ratio against a
-baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,proxy runs a subset. Needs root, Podman and the stand-in images (make test-images), and
+baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,import,proxy runs a subset. Needs root, Podman and the stand-in images (make test-images), and
 the release binary (make build); the Makefile target provides both. Prints one Markdown table and
 writes it to target/bench/results.md.
 """
@@ -114,6 +114,43 @@ def make_oci_layout(path: Path, size: int, seed: str):
     (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
     (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
         {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size}]}))
+
+
+def make_image_set(path: Path):
+    """The import test set as one OCI layout: a two-platform index (16 MiB per platform) and four images
+    that share a 64 MiB layer, each with 32 MiB of its own, named as docker.io images. 224 MiB of blobs,
+    416 MiB as the images name them."""
+    blobs = path / "blobs/sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data: bytes):
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return {"digest": f"sha256:{digest}", "size": len(data)}
+
+    def image(arch, layers):
+        layer_descs = [dict(put(l), mediaType="application/vnd.oci.image.layer.v1.tar") for l in layers]
+        config = put(json.dumps({"architecture": arch, "os": "linux", "rootfs": {
+            "type": "layers", "diff_ids": [d["digest"] for d in layer_descs]}}).encode())
+        return dict(put(json.dumps({
+            "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": dict(config, mediaType="application/vnd.oci.image.config.v1+json"),
+            "layers": layer_descs}).encode()), mediaType="application/vnd.oci.image.manifest.v1+json")
+
+    named = []
+    children = [dict(image(arch, [os.urandom(16 * MiB)]), platform={"os": "linux", "architecture": arch})
+                for arch in ("amd64", "arm64")]
+    index = dict(put(json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                 "manifests": children}).encode()), mediaType="application/vnd.oci.image.index.v1+json")
+    named.append(("bench-multi", index))
+    shared = os.urandom(64 * MiB)
+    for i in range(4):
+        named.append((f"bench-app{i}", image("amd64", [shared, os.urandom(32 * MiB)])))
+    (path / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        dict(desc, annotations={"org.opencontainers.image.ref.name": f"docker.io/library/{name}:1"})
+        for name, desc in named]}))
+    return [name for name, _ in named]
 
 
 def up_args(work: Path, port: int, pod: str):
@@ -306,6 +343,43 @@ def bench_verify(tmp: Path, small_image: Path, gib_image: Path):
         statistics.median(rss) / 1024 <= 64)
 
 
+def bench_import(tmp: Path):
+    """10. `import` of the test set (an OCI layout on disk) against `skopeo sync` of the same images (as
+    `dir:` copies on disk, made beforehand) into the same appliance, each run under a fresh path so every
+    blob is really sent; skopeo's blob cache is emptied first, as it would be on a new site."""
+    work, port, pod = tmp / "import", free_port(), "ru-bench-import"
+    sh(up_args(work, port, pod) + ["--no-verify"])
+    cfg = work / "cfg"
+    certs = tmp / "import-certs"
+    certs.mkdir()
+    shutil.copy(cfg / "ca.crt", certs / "ca.crt")
+    layout = tmp / "import-set"
+    names = make_image_set(layout)
+    dirs = tmp / "import-dirs"
+    dirs.mkdir()
+    for name in names:
+        sh(["skopeo", "copy", "-q", "--all", "--preserve-digests", f"oci:{layout}:docker.io/library/{name}:1",
+            f"dir:{dirs / name}"])
+    ours, skopeo = [], []
+    for i in range(RUNS):
+        ours.append(timed([BIN, "import", layout, "--prefix", f"ours-{i}", "--config-dir", cfg]))
+        BLOB_CACHE.unlink(missing_ok=True)
+        skopeo.append(timed(["skopeo", "sync", "--all", "--preserve-digests", "--src", "dir", "--dest", "docker",
+                             "--dest-cert-dir", certs, dirs, f"localhost:{port}/skopeo-{i}"]))
+    # The same images arrived both ways: every name, the same digest.
+    for name in names:
+        theirs = sh(["skopeo", "inspect", "--raw", "--cert-dir", certs,
+                     f"docker://localhost:{port}/skopeo-0/{name}:latest"]).stdout
+        mine = sh(["skopeo", "inspect", "--raw", "--cert-dir", certs,
+                   f"docker://localhost:{port}/ours-0/docker.io/library/{name}:1"]).stdout
+        if hashlib.sha256(theirs.encode()).hexdigest() != hashlib.sha256(mine.encode()).hexdigest():
+            sys.exit(f"bench: import and skopeo sync stored {name} differently")
+    rm_pod(pod)
+    ratio = statistics.median(ours) / statistics.median(skopeo)
+    row("10. `import` of 5 images (1 two-platform index; 4 sharing a 64 MiB layer; 224 MiB of blobs)",
+        fmt(ours), f"`skopeo sync --all` of the same images: {fmt(skopeo)}", f"{ratio:.2f}×", "≤ 0.70×", ratio <= 0.70)
+
+
 def push_layout(layout: Path, port: int, certs: Path, dest: str):
     BLOB_CACHE.unlink(missing_ok=True)
     sh(["skopeo", "copy", "-q", "--dest-cert-dir", certs, f"oci:{layout}", f"docker://localhost:{port}/{dest}"])
@@ -461,11 +535,13 @@ def main():
                 bench_gc(tmp)
             if wanted("backup"):
                 bench_backup(tmp, gib)
+            if wanted("import"):
+                bench_import(tmp)
             shutil.rmtree(gib)
             if wanted("proxy"):
                 bench_proxy(tmp, big, size_mib)
         finally:
-            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
+            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup", "ru-bench-import"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
                 rm_pod(pod)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
     podman = sh(["podman", "--version"]).stdout.strip()

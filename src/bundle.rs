@@ -3,7 +3,9 @@
 //! oci-client and writes one tar: `manifest.json`, `SHA256SUMS`, one OCI archive per image, which
 //! is what `podman load` reads (names kept through the `org.opencontainers.image.ref.name` annotation),
 //! and (format 2) the tool itself: the `registry-up` binary and, when given, its .deb, so the user copies
-//! one file. `up --bundle` (on the air-gapped host) checks every checksum before it loads anything.
+//! one file. Format 3 adds the workloads' images (`bundle --images`) as one OCI image layout under
+//! `images/`, each blob once, which `import` and `up --bundle` push into the appliance. `up --bundle`
+//! (on the air-gapped host) checks every checksum before it loads or pushes anything.
 
 use std::fs::File;
 use std::io::Read;
@@ -19,8 +21,11 @@ pub const MANIFEST: &str = "manifest.json";
 pub const SUMS: &str = "SHA256SUMS";
 /// The binary's member name: what the README's `tar -xf BUNDLE registry-up` extracts.
 pub const TOOL_BINARY: &str = "registry-up";
-/// Format 1 held the images alone; 2 adds `tools`.
-pub const FORMAT: u32 = 2;
+/// Format 1 held the images alone; 2 adds `tools`; 3 adds `workloads` (written only when there are some,
+/// so a bundle without them still reads with a registry-up that knows format 2).
+pub const FORMAT: u32 = 3;
+/// Where format 3 keeps the workloads' OCI image layout.
+pub const WORKLOADS: &str = "images/";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct BundleManifest {
@@ -31,6 +36,27 @@ pub struct BundleManifest {
     /// registry-up itself (format 2): the binary, and the .deb when one was given.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tools: Vec<BundleTool>,
+    /// The workloads' images (format 3), in `images/`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workloads: Vec<Workload>,
+    /// Blobs `bundle --since` left out because the older bundle holds them: the registry must have them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub omitted: Vec<String>,
+}
+
+/// One image of the workloads, as `bundle --images` pulled it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Workload {
+    /// The full upstream name: `docker.io/library/nginx:1.27`.
+    pub reference: String,
+    /// The digest of what the bundle holds for it (an index, or a single image's manifest).
+    pub digest: String,
+    /// The upstream index's digest when `--arch` left platforms out, so the index was rewritten.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_digest: Option<String>,
+    /// The platforms held (`linux/arm64`); empty for a single image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -84,6 +110,8 @@ pub struct BundleImage {
 pub struct CheckedBundle {
     pub manifest: BundleManifest,
     dir: tempfile::TempDir,
+    /// The workloads' images, read in place from the bundle (every blob already checked).
+    pub workloads: Option<crate::source::Source>,
 }
 
 impl CheckedBundle {
@@ -294,6 +322,7 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     let mut sums: Option<String> = None;
     let mut seen: Vec<(String, String, u64)> = Vec::new();
     let mut names: Vec<String> = Vec::new();
+    let mut workload_members = std::collections::HashMap::new();
     let entries = archive
         .entries()
         .map_err(|e| damaged(bundle, format!("it is not a tar archive ({e})")))?;
@@ -340,6 +369,30 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
                 })?;
                 seen.push((member.to_string(), sha256, size));
             }
+            // The workloads' layout (format 3): hashed, never unpacked; import reads it in place.
+            member if member.starts_with(WORKLOADS) => {
+                if manifest.as_ref().is_none_or(|m| m.format < 3) || !workload_member(member) {
+                    return Err(damaged(
+                        bundle,
+                        format!("it holds an unexpected file {}", printable(member)),
+                    ));
+                }
+                let offset = entry.raw_file_position();
+                let (sha256, size) = Sha256::copy(&mut entry, std::io::sink()).map_err(|e| match e {
+                    Copy::Read(e) | Copy::Write(e) => damaged(bundle, format!("{member} is truncated ({e})")),
+                })?;
+                // A blob is named by its checksum: one flipped byte anywhere is caught here.
+                if let Some(hex) = member.strip_prefix("images/blobs/sha256/") {
+                    if hex != sha256 {
+                        return Err(damaged(
+                            bundle,
+                            format!("{member} does not match its checksum (sha256 {sha256})"),
+                        ));
+                    }
+                }
+                workload_members.insert(member.to_string(), crate::store::Member { offset, size });
+                seen.push((member.to_string(), sha256, size));
+            }
             member if !member.contains('/') && member.ends_with(".oci.tar") => {
                 let out_path = dir.path().join(member);
                 let unpack_failed = |e: std::io::Error| {
@@ -365,13 +418,20 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     }
     let manifest = manifest.ok_or_else(|| damaged(bundle, format!("{MANIFEST} is missing")))?;
     let sums = sums.ok_or_else(|| damaged(bundle, format!("{SUMS} is missing")))?;
-    if manifest.format == 0 || manifest.images.is_empty() || (manifest.format == 1 && !manifest.tools.is_empty()) {
+    if manifest.format == 0
+        || manifest.images.is_empty()
+        || (manifest.format == 1 && !manifest.tools.is_empty())
+        || (manifest.format < 3 && !(manifest.workloads.is_empty() && manifest.omitted.is_empty()))
+    {
         return Err(damaged(bundle, format!("{MANIFEST} is of an unknown format")));
     }
     // Exactly what the manifest lists: each role and file once, every archive listed, every sum used, each
     // archive whole and holding the image recorded, each tool whole.
-    let listed =
-        |name: &str| manifest.images.iter().any(|i| i.file == name) || manifest.tools.iter().any(|t| t.file == name);
+    let listed = |name: &str| {
+        manifest.images.iter().any(|i| i.file == name)
+            || manifest.tools.iter().any(|t| t.file == name)
+            || workload_members.contains_key(name)
+    };
     let unlisted = seen.iter().find(|(name, _, _)| !listed(name));
     let images = &manifest.images;
     let tools = &manifest.tools;
@@ -398,14 +458,20 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
             unlisted.map(|(extra, _, _)| format!("it holds {}, which {MANIFEST} does not list", printable(extra)))
         })
         .or_else(|| {
-            (sums.lines().filter(|l| !l.trim().is_empty()).count() != manifest.images.len() + manifest.tools.len())
-                .then(|| format!("{SUMS} does not list exactly the members of {MANIFEST}"))
+            (sums.lines().filter(|l| !l.trim().is_empty()).count()
+                != manifest.images.len() + manifest.tools.len() + workload_members.len())
+            .then(|| format!("{SUMS} does not list exactly the members of {MANIFEST}"))
         })
         .or_else(|| {
             manifest
                 .tools
                 .iter()
                 .find_map(|tool| sum_problem(&tool.file, &tool.sha256, tool.size, &sums, &seen))
+        })
+        .or_else(|| {
+            seen.iter()
+                .filter(|(name, _, _)| workload_members.contains_key(name))
+                .find_map(|(name, sha256, size)| sum_problem(name, sha256, *size, &sums, &seen))
         })
         .or_else(|| {
             manifest
@@ -416,7 +482,75 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     if let Some(problem) = problem {
         return Err(damaged(bundle, problem));
     }
-    Ok(CheckedBundle { manifest, dir })
+    let workloads = match (manifest.workloads.is_empty(), workload_members.is_empty()) {
+        (true, true) => None,
+        (false, false) => {
+            Some(workloads(bundle, &manifest, workload_members).map_err(|problem| damaged(bundle, problem))?)
+        }
+        _ => {
+            return Err(damaged(
+                bundle,
+                format!("{MANIFEST} and the images/ folder disagree about the workloads"),
+            ))
+        }
+    };
+    Ok(CheckedBundle {
+        manifest,
+        dir,
+        workloads,
+    })
+}
+
+/// Whether `name` is a member of the workloads' layout: its two files, or a sha256-named blob.
+fn workload_member(name: &str) -> bool {
+    match name.strip_prefix("images/blobs/sha256/") {
+        Some(hex) => hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        None => name == "images/oci-layout" || name == "images/index.json",
+    }
+}
+
+/// The workloads' layout read in place, and checked against the manifest: the same images, in order,
+/// with the digests recorded; every blob named, present or left to an older bundle; nothing more.
+fn workloads(
+    bundle: &Path,
+    manifest: &BundleManifest,
+    members: std::collections::HashMap<String, crate::store::Member>,
+) -> std::result::Result<crate::source::Source, String> {
+    let blob_files: Vec<String> = members
+        .keys()
+        .filter(|name| name.starts_with("images/blobs/"))
+        .cloned()
+        .collect();
+    let store = crate::store::Store::Tar {
+        path: bundle.to_path_buf(),
+        members,
+    };
+    let omitted = manifest.omitted.iter().cloned().collect();
+    let source = crate::source::layout(store, WORKLOADS, omitted).map_err(|e| format!("images/: {e}"))?;
+    let held: Vec<(String, &str)> = source.images.iter().map(|i| (i.name.whole(), i.digest())).collect();
+    let recorded: Vec<(String, &str)> = manifest
+        .workloads
+        .iter()
+        .map(|w| (w.reference.clone(), w.digest.as_str()))
+        .collect();
+    if held != recorded {
+        return Err(format!("images/index.json does not list the images {MANIFEST} records"));
+    }
+    let named: std::collections::BTreeSet<String> = source
+        .images
+        .iter()
+        .flat_map(|i| {
+            i.blobs
+                .iter()
+                .map(|b| b.digest.clone())
+                .chain(i.manifests.iter().map(|m| m.digest.clone()))
+        })
+        .map(|d| format!("images/blobs/sha256/{}", d.trim_start_matches("sha256:")))
+        .collect();
+    if let Some(stray) = blob_files.iter().find(|f| !named.contains(*f)) {
+        return Err(format!("it holds {}, which no image names", printable(stray)));
+    }
+    Ok(source)
 }
 
 #[cfg(test)]
@@ -464,10 +598,12 @@ mod tests {
             arch: "amd64".into(),
             images: Vec::new(),
             tools: vec![tool("binary", TOOL_BINARY)],
+            workloads: Vec::new(),
+            omitted: Vec::new(),
         };
         let text = serde_json::to_string(&new).unwrap();
         let back: BundleManifest = serde_json::from_str(&text).unwrap();
         assert_eq!(back.tools.len(), 1);
-        assert_eq!(back.format, 2);
+        assert_eq!(back.format, FORMAT);
     }
 }

@@ -36,8 +36,13 @@ pub enum Command {
     Status(StatusArgs),
     /// Stop the appliance and remove its unit; keeps data, certificates and settings unless --purge.
     Down(DownArgs),
-    /// On a connected host: pull the registry and nginx images into one offline bundle for `up --bundle`.
+    /// On a connected host: pull the registry and nginx images (and, with --images, the workloads') into
+    /// one offline bundle for `up --bundle`.
     Bundle(BundleArgs),
+
+    /// Push the images of a bundle, an OCI layout or a podman/docker save archive into the appliance,
+    /// under their upstream names (docker.io/library/nginx:1.27 → REGISTRY/docker.io/library/nginx:1.27).
+    Import(ImportArgs),
     /// Show or renew the certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -443,9 +448,20 @@ pub struct BundleArgs {
     #[arg(long, value_name = "REF")]
     pub nginx_image: Option<String>,
 
-    /// Architecture to pull, as OCI names it (amd64, arm64, …) [default: this host's].
+    /// Architecture to pull, as OCI names it (amd64, arm64, …), repeatable. The appliance's images and
+    /// binary are for the first [default: this host's]; the --images ones for every one given [default:
+    /// every platform they have].
     #[arg(long)]
-    pub arch: Option<String>,
+    pub arch: Vec<String>,
+
+    /// A file of the workloads' image references, one per line (`#` starts a comment), to carry too;
+    /// `registry-up import` or `up --bundle` pushes them into the appliance.
+    #[arg(long, value_name = "FILE")]
+    pub images: Option<PathBuf>,
+
+    /// An older bundle the site has imported: the blobs it holds are left out (a top-up).
+    #[arg(long, value_name = "OLD_BUNDLE", requires = "images")]
+    pub since: Option<PathBuf>,
 
     /// CA certificate (PEM) to trust for the source registry [default: the system's roots].
     #[arg(long, value_name = "FILE")]
@@ -459,6 +475,29 @@ pub struct BundleArgs {
     /// must hold this very binary.
     #[arg(long, value_name = "FILE")]
     pub deb: Option<PathBuf>,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ImportArgs {
+    /// A bundle (registry-up bundle --images), an OCI image layout (a folder, or a tar such as podman
+    /// save --format oci-archive writes), or a podman save / docker save archive.
+    #[arg(value_name = "SOURCE")]
+    pub source: PathBuf,
+
+    /// A path put before every name: REGISTRY/PREFIX/docker.io/library/nginx:1.27.
+    #[arg(long, value_name = "PATH")]
+    pub prefix: Option<String>,
+
+    /// Blobs sent at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub jobs: u64,
+
+    /// Seconds a request may stall before the import gives up.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
+
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -14,6 +14,7 @@ mod firewall;
 mod gc;
 mod host;
 mod hostname;
+mod import;
 mod layout;
 mod listen;
 mod lock;
@@ -28,8 +29,10 @@ mod render;
 mod runtime;
 mod secrets;
 mod settings;
+mod source;
 mod state;
 mod storage;
+mod store;
 mod subid;
 mod verify;
 
@@ -40,8 +43,9 @@ pub const VERSION: &str = env!("REGISTRY_UP_VERSION");
 
 use crate::cli::{CertsCommand, Cli, Command};
 use crate::commands::{
-    backup as backup_cmd, bundle as bundle_cmd, certs, clients, completions, doctor, down, gc as gc_cmd, logs,
-    maintain, man, prepare_user, render as render_cmd, status, trust, up, verify as verify_cmd,
+    backup as backup_cmd, bundle as bundle_cmd, certs, clients, completions, doctor, down, gc as gc_cmd,
+    import as import_cmd, logs, maintain, man, prepare_user, render as render_cmd, status, trust, up,
+    verify as verify_cmd,
 };
 use crate::error::{ExitStatus, Result};
 use crate::host::HostFacts;
@@ -106,6 +110,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Status(args)) => status::command(args),
         Some(Command::Down(args)) => done(down::command(args, host)),
         Some(Command::Bundle(args)) => done(bundle_cmd::command(args, &rt)),
+        Some(Command::Import(args)) => import_cmd::command(args, &rt, host),
         Some(Command::Certs(CertsCommand::Show(args))) => done(certs::show(args)),
         Some(Command::Certs(CertsCommand::Renew(args))) => done(certs::renew(args, &rt, host)),
         Some(Command::Trust(args)) => done(trust::command(args, host)),

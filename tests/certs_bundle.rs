@@ -21,18 +21,9 @@ fn on(app: &Appliance, args: &[&str]) -> Run {
 #[test]
 fn a_bundle_brings_an_appliance_up_offline_and_a_damaged_one_is_refused() {
     // The "connected" side: a registry holding the images (the stand-ins, pushed by skopeo).
-    let Some(source) = serving(&["--no-verify"]) else {
+    let Some((source, registry_ref, nginx_ref, names)) = common::bundle_source() else {
         return;
     };
-    let [registry_tar, nginx_tar] = common::image_archives();
-    source.push(registry_tar, "mirror/registry:2", None);
-    source.push(nginx_tar, "mirror/nginx:1", None);
-    let registry_ref = format!("{}/mirror/registry:2", source.registry());
-    let nginx_ref = format!("{}/mirror/nginx:1", source.registry());
-    let names = ImageNames(vec![registry_ref.clone(), nginx_ref.clone()]);
-    for name in &names.0 {
-        podman(&["rmi", name]); // not in Podman's store: only the bundle can bring them
-    }
 
     let bundle = source.tmp.path().join("registry-up-bundle.tar");
     Run::bin()

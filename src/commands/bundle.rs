@@ -1,7 +1,8 @@
 //! `registry-up bundle --out FILE`: on a connected host, pulls the registry and nginx images (one
 //! platform) with oci-client into OCI archives, and writes them with a manifest and checksums into one
 //! tar that `up --bundle` checks and loads on the air-gapped host. The tar also carries this very
-//! binary (and, with `--deb`, its package), so the air-gapped host needs nothing else.
+//! binary (and, with `--deb`, its package), so the air-gapped host needs nothing else; with `--images`,
+//! the workloads' images too (commands/bundle_images.rs).
 
 use std::fs::File;
 use std::io::Write;
@@ -15,7 +16,7 @@ use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientP
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::bundle::{BundleImage, BundleManifest, BundleTool, FORMAT, MANIFEST, SUMS, TOOL_BINARY};
+use crate::bundle::{BundleImage, BundleManifest, BundleTool, FORMAT, MANIFEST, SUMS, TOOL_BINARY, WORKLOADS};
 use crate::cli::BundleArgs;
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
@@ -35,14 +36,14 @@ pub fn host_arch() -> &'static str {
 }
 
 /// A failure talking to the registry the images come from.
-fn failed(what: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn failed(what: &str, e: impl std::fmt::Display) -> Error {
     Error::runtime(format!(
         "Could not {what}: {e}. Check the registry address, --ca and --user, then run again."
     ))
 }
 
 /// A failure on this host's disk, where the bundle is written.
-fn local(what: &str, e: impl std::fmt::Display) -> Error {
+pub(crate) fn local(what: &str, e: impl std::fmt::Display) -> Error {
     Error::runtime(format!(
         "Could not {what}: {e}. Check that the folder of --out is writable and has room for both images, then run again."
     ))
@@ -58,7 +59,15 @@ fn unreadable(path: &Path, e: impl std::fmt::Display) -> Error {
 
 /// `registry-up bundle --out FILE`
 pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
-    let arch = args.arch.clone().unwrap_or_else(|| host_arch().to_string());
+    let arch = args.arch.first().cloned().unwrap_or_else(|| host_arch().to_string());
+    let workload_list = match &args.images {
+        Some(path) => super::bundle_images::read_list(path)?,
+        None => Vec::new(),
+    };
+    let known = match &args.since {
+        Some(old) => super::bundle_images::known_blobs(old)?,
+        None => Default::default(),
+    };
     let images = [
         (
             "registry",
@@ -126,11 +135,14 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         bars.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let mut manifest = BundleManifest {
-        format: FORMAT,
+        // Format 3 only when it carries workloads: a registry-up that knows format 2 reads the rest.
+        format: if workload_list.is_empty() { 2 } else { FORMAT },
         created_by: format!("registry-up {}", crate::VERSION),
         arch: arch.clone(),
         images: Vec::new(),
         tools: tools.iter().map(|(tool, _)| tool.clone()).collect(),
+        workloads: Vec::new(),
+        omitted: Vec::new(),
     };
     for (role, reference) in &references {
         let file = format!("{role}.oci.tar");
@@ -153,6 +165,33 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         });
     }
 
+    let layout = work.path().join("images");
+    let mut workload_files = Vec::new();
+    if !workload_list.is_empty() {
+        let pulled = rt.block_on(super::bundle_images::pull(
+            &client,
+            &auth,
+            &workload_list,
+            &args.arch,
+            &known,
+            &layout,
+            &bars,
+        ))?;
+        for rel in &pulled.files {
+            let (sha256, _) = hash_file(&layout.join(rel))?;
+            workload_files.push((format!("{WORKLOADS}{}", rel.display()), sha256));
+        }
+        if args.since.is_some() {
+            println!(
+                "left out {} blob(s) the older bundle holds; carrying {}",
+                pulled.omitted.len(),
+                workload_files.len().saturating_sub(2)
+            );
+        }
+        manifest.workloads = pulled.workloads;
+        manifest.omitted = pulled.omitted;
+    }
+
     // The bundle itself: written beside its final name, renamed into place when complete.
     let tmp = work.path().join("bundle.tar");
     {
@@ -164,6 +203,7 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
             .iter()
             .map(|t| (&t.sha256, &t.file))
             .chain(manifest.images.iter().map(|i| (&i.sha256, &i.file)))
+            .chain(workload_files.iter().map(|(file, sha256)| (sha256, file)))
             .map(|(sha256, file)| format!("{sha256}  {file}\n"))
             .collect();
         append_bytes(&mut builder, SUMS, sums.as_bytes())?;
@@ -174,6 +214,12 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         for image in &manifest.images {
             builder
                 .append_path_with_name(work.path().join(&image.file), &image.file)
+                .map_err(|e| local("write the bundle", e))?;
+        }
+        for (file, _) in &workload_files {
+            let source = layout.join(file.trim_start_matches(WORKLOADS));
+            builder
+                .append_path_with_name(source, file)
                 .map_err(|e| local("write the bundle", e))?;
         }
         builder
@@ -426,7 +472,7 @@ async fn write_oci_archive(
     Ok(digest)
 }
 
-async fn download_blob(
+pub(crate) async fn download_blob(
     client: &Client,
     reference: &Reference,
     digest: &str,

@@ -3,12 +3,14 @@
 
 pub mod backup;
 pub mod bundle;
+pub mod bundle_images;
 pub mod certs;
 pub mod clients;
 pub mod completions;
 pub mod doctor;
 pub mod down;
 pub mod gc;
+pub mod import;
 pub mod logs;
 pub mod maintain;
 pub mod man;

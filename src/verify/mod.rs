@@ -21,7 +21,7 @@ pub use deep::repositories;
 pub use live::{checks as live_checks, served_fingerprint, ConfigFile};
 pub use report::{Check, Report, Status};
 pub use round_trip::{round_trip, DEFAULT_SIZE};
-pub use target::{chain, wait_ready, Target};
+pub use target::{chain, wait_ready, Http, Target};
 pub use tls::roots as tls_roots;
 
 use crate::runtime::podman::Podman;

@@ -50,6 +50,10 @@ impl Http {
     pub fn delete(&self, url: &str) -> reqwest::RequestBuilder {
         self.with_auth(self.client.delete(url))
     }
+
+    pub fn put(&self, url: &str) -> reqwest::RequestBuilder {
+        self.with_auth(self.client.put(url))
+    }
 }
 
 impl Target {
@@ -87,12 +91,24 @@ impl Target {
         self.http_client_at(timeout, None)
     }
 
+    /// A client for uploads of any size: no limit on a whole request, only on a stall of `idle`.
+    pub fn upload_client(&self, idle: Duration) -> Result<Http> {
+        self.client_with(reqwest::Client::builder().read_timeout(idle), idle, None)
+    }
+
     /// An HTTPS client that connects to `address` whatever the name resolves to (same name in TLS and
     /// Host), so that each address the name has can be asked in turn.
     pub fn http_client_at(&self, timeout: Duration, address: Option<std::net::SocketAddr>) -> Result<Http> {
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(10)))
-            .timeout(timeout);
+        self.client_with(reqwest::Client::builder().timeout(timeout), timeout, address)
+    }
+
+    fn client_with(
+        &self,
+        builder: reqwest::ClientBuilder,
+        timeout: Duration,
+        address: Option<std::net::SocketAddr>,
+    ) -> Result<Http> {
+        let mut builder = builder.connect_timeout(timeout.min(Duration::from_secs(10)));
         if let Some(address) = address {
             builder = builder.resolve(&self.host, address);
         }

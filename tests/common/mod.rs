@@ -833,6 +833,23 @@ pub fn assert_check(report: &serde_json::Value, name: &str, status: &str, says: 
 /// Removes image names from Podman's store on drop (only the names: the images stay if others use them).
 pub struct ImageNames(pub Vec<String>);
 
+/// The "connected" side of a bundle test: a registry (an appliance) holding the stand-in registry and
+/// nginx images as `mirror/registry:2` and `mirror/nginx:1`, which Podman's store then lacks, so only a
+/// bundle can bring them. Returns it, the two references, and the guard that removes what a bundle loads.
+pub fn bundle_source() -> Option<(Appliance, String, String, ImageNames)> {
+    let source = serving(&["--no-verify"])?;
+    let [registry_tar, nginx_tar] = image_archives();
+    source.push(registry_tar, "mirror/registry:2", None);
+    source.push(nginx_tar, "mirror/nginx:1", None);
+    let registry_ref = format!("{}/mirror/registry:2", source.registry());
+    let nginx_ref = format!("{}/mirror/nginx:1", source.registry());
+    let names = ImageNames(vec![registry_ref.clone(), nginx_ref.clone()]);
+    for name in &names.0 {
+        podman(&["rmi", name]);
+    }
+    Some((source, registry_ref, nginx_ref, names))
+}
+
 impl Drop for ImageNames {
     fn drop(&mut self) {
         for name in &self.0 {

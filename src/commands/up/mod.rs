@@ -246,6 +246,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
         action,
         &target,
         &desired,
+        bundle.as_ref().and_then(|b| b.workloads.as_ref()),
     )
 }
 
@@ -418,6 +419,7 @@ fn execute(
     action: PodAction,
     target: &Target,
     desired: &Desired,
+    workloads: Option<&crate::source::Source>,
 ) -> Result<()> {
     out.step("write files", || {
         let n = crate::apply::apply(plan)?;
@@ -492,6 +494,19 @@ fn execute(
             ))?;
             trip.cleanup.as_ref().map_err(|e| Error::verify(e.message.clone()))?;
             Ok(((), trip.summary()))
+        })?;
+    }
+    // The bundle's workload images, into the appliance just proven; a re-run sends only what is missing.
+    if let Some(source) = workloads {
+        out.step("import bundle images", || {
+            let opts = crate::import::Options {
+                prefix: None,
+                jobs: 4,
+                timeout: Duration::from_secs(60),
+                progress: false,
+            };
+            let summary = rt.block_on(crate::import::import(source, target, &opts))?;
+            Ok(((), crate::commands::import::report(&summary)?))
         })?;
     }
     out.line(&closing_words(settings, desired));

@@ -1,0 +1,137 @@
+//! Where the files of an image source live: a folder, or the members of an (uncompressed) tar read in
+//! place by offset, so a bundle of many gigabytes is never unpacked to be imported.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// A member of a tar: where its data starts, and its length.
+#[derive(Debug, Clone, Copy)]
+pub struct Member {
+    pub offset: u64,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Store {
+    Dir(PathBuf),
+    Tar {
+        path: PathBuf,
+        members: HashMap<String, Member>,
+    },
+}
+
+/// A byte range of one file: what a blob upload streams.
+#[derive(Debug, Clone)]
+pub struct Range {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl Store {
+    /// Indexes the members of the tar at `path` (one sequential read of its headers).
+    pub fn tar(path: &Path) -> std::io::Result<Store> {
+        let mut archive = tar::Archive::new(File::open(path)?);
+        let mut members = HashMap::new();
+        for entry in archive.entries_with_seek()? {
+            let entry = entry?;
+            if entry.header().entry_type().is_dir() {
+                continue;
+            }
+            let name = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
+            let member = Member {
+                offset: entry.raw_file_position(),
+                size: entry.size(),
+            };
+            // A second copy under one name is what a tar reader would extract last: refuse the ambiguity.
+            if members.insert(name.clone(), member).is_some() {
+                return Err(std::io::Error::other(format!("it holds {name} twice")));
+            }
+        }
+        Ok(Store::Tar {
+            path: path.to_path_buf(),
+            members,
+        })
+    }
+
+    /// Where the file `name` (a path inside the source) is, if it is there.
+    pub fn locate(&self, name: &str) -> Option<Range> {
+        match self {
+            Store::Dir(dir) => {
+                let path = dir.join(name);
+                let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
+                Some(Range {
+                    path,
+                    offset: 0,
+                    size: meta.len(),
+                })
+            }
+            Store::Tar { path, members } => members.get(name).map(|m| Range {
+                path: path.clone(),
+                offset: m.offset,
+                size: m.size,
+            }),
+        }
+    }
+
+    /// The whole of a small file (an index, a manifest, a config), at most `limit` bytes.
+    pub fn read(&self, name: &str, limit: u64) -> std::io::Result<Vec<u8>> {
+        let range = self
+            .locate(name)
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("{name} is missing")))?;
+        if range.size > limit {
+            return Err(std::io::Error::other(format!(
+                "{name} has {} bytes, more than the {limit} a manifest may have",
+                range.size
+            )));
+        }
+        range.read_all()
+    }
+}
+
+impl Range {
+    pub fn open(&self) -> std::io::Result<std::io::Take<File>> {
+        let mut file = File::open(&self.path)?;
+        file.seek(SeekFrom::Start(self.offset))?;
+        Ok(file.take(self.size))
+    }
+
+    pub fn read_all(&self) -> std::io::Result<Vec<u8>> {
+        let mut data = Vec::with_capacity(self.size as usize);
+        self.open()?.read_to_end(&mut data)?;
+        if data.len() as u64 != self.size {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the file is cut short",
+            ));
+        }
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tar_members_are_read_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.tar");
+        let mut builder = tar::Builder::new(File::create(&path).unwrap());
+        for (name, data) in [("index.json", &b"{}"[..]), ("blobs/sha256/ab", &[7u8; 1500][..])] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(data.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            builder.append_data(&mut header, name, data).unwrap();
+        }
+        builder.into_inner().unwrap();
+        let store = Store::tar(&path).unwrap();
+        assert_eq!(store.read("index.json", 10).unwrap(), b"{}");
+        assert_eq!(store.read("blobs/sha256/ab", 4096).unwrap(), vec![7u8; 1500]);
+        assert!(store.read("blobs/sha256/ab", 100).is_err(), "over the limit");
+        assert!(store.locate("missing").is_none());
+    }
+}
