@@ -41,7 +41,15 @@ pub struct BundleManifest {
     pub workloads: Vec<Workload>,
     /// Blobs `bundle --since` left out because the older bundle holds them: the registry must have them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub omitted: Vec<String>,
+    pub omitted: Vec<Omitted>,
+}
+
+/// A blob a top-up bundle leaves to an older one, and an image of that bundle holding it: import links
+/// it from that image's repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Omitted {
+    pub digest: String,
+    pub image: String,
 }
 
 /// One image of the workloads, as `bundle --images` pulled it.
@@ -525,7 +533,16 @@ fn workloads(
         path: bundle.to_path_buf(),
         members,
     };
-    let omitted = manifest.omitted.iter().cloned().collect();
+    let mut omitted = std::collections::BTreeMap::new();
+    for o in &manifest.omitted {
+        let image = o.image.parse::<oci_client::Reference>().map_err(|e| {
+            format!(
+                "{MANIFEST} leaves {} to an unreadable image name ({e})",
+                printable(&o.digest)
+            )
+        })?;
+        omitted.insert(o.digest.clone(), image);
+    }
     let source = crate::source::layout(store, WORKLOADS, omitted).map_err(|e| format!("images/: {e}"))?;
     let held: Vec<(String, &str)> = source.images.iter().map(|i| (i.name.whole(), i.digest())).collect();
     let recorded: Vec<(String, &str)> = manifest

@@ -46,14 +46,20 @@ impl Destination {
         }
         if !valid_repository(&repository) {
             return Err(format!(
-                "{} cannot be named {repository} in the registry (lowercase letters, digits and . _ - / only)",
+                "{} cannot be named {repository} in the registry (lowercase letters, digits and . _ - / only): \
+                 choose another --prefix, or rename the image at its source",
                 name.whole()
             ));
         }
-        let reference = match (name.tag(), name.digest()) {
-            (Some(tag), _) => tag.to_string(),
-            (None, Some(digest)) => digest.to_string(),
-            (None, None) => "latest".to_string(),
+        // An untagged manifest is what gc removes: every image keeps a tag.
+        let reference = match name.tag() {
+            Some(tag) => tag.to_string(),
+            None => {
+                return Err(format!(
+                    "{} has no tag, and gc removes untagged images: name it NAME:TAG (or NAME:TAG@sha256:… to pin it)",
+                    name.whole()
+                ))
+            }
         };
         Ok(Destination { repository, reference })
     }
@@ -182,6 +188,31 @@ fn body(range: Range, bar: ProgressBar) -> reqwest::Body {
     reqwest::Body::wrap_stream(chunks)
 }
 
+/// The repository that holds a blob the source left to an older bundle: that of the older bundle's image
+/// that has it, under the same prefix, if the registry holds it there.
+async fn elsewhere(
+    http: &Http,
+    target: &Target,
+    source: &Source,
+    digest: &str,
+    prefix: Option<&str>,
+) -> Result<Option<String>> {
+    let Some(image) = source.elsewhere.get(digest) else {
+        return Ok(None);
+    };
+    let Ok(dest) = Destination::of(image, prefix) else {
+        return Ok(None);
+    };
+    match has_blob(http, target, &dest.repository, digest).await {
+        Ok(true) => Ok(Some(dest.repository)),
+        Ok(false) => Ok(None),
+        Err(e) => Err(Error::runtime(format!(
+            "Could not ask {} which blobs it has: {e}. Check that the appliance runs (registry-up status) and its login.",
+            target.registry()
+        ))),
+    }
+}
+
 /// HEAD of one blob in one repository: whether the registry has it there.
 async fn has_blob(http: &Http, target: &Target, repository: &str, digest: &str) -> std::result::Result<bool, String> {
     let url = target.url(&format!("/v2/{repository}/blobs/{digest}"));
@@ -201,7 +232,7 @@ async fn apply(
     source: &Source,
     step: &Move,
     bar: &ProgressBar,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<u64, String> {
     let (repository, digest) = match step {
         Move::Upload { repository, digest, .. } | Move::Mount { repository, digest, .. } => (repository, digest),
     };
@@ -217,7 +248,7 @@ async fn apply(
         .map_err(|e| chain(&e))?;
     let status = resp.status().as_u16();
     if status == 201 && matches!(step, Move::Mount { .. }) {
-        return Ok(());
+        return Ok(0);
     }
     if status != 202 {
         return Err(format!(
@@ -254,7 +285,7 @@ async fn apply(
         }
         return Err(format!("the registry refused {digest}: {}", registry_error(&text)));
     }
-    Ok(())
+    Ok(size)
 }
 
 /// The codes and messages of a registry's JSON error body, else the body itself.
@@ -378,10 +409,19 @@ pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<
     let start = Instant::now();
     let http = target.upload_client(opts.timeout)?;
     let mut summary = Summary::default();
-    let mut destinations = Vec::new();
+    let mut destinations: Vec<Destination> = Vec::new();
     for image in &source.images {
-        let dest = Destination::of(&image.name, opts.prefix.as_deref())
-            .map_err(|e| Error::usage(format!("{e}: give --prefix a valid path.")))?;
+        let dest = Destination::of(&image.name, opts.prefix.as_deref()).map_err(|e| Error::usage(format!("{e}.")))?;
+        // Two images for one tag would race, and one would be lost.
+        if let Some(other) = destinations.iter().position(|d| *d == dest) {
+            return Err(Error::usage(format!(
+                "{} and {} would both be {}:{}: keep one of them in the source. Nothing was sent.",
+                source.images[other].name.whole(),
+                image.name.whole(),
+                dest.repository,
+                dest.reference
+            )));
+        }
         destinations.push(dest);
     }
 
@@ -437,11 +477,13 @@ pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<
             .find(|r| present.contains(&(r.to_string(), digest.to_string())));
         let mut missing = repositories
             .iter()
-            .filter(|r| !present.contains(&(r.to_string(), digest.to_string())));
+            .filter(|r| !present.contains(&(r.to_string(), digest.to_string())))
+            .peekable();
         let from = match holder {
             Some(holder) => holder.to_string(),
-            None => match missing.next() {
+            None => match missing.peek().copied() {
                 Some(first) if source.blob(digest).is_some() => {
+                    missing.next();
                     uploads.push(Move::Upload {
                         repository: first.to_string(),
                         digest: digest.to_string(),
@@ -449,10 +491,14 @@ pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<
                     });
                     first.to_string()
                 }
-                Some(_) => {
-                    unavailable.insert(digest.to_string());
-                    continue;
-                }
+                // Left to an older bundle: linked from the repository of its image there, if it holds it.
+                Some(_) => match elsewhere(&http, target, source, digest, opts.prefix.as_deref()).await? {
+                    Some(holder) => holder,
+                    None => {
+                        unavailable.insert(digest.to_string());
+                        continue;
+                    }
+                },
                 None => continue,
             },
         };
@@ -528,12 +574,13 @@ pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<
         // Said as each one lands, so what a killed run had sent is on record.
         while let Some((step, result)) = results.next().await {
             match (step, result) {
-                (Move::Upload { digest, size, .. }, Ok(())) => {
+                (Move::Mount { .. }, Ok(0)) => summary.mounted += 1,
+                // An upload, or a mount the registry declined and that was uploaded instead.
+                (Move::Upload { digest, .. } | Move::Mount { digest, .. }, Ok(size)) => {
                     summary.sent_blobs += 1;
                     summary.sent_bytes += size;
                     say(format!("sent    {digest} ({})", size_text(size)));
                 }
-                (Move::Mount { .. }, Ok(())) => summary.mounted += 1,
                 (Move::Upload { digest, .. } | Move::Mount { digest, .. }, Err(e)) => {
                     broken.insert(digest, e);
                 }
@@ -616,7 +663,10 @@ mod tests {
             "127.0.0.1_5000/app"
         );
         let digest = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(dest(&format!("ghcr.io/x/y@{digest}"), None).unwrap().reference, digest);
+        assert!(dest(&format!("ghcr.io/x/y@{digest}"), None)
+            .unwrap_err()
+            .contains("has no tag"));
+        assert_eq!(dest(&format!("ghcr.io/x/y:1@{digest}"), None).unwrap().reference, "1");
         assert!(dest("nginx:1", Some("Bad Prefix"))
             .unwrap_err()
             .contains("cannot be named"));

@@ -2,7 +2,7 @@
 //! --format oci-archive` and `docker save` write), or a `podman save`/`docker save` docker-archive,
 //! each image with its manifests (children first) byte for byte and the blobs they name.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;
 use std::str::FromStr;
 
@@ -69,6 +69,9 @@ pub struct Source {
     store: Store,
     /// Blob digest → the file that holds it in the store.
     files: HashMap<String, String>,
+    /// Blobs a `bundle --since` left to an older bundle, each with an image of it that holds the blob:
+    /// the registry has them already, in that image's repository.
+    pub elsewhere: BTreeMap<String, Reference>,
 }
 
 impl Source {
@@ -85,11 +88,11 @@ pub fn open(path: &Path) -> Result<Source, String> {
         if !path.join("index.json").is_file() {
             return Err("it is a folder without index.json, so not an OCI image layout".into());
         }
-        return layout(Store::Dir(path.to_path_buf()), "", BTreeSet::new());
+        return layout(Store::Dir(path.to_path_buf()), "", BTreeMap::new());
     }
     let store = Store::tar(path).map_err(|e| format!("it is neither a folder nor a readable tar archive ({e})"))?;
     if store.locate("index.json").is_some() {
-        layout(store, "", BTreeSet::new())
+        layout(store, "", BTreeMap::new())
     } else if store.locate("manifest.json").is_some() {
         docker_archive(store)
     } else {
@@ -163,6 +166,18 @@ fn walk(
     }
     let (manifest, parsed) = manifest_at(store, prefix, digest, media_type)?;
     for child in parsed.manifests.iter().flatten() {
+        if store.locate(&blob_file(prefix, &child.digest)?).is_none() {
+            let platform = child
+                .platform
+                .as_ref()
+                .map(|p| format!("{}/{}", p.os, p.architecture))
+                .unwrap_or_else(|| "unnamed".into());
+            return Err(format!(
+                "the index {digest} lists the {platform} image {}, which the source does not hold: save the image \
+                 with every platform, or one platform alone (docker save --platform {platform})",
+                child.digest
+            ));
+        }
         walk(
             store,
             prefix,
@@ -220,7 +235,7 @@ fn layout_name(entry: &oci_client::manifest::ImageIndexEntry) -> Result<Referenc
 
 /// An OCI image layout under `prefix` of `store`; the blobs in `omitted` may be missing (a `bundle
 /// --since` left them to an older bundle: the registry must have them already).
-pub fn layout(store: Store, prefix: &str, omitted: BTreeSet<String>) -> Result<Source, String> {
+pub fn layout(store: Store, prefix: &str, omitted: BTreeMap<String, Reference>) -> Result<Source, String> {
     let text = store
         .read(&format!("{prefix}index.json"), MANIFEST_LIMIT)
         .map_err(|e| format!("its index.json cannot be read ({e})"))?;
@@ -261,7 +276,7 @@ pub fn layout(store: Store, prefix: &str, omitted: BTreeSet<String>) -> Result<S
                 Some(_) => {
                     files.insert(blob.digest.clone(), file);
                 }
-                None if omitted.contains(&blob.digest) => {}
+                None if omitted.contains_key(&blob.digest) => {}
                 None => return Err(format!("the blob {} of {} is missing", blob.digest, name.whole())),
             }
         }
@@ -271,7 +286,12 @@ pub fn layout(store: Store, prefix: &str, omitted: BTreeSet<String>) -> Result<S
             blobs: blobs.into_iter().collect(),
         });
     }
-    Ok(Source { images, store, files })
+    Ok(Source {
+        images,
+        store,
+        files,
+        elsewhere: omitted,
+    })
 }
 
 #[derive(Deserialize)]
@@ -385,7 +405,12 @@ fn docker_archive(store: Store) -> Result<Source, String> {
     if images.is_empty() {
         return Err("its manifest.json lists no image".into());
     }
-    Ok(Source { images, store, files })
+    Ok(Source {
+        images,
+        store,
+        files,
+        elsewhere: BTreeMap::new(),
+    })
 }
 
 #[cfg(test)]

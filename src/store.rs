@@ -31,16 +31,32 @@ pub struct Range {
 }
 
 impl Store {
-    /// Indexes the members of the tar at `path` (one sequential read of its headers).
+    /// Indexes the members of the tar at `path` (one sequential read of its headers). A link (hard or
+    /// symbolic, as older `docker save` writes for a layer two images share) is the file it points at.
     pub fn tar(path: &Path) -> std::io::Result<Store> {
         let mut archive = tar::Archive::new(File::open(path)?);
         let mut members = HashMap::new();
+        let mut links: Vec<(String, String)> = Vec::new();
         for entry in archive.entries_with_seek()? {
             let entry = entry?;
-            if entry.header().entry_type().is_dir() {
+            let name = normalize(&entry.path()?.to_string_lossy());
+            let kind = entry.header().entry_type();
+            if kind.is_hard_link() || kind.is_symlink() {
+                let target = entry
+                    .link_name()?
+                    .map(|t| t.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                // A hard link names a member of the archive; a symbolic one a path from its own folder.
+                let target = match (kind.is_symlink(), name.rsplit_once('/')) {
+                    (true, Some((dir, _))) if !target.starts_with('/') => normalize(&format!("{dir}/{target}")),
+                    _ => normalize(&target),
+                };
+                links.push((name, target));
                 continue;
             }
-            let name = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
+            if !kind.is_file() && !kind.is_contiguous() {
+                continue;
+            }
             let member = Member {
                 offset: entry.raw_file_position(),
                 size: entry.size(),
@@ -49,6 +65,19 @@ impl Store {
             if members.insert(name.clone(), member).is_some() {
                 return Err(std::io::Error::other(format!("it holds {name} twice")));
             }
+        }
+        // Links to links are followed a few hops; one to nothing is left out (its file is then missing).
+        for _ in 0..8 {
+            let mut unresolved = Vec::new();
+            for (name, target) in links {
+                match members.get(&target).copied() {
+                    Some(member) => {
+                        members.entry(name).or_insert(member);
+                    }
+                    None => unresolved.push((name, target)),
+                }
+            }
+            links = unresolved;
         }
         Ok(Store::Tar {
             path: path.to_path_buf(),
@@ -91,6 +120,21 @@ impl Store {
     }
 }
 
+/// An archive path without `./`, `.` or `name/..` parts.
+fn normalize(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            part => parts.push(part),
+        }
+    }
+    parts.join("/")
+}
+
 impl Range {
     pub fn open(&self) -> std::io::Result<std::io::Take<File>> {
         let mut file = File::open(&self.path)?;
@@ -127,8 +171,25 @@ mod tests {
             header.set_cksum();
             builder.append_data(&mut header, name, data).unwrap();
         }
+        for (kind, name, target) in [
+            (tar::EntryType::Symlink, "link/layer.tar", "../blobs/sha256/ab"),
+            (tar::EntryType::Link, "hard.tar", "blobs/sha256/ab"),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(kind);
+            header.set_size(0);
+            header.set_cksum();
+            builder.append_link(&mut header, name, target).unwrap();
+        }
         builder.into_inner().unwrap();
         let store = Store::tar(&path).unwrap();
+        for link in ["link/layer.tar", "hard.tar"] {
+            assert_eq!(
+                store.read(link, 4096).unwrap(),
+                vec![7u8; 1500],
+                "{link} is the file it points at"
+            );
+        }
         assert_eq!(store.read("index.json", 10).unwrap(), b"{}");
         assert_eq!(store.read("blobs/sha256/ab", 4096).unwrap(), vec![7u8; 1500]);
         assert!(store.read("blobs/sha256/ab", 100).is_err(), "over the limit");

@@ -495,7 +495,7 @@ fn a_bundle_is_exactly_what_it_lists() {
         for (name, data) in [
             (
                 "manifest.json",
-                &br#"{"format":3,"created_by":"registry-up 9.0.0","layout":{}}"#[..],
+                &br#"{"format":4,"created_by":"registry-up 9.0.0","layout":{}}"#[..],
             ),
             ("future.bin", b"x"),
         ] {
@@ -512,7 +512,7 @@ fn a_bundle_is_exactly_what_it_lists() {
         .arg(&future)
         .config_dir(tmp.path().join("future-config"))
         .code(2)
-        .stderr_has("was made by a newer registry-up (registry-up 9.0.0, bundle format 3)")
+        .stderr_has("was made by a newer registry-up (registry-up 9.0.0, bundle format 4)")
         .stderr_has("registry-up)")
         .run();
     assert!(!tmp.path().join("future-config").exists(), "nothing is written");

@@ -309,13 +309,12 @@ fn workload_images_cross_the_gap_byte_for_byte_and_an_import_resumes() {
     let again = import(&site, &first).stdout_has("0 blob(s) to send").run();
     assert!(sent(&text(&again.stdout)).is_empty());
 
-    // A top-up: a new image sharing app1's layers; --since carries only the blobs the first bundle lacks.
+    // A top-up whose list holds only a new image, sharing app1's big layer: --since carries only the
+    // blobs the first bundle lacks, and import links the shared one from app1's repository on the site.
     let app3 = layout.image("amd64", &[&shared, &common::random_bytes(2 << 20)]);
     layout.name("app3", &app3);
     push_all(&layout, "app3", &source.reference("lab/app3:1"), &source_certs);
-    let mut text_list = std::fs::read_to_string(&list).unwrap();
-    text_list.push_str(&format!("{}\n", reference("lab/app3:1")));
-    std::fs::write(&list, text_list).unwrap();
+    std::fs::write(&list, format!("{}\n", reference("lab/app3:1"))).unwrap();
     let arg = first.display().to_string();
     let second = bundle("second.tar", &["--since", &arg]);
     let new_blobs: BTreeSet<String> = bundled_blobs(&second)
@@ -324,7 +323,10 @@ fn workload_images_cross_the_gap_byte_for_byte_and_an_import_resumes() {
         .collect();
     let expected: BTreeSet<String> = app3.blobs.difference(&all).cloned().collect();
     assert_eq!(new_blobs, expected, "only the new config and layer");
-    let topped = import(&site, &second).stdout_has("4 image(s) in place").run();
+    let topped = import(&site, &second)
+        .stdout_has("1 image(s) in place")
+        .stdout_has("1 linked between repositories")
+        .run();
     assert_eq!(sent(&text(&topped.stdout)), expected, "only the new blobs are sent");
     assert_same(&source, &site, "lab/app3:1", &app3);
 

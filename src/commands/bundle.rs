@@ -45,7 +45,7 @@ pub(crate) fn failed(what: &str, e: impl std::fmt::Display) -> Error {
 /// A failure on this host's disk, where the bundle is written.
 pub(crate) fn local(what: &str, e: impl std::fmt::Display) -> Error {
     Error::runtime(format!(
-        "Could not {what}: {e}. Check that the folder of --out is writable and has room for both images, then run again."
+        "Could not {what}: {e}. Check that the folder of --out is writable and has room for the images, then run again."
     ))
 }
 

@@ -2,7 +2,7 @@
 //! registry's manifests and blobs as served, each checked against its digest), each blob once however
 //! many images share it; with `--since`, without the blobs an older bundle holds.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -11,7 +11,7 @@ use oci_client::manifest::{OCI_IMAGE_INDEX_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE};
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
-use crate::bundle::{printable, Workload};
+use crate::bundle::{printable, Omitted, Workload};
 use crate::digest::oci_digest;
 use crate::error::{Error, Result};
 use crate::oci::{AnyManifest, MANIFEST_TYPES};
@@ -40,6 +40,16 @@ pub fn read_list(path: &Path) -> Result<Vec<Reference>> {
                 printable(line)
             ))
         })?;
+        // import pushes by tag (gc removes untagged images), so a pinned digest comes with a tag.
+        if reference.tag().is_none() {
+            return Err(Error::usage(format!(
+                "Line {} of {} pins {} by digest alone: add the tag it should have on the site \
+                 (NAME:TAG@sha256:…), since the registry's gc removes untagged images.",
+                number + 1,
+                path.display(),
+                printable(line)
+            )));
+        }
         if !references.iter().any(|r| r.whole() == reference.whole()) {
             references.push(reference);
         }
@@ -53,8 +63,9 @@ pub fn read_list(path: &Path) -> Result<Vec<Reference>> {
     Ok(references)
 }
 
-/// The blobs an older bundle holds or itself left out: what `--since` need not carry again.
-pub fn known_blobs(old: &Path) -> Result<BTreeSet<String>> {
+/// The blobs an older bundle holds or itself left out, each with an image of it that holds the blob:
+/// what `--since` need not carry again, and where import finds it on the site.
+pub fn known_blobs(old: &Path) -> Result<BTreeMap<String, String>> {
     let refuse = |why: String| {
         Error::usage(format!(
             "Cannot use {} as the older bundle ({why}): give --since a bundle registry-up bundle --images wrote.",
@@ -71,28 +82,35 @@ pub fn known_blobs(old: &Path) -> Result<BTreeSet<String>> {
     if manifest.workloads.is_empty() {
         return Err(refuse("it carries no workload images".into()));
     }
-    let Store::Tar { members, .. } = &store else {
-        unreachable!("a tar")
-    };
-    Ok(members
-        .keys()
-        .filter_map(|name| name.strip_prefix("images/blobs/sha256/"))
-        .map(|hex| format!("sha256:{hex}"))
-        .chain(manifest.omitted)
-        .collect())
+    let mut known = BTreeMap::new();
+    let mut elsewhere = BTreeMap::new();
+    for o in &manifest.omitted {
+        let image =
+            Reference::from_str(&o.image).map_err(|e| refuse(format!("it names {} ({e})", printable(&o.image))))?;
+        elsewhere.insert(o.digest.clone(), image);
+        known.insert(o.digest.clone(), o.image.clone());
+    }
+    // Its layout read in place (manifests only): which of its images holds each blob.
+    let source = crate::source::layout(store, crate::bundle::WORKLOADS, elsewhere).map_err(refuse)?;
+    for image in &source.images {
+        for blob in &image.blobs {
+            known.entry(blob.digest.clone()).or_insert_with(|| image.name.whole());
+        }
+    }
+    Ok(known)
 }
 
 /// What was pulled: the images, the blobs left out, and the layout's files (relative to its folder).
 pub struct Pulled {
     pub workloads: Vec<Workload>,
-    pub omitted: Vec<String>,
+    pub omitted: Vec<Omitted>,
     pub files: Vec<PathBuf>,
 }
 
 struct Layout<'a> {
     dir: PathBuf,
-    known: &'a BTreeSet<String>,
-    omitted: BTreeSet<String>,
+    known: &'a BTreeMap<String, String>,
+    omitted: BTreeMap<String, String>,
     files: BTreeSet<PathBuf>,
 }
 
@@ -124,7 +142,7 @@ pub async fn pull(
     auth: &RegistryAuth,
     references: &[Reference],
     arches: &[String],
-    known: &BTreeSet<String>,
+    known: &BTreeMap<String, String>,
     dir: &Path,
     bars: &MultiProgress,
 ) -> Result<Pulled> {
@@ -132,7 +150,7 @@ pub async fn pull(
     let mut layout = Layout {
         dir: dir.to_path_buf(),
         known,
-        omitted: BTreeSet::new(),
+        omitted: BTreeMap::new(),
         files: BTreeSet::new(),
     };
     let mut workloads = Vec::new();
@@ -169,7 +187,11 @@ pub async fn pull(
     files.extend(layout.files);
     Ok(Pulled {
         workloads,
-        omitted: layout.omitted.into_iter().collect(),
+        omitted: layout
+            .omitted
+            .into_iter()
+            .map(|(digest, image)| Omitted { digest, image })
+            .collect(),
         files,
     })
 }
@@ -281,8 +303,8 @@ async fn pull_image(
             ));
         }
         for blob in parsed.config.iter().chain(&parsed.layers) {
-            if layout.known.contains(&blob.digest) {
-                layout.omitted.insert(blob.digest.clone());
+            if let Some(image) = layout.known.get(&blob.digest) {
+                layout.omitted.insert(blob.digest.clone(), image.clone());
                 continue;
             }
             let path = layout.path(&blob.digest)?;
@@ -324,6 +346,8 @@ mod tests {
         std::fs::write(&list, "nginx:1.27\nNot A Reference\n").unwrap();
         let error = read_list(&list).unwrap_err().message;
         assert!(error.starts_with("Line 2 of "), "{error}");
+        std::fs::write(&list, format!("nginx@sha256:{}\n", "a".repeat(64))).unwrap();
+        assert!(read_list(&list).unwrap_err().message.contains("by digest alone"));
         std::fs::write(&list, "# nothing\n").unwrap();
         assert!(read_list(&list).unwrap_err().message.contains("names no image"));
     }

@@ -505,7 +505,13 @@ fn execute(
                 timeout: Duration::from_secs(60),
                 progress: false,
             };
-            let summary = rt.block_on(crate::import::import(source, target, &opts))?;
+            // The appliance is up by now: whatever stops the import is "up, but not its whole job" (1).
+            let summary = rt
+                .block_on(crate::import::import(source, target, &opts))
+                .map_err(|e| match e.status {
+                    ExitStatus::Usage => Error::verify(e.message),
+                    _ => e,
+                })?;
             Ok(((), crate::commands::import::report(&summary)?))
         })?;
     }
