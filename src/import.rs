@@ -404,51 +404,44 @@ pub fn size_text(bytes: u64) -> String {
     }
 }
 
-/// Pushes every image of `source` into `target`.
-pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<Summary> {
-    let start = Instant::now();
-    let http = target.upload_client(opts.timeout)?;
-    let mut summary = Summary::default();
-    let mut destinations: Vec<Destination> = Vec::new();
-    for image in &source.images {
-        let dest = Destination::of(&image.name, opts.prefix.as_deref()).map_err(|e| Error::usage(format!("{e}.")))?;
-        // Two images for one tag would race, and one would be lost.
-        if let Some(other) = destinations.iter().position(|d| *d == dest) {
-            return Err(Error::usage(format!(
-                "{} and {} would both be {}:{}: keep one of them in the source. Nothing was sent.",
-                source.images[other].name.whole(),
-                image.name.whole(),
-                dest.repository,
-                dest.reference
-            )));
-        }
-        destinations.push(dest);
-    }
+/// What the registry lacks and how each blob gets there: uploaded once, linked into the other
+/// repositories that need it. A blob neither the source nor the registry has stops the import here.
+struct Plan {
+    uploads: Vec<Move>,
+    mounts: Vec<Move>,
+    present_blobs: usize,
+    present_bytes: u64,
+}
 
+async fn plan(
+    http: &Http,
+    target: &Target,
+    source: &Source,
+    destinations: &[Destination],
+    prefix: Option<&str>,
+) -> Result<Plan> {
     // What each repository needs, and what it has.
     let mut needed: BTreeMap<(String, String), u64> = BTreeMap::new();
-    for (image, dest) in source.images.iter().zip(&destinations) {
+    for (image, dest) in source.images.iter().zip(destinations) {
         for blob in &image.blobs {
             needed.insert((dest.repository.clone(), blob.digest.clone()), blob.size);
         }
     }
     let heads: Vec<_> = stream::iter(needed.keys().cloned())
-        .map(|(repository, digest)| {
-            let http = &http;
-            async move {
-                let has = has_blob(http, target, &repository, &digest).await;
-                ((repository, digest), has)
-            }
+        .map(|(repository, digest)| async move {
+            let has = has_blob(http, target, &repository, &digest).await;
+            ((repository, digest), has)
         })
         .buffer_unordered(16)
         .collect()
         .await;
     let mut present: BTreeSet<(String, String)> = BTreeSet::new();
+    let (mut present_blobs, mut present_bytes) = (0, 0);
     for (key, has) in heads {
         match has {
             Ok(true) => {
-                summary.present_blobs += 1;
-                summary.present_bytes += needed[&key];
+                present_blobs += 1;
+                present_bytes += needed[&key];
                 present.insert(key);
             }
             Ok(false) => {}
@@ -492,7 +485,7 @@ pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<
                     first.to_string()
                 }
                 // Left to an older bundle: linked from the repository of its image there, if it holds it.
-                Some(_) => match elsewhere(&http, target, source, digest, opts.prefix.as_deref()).await? {
+                Some(_) => match elsewhere(http, target, source, digest, prefix).await? {
                     Some(holder) => holder,
                     None => {
                         unavailable.insert(digest.to_string());
@@ -526,6 +519,44 @@ pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<
             names.join(", ")
         )));
     }
+
+    Ok(Plan {
+        uploads,
+        mounts,
+        present_blobs,
+        present_bytes,
+    })
+}
+
+/// Pushes every image of `source` into `target`.
+pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<Summary> {
+    let start = Instant::now();
+    let http = target.upload_client(opts.timeout)?;
+    let mut summary = Summary::default();
+    let mut destinations: Vec<Destination> = Vec::new();
+    for image in &source.images {
+        let dest = Destination::of(&image.name, opts.prefix.as_deref()).map_err(|e| Error::usage(format!("{e}.")))?;
+        // Two images for one tag would race, and one would be lost.
+        if let Some(other) = destinations.iter().position(|d| *d == dest) {
+            return Err(Error::usage(format!(
+                "{} and {} would both be {}:{}: keep one of them in the source. Nothing was sent.",
+                source.images[other].name.whole(),
+                image.name.whole(),
+                dest.repository,
+                dest.reference
+            )));
+        }
+        destinations.push(dest);
+    }
+
+    let Plan {
+        uploads,
+        mounts,
+        present_blobs,
+        present_bytes,
+    } = plan(&http, target, source, &destinations, opts.prefix.as_deref()).await?;
+    summary.present_blobs = present_blobs;
+    summary.present_bytes = present_bytes;
 
     let to_send: u64 = uploads
         .iter()
