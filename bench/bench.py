@@ -348,13 +348,19 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
         "(CPU seconds per process, from /proc, while the push ran)", "", "(profile)", True)
 
 
-def bench_verify(tmp: Path, small_image: Path, gib_image: Path):
-    work, port, pod = tmp / "verify", free_port(), "ru-bench-verify"
+def appliance(tmp: Path, name: str):
+    """An appliance `ru-bench-NAME` up (not verified), and a cert dir holding only its CA (for skopeo):
+    its port, pod, config folder and that cert dir."""
+    work, port, pod = tmp / name, free_port(), f"ru-bench-{name}"
     sh(up_args(work, port, pod) + ["--no-verify"])
-    cfg = work / "cfg"
-    certs = tmp / "verify-certs"
+    certs = tmp / f"{name}-certs"
     certs.mkdir()
-    shutil.copy(cfg / "ca.crt", certs / "ca.crt")
+    shutil.copy(work / "cfg/ca.crt", certs / "ca.crt")
+    return port, pod, work / "cfg", certs
+
+
+def bench_verify(tmp: Path, small_image: Path, gib_image: Path):
+    port, pod, cfg, certs = appliance(tmp, "verify")
     ours, skopeo = [], []
     for i in range(RUNS):
         ours.append(timed([BIN, "verify", "--config-dir", cfg]))
@@ -395,12 +401,7 @@ def bench_import(tmp: Path):
     """10. `import` of the test set (an OCI layout on disk) against `skopeo sync` of the same images (as
     `dir:` copies on disk, made beforehand) into the same appliance, each run under a fresh path so every
     blob is really sent; skopeo's blob cache is emptied first, as it would be on a new site."""
-    work, port, pod = tmp / "import", free_port(), "ru-bench-import"
-    sh(up_args(work, port, pod) + ["--no-verify"])
-    cfg = work / "cfg"
-    certs = tmp / "import-certs"
-    certs.mkdir()
-    shutil.copy(cfg / "ca.crt", certs / "ca.crt")
+    port, pod, cfg, certs = appliance(tmp, "import")
     layout = tmp / "import-set"
     names = make_image_set(layout)
     dirs = tmp / "import-dirs"

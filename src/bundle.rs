@@ -512,7 +512,7 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
 /// Whether `name` is a member of the workloads' layout: its two files, or a sha256-named blob.
 fn workload_member(name: &str) -> bool {
     match name.strip_prefix("images/blobs/sha256/") {
-        Some(hex) => hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+        Some(hex) => crate::digest::sha256_part(&format!("sha256:{hex}")).is_some(),
         None => name == "images/oci-layout" || name == "images/index.json",
     }
 }

@@ -27,6 +27,14 @@ pub fn sha256_hex(data: &[u8]) -> String {
     hex(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
 }
 
+/// The HEX of a `sha256:HEX` digest written as registries write it (64 lowercase hex digits), else None:
+/// what may become a file name.
+pub fn sha256_part(digest: &str) -> Option<&str> {
+    digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 /// `sha256:HEX`, the OCI digest of `data`.
 pub fn oci_digest(data: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(data))

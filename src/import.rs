@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use futures_util::{stream, StreamExt};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use oci_client::Reference;
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
@@ -206,11 +206,16 @@ async fn elsewhere(
     match has_blob(http, target, &dest.repository, digest).await {
         Ok(true) => Ok(Some(dest.repository)),
         Ok(false) => Ok(None),
-        Err(e) => Err(Error::runtime(format!(
-            "Could not ask {} which blobs it has: {e}. Check that the appliance runs (registry-up status) and its login.",
-            target.registry()
-        ))),
+        Err(e) => Err(unanswered(target, &e)),
     }
+}
+
+/// The registry did not say whether it has a blob: nothing can be planned.
+fn unanswered(target: &Target, e: &str) -> Error {
+    Error::runtime(format!(
+        "Could not ask {} which blobs it has: {e}. Check that the appliance runs (registry-up status) and its login.",
+        target.registry()
+    ))
 }
 
 /// HEAD of one blob in one repository: whether the registry has it there.
@@ -395,15 +400,6 @@ async fn push_image(
     Ok(())
 }
 
-/// A size as people read it: bytes, KiB or MiB.
-pub fn size_text(bytes: u64) -> String {
-    match bytes {
-        0..1024 => format!("{bytes} B"),
-        1024..1048576 => format!("{:.1} KiB", bytes as f64 / 1024.0),
-        _ => format!("{:.1} MiB", bytes as f64 / 1048576.0),
-    }
-}
-
 /// What the registry lacks and how each blob gets there: uploaded once, linked into the other
 /// repositories that need it. A blob neither the source nor the registry has stops the import here.
 struct Plan {
@@ -445,12 +441,7 @@ async fn plan(
                 present.insert(key);
             }
             Ok(false) => {}
-            Err(e) => {
-                return Err(Error::runtime(format!(
-                    "Could not ask {} which blobs it has: {e}. Check that the appliance runs (registry-up status) and its login.",
-                    target.registry()
-                )))
-            }
+            Err(e) => return Err(unanswered(target, &e)),
         }
     }
 
@@ -586,9 +577,9 @@ pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<
         source.images.len(),
         target.registry(),
         uploads.len(),
-        size_text(to_send),
+        HumanBytes(to_send),
         summary.present_blobs,
-        size_text(summary.present_bytes)
+        HumanBytes(summary.present_bytes)
     ));
 
     let mut broken: BTreeMap<String, String> = BTreeMap::new();
@@ -610,7 +601,7 @@ pub async fn import(source: &Source, target: &Target, opts: &Options) -> Result<
                 (Move::Upload { digest, .. } | Move::Mount { digest, .. }, Ok(size)) => {
                     summary.sent_blobs += 1;
                     summary.sent_bytes += size;
-                    say(format!("sent    {digest} ({})", size_text(size)));
+                    say(format!("sent    {digest} ({})", HumanBytes(size)));
                 }
                 (Move::Upload { digest, .. } | Move::Mount { digest, .. }, Err(e)) => {
                     broken.insert(digest, e);

@@ -101,11 +101,9 @@ pub fn open(path: &Path) -> Result<Source, String> {
 }
 
 fn blob_file(prefix: &str, digest: &str) -> Result<String, String> {
-    match digest.strip_prefix("sha256:") {
-        Some(hex) if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()) => {
-            Ok(format!("{prefix}blobs/sha256/{hex}"))
-        }
-        _ => Err(format!(
+    match crate::digest::sha256_part(digest) {
+        Some(hex) => Ok(format!("{prefix}blobs/sha256/{hex}")),
+        None => Err(format!(
             "it names the digest {} (only sha256 is read)",
             crate::bundle::printable(digest)
         )),

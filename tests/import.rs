@@ -111,8 +111,8 @@ fn push_all(layout: &Layout, name: &str, dest: &str, cert_dir: &Path) {
     ]);
 }
 
-/// The digest of what `reference` (`docker://…`) serves, from its raw bytes.
-fn raw_digest(reference: &str, cert_dir: &Path) -> String {
+/// What `reference` (`docker://…`) serves, raw, as skopeo reads it: the manifest and its digest.
+fn raw_manifest(reference: &str, cert_dir: &Path) -> (serde_json::Value, String) {
     let out = skopeo(&[
         "inspect",
         "--raw",
@@ -121,7 +121,15 @@ fn raw_digest(reference: &str, cert_dir: &Path) -> String {
         reference,
     ]);
     assert!(out.status.success(), "{reference}: {}", text(&out.stderr));
-    format!("sha256:{}", sha256(&out.stdout))
+    (
+        serde_json::from_slice(&out.stdout).unwrap(),
+        format!("sha256:{}", sha256(&out.stdout)),
+    )
+}
+
+/// The digest of what `reference` serves, from its raw bytes.
+fn raw_digest(reference: &str, cert_dir: &Path) -> String {
+    raw_manifest(reference, cert_dir).1
 }
 
 /// Whether the appliance holds blob `digest` in `repository` (HEAD, as a client asks).
@@ -160,15 +168,8 @@ fn assert_same(source: &Appliance, site: &Appliance, name: &str, made: &Made) {
     let at_site = site.reference(&path);
     let upstream = raw_digest(&source.reference(name), &source.config_dir());
     assert_eq!(upstream, made.digest, "the source holds {name} as made");
-    assert_eq!(raw_digest(&at_site, &site.config_dir()), upstream, "{name} at the site");
-    let raw = skopeo_ok(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        &site.config_dir().display().to_string(),
-        &at_site,
-    ]);
-    let value: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let (value, served) = raw_manifest(&at_site, &site.config_dir());
+    assert_eq!(served, upstream, "{name} at the site");
     for child in value["manifests"].as_array().into_iter().flatten() {
         let digest = child["digest"].as_str().unwrap();
         let repo = path.rsplit_once(':').unwrap().0;
@@ -200,6 +201,18 @@ fn assert_same(source: &Appliance, site: &Appliance, name: &str, made: &Made) {
             "{name}: {blob} copied out"
         );
     }
+}
+
+/// A bundle's manifest.json, as `tar` reads it out.
+fn bundle_manifest(bundle: &Path) -> serde_json::Value {
+    let out = Command::new("tar")
+        .arg("-xOf")
+        .arg(bundle)
+        .arg("manifest.json")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The blob members of a bundle's workloads (`images/blobs/sha256/…`), as digests.
@@ -275,16 +288,7 @@ fn workload_images_cross_the_gap_byte_for_byte_and_an_import_resumes() {
     let all: BTreeSet<String> = [&multi, &app1, &app2].iter().flat_map(|m| m.blobs.clone()).collect();
     let held = bundled_blobs(&first);
     assert!(all.is_subset(&held), "every config and layer is in the bundle");
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &Command::new("tar")
-            .arg("-xOf")
-            .arg(&first)
-            .arg("manifest.json")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let manifest = bundle_manifest(&first);
     assert_eq!(manifest["format"], 3);
     assert_eq!(manifest["workloads"][0]["digest"], multi.digest.as_str());
     assert_eq!(
@@ -424,16 +428,7 @@ fn workload_images_cross_the_gap_byte_for_byte_and_an_import_resumes() {
     let amd_only = bundle("amd64.tar", &["--arch", "amd64"]);
     let held = bundled_blobs(&amd_only);
     assert!(amd.blobs.is_subset(&held) && arm.blobs.is_disjoint(&held), "amd64 only");
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &Command::new("tar")
-            .arg("-xOf")
-            .arg(&amd_only)
-            .arg("manifest.json")
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .unwrap();
+    let manifest = bundle_manifest(&amd_only);
     let workload = &manifest["workloads"][0];
     assert_eq!(workload["source_digest"], multi.digest.as_str());
     assert_eq!(workload["platforms"], serde_json::json!(["linux/amd64"]));
@@ -442,18 +437,8 @@ fn workload_images_cross_the_gap_byte_for_byte_and_an_import_resumes() {
         "amd64-only/{}/lab/multi:1",
         source.registry().replace(':', "_")
     ));
-    assert_eq!(
-        raw_digest(&at_site, &fresh.config_dir()),
-        workload["digest"].as_str().unwrap()
-    );
-    let raw = skopeo_ok(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        &fresh.config_dir().display().to_string(),
-        &at_site,
-    ]);
-    let index: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let (index, served) = raw_manifest(&at_site, &fresh.config_dir());
+    assert_eq!(served, workload["digest"].as_str().unwrap());
     assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
     assert_eq!(index["manifests"][0]["digest"], amd.digest.as_str());
     drop((site, fresh)); // the pods go before the image names

@@ -116,15 +116,12 @@ struct Layout<'a> {
 
 impl Layout<'_> {
     fn path(&mut self, digest: &str) -> Result<PathBuf> {
-        let hex = digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| {
-                Error::runtime(format!(
-                    "The registry named the digest {} (only sha256 is carried).",
-                    printable(digest)
-                ))
-            })?;
+        let hex = crate::digest::sha256_part(digest).ok_or_else(|| {
+            Error::runtime(format!(
+                "The registry named the digest {} (only sha256 is carried).",
+                printable(digest)
+            ))
+        })?;
         let rel = PathBuf::from(format!("blobs/sha256/{hex}"));
         self.files.insert(rel.clone());
         Ok(self.dir.join(rel))

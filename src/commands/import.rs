@@ -71,7 +71,7 @@ pub fn report(summary: &Summary) -> Result<String> {
          between repositories, in {:.1} s",
         summary.arrived.len(),
         summary.sent_blobs,
-        crate::import::size_text(summary.sent_bytes),
+        indicatif::HumanBytes(summary.sent_bytes),
         summary.present_blobs,
         summary.mounted,
         summary.took.as_secs_f64()
