@@ -9,14 +9,13 @@ use std::time::{Duration, Instant};
 use futures_util::{stream, StreamExt};
 use indicatif::{HumanBytes, ProgressBar, ProgressStyle};
 use oci_client::Reference;
-use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::error::{Error, Result};
-use crate::oci::MANIFEST_TYPES;
+use crate::registry_api::{self, Started};
 use crate::source::{Image, Source};
 use crate::store::Range;
-use crate::verify::{chain, Http, Target};
+use crate::verify::{Http, Target};
 
 pub struct Options {
     /// A path put before every name (`--prefix`).
@@ -115,16 +114,6 @@ enum Move {
     },
 }
 
-fn upload_url(target: &Target, location: &str, digest: &str) -> String {
-    let base = if location.starts_with('/') {
-        target.url(location)
-    } else {
-        location.to_string()
-    };
-    let join = if base.contains('?') { '&' } else { '?' };
-    format!("{base}{join}digest={digest}")
-}
-
 /// The source's bytes of one blob, streamed. Not hashed here: the registry checks every blob against
 /// its digest as it commits it (and refuses it, DIGEST_INVALID), and hashing here too cost a quarter of
 /// an import's time (measured, bench row 10). A bundle was checked whole before anything was sent.
@@ -203,7 +192,7 @@ async fn elsewhere(
     let Ok(dest) = Destination::of(image, prefix) else {
         return Ok(None);
     };
-    match has_blob(http, target, &dest.repository, digest).await {
+    match registry_api::has_blob(http, target, &dest.repository, digest).await {
         Ok(true) => Ok(Some(dest.repository)),
         Ok(false) => Ok(None),
         Err(e) => Err(unanswered(target, &e)),
@@ -218,18 +207,6 @@ fn unanswered(target: &Target, e: &str) -> Error {
     ))
 }
 
-/// HEAD of one blob in one repository: whether the registry has it there.
-async fn has_blob(http: &Http, target: &Target, repository: &str, digest: &str) -> std::result::Result<bool, String> {
-    let url = target.url(&format!("/v2/{repository}/blobs/{digest}"));
-    let resp = http.head(&url).send().await.map_err(|e| chain(&e))?;
-    match resp.status().as_u16() {
-        200 => Ok(true),
-        404 => Ok(false),
-        401 | 403 => Err(format!("the registry refused the login (HTTP {})", resp.status())),
-        _ => Err(format!("HEAD {url} answered HTTP {}", resp.status())),
-    }
-}
-
 /// Sends one blob (an upload session, then one PUT of the whole blob) or mounts it.
 async fn apply(
     http: &Http,
@@ -241,78 +218,32 @@ async fn apply(
     let (repository, digest) = match step {
         Move::Upload { repository, digest, .. } | Move::Mount { repository, digest, .. } => (repository, digest),
     };
-    let start = match step {
-        Move::Upload { .. } => target.url(&format!("/v2/{repository}/blobs/uploads/")),
-        Move::Mount { from, .. } => target.url(&format!("/v2/{repository}/blobs/uploads/?mount={digest}&from={from}")),
+    let mount = match step {
+        Move::Upload { .. } => None,
+        Move::Mount { from, .. } => Some((digest.as_str(), from.as_str())),
     };
-    let resp = http
-        .post(&start)
-        .header(CONTENT_LENGTH, 0)
-        .send()
-        .await
-        .map_err(|e| chain(&e))?;
-    let status = resp.status().as_u16();
-    if status == 201 && matches!(step, Move::Mount { .. }) {
-        return Ok(0);
-    }
-    if status != 202 {
-        return Err(format!(
-            "starting the upload of {digest} to {repository} answered HTTP {}",
-            resp.status()
-        ));
-    }
-    let location = resp
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| format!("the registry gave no upload location for {digest}"))?
-        .to_string();
+    let at = match registry_api::start_upload(http, target, repository, mount).await? {
+        Started::Mounted => return Ok(0),
+        Started::At(at) => at,
+    };
     // A mount the registry declined (202) is an upload: the bytes then come from the source.
     let range = source
         .blob(digest)
         .ok_or_else(|| format!("the registry could not link {digest} and the source does not hold it"))?;
     let size = range.size;
-    let resp = http
-        .put(&upload_url(target, &location, digest))
-        .header(CONTENT_TYPE, "application/octet-stream")
-        .header(CONTENT_LENGTH, size)
-        .body(body(range, bar.clone()))
-        .send()
+    registry_api::finish_upload(http, &at, digest, body(range, bar.clone()), size)
         .await
-        .map_err(|e| chain(&e))?;
-    if resp.status().as_u16() != 201 {
-        let text = resp.text().await.unwrap_or_default();
-        if text.contains("DIGEST_INVALID") {
-            return Err(format!(
-                "the source's copy of {digest} does not match its digest (the registry refused it): the source is \
-                 damaged; save or copy it again"
-            ));
-        }
-        return Err(format!("the registry refused {digest}: {}", registry_error(&text)));
-    }
+        .map_err(|e| {
+            if e.contains("DIGEST_INVALID") {
+                format!(
+                    "the source's copy of {digest} does not match its digest (the registry refused it): the source \
+                     is damaged; save or copy it again"
+                )
+            } else {
+                e
+            }
+        })?;
     Ok(size)
-}
-
-/// The codes and messages of a registry's JSON error body, else the body itself.
-fn registry_error(body: &str) -> String {
-    #[derive(serde::Deserialize)]
-    struct Errors {
-        errors: Vec<Entry>,
-    }
-    #[derive(serde::Deserialize)]
-    struct Entry {
-        code: String,
-        message: Option<String>,
-    }
-    match serde_json::from_str::<Errors>(body) {
-        Ok(e) if !e.errors.is_empty() => e
-            .errors
-            .iter()
-            .map(|e| format!("{} ({})", e.code, e.message.as_deref().unwrap_or("no message")))
-            .collect::<Vec<_>>()
-            .join(", "),
-        _ => crate::bundle::printable(body.trim()),
-    }
 }
 
 /// PUTs one manifest; the digest the registry computed must be the source's.
@@ -323,29 +254,16 @@ async fn put_manifest(
     reference: &str,
     manifest: &crate::source::Manifest,
 ) -> std::result::Result<(), String> {
-    let url = target.url(&format!("/v2/{repository}/manifests/{reference}"));
-    let resp = http
-        .put(&url)
-        .header(CONTENT_TYPE, &manifest.media_type)
-        .body(manifest.raw.clone())
-        .send()
-        .await
-        .map_err(|e| chain(&e))?;
-    let status = resp.status();
-    let served = resp
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    if status.as_u16() != 201 {
-        let text = resp.text().await.unwrap_or_default();
-        return Err(format!(
-            "the registry refused the manifest {}: {}",
-            manifest.digest,
-            registry_error(&text)
-        ));
-    }
-    match served {
+    let stored = registry_api::put_manifest(
+        http,
+        target,
+        repository,
+        reference,
+        &manifest.media_type,
+        manifest.raw.clone(),
+    )
+    .await?;
+    match stored {
         Some(d) if d != manifest.digest => Err(format!("the registry stored the manifest {} as {d}", manifest.digest)),
         _ => Ok(()),
     }
@@ -358,17 +276,7 @@ async fn served_digest(
     repository: &str,
     reference: &str,
 ) -> std::result::Result<String, String> {
-    let url = target.url(&format!("/v2/{repository}/manifests/{reference}"));
-    let resp = http
-        .get(&url)
-        .header(ACCEPT, MANIFEST_TYPES.join(", "))
-        .send()
-        .await
-        .map_err(|e| chain(&e))?;
-    if !resp.status().is_success() {
-        return Err(format!("{repository}:{reference} answered HTTP {}", resp.status()));
-    }
-    let raw = resp.bytes().await.map_err(|e| chain(&e))?;
+    let raw = registry_api::get_manifest(http, target, repository, reference).await?;
     Ok(crate::digest::oci_digest(&raw))
 }
 
@@ -425,7 +333,7 @@ async fn plan(
     }
     let heads: Vec<_> = stream::iter(needed.keys().cloned())
         .map(|(repository, digest)| async move {
-            let has = has_blob(http, target, &repository, &digest).await;
+            let has = registry_api::has_blob(http, target, &repository, &digest).await;
             ((repository, digest), has)
         })
         .buffer_unordered(16)

@@ -20,6 +20,8 @@ pub const FIREWALL: &str = "firewall.json";
 /// With --auth: the user's password for clients on this host (and verify), and the registry's htpasswd.
 pub const AUTH_PASSWORD: &str = "auth/password";
 pub const HTPASSWD: &str = "registry/htpasswd";
+/// The registry version verify read last, by image ID (see src/verify/version.rs).
+pub const REGISTRY_VERSION: &str = "registry-version";
 
 /// The systemd unit that runs pod `pod` (a classic unit's file name, and the unit Quadlet generates).
 pub fn unit_name(pod: &str) -> String {

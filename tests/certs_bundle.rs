@@ -381,3 +381,26 @@ fn trust_lets_plain_podman_and_skopeo_use_the_registry() {
     );
     drop(names);
 }
+
+/// A host without a system CA store (simulated: SSL_CERT_FILE and SSL_CERT_DIR, which the Rust TLS stack
+/// honours, point at an empty folder) gets a sentence and exit 2 from bundle, not a crash, and no file.
+#[test]
+fn bundle_without_a_system_ca_store_says_so_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("bundle.tar");
+    let ca = tmp.path().join("ca.crt");
+    std::fs::write(&ca, "").unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    Run::bin()
+        .args(["bundle", "--out"])
+        .arg(&out)
+        .arg("--ca")
+        .arg(&ca)
+        .env("SSL_CERT_FILE", empty.join("none.pem"))
+        .env("SSL_CERT_DIR", &empty)
+        .code(2)
+        .stderr_has("This host has no system CA certificates")
+        .run();
+    assert!(!out.exists());
+}

@@ -255,6 +255,30 @@ fn a_stopped_registry_fails_the_round_trip_and_pod_health_within_the_timeout() {
     );
 }
 
+/// Air-gapped hosts often have no system CA store (no ca-certificates package). Simulated here by pointing
+/// the store's lookup (SSL_CERT_FILE and SSL_CERT_DIR, which the Rust TLS stack honours) at an empty
+/// folder: `up` and `verify` of an appliance with its own CA need nothing from it, and do not crash (an
+/// HTTPS client that loads the system store whether asked to or not panicked here).
+#[test]
+fn up_and_verify_need_no_system_ca_store() {
+    let Some(app) = Appliance::e2e() else { return };
+    let empty = tempfile::tempdir().unwrap();
+    let none = empty.path().join("none.pem");
+    let no_store = |run: Run| run.env("SSL_CERT_FILE", &none).env("SSL_CERT_DIR", empty.path());
+    let up = no_store(Run::up(&app)).run();
+    assert!(
+        text(&up.stdout).contains("pushed and pulled"),
+        "up ran its round trip:\n{}",
+        text(&up.stdout)
+    );
+    let out = no_store(Run::bin().arg("verify").config_dir(app.config_dir()).arg("--json")).output();
+    common::assert_exit(&out, 0, "verify on a host without a CA store");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_schema(&report);
+    assert_check(&report, "round-trip", "pass", &["matches"]);
+    assert_check(&report, "cleanup", "pass", &[]);
+}
+
 #[test]
 fn a_hung_server_never_hangs_verify() {
     // Accepts connections and never says a word.

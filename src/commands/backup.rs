@@ -37,7 +37,7 @@ pub fn backup(args: &BackupArgs, host: &HostFacts) -> Result<()> {
         Some(path) => Some(full_backup(path, "--since")?),
     };
     // Files of this run and this host, not of the appliance.
-    let skip = [layout::GC_IN_PROGRESS, layout::FIREWALL];
+    let skip = [layout::GC_IN_PROGRESS, layout::FIREWALL, layout::REGISTRY_VERSION];
     let written = super::gc::while_read_only(&settings, ReadOnly::Backup, args.drain_timeout, |report| {
         report.step("copy", || {
             let w = backup::write(

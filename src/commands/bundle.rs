@@ -101,6 +101,15 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         Some(user) => RegistryAuth::Basic(user.clone(), crate::secrets::password_from_stdin("--user")?),
         None => RegistryAuth::Anonymous,
     };
+    // oci-client also builds a default HTTPS client, which loads the system's CA store and panics on a
+    // host without one, even with --ca: say so rather than crash.
+    if rustls_native_certs::load_native_certs().certs.is_empty() {
+        return Err(Error::usage(
+            "This host has no system CA certificates, which bundle needs even with --ca (its image client loads \
+             them): install the ca-certificates package (or point SSL_CERT_FILE at a CA bundle), or run bundle on \
+             the connected host that has them.",
+        ));
+    }
     let client = Client::try_from(ClientConfig {
         protocol: ClientProtocol::Https,
         tls_certs_only: ca

@@ -21,6 +21,7 @@ const CONFIG_ENTRIES: &[&str] = &[
     crate::layout::STATE,
     crate::layout::FIREWALL,
     crate::layout::GC_IN_PROGRESS,
+    crate::layout::REGISTRY_VERSION,
 ];
 
 pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {

@@ -9,7 +9,7 @@ use crate::hostname::HostName;
 use crate::layout;
 use crate::runtime::podman::Podman;
 use crate::state::State;
-use crate::verify::{parse_size, run_checks, ConfigFile, Options, Report, Status, Target};
+use crate::verify::{parse_size, run_checks, ConfigFile, KeptVersion, Options, Pod, Report, Status, Target};
 
 /// `registry-up verify`: Success when every check passed (warnings allowed), Failed otherwise.
 pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::host::HostFacts) -> Result<ExitStatus> {
@@ -73,11 +73,17 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
             }
         }
     };
-    let podman = match appliance {
-        Some(_) => Some(Podman::find()?),
+    let pod = match appliance {
+        Some(s) => Some(Pod {
+            podman: Podman::find()?,
+            name: s.pod_name.clone(),
+            version: KeptVersion {
+                path: args.appliance.config_dir.join(layout::REGISTRY_VERSION),
+                write: lock.is_some(),
+            },
+        }),
         None => None,
     };
-    let pod = podman.zip(appliance.map(|s| s.pod_name.clone()));
     let opts = Options {
         size,
         timeout: Duration::from_secs(args.timeout),

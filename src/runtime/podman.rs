@@ -395,14 +395,20 @@ impl Podman {
     /// [`Podman::container`] for several containers in one call (each podman call costs tens of
     /// milliseconds); all None when one of them does not exist.
     pub fn containers(&self, names: &[&str]) -> Vec<Option<ContainerInfo>> {
+        match self.inspect_containers(names) {
+            Ok(Some(infos)) if infos.len() == names.len() => infos.into_iter().map(Some).collect(),
+            _ => vec![None; names.len()],
+        }
+    }
+
+    /// `podman container inspect` of `names`, in their order, in one call; None when one does not exist.
+    pub fn inspect_containers(&self, names: &[&str]) -> Result<Option<Vec<ContainerInfo>>> {
         let mut args = vec!["container", "inspect"];
         args.extend_from_slice(names);
         match self.run(&args) {
-            Ok(json) => match Self::container_infos(names, &json) {
-                Ok(infos) if infos.len() == names.len() => infos.into_iter().map(Some).collect(),
-                _ => vec![None; names.len()],
-            },
-            _ => vec![None; names.len()],
+            Ok(json) => Self::container_infos(names, &json).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-// oci-client sends each chunk as one PATCH, at most 4 MiB: fewer, larger requests upload faster.
+// The chunks of the stream that is sent: large enough that per-chunk costs vanish, small enough to stay flat.
 const CHUNK: usize = 4 * 1024 * 1024;
 const BLOCK: usize = 512;
 
@@ -32,7 +32,6 @@ impl Layer {
     }
 
     /// Length of the whole tar: header, payload padded to 512, two zero blocks.
-    #[cfg(test)]
     pub fn tar_len(&self) -> u64 {
         BLOCK as u64 + self.size.div_ceil(BLOCK as u64) * BLOCK as u64 + 2 * BLOCK as u64
     }

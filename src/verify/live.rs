@@ -308,7 +308,8 @@ fn config_check(file: &ConfigFile, base: &Answer, t: Instant) -> Check {
     }
 }
 
-/// Informational: the registry's version (read in its container, when on this host) and whether it
+/// Informational: the registry's version (on this host: read in its container once per image, see
+/// version.rs) and whether it
 /// serves the OCI 1.1 referrers API. Warns only when neither could be read.
 pub async fn registry_info(target: &Target, version: Option<Result<String, String>>, timeout: Duration) -> Check {
     let t = Instant::now();

@@ -10,6 +10,7 @@ pub mod report;
 mod round_trip;
 mod target;
 mod tls;
+mod version;
 
 use std::net::SocketAddr;
 
@@ -23,6 +24,7 @@ pub use report::{Check, Report, Status};
 pub use round_trip::{round_trip, DEFAULT_SIZE};
 pub use target::{chain, wait_ready, Http, Target};
 pub use tls::roots as tls_roots;
+pub use version::Kept as KeptVersion;
 
 use crate::runtime::podman::Podman;
 
@@ -81,26 +83,29 @@ fn timed_out(name: &str, limit: Duration) -> Check {
     )
 }
 
+/// The appliance's pod on this host: its health, and the registry's version, come from Podman.
+pub struct Pod {
+    pub podman: Podman,
+    pub name: String,
+    pub version: KeptVersion,
+}
+
 /// Runs the checks in order; a failed check skips those that depend on it. The pod's health comes from
 /// podman, so it is asked in parallel with the network checks.
-pub async fn run_checks(
-    target: &Target,
-    opts: &Options,
-    pod: Option<(Podman, String)>,
-) -> (Vec<Check>, Option<report::Deep>) {
+pub async fn run_checks(target: &Target, opts: &Options, pod: Option<Pod>) -> (Vec<Check>, Option<report::Deep>) {
     let deadline = Instant::now() + opts.timeout;
-    let version = pod.clone().map(|(podman, name)| {
-        std::thread::spawn(move || {
-            podman
-                .registry_version(&crate::render::container_name(&name, crate::render::REGISTRY_CONTAINER))
-                .map_err(|e| e.message)
-        })
-    });
-    let pod_check = pod.map(|(podman, name)| std::thread::spawn(move || pod_health(&podman, &name)));
+    let pod_facts = pod.map(|pod| std::thread::spawn(move || pod_facts(&pod)));
     let mut checks = Vec::new();
     let mut deep_report = None;
     let network = network_checks(target, opts, deadline, &mut checks, &mut deep_report).await;
-    let version = version.map(|h| h.join().unwrap_or_else(|_| Err("the version check crashed".into())));
+    let (pod_check, version) = match pod_facts.map(|h| h.join()) {
+        None => (None, None),
+        Some(Ok((check, version))) => (Some(check), Some(version)),
+        Some(Err(_)) => (
+            Some(Check::new("pod", Status::Fail, "the pod check crashed", Duration::ZERO)),
+            Some(Err("the pod check crashed".into())),
+        ),
+    };
     match &network {
         Ok(()) => checks.push(live::registry_info(target, version, remaining(deadline)).await),
         Err(why) => {
@@ -128,13 +133,7 @@ pub async fn run_checks(
             }
         }
     }
-    if let Some(handle) = pod_check {
-        checks.push(
-            handle
-                .join()
-                .unwrap_or_else(|_| Check::new("pod", Status::Fail, "the pod check crashed", Duration::ZERO)),
-        );
-    }
+    checks.extend(pod_check);
     if let Some(dir) = &opts.data_dir {
         checks.push(storage(dir, opts.size, opts.watermarks));
     }
@@ -507,45 +506,63 @@ fn storage(dir: &Path, size: u64, marks: crate::disk::Watermarks) -> Check {
     Check::new("storage", status, detail, t.elapsed())
 }
 
-fn pod_health(podman: &Podman, pod: &str) -> Check {
+/// The pod check, from one `podman container inspect` of the pod's two containers (each podman call
+/// costs tens of milliseconds of CPU, which a small verify feels), and the registry's version by the image
+/// ID that inspect reports.
+fn pod_facts(pod: &Pod) -> (Check, std::result::Result<String, String>) {
     let t = Instant::now();
-    match podman.pod_status(pod) {
-        Err(e) => Check::new("pod", Status::Fail, e.message, t.elapsed()),
-        Ok(None) => Check::new(
+    let names = [crate::render::REGISTRY_CONTAINER, crate::render::NGINX_CONTAINER]
+        .map(|c| crate::render::container_name(&pod.name, c));
+    let infos = match pod.podman.inspect_containers(&[&names[0], &names[1]]) {
+        Err(e) => {
+            let check = Check::new("pod", Status::Fail, e.message, t.elapsed());
+            return (check, Err("Podman could not be asked".into()));
+        }
+        Ok(None) => {
+            let detail = format!(
+                "the pod {} or one of its containers ({}) does not exist: run registry-up up",
+                pod.name,
+                names.join(", ")
+            );
+            let check = Check::new("pod", Status::Fail, detail, t.elapsed());
+            return (check, Err("the registry container does not exist".into()));
+        }
+        Ok(Some(infos)) => infos,
+    };
+    let check = pod_health(&pod.name, &infos, t);
+    let registry = &infos[0];
+    let version = if registry.state.eq_ignore_ascii_case("running") {
+        version::of(&pod.podman, &names[0], &registry.image_id, &pod.version)
+            .map(|v| format!("{v} (image {})", &registry.image_id[..registry.image_id.len().min(12)]))
+    } else {
+        Err("the registry container is not running".into())
+    };
+    (check, version)
+}
+
+fn pod_health(pod: &str, containers: &[crate::runtime::podman::ContainerInfo], t: Instant) -> Check {
+    let parts: Vec<String> = containers
+        .iter()
+        .map(|c| format!("{} {} (restarts {})", c.name, c.state.to_lowercase(), c.restarts))
+        .collect();
+    let detail = format!("pod {pod}: {}", parts.join(", "));
+    let running = containers.iter().all(|c| c.state.eq_ignore_ascii_case("running"));
+    if !running {
+        Check::new(
             "pod",
             Status::Fail,
-            format!("the pod {pod} does not exist: run registry-up up"),
+            format!("{detail}; start it again with registry-up up"),
             t.elapsed(),
-        ),
-        Ok(Some(status)) => {
-            let names: Vec<&str> = status.containers.iter().map(|(n, _)| n.as_str()).collect();
-            let counts = podman.containers(&names).into_iter().map(|c| c.map(|c| c.restarts));
-            let mut parts = Vec::new();
-            let mut restarts_total = 0;
-            for ((name, state), restarts) in status.containers.iter().zip(counts) {
-                let restarts = restarts.unwrap_or(0);
-                restarts_total += restarts;
-                parts.push(format!("{name} {} (restarts {restarts})", state.to_lowercase()));
-            }
-            let detail = format!("pod {pod} {}: {}", status.state.to_lowercase(), parts.join(", "));
-            if !status.healthy() {
-                Check::new(
-                    "pod",
-                    Status::Fail,
-                    format!("{detail}; start it again with registry-up up"),
-                    t.elapsed(),
-                )
-            } else if restarts_total > 0 {
-                Check::new(
-                    "pod",
-                    Status::Warn,
-                    format!("{detail}: a container restarted, see podman logs"),
-                    t.elapsed(),
-                )
-            } else {
-                Check::new("pod", Status::Pass, detail, t.elapsed())
-            }
-        }
+        )
+    } else if containers.iter().any(|c| c.restarts > 0) {
+        Check::new(
+            "pod",
+            Status::Warn,
+            format!("{detail}: a container restarted, see podman logs"),
+            t.elapsed(),
+        )
+    } else {
+        Check::new("pod", Status::Pass, detail, t.elapsed())
     }
 }
 

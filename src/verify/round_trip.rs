@@ -1,20 +1,24 @@
-//! The push/pull round trip, shared by `up` and `verify`: a fresh image pushed with oci-client through
-//! the proxy, pulled back, compared by digest and byte for byte, then deleted. Streams both ways.
+//! The push/pull round trip, shared by `up` and `verify`: a fresh image pushed through the proxy with
+//! the distribution API's own requests, pulled back, compared by digest and byte for byte, then deleted.
+//! Streams both ways. (Not oci-client: its client construction loads the system's CA store, ~0.1 s, and
+//! panics on a host without one, which air-gapped hosts often are; see DESIGN.md.)
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use indicatif::HumanBytes;
-
 use futures_util::StreamExt;
+use indicatif::HumanBytes;
 use oci_client::manifest::{
-    OciDescriptor, OciImageManifest, OciManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
+    OciDescriptor, OciImageManifest, IMAGE_CONFIG_MEDIA_TYPE, IMAGE_LAYER_MEDIA_TYPE, OCI_IMAGE_MEDIA_TYPE,
 };
 
 use super::image::{config_json, Layer};
 use super::leftovers;
-use super::target::{chain, Target};
+use super::target::{chain, Http, Target};
+use crate::digest::Sha256;
 use crate::error::{Error, Result};
+use crate::registry_api::{self, Started};
 
 /// Where verification images go; the tag is unique per run.
 pub const VERIFY_REPOSITORY: &str = "registry-up/verify";
@@ -55,14 +59,8 @@ impl RoundTrip {
     }
 }
 
-/// Turns an oci-client error into a sentence, naming the usual cause of the usual failures.
-fn failed(step: &str, reference: &str, e: &(dyn std::error::Error + 'static)) -> Error {
-    let full = chain(e);
-    // oci-client quotes the whole error page; the status line is what matters.
-    let text = match full.find(", message: <") {
-        Some(cut) => full[..cut].to_string(),
-        None => full.split_whitespace().collect::<Vec<_>>().join(" "),
-    };
+/// A failed request as a sentence, naming the usual cause of the usual failures.
+fn failed(step: &str, reference: &str, text: &str) -> Error {
     let hint = if text.contains("502") || text.contains("Bad Gateway") {
         " (nginx answered 502 Bad Gateway: the registry container behind it is not running)"
     } else if text.contains("413") {
@@ -75,6 +73,14 @@ fn failed(step: &str, reference: &str, e: &(dyn std::error::Error + 'static)) ->
     Error::verify(format!(
         "The {step} of {reference} failed{hint}: {text}. See what the registry said with registry-up logs, fix the \
          cause and run again."
+    ))
+}
+
+/// What was pulled back differs from what was pushed.
+fn mismatch(reference: &str, what: &str) -> Error {
+    Error::verify(format!(
+        "The image pulled back from {reference} differs from the one pushed: {what}. The registry's storage or the \
+         proxy corrupts data: run registry-up verify --deep and look at registry-up logs."
     ))
 }
 
@@ -103,38 +109,60 @@ pub async fn round_trip(target: &Target, size: u64, timeout: Duration, data_dir:
     result
 }
 
+/// The requests a client makes, and none more: both upload sessions at once, the layer streamed in one
+/// PATCH (hashed on the way, so memory stays flat at any --size), both blobs committed at once, the
+/// manifest; then the manifest and both blobs pulled at once. One client, so connections are kept alive.
 async fn inner(target: &Target, size: u64, timeout: Duration, data_dir: Option<&Path>) -> Result<RoundTrip> {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default();
     let tag = format!("check-{unix}-{}", crate::digest::random_hex(4));
-    let reference = target.reference(VERIFY_REPOSITORY, &tag)?;
-    let name = reference.whole();
-    let client = target.oci_client(timeout)?;
-    let auth = target.registry_auth();
+    let name = format!("{}/{VERIFY_REPOSITORY}:{tag}", target.registry());
+    let repo = VERIFY_REPOSITORY;
+    // A stall is bounded here; the whole run (a 1 GiB layer, say) by round_trip's timeout.
+    let http = target.upload_client(timeout)?;
     let layer = Layer::new(size);
 
-    // Push: the layer streamed (digest computed on the way), then config and manifest.
     let start = Instant::now();
-    client.store_auth_if_needed(reference.resolve_registry(), &auth).await;
-    let stream = futures_util::stream::iter(layer.chunks().map(Ok));
-    let pushed = client
-        .push_blob_stream_chunked(&reference, stream)
-        .await
-        .map_err(|e| failed("layer upload", &name, &e))?;
-    let config = config_json(&pushed.blob_digest, &tag);
+    let (layer_at, config_at) = tokio::try_join!(
+        session(&http, target, &name, "layer upload"),
+        session(&http, target, &name, "config upload"),
+    )?;
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let hashing = hasher.clone();
+    let chunks = futures_util::stream::iter(layer.chunks()).map(move |chunk| {
+        hashing.lock().expect("the hasher is not poisoned").update(&chunk);
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let layer_at = registry_api::send_chunk(
+        &http,
+        target,
+        &layer_at,
+        reqwest::Body::wrap_stream(chunks),
+        layer.tar_len(),
+    )
+    .await
+    .map_err(|e| failed("layer upload", &name, &e))?;
+    let hashed = std::mem::replace(&mut *hasher.lock().expect("the hasher is not poisoned"), Sha256::new());
+    let layer_size = hashed.size;
+    let layer_digest = format!("sha256:{}", hashed.hex());
+    // The config names the layer's digest, so it is committed once the layer's bytes are sent.
+    let config = config_json(&layer_digest, &tag);
     let config_digest = crate::digest::oci_digest(&config);
-    client
-        .push_blob(&reference, config.clone(), &config_digest)
-        .await
-        .map_err(|e| failed("config upload", &name, &e))?;
-    let layer_desc = OciDescriptor {
-        media_type: IMAGE_LAYER_MEDIA_TYPE.to_string(),
-        digest: pushed.blob_digest.clone(),
-        size: pushed.size as i64,
-        ..Default::default()
-    };
+    tokio::try_join!(
+        async {
+            registry_api::finish_upload(&http, &layer_at, &layer_digest, Vec::new().into(), 0)
+                .await
+                .map_err(|e| failed("layer upload", &name, &e))
+        },
+        async {
+            let len = config.len() as u64;
+            registry_api::finish_upload(&http, &config_at, &config_digest, config.clone().into(), len)
+                .await
+                .map_err(|e| failed("config upload", &name, &e))
+        },
+    )?;
     let manifest = OciImageManifest {
         media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_string()),
         config: OciDescriptor {
@@ -143,84 +171,56 @@ async fn inner(target: &Target, size: u64, timeout: Duration, data_dir: Option<&
             size: config.len() as i64,
             ..Default::default()
         },
-        layers: vec![layer_desc.clone()],
+        layers: vec![OciDescriptor {
+            media_type: IMAGE_LAYER_MEDIA_TYPE.to_string(),
+            digest: layer_digest.clone(),
+            size: layer_size as i64,
+            ..Default::default()
+        }],
         ..Default::default()
     };
-    client
-        .push_manifest(&reference, &OciManifest::Image(manifest))
+    let raw = serde_json::to_vec(&manifest).expect("a manifest serialises");
+    let digest = crate::digest::oci_digest(&raw);
+    let stored = registry_api::put_manifest(&http, target, repo, &tag, OCI_IMAGE_MEDIA_TYPE, raw.clone())
         .await
         .map_err(|e| failed("manifest upload", &name, &e))?;
+    if let Some(stored) = stored.filter(|s| *s != digest) {
+        return Err(mismatch(
+            &name,
+            &format!("the registry stored the manifest as {stored}, not {digest}"),
+        ));
+    }
     let push = start.elapsed();
 
-    // Pull: manifest by tag, config whole, layer streamed and compared with the regenerated bytes.
+    // Pull: the manifest by tag and both blobs at once, each compared byte for byte with what was pushed.
     let start = Instant::now();
-    let (pulled, digest) = client
-        .pull_manifest(&reference, &auth)
-        .await
-        .map_err(|e| failed("manifest download", &name, &e))?;
-    let mismatch = |what: String| {
-        Error::verify(format!(
-            "The image pulled back from {name} differs from the one pushed: {what}. The registry's storage or the proxy corrupts data: run registry-up verify --deep and look at registry-up logs."
-        ))
-    };
-    let OciManifest::Image(pulled) = pulled else {
-        return Err(mismatch(
-            "an image index came back instead of the image manifest".into(),
-        ));
-    };
-    if pulled.layers.len() != 1
-        || pulled.layers[0].digest != pushed.blob_digest
-        || pulled.config.digest != config_digest
-    {
-        return Err(mismatch("the manifest lists other blobs".into()));
+    let (served, pulled_config, ()) = tokio::try_join!(
+        async {
+            registry_api::get_manifest(&http, target, repo, &tag)
+                .await
+                .map_err(|e| failed("manifest download", &name, &e))
+        },
+        async {
+            let resp = registry_api::get_blob(&http, target, repo, &config_digest)
+                .await
+                .map_err(|e| failed("config download", &name, &e))?;
+            resp.bytes()
+                .await
+                .map_err(|e| failed("config download", &name, &chain(&e)))
+        },
+        pull_layer(&http, target, &name, &layer, &layer_digest),
+    )?;
+    if served != raw {
+        return Err(mismatch(&name, "the manifest served for its tag is not the one pushed"));
     }
-    let mut pulled_config = Vec::new();
-    client
-        .pull_blob(&reference, &pulled.config, &mut pulled_config)
-        .await
-        .map_err(|e| failed("config download", &name, &e))?;
     if pulled_config != config {
-        return Err(mismatch("the config".into()));
-    }
-    let mut stream = client
-        .pull_blob_stream(&reference, &layer_desc)
-        .await
-        .map_err(|e| failed("layer download", &name, &e))?;
-    let mut hasher = crate::digest::Sha256::new();
-    let mut expected = layer.chunks();
-    let mut pending = bytes::Bytes::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| failed("layer download", &name, &e))?;
-        hasher.update(&chunk);
-        let received = hasher.size;
-        let mut rest = &chunk[..];
-        while !rest.is_empty() {
-            if pending.is_empty() {
-                pending = expected.next().ok_or_else(|| mismatch("the layer is longer".into()))?;
-            }
-            let n = rest.len().min(pending.len());
-            if rest[..n] != pending[..n] {
-                return Err(mismatch(format!("the layer bytes differ near offset {received}")));
-            }
-            rest = &rest[n..];
-            pending = pending.slice(n..);
-        }
-    }
-    if !pending.is_empty() || expected.next().is_some() {
-        return Err(mismatch(format!("the layer is shorter ({} bytes)", hasher.size)));
-    }
-    let pulled_digest = format!("sha256:{}", hasher.hex());
-    if pulled_digest != pushed.blob_digest {
-        return Err(mismatch(format!(
-            "layer digest {pulled_digest} instead of {}",
-            pushed.blob_digest
-        )));
+        return Err(mismatch(&name, "the config"));
     }
     let pull = start.elapsed();
 
-    let blobs = [digest.as_str(), pushed.blob_digest.as_str(), config_digest.as_str()];
+    let blobs = [digest.as_str(), layer_digest.as_str(), config_digest.as_str()];
     let stored = size + config.len() as u64;
-    let cleanup = cleanup(target, timeout, &digest, &blobs[1..]).await.map(|took| {
+    let cleanup = cleanup(&http, target, &blobs).await.map(|took| {
         let (said, data_left) = match data_dir.map(|dir| (dir, leftovers::remove_blobs(dir, &blobs))) {
             Some((dir, Ok(freed))) => (
                 format!(
@@ -260,38 +260,81 @@ async fn inner(target: &Target, size: u64, timeout: Duration, data_dir: Option<&
     })
 }
 
-/// Deletes the test manifest and its blobs, so verification leaves nothing behind.
-async fn cleanup(target: &Target, timeout: Duration, manifest: &str, blobs: &[&str]) -> Result<Duration> {
-    let start = Instant::now();
-    let http = target.http_client(timeout)?;
-    let mut urls = vec![(format!("/v2/{VERIFY_REPOSITORY}/manifests/{manifest}"), "test manifest")];
-    urls.extend(
-        blobs
-            .iter()
-            .map(|b| (format!("/v2/{VERIFY_REPOSITORY}/blobs/{b}"), "test blob")),
-    );
-    for (path, what) in urls {
-        let url = target.url(&path);
-        let resp = http.delete(&url).send().await.map_err(|e| {
-            Error::verify(format!(
-                "Deleting the {what} failed: {}. Check that the registry still runs (registry-up status).",
-                chain(&e)
-            ))
-        })?;
-        match resp.status().as_u16() {
-            200 | 202 => {}
-            405 => {
-                return Err(Error::verify(format!(
-                    "Deleting the {what} was refused (405): the registry runs with deletes disabled; \
-                     set storage.delete.enabled: true in its config."
-                )))
+/// An upload session in the verification repository.
+async fn session(http: &Http, target: &Target, name: &str, step: &str) -> Result<String> {
+    match registry_api::start_upload(http, target, VERIFY_REPOSITORY, None).await {
+        Ok(Started::At(at)) => Ok(at),
+        Ok(Started::Mounted) => unreachable!("no mount was asked for"),
+        Err(e) => Err(failed(step, name, &e)),
+    }
+}
+
+/// The layer pulled back, streamed and compared with the regenerated bytes as it comes.
+async fn pull_layer(http: &Http, target: &Target, name: &str, layer: &Layer, digest: &str) -> Result<()> {
+    let resp = registry_api::get_blob(http, target, VERIFY_REPOSITORY, digest)
+        .await
+        .map_err(|e| failed("layer download", name, &e))?;
+    let mut stream = resp.bytes_stream();
+    let mut hasher = Sha256::new();
+    let mut expected = layer.chunks();
+    let mut pending = bytes::Bytes::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| failed("layer download", name, &chain(&e)))?;
+        let offset = hasher.size;
+        hasher.update(&chunk);
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            if pending.is_empty() {
+                pending = expected.next().ok_or_else(|| mismatch(name, "the layer is longer"))?;
             }
-            code => {
-                return Err(Error::verify(format!(
-                    "Deleting the {what} answered HTTP {code} at {url}: see registry-up logs registry for why."
-                )))
+            let n = rest.len().min(pending.len());
+            if rest[..n] != pending[..n] {
+                return Err(mismatch(name, &format!("the layer bytes differ near offset {offset}")));
             }
+            rest = &rest[n..];
+            pending = pending.slice(n..);
         }
     }
+    if !pending.is_empty() || expected.next().is_some() {
+        return Err(mismatch(name, &format!("the layer is shorter ({} bytes)", hasher.size)));
+    }
+    let pulled = format!("sha256:{}", hasher.hex());
+    if pulled != digest {
+        return Err(mismatch(name, &format!("layer digest {pulled} instead of {digest}")));
+    }
+    Ok(())
+}
+
+/// Deletes the test manifest and its blobs at once, so verification leaves nothing behind.
+async fn cleanup(http: &Http, target: &Target, digests: &[&str; 3]) -> Result<Duration> {
+    let start = Instant::now();
+    let [manifest, layer, config] = digests;
+    let deletes = [
+        (format!("/v2/{VERIFY_REPOSITORY}/manifests/{manifest}"), "test manifest"),
+        (format!("/v2/{VERIFY_REPOSITORY}/blobs/{layer}"), "test layer"),
+        (format!("/v2/{VERIFY_REPOSITORY}/blobs/{config}"), "test config"),
+    ]
+    .map(|(path, what)| delete(http, target.url(&path), what));
+    let done = futures_util::future::join_all(deletes).await;
+    done.into_iter().collect::<Result<Vec<()>>>()?;
     Ok(start.elapsed())
+}
+
+async fn delete(http: &Http, url: String, what: &str) -> Result<()> {
+    let resp = http.delete(&url).send().await.map_err(|e| {
+        Error::verify(format!(
+            "Deleting the {what} failed: {}. Check that the registry still runs (registry-up status).",
+            chain(&e)
+        ))
+    })?;
+    match resp.status().as_u16() {
+        200 | 202 => Ok(()),
+        405 => Err(Error::verify(format!(
+            "Deleting the {what} was refused (405): the registry runs with deletes disabled; set \
+             storage.delete.enabled: true in its config."
+        ))),
+        code => Err(Error::verify(format!(
+            "Deleting the {what} answered HTTP {code} at {url}: see registry-up logs registry for why."
+        ))),
+    }
 }

@@ -1,11 +1,6 @@
 //! The registry under test as a client sees it, and the HTTPS clients that trust only its CA.
 
-use std::str::FromStr;
 use std::time::{Duration, Instant};
-
-use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 
 use crate::error::{Error, Result};
 
@@ -54,6 +49,10 @@ impl Http {
     pub fn put(&self, url: &str) -> reqwest::RequestBuilder {
         self.with_auth(self.client.put(url))
     }
+
+    pub fn patch(&self, url: &str) -> reqwest::RequestBuilder {
+        self.with_auth(self.client.patch(url))
+    }
 }
 
 impl Target {
@@ -64,27 +63,6 @@ impl Target {
 
     pub fn url(&self, path: &str) -> String {
         format!("https://{}{path}", self.registry())
-    }
-
-    pub fn reference(&self, repository: &str, tag: &str) -> Result<Reference> {
-        // oci-client's reference grammar has no bracketed IPv6 host; the parts are known good, so the
-        // reference is built from them (oci-client puts the registry into URLs as it is).
-        if self.host.starts_with('[') {
-            return Ok(Reference::with_tag(self.registry(), repository.into(), tag.into()));
-        }
-        let text = format!("{}/{repository}:{tag}", self.registry());
-        Reference::from_str(&text).map_err(|e| {
-            Error::usage(format!(
-                "'{text}' is not a valid image reference ({e}): give --domain a plain host name or IP address."
-            ))
-        })
-    }
-
-    pub fn registry_auth(&self) -> RegistryAuth {
-        match &self.credentials {
-            Some((user, password)) => RegistryAuth::Basic(user.clone(), password.clone()),
-            None => RegistryAuth::Anonymous,
-        }
     }
 
     pub fn http_client(&self, timeout: Duration) -> Result<Http> {
@@ -127,26 +105,6 @@ impl Target {
             client,
             credentials: self.credentials.clone(),
         })
-    }
-
-    pub fn oci_client(&self, timeout: Duration) -> Result<Client> {
-        let tls_certs_only = self
-            .ca_pem
-            .iter()
-            .map(|pem| Certificate {
-                encoding: CertificateEncoding::Pem,
-                data: pem.clone(),
-            })
-            .collect();
-        // try_from, not new: new() silently falls back to defaults on a bad certificate.
-        Client::try_from(ClientConfig {
-            protocol: ClientProtocol::Https,
-            tls_certs_only,
-            connect_timeout: Some(timeout.min(Duration::from_secs(10))),
-            read_timeout: Some(timeout),
-            ..Default::default()
-        })
-        .map_err(|e| Error::usage(format!("The CA certificate cannot be used ({e}): check the CA file.")))
     }
 }
 
