@@ -24,6 +24,7 @@ mod pki;
 mod plan;
 mod preflight;
 mod progress;
+mod reference;
 mod registry_api;
 mod registry_image;
 mod render;

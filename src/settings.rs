@@ -1,9 +1,6 @@
 //! Validated settings: everything later stages need, checked before anything is touched.
 
 use std::path::{Component, Path, PathBuf};
-use std::str::FromStr;
-
-use oci_client::Reference;
 
 use crate::cli::SetupArgs;
 use crate::disk::Watermarks;
@@ -238,13 +235,12 @@ impl Settings {
 }
 
 fn image_reference(input: &str, flag: &str) -> Result<String> {
-    let reference = Reference::from_str(input.trim()).map_err(|e| {
+    crate::reference::whole(input.trim()).map_err(|e| {
         Error::usage(format!(
             "The image reference '{input}' given to {flag} cannot be parsed ({e}): \
              use the form registry/name:tag, for example {DEFAULT_REGISTRY_IMAGE}."
         ))
-    })?;
-    Ok(reference.whole())
+    })
 }
 
 /// An absolute path for a file the user names (read only: any characters are fine).

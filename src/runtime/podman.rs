@@ -206,9 +206,7 @@ pub fn loaded_names(summary: &str) -> Vec<String> {
 
 /// `name` written in full, as settings write image names.
 pub fn full_name(name: &str) -> String {
-    name.parse::<oci_client::Reference>()
-        .map(|r| r.whole())
-        .unwrap_or_else(|_| name.to_string())
+    crate::reference::whole(name).unwrap_or_else(|_| name.to_string())
 }
 
 fn stderr_of(out: &Output) -> String {
@@ -299,6 +297,27 @@ impl Podman {
     pub fn image_config(&self, reference: &str) -> Result<crate::registry_image::ImageConfig> {
         let args = ["image", "inspect", "--format", "{{json .Config}}", reference];
         parse_json(&args.join(" "), &self.run(&args)?)
+    }
+
+    /// The configs of local images, in their order, from one `podman image inspect`; None when one of
+    /// them is not in the store.
+    pub fn image_configs(&self, references: &[&str]) -> Result<Option<Vec<crate::registry_image::ImageConfig>>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Inspect {
+            #[serde(default)]
+            config: crate::registry_image::ImageConfig,
+        }
+        let mut args = vec!["image", "inspect"];
+        args.extend_from_slice(references);
+        match self.run(&args) {
+            Ok(json) => {
+                let list: Vec<Inspect> = parse_json(&args.join(" "), &json)?;
+                Ok(Some(list.into_iter().map(|i| i.config).collect()))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// The manifest digest of a local image.

@@ -41,23 +41,41 @@ struct PodmanFacts {
 
 impl PodmanFacts {
     fn gather(podman: &Podman, settings: &Settings) -> Self {
+        let images = [settings.registry_image.as_str(), settings.nginx_image.as_str()];
         std::thread::scope(|scope| {
             let version = scope.spawn(|| podman.version());
-            let registry_config = scope.spawn(|| podman.image_config(&settings.registry_image));
-            let present: Vec<_> = [&settings.registry_image, &settings.nginx_image]
-                .map(|image| scope.spawn(move || podman.image_exists(image)))
-                .into_iter()
-                .collect();
+            // Both images' presence and the registry's config in one call when both are there (the usual
+            // re-run); which one is missing is asked one by one only when one is.
+            let configs = scope.spawn(|| podman.image_configs(&images));
             let status = scope.spawn(|| podman.pod_status(&settings.pod_name));
             let names = [render::REGISTRY_CONTAINER, render::NGINX_CONTAINER]
                 .map(|c| render::container_name(&settings.pod_name, c));
             let containers = scope.spawn(move || podman.containers(&[&names[0], &names[1]]));
             let join = "a podman thread does not panic";
+            let (present, registry_config) = match configs.join().expect(join) {
+                Ok(Some(mut configs)) if configs.len() == images.len() => {
+                    (Ok(vec![true, true]), Ok(configs.swap_remove(0)))
+                }
+                Ok(_) => {
+                    let present: Vec<_> = images
+                        .map(|image| scope.spawn(move || podman.image_exists(image)))
+                        .into();
+                    let config = podman.image_config(&settings.registry_image);
+                    (present.into_iter().map(|p| p.join().expect(join)).collect(), config)
+                }
+                Err(e) => (
+                    Err(Error {
+                        status: e.status,
+                        message: e.message.clone(),
+                    }),
+                    Err(e),
+                ),
+            };
             PodmanFacts {
-                present: present.into_iter().map(|p| p.join().expect(join)).collect(),
+                present,
                 version: version.join().expect(join),
                 status: status.join().expect(join),
-                registry_config: registry_config.join().expect(join),
+                registry_config,
                 containers: containers.join().expect(join),
             }
         })
