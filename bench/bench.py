@@ -371,7 +371,9 @@ def bench_verify(tmp: Path, small_image: Path, gib_image: Path):
         sh(["skopeo", "copy", "-q", "--src-cert-dir", certs, ref, f"dir:{tmp / f'small-{i}'}"])
         skopeo.append(time.perf_counter() - start)
     ratio = statistics.median(ours) / statistics.median(skopeo)
-    row("4. `verify` (1 MiB round trip + all checks)", fmt(ours), f"skopeo copy push + pull of a 1 MiB image: {fmt(skopeo)}",
+    # The first verify of an image reads the registry's version in its container (kept by image ID after).
+    row("4. `verify` (1 MiB round trip + all checks)", f"{fmt(ours)}; the first, reading the registry's version: {ours[0]:.3f} s",
+        f"skopeo copy push + pull of a 1 MiB image: {fmt(skopeo)}",
         f"{ratio:.2f}×", "≤ 0.5×", ratio <= 0.5)
 
     # 5. verify --size 1GiB: peak memory and throughput, against skopeo moving a 1 GiB image.

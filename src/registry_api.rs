@@ -158,18 +158,26 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
         .map(str::to_string)
 }
 
-/// The absolute URL of an upload session's next step, from the Location header.
+/// The absolute URL of an upload session's next step: the Location header, read against the URL it
+/// answered (absolute, rooted and relative Locations all occur). Credentials go only to the registry.
 fn next_location(target: &Target, resp: &reqwest::Response) -> Result<String, String> {
     let location = resp
         .headers()
         .get(LOCATION)
         .and_then(|v| v.to_str().ok())
         .ok_or("the registry gave no upload location")?;
-    Ok(if location.starts_with('/') {
-        target.url(location)
-    } else {
-        location.to_string()
-    })
+    let next = resp
+        .url()
+        .join(location)
+        .map_err(|e| format!("the registry gave an unusable upload location {location:?} ({e})"))?;
+    if next.origin() != resp.url().origin() {
+        return Err(format!(
+            "the registry sent the upload to another host ({next}), which registry-up does not follow with {}'s \
+             credentials",
+            target.registry()
+        ));
+    }
+    Ok(next.to_string())
 }
 
 /// What went wrong with a request the registry answered with an error: the step, the status, and the

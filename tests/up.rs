@@ -8,6 +8,14 @@ use std::time::Duration;
 
 use common::{mode, mtimes, podman, serving, skopeo_copy, text, Appliance, Run};
 
+/// Held by the test that runs a registry binary on the host's network (it listens on port 5000) and by
+/// the tests that prove nothing listens there: they ran at once and saw each other.
+static PORT_5000: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn port_5000() -> std::sync::MutexGuard<'static, ()> {
+    PORT_5000.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn connects(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
 }
@@ -41,6 +49,7 @@ fn up_serves_pushes_and_pulls_through_tls_to_clients_trusting_its_ca() {
 
 #[test]
 fn nginx_listens_on_the_host_s_addresses_and_the_registry_on_no_tcp_port_at_all() {
+    let _port = port_5000();
     let Some(app) = serving(&["--no-verify"]) else { return };
     let pod = podman(&["pod", "inspect", "--format", "{{.InfraConfig.HostNetwork}}", &app.pod]);
     assert_eq!(text(&pod.stdout).trim(), "true", "{}", text(&pod.stderr));
@@ -203,6 +212,7 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
 
 #[test]
 fn a_proxy_that_never_answers_times_out_showing_both_containers_logs() {
+    let _port = port_5000();
     let Some(app) = Appliance::e2e() else { return };
     // The registry image in nginx's place: the pod starts, but nothing serves TLS on the port.
     let out = Run::up(&app)
@@ -224,6 +234,7 @@ fn a_proxy_that_never_answers_times_out_showing_both_containers_logs() {
 
 #[test]
 fn from_another_network_namespace_nginx_answers_over_ipv4_and_ipv6_and_the_registry_does_not() {
+    let _port = port_5000();
     let Some(app) = serving(&["--no-verify"]) else { return };
     let other = common::NetNs::new();
     for host in [common::NetNs::HOST_V4, common::NetNs::HOST_V6] {

@@ -97,19 +97,21 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
         })?),
         None => None,
     };
-    let auth = match &args.user {
-        Some(user) => RegistryAuth::Basic(user.clone(), crate::secrets::password_from_stdin("--user")?),
-        None => RegistryAuth::Anonymous,
-    };
     // oci-client also builds a default HTTPS client, which loads the system's CA store and panics on a
     // host without one, even with --ca: say so rather than crash.
-    if rustls_native_certs::load_native_certs().certs.is_empty() {
+    let mut store = rustls::RootCertStore::empty();
+    let (usable, _) = store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    if usable == 0 {
         return Err(Error::usage(
             "This host has no system CA certificates, which bundle needs even with --ca (its image client loads \
              them): install the ca-certificates package (or point SSL_CERT_FILE at a CA bundle), or run bundle on \
              the connected host that has them.",
         ));
     }
+    let auth = match &args.user {
+        Some(user) => RegistryAuth::Basic(user.clone(), crate::secrets::password_from_stdin("--user")?),
+        None => RegistryAuth::Anonymous,
+    };
     let client = Client::try_from(ClientConfig {
         protocol: ClientProtocol::Https,
         tls_certs_only: ca

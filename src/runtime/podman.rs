@@ -142,6 +142,9 @@ struct PodContainer {
 #[serde(rename_all = "PascalCase")]
 struct ContainerInspect {
     state: ContainerState,
+    /// The ID of the pod it is in; empty for a container in no pod.
+    #[serde(default)]
+    pod: String,
     #[serde(default)]
     restart_count: u64,
     #[serde(default)]
@@ -183,6 +186,9 @@ pub struct ContainerInfo {
     pub state: String,
     pub started_at: String,
     pub restarts: u64,
+    /// The pod it is in (its ID), empty for none.
+    #[serde(skip)]
+    pub pod: String,
     pub image_name: String,
     pub image_id: String,
 }
@@ -425,7 +431,7 @@ impl Podman {
         let mut args = vec!["container", "inspect"];
         args.extend_from_slice(names);
         match self.run(&args) {
-            Ok(json) => Self::container_infos(names, &json).map(Some),
+            Ok(json) => Ok(Some(Self::container_infos(names, &json)?).filter(|infos| infos.len() == names.len())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
@@ -443,6 +449,7 @@ impl Podman {
                 state: c.state.status,
                 started_at: c.state.started_at,
                 restarts: c.restart_count,
+                pod: c.pod,
                 image_name: c.image_name,
                 image_id: c.image,
             })

@@ -547,7 +547,18 @@ fn pod_health(pod: &str, containers: &[crate::runtime::podman::ContainerInfo], t
         .collect();
     let detail = format!("pod {pod}: {}", parts.join(", "));
     let running = containers.iter().all(|c| c.state.eq_ignore_ascii_case("running"));
-    if !running {
+    // Same-named containers outside one pod would not share its network and socket volume.
+    let one_pod = containers
+        .iter()
+        .all(|c| !c.pod.is_empty() && c.pod == containers[0].pod);
+    if !one_pod {
+        Check::new(
+            "pod",
+            Status::Fail,
+            format!("{detail}, but they are not the containers of one pod: run registry-up up to make the pod again"),
+            t.elapsed(),
+        )
+    } else if !running {
         Check::new(
             "pod",
             Status::Fail,

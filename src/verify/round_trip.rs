@@ -61,9 +61,10 @@ impl RoundTrip {
 
 /// A failed request as a sentence, naming the usual cause of the usual failures.
 fn failed(step: &str, reference: &str, text: &str) -> Error {
-    let hint = if text.contains("502") || text.contains("Bad Gateway") {
+    // The status as registry_api writes it: a bare "502" could be part of a digest or an upload URL.
+    let hint = if text.contains("HTTP 502") {
         " (nginx answered 502 Bad Gateway: the registry container behind it is not running)"
-    } else if text.contains("413") {
+    } else if text.contains("HTTP 413") {
         " (413: the proxy limits the upload size)"
     } else if text.contains("no space") || text.contains("FILESYSTEM") {
         " (the registry's storage is full)"
@@ -79,7 +80,7 @@ fn failed(step: &str, reference: &str, text: &str) -> Error {
 /// What was pulled back differs from what was pushed.
 fn mismatch(reference: &str, what: &str) -> Error {
     Error::verify(format!(
-        "The image pulled back from {reference} differs from the one pushed: {what}. The registry's storage or the \
+        "The image pushed to and pulled back from {reference} is not what was sent: {what}. The registry's storage or the \
          proxy corrupts data: run registry-up verify --deep and look at registry-up logs."
     ))
 }

@@ -96,10 +96,15 @@ impl Target {
             builder = builder.tls_certs_only(certs);
         }
         let client = builder.build().map_err(|e| {
-            Error::usage(format!(
-                "Could not set up the HTTPS client ({}): check the CA file given with --ca.",
-                chain(&e)
-            ))
+            let fix = match self.ca_pem {
+                Some(_) => "check the CA file given with --ca",
+                // Without --ca the system's CA store is used, and a host may have none.
+                None => {
+                    "give --ca the registry's CA certificate, or install the system's CA certificates \
+                         (ca-certificates)"
+                }
+            };
+            Error::usage(format!("Could not set up the HTTPS client ({}): {fix}.", chain(&e)))
         })?;
         Ok(Http {
             client,

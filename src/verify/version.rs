@@ -20,7 +20,16 @@ pub fn of(podman: &Podman, container: &str, image_id: &str, kept: &Kept) -> Resu
         return Ok(version);
     }
     let version = podman.registry_version(container).map_err(|e| e.message)?;
-    if kept.write && !image_id.is_empty() {
+    // Kept only if the container still runs that image: it may have been replaced (podman auto-update, by
+    // hand) between the inspect and the exec, and then the version is another image's.
+    let same = || {
+        podman
+            .inspect_containers(&[container])
+            .ok()
+            .flatten()
+            .is_some_and(|infos| infos[0].image_id == image_id)
+    };
+    if kept.write && !image_id.is_empty() && same() {
         // Only a cache: a failed write costs the next run the exec again, nothing else.
         let line = format!("{image_id} {version}\n");
         let _ = crate::apply::write_atomic(&kept.path, line.as_bytes(), crate::layout::PUBLIC);

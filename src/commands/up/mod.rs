@@ -56,20 +56,15 @@ impl PodmanFacts {
                 Ok(Some(mut configs)) if configs.len() == images.len() => {
                     (Ok(vec![true, true]), Ok(configs.swap_remove(0)))
                 }
-                Ok(_) => {
+                // One is missing (a first run, say), or the call failed: asked one by one, as a re-run
+                // of an older registry-up would, so that a missing image is loaded or pulled.
+                _ => {
                     let present: Vec<_> = images
                         .map(|image| scope.spawn(move || podman.image_exists(image)))
                         .into();
                     let config = podman.image_config(&settings.registry_image);
                     (present.into_iter().map(|p| p.join().expect(join)).collect(), config)
                 }
-                Err(e) => (
-                    Err(Error {
-                        status: e.status,
-                        message: e.message.clone(),
-                    }),
-                    Err(e),
-                ),
             };
             PodmanFacts {
                 present,
