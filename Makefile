@@ -10,6 +10,8 @@ DEB_PACKAGES := podman runc skopeo nginx docker-registry openssl catatonit uidma
 # Tools built with cargo (packaging), cached outside target/ so `cargo clean` keeps them.
 export REGISTRY_UP_TOOLS ?= $(HOME)/.cache/registry-up-tools
 CARGO_DEB_VERSION := 3.8.0
+# Garage, the S3 object store the replica tests run (issue 14): ~9 min to build once per machine.
+GARAGE_VERSION := 2.5.0
 IMAGES := target/test-images/registry.tar target/test-images/registry-2x.tar target/test-images/nginx.tar
 # A second build with another tag: the "new version" for upgrade tests.
 IMAGES_V2 := target/test-images/v2/registry.tar target/test-images/v2/registry-2x.tar target/test-images/v2/nginx.tar
@@ -21,17 +23,26 @@ DEMO_ARGS := --domain localhost --san 127.0.0.1 --port $(DEMO_PORT) \
 	--registry-image localhost/registry-up-test/registry:latest \
 	--nginx-image localhost/registry-up-test/nginx:latest
 
-.PHONY: deps test-images guests build package demo demo-down test lint bench
+.PHONY: packages deps test-images guests build package demo demo-down test lint bench
 
-# Debian packages, cargo-deb, and every crate: after this, builds and `make package` need no network.
-deps:
+# Debian packages and every crate: what `make demo` needs; after this, builds need no network.
+packages:
 	@if ! dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEB_PACKAGES) >/dev/null; \
 	fi
+	$(CARGO) fetch --locked -q
+
+# Everything the tests need as well: cargo-deb (packaging) and Garage (the S3 tests), built once per
+# machine into $(REGISTRY_UP_TOOLS).
+deps: packages
 	@if [ "$$($(REGISTRY_UP_TOOLS)/bin/cargo-deb --version 2>/dev/null)" != "cargo-deb $(CARGO_DEB_VERSION)" ]; then \
 		$(CARGO) install -q cargo-deb --version $(CARGO_DEB_VERSION) --locked --root $(REGISTRY_UP_TOOLS); \
 	fi
-	$(CARGO) fetch --locked -q
+	@# `garage --version` says "garage cargo:2.5.0 [features: …]" for a cargo-installed build.
+	@if ! $(REGISTRY_UP_TOOLS)/bin/garage --version 2>/dev/null | grep -qE "(:|v)$(GARAGE_VERSION)( |$$)"; then \
+		echo "building Garage $(GARAGE_VERSION) into $(REGISTRY_UP_TOOLS) (once per machine, ~10 min)"; \
+		$(CARGO) install -q garage --version $(GARAGE_VERSION) --locked --root $(REGISTRY_UP_TOOLS); \
+	fi
 
 # Offline stand-ins for the registry image (3.x and 2.x layouts) and nginx:alpine, built from Debian
 # packages (tests/images/build.sh).
@@ -54,7 +65,7 @@ build:
 package: deps
 	CARGO="$(CARGO)" packaging/build.sh
 
-demo: deps test-images build
+demo: packages test-images build
 	target/release/registry-up $(DEMO_ARGS) \
 		--image-archive target/test-images/registry.tar --image-archive target/test-images/nginx.tar
 	@echo

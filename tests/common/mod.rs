@@ -858,9 +858,10 @@ impl Drop for ImageNames {
     }
 }
 
-/// Certificates made with rcgen for tests: CAs, intermediates and leaves with chosen properties.
+pub mod garage;
 pub mod guest;
 
+/// Certificates made with rcgen for tests: CAs, intermediates and leaves with chosen properties.
 pub mod certs {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
