@@ -47,14 +47,7 @@ pub async fn send_chunk(
     body: reqwest::Body,
     size: u64,
 ) -> Result<String, String> {
-    let resp = http
-        .patch(at)
-        .header(CONTENT_TYPE, "application/octet-stream")
-        .header(CONTENT_LENGTH, size)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| chain(&e))?;
+    let resp = send_bytes(http.patch(at), body, size).await?;
     match resp.status().as_u16() {
         202 => next_location(target, &resp),
         _ => Err(refused("the upload", resp).await),
@@ -65,18 +58,26 @@ pub async fn send_chunk(
 /// the whole blob against the digest here (DIGEST_INVALID when it differs).
 pub async fn finish_upload(http: &Http, at: &str, digest: &str, body: reqwest::Body, size: u64) -> Result<(), String> {
     let join = if at.contains('?') { '&' } else { '?' };
-    let resp = http
-        .put(&format!("{at}{join}digest={digest}"))
+    let resp = send_bytes(http.put(&format!("{at}{join}digest={digest}")), body, size).await?;
+    match resp.status().as_u16() {
+        201 => Ok(()),
+        _ => Err(refused(&format!("storing {digest}"), resp).await),
+    }
+}
+
+/// A blob's bytes, `size` of them, as the body of `request`.
+async fn send_bytes(
+    request: reqwest::RequestBuilder,
+    body: reqwest::Body,
+    size: u64,
+) -> Result<reqwest::Response, String> {
+    request
         .header(CONTENT_TYPE, "application/octet-stream")
         .header(CONTENT_LENGTH, size)
         .body(body)
         .send()
         .await
-        .map_err(|e| chain(&e))?;
-    match resp.status().as_u16() {
-        201 => Ok(()),
-        _ => Err(refused(&format!("storing {digest}"), resp).await),
-    }
+        .map_err(|e| chain(&e))
 }
 
 /// PUT of a manifest; the digest the registry says it stored it as (Docker-Content-Digest), if it says.
