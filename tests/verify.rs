@@ -279,6 +279,44 @@ fn up_and_verify_need_no_system_ca_store() {
     assert_check(&report, "cleanup", "pass", &[]);
 }
 
+/// The registry's version is read in its container once per image, kept by the image ID the running
+/// container has, and read again when that ID is another.
+#[test]
+fn the_registry_version_is_kept_by_the_running_image_id() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let registry_detail = || {
+        let (code, report) = verify_json(&app, &[]);
+        assert_eq!(code, 0, "{report:#}");
+        check(&report, "registry")["detail"].as_str().unwrap().to_string()
+    };
+    let kept = app.config_dir().join("registry-version");
+    let image = app.inspect(&app.container("registry"), "{{.Image}}");
+    let first = registry_detail();
+    assert!(first.contains("distribution"), "read in the container: {first}");
+    assert!(first.contains(&format!("(image {})", &image[..12])), "{first}");
+    let line = std::fs::read_to_string(&kept).unwrap();
+    assert!(
+        line.starts_with(&format!("{image} ")),
+        "kept by the running image's ID: {line}"
+    );
+    // What is kept for that ID is what verify says (no exec) ...
+    std::fs::write(&kept, format!("{image} kept-version\n")).unwrap();
+    assert!(
+        registry_detail().starts_with("kept-version "),
+        "the kept version is used"
+    );
+    // ... and a version kept for another image is not: the binary is asked again.
+    std::fs::write(&kept, "0123456789ab kept-version\n").unwrap();
+    let again = registry_detail();
+    assert!(
+        again.contains("distribution") && !again.contains("kept-version"),
+        "{again}"
+    );
+    assert!(std::fs::read_to_string(&kept)
+        .unwrap()
+        .starts_with(&format!("{image} ")));
+}
+
 #[test]
 fn a_hung_server_never_hangs_verify() {
     // Accepts connections and never says a word.
