@@ -233,19 +233,28 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 
 /// Total size of the regular files below `dir` (symlinks not followed).
 pub fn tree_size(dir: &Path) -> u64 {
+    tree_stat(dir).0
+}
+
+/// Bytes of the regular files below `dir`, and the latest change to anything in it (`dir` included).
+/// Links are not followed.
+pub fn tree_stat(dir: &Path) -> (u64, Option<std::time::SystemTime>) {
     let mut total = 0;
+    let mut newest = std::fs::symlink_metadata(dir).and_then(|m| m.modified()).ok();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
         for entry in entries.flatten() {
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => stack.push(entry.path()),
-                Ok(t) if t.is_file() => total += entry.metadata().map(|m| m.len()).unwrap_or(0),
-                _ => {}
+            let Ok(meta) = entry.metadata() else { continue };
+            newest = newest.max(meta.modified().ok());
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                total += meta.len();
             }
         }
     }
-    total
+    (total, newest)
 }
 
 /// Who holds a TCP port, when it is taken.

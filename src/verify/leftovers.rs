@@ -27,7 +27,7 @@ pub fn remove_blobs(data_dir: &Path, digests: &[&str]) -> std::io::Result<u64> {
     Ok(freed)
 }
 
-/// Removes the uploads in our own repository for which `started(last change)` is true (a killed run's,
+/// Removes the uploads in our own repository for which `started(last change anywhere in it)` is true (a killed run's,
 /// an hour old; or this run's, after it failed). Returns the bytes freed.
 pub fn remove_uploads(data_dir: &Path, started: impl Fn(SystemTime) -> bool) -> u64 {
     let rel = Path::new(V2)
@@ -43,17 +43,14 @@ pub fn remove_uploads(data_dir: &Path, started: impl Fn(SystemTime) -> bool) -> 
     let mut freed = 0;
     for entry in entries.flatten() {
         // symlink_metadata: an entry that is a link is not an upload of ours.
-        let Ok(meta) = std::fs::symlink_metadata(entry.path()) else {
-            continue;
-        };
-        let Ok(modified) = meta.modified() else {
-            continue;
-        };
-        if !meta.is_dir() {
+        if !std::fs::symlink_metadata(entry.path()).is_ok_and(|m| m.is_dir()) {
             continue;
         }
-        if started(modified) {
-            freed += crate::host::tree_size(&entry.path());
+        // Last touched: the latest change anywhere in it (the folder's own time moves only when an entry is
+        // added, not while data is appended).
+        let (bytes, newest) = crate::host::tree_stat(&entry.path());
+        if newest.is_some_and(&started) {
+            freed += bytes;
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
@@ -97,6 +94,18 @@ mod tests {
             std::fs::write(dir.join("data"), vec![0u8; 10]).unwrap();
         }
         assert_eq!(remove_uploads(data, |_| false), 0);
+        // An upload whose folder is old but whose data was appended to a moment ago is still being written.
+        let hour_ago = SystemTime::now() - ABANDONED - Duration::from_secs(60);
+        std::fs::File::open(&ours).unwrap().set_modified(hour_ago).unwrap();
+        let abandoned = |at: SystemTime| at + ABANDONED < SystemTime::now();
+        assert_eq!(remove_uploads(data, abandoned), 0);
+        assert!(ours.join("data").exists());
+        let file = std::fs::OpenOptions::new().write(true).open(ours.join("data")).unwrap();
+        file.set_modified(hour_ago).unwrap();
+        assert_eq!(remove_uploads(data, abandoned), 10, "untouched for an hour");
+        assert!(!ours.exists() && theirs.exists());
+        std::fs::create_dir_all(&ours).unwrap();
+        std::fs::write(ours.join("data"), vec![0u8; 10]).unwrap();
         assert_eq!(remove_uploads(data, |_| true), 10);
         assert!(!ours.exists() && theirs.exists());
 
