@@ -146,6 +146,29 @@ pub struct SetupArgs {
     #[arg(long)]
     pub linger: bool,
 
+    /// Where the registry keeps images: a folder on this host (--data-dir), or an S3 bucket several
+    /// replicas can share (--s3-endpoint, --s3-bucket, --s3-credentials) [default: filesystem; kept].
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub storage: Option<StorageChoice>,
+
+    /// The object store's S3 address, http://HOST:PORT or https://HOST (with --storage s3).
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+
+    /// The bucket the registry keeps its objects in (with --storage s3).
+    #[arg(long, value_name = "NAME")]
+    pub s3_bucket: Option<String>,
+
+    /// The region the store signs for (with --storage s3; Garage's is s3_region in garage.toml)
+    /// [default: us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+
+    /// A file holding the S3 key, AWS credentials format: [default], aws_access_key_id = ...,
+    /// aws_secret_access_key = ... (with --storage s3; read once, kept 0600 in the config folder).
+    #[arg(long, value_name = "FILE")]
+    pub s3_credentials: Option<PathBuf>,
+
     /// Percent of the data filesystem's use above which verify warns and status says so [default: 90].
     #[arg(long, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..100))]
     pub disk_high: Option<u8>,
@@ -164,6 +187,12 @@ pub struct SetupArgs {
     /// none (auto picks; none when systemd is not the init system).
     #[arg(long, value_enum, default_value_t = SystemdChoice::Auto)]
     pub systemd: SystemdChoice,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageChoice {
+    Filesystem,
+    S3,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]

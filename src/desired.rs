@@ -22,7 +22,7 @@ pub struct Desired {
 }
 
 /// `dir` holds the existing certificates and secrets (the config dir, or render's --out); `podman` is
-/// the binary the systemd unit runs.
+/// the binary the systemd unit runs; `s3_key`: the S3 key, with S3 storage.
 pub fn desired(
     settings: &Settings,
     dir: &Path,
@@ -30,13 +30,15 @@ pub fn desired(
     service: Service,
     password: Option<String>,
     renew: Renew,
+    s3_key: Option<crate::s3::Credentials>,
 ) -> Result<Desired> {
     let now = OffsetDateTime::now_utc();
     let pki = match &settings.own_cert {
         Some(files) => crate::own_cert::load(files, &settings.cert_names(), now)?,
         None => pki::ensure(pki::Existing::read(dir)?, &settings.cert_names(), now, dir, renew)?,
     };
-    let secrets = secrets::ensure(dir, settings.auth_user.as_deref(), password)?;
+    let mut secrets = secrets::ensure(dir, settings.auth_user.as_deref(), password)?;
+    secrets.s3 = s3_key;
     let files = render::render(
         settings,
         &Inputs {
@@ -62,7 +64,11 @@ pub fn describe(origin: &Origin, what: &str) -> String {
 
 /// The folders the appliance needs on this host, with their modes.
 pub fn wanted_dirs(settings: &Settings, service: Service, host: &HostFacts) -> Vec<WantedDir> {
-    let folders = layout::config_folders(settings.auth_user.is_some(), settings.own_cert.is_none());
+    let folders = layout::config_folders(
+        settings.auth_user.is_some(),
+        settings.own_cert.is_none(),
+        settings.s3.is_some(),
+    );
     let ours = layout::owns_config_folder(&settings.config_dir);
     let mut dirs: Vec<WantedDir> = folders
         .iter()
@@ -80,7 +86,10 @@ pub fn wanted_dirs(settings: &Settings, service: Service, host: &HostFacts) -> V
         mode: layout::PRIVATE_DIR,
         enforce_mode: true,
     };
-    dirs.insert(4, data);
+    // With S3 storage the registry keeps nothing on this host.
+    if settings.s3.is_none() {
+        dirs.insert(4, data);
+    }
     // The folders systemd and Quadlet read may not exist yet (a user's never do).
     let shared = match service {
         Service::SystemdUnit => Some(host.unit_dir()),

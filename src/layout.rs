@@ -20,6 +20,9 @@ pub const FIREWALL: &str = "firewall.json";
 /// With --auth: the user's password for clients on this host (and verify), and the registry's htpasswd.
 pub const AUTH_PASSWORD: &str = "auth/password";
 pub const HTPASSWD: &str = "registry/htpasswd";
+/// With --storage s3: the key the registry uses, as the user's file gave it (the registry's config holds
+/// it too; this copy is what re-runs read).
+pub const S3_CREDENTIALS: &str = "s3/credentials";
 /// The registry version verify read last, by image ID (see src/verify/version.rs).
 pub const REGISTRY_VERSION: &str = "registry-version";
 
@@ -66,14 +69,17 @@ pub fn owns_config_folder(dir: &std::path::Path) -> bool {
 }
 
 /// The folders below the config folder (relative; "" is the folder itself): `auth` only with
-/// authentication, `ca` only when registry-up issues the certificate.
-pub fn config_folders(auth: bool, own_ca: bool) -> Vec<&'static str> {
+/// authentication, `ca` only when registry-up issues the certificate, `s3` only with S3 storage.
+pub fn config_folders(auth: bool, own_ca: bool, s3: bool) -> Vec<&'static str> {
     let mut folders = vec!["", "tls", "nginx", "registry"];
     if auth {
         folders.push("auth");
     }
     if own_ca {
         folders.push("ca");
+    }
+    if s3 {
+        folders.push("s3");
     }
     folders
 }

@@ -29,6 +29,7 @@ mod registry_api;
 mod registry_image;
 mod render;
 mod runtime;
+mod s3;
 mod secrets;
 mod settings;
 mod source;
@@ -109,7 +110,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Up(args)) => done(up::run(args, &rt, pki::Renew::IfNeeded, host)),
         Some(Command::Render(args)) => done(render_cmd::command(args, host)),
         Some(Command::Verify(args)) => verify_cmd::command(args, &rt, host),
-        Some(Command::Status(args)) => status::command(args),
+        Some(Command::Status(args)) => status::command(args, &rt),
         Some(Command::Down(args)) => done(down::command(args, host)),
         Some(Command::Bundle(args)) => done(bundle_cmd::command(args, &rt)),
         Some(Command::Import(args)) => import_cmd::command(args, &rt, host),

@@ -12,6 +12,8 @@ use crate::render::read_http_secret;
 pub struct Secrets {
     pub http_secret: String,
     pub auth: Option<Auth>,
+    /// With S3 storage: the key the registry uses (read from the user's file or the kept copy).
+    pub s3: Option<crate::s3::Credentials>,
 }
 
 pub struct Auth {
@@ -144,6 +146,7 @@ pub fn ensure(dir: &Path, auth_user: Option<&str>, password_from_stdin: Option<S
         return Ok(Secrets {
             http_secret,
             auth: None,
+            s3: None,
         });
     };
     let stored = read_optional(&dir.join(AUTH_PASSWORD))?.map(|p| p.trim_end_matches('\n').to_string());
@@ -183,6 +186,7 @@ pub fn ensure(dir: &Path, auth_user: Option<&str>, password_from_stdin: Option<S
             htpasswd_line,
             password_origin,
         }),
+        s3: None,
     })
 }
 

@@ -40,6 +40,10 @@ pub struct Settings {
     pub watermarks: Watermarks,
     /// How often the maintenance timer runs (systemd OnCalendar: hourly, daily, weekly); None: no timer.
     pub maintenance: Option<&'static str>,
+    /// S3 storage instead of `data_dir`.
+    pub s3: Option<crate::s3::Location>,
+    /// The file to read the S3 key from, when given on this run (else the kept copy in the config folder).
+    pub s3_credentials: Option<PathBuf>,
 }
 
 pub const DEFAULT_POD_NAME: &str = "registry-pod";
@@ -144,12 +148,19 @@ impl Settings {
             args.disk_high.unwrap_or(marks.high),
             args.disk_critical.unwrap_or(marks.critical),
         )?;
+        let (s3, s3_credentials) = storage(args, previous)?;
         let maintenance = match args.maintenance {
             Some(choice) => Self::maintenance_calendar(choice),
             None => previous
                 .and_then(|s| s.maintenance.as_deref())
                 .and_then(|m| ["hourly", "daily", "weekly"].into_iter().find(|c| *c == m)),
         };
+        if s3.is_some() && maintenance.is_some() {
+            return Err(Error::usage(
+                "The maintenance timer collects garbage in a folder on this host, and this appliance keeps its \
+                 images in S3, where garbage collection is not done yet: give --maintenance off.",
+            ));
+        }
         Ok(Settings {
             domain,
             sans,
@@ -175,6 +186,8 @@ impl Settings {
             rootless: !host.root,
             watermarks,
             maintenance,
+            s3,
+            s3_credentials,
         })
     }
 
@@ -232,6 +245,69 @@ impl Settings {
     pub fn unit_name(&self) -> String {
         crate::layout::unit_name(&self.pod_name)
     }
+}
+
+/// The S3 storage the flags and the installed state ask for (None: the filesystem), and the key file
+/// given on this run. An appliance is not moved from one kind of storage to the other: its images would
+/// stay behind, unseen.
+fn storage(args: &SetupArgs, previous: Option<&State>) -> Result<(Option<crate::s3::Location>, Option<PathBuf>)> {
+    use crate::cli::StorageChoice;
+    let installed = previous.map(|s| match s.s3 {
+        Some(_) => StorageChoice::S3,
+        None => StorageChoice::Filesystem,
+    });
+    let wanted = args.storage.or(installed).unwrap_or(StorageChoice::Filesystem);
+    if let (Some(installed), Some(state)) = (installed, previous) {
+        if installed != wanted {
+            let (from, to) = match installed {
+                StorageChoice::S3 => (state.storage(), "a folder on this host"),
+                StorageChoice::Filesystem => (state.data_dir.clone(), "S3"),
+            };
+            return Err(Error::usage(format!(
+                "This appliance keeps its images in {from}; moving it to {to} would leave them behind, unseen:                  install the new one with another --config-dir and --pod-name and copy the images across                  (skopeo sync), or leave out --storage."
+            )));
+        }
+    }
+    let s3_flags = [
+        (args.s3_endpoint.is_some(), "--s3-endpoint"),
+        (args.s3_bucket.is_some(), "--s3-bucket"),
+        (args.s3_region.is_some(), "--s3-region"),
+        (args.s3_credentials.is_some(), "--s3-credentials"),
+    ];
+    if wanted == StorageChoice::Filesystem {
+        if let Some((_, flag)) = s3_flags.iter().find(|(given, _)| *given) {
+            return Err(Error::usage(format!(
+                "{flag} goes with --storage s3, and the storage here is a folder on this host: add --storage s3,                  or leave out {flag}."
+            )));
+        }
+        return Ok((None, None));
+    }
+    if args.data_dir.is_some() {
+        return Err(Error::usage(
+            "--data-dir goes with the filesystem storage, and this appliance keeps its images in S3: leave out              --data-dir.",
+        ));
+    }
+    let kept = previous.and_then(|s| s.s3.as_ref());
+    let endpoint = args.s3_endpoint.as_deref().or(kept.map(|k| k.endpoint.as_str()));
+    let bucket = args.s3_bucket.as_deref().or(kept.map(|k| k.bucket.as_str()));
+    let region = args
+        .s3_region
+        .as_deref()
+        .or(kept.map(|k| k.region.as_str()))
+        .unwrap_or(crate::s3::DEFAULT_REGION);
+    let (Some(endpoint), Some(bucket)) = (endpoint, bucket) else {
+        return Err(Error::usage(
+            "--storage s3 needs the object store's address and bucket: give --s3-endpoint http://HOST:PORT,              --s3-bucket NAME and --s3-credentials FILE (and --s3-region if the store's is not us-east-1).",
+        ));
+    };
+    if kept.is_none() && args.s3_credentials.is_none() {
+        return Err(Error::usage(
+            "--storage s3 needs the key to use: give --s3-credentials FILE, a file with a [default] section              holding aws_access_key_id and aws_secret_access_key.",
+        ));
+    }
+    let location = crate::s3::Location::parse(endpoint, bucket, region)?;
+    let credentials = args.s3_credentials.as_deref().map(absolute).transpose()?;
+    Ok((Some(location), credentials))
 }
 
 fn image_reference(input: &str, flag: &str) -> Result<String> {
@@ -501,6 +577,50 @@ mod tests {
     }
 
     #[test]
+    fn s3_storage_is_asked_for_whole_and_never_switched_silently() {
+        let s3 = [
+            "--domain",
+            "r.example",
+            "--storage",
+            "s3",
+            "--s3-endpoint",
+            "http://10.0.0.5:3900",
+            "--s3-bucket",
+            "registry",
+            "--s3-credentials",
+            "/root/key",
+        ];
+        let s = settings(&s3).unwrap();
+        let at = s.s3.clone().unwrap();
+        assert_eq!((at.region.as_str(), at.bucket.as_str()), ("us-east-1", "registry"));
+        assert_eq!(s.s3_credentials.as_deref(), Some(Path::new("/root/key")));
+        let e = settings(&["--domain", "r.example", "--s3-bucket", "registry"]).unwrap_err();
+        assert!(e.message.contains("--s3-bucket goes with --storage s3"), "{e}");
+        let e = settings(&s3[..6]).unwrap_err();
+        assert!(e.message.contains("needs the object store's address and bucket"), "{e}");
+        let e = settings(&s3[..8]).unwrap_err();
+        assert!(e.message.contains("--s3-credentials FILE"), "{e}");
+        let mut with_dir = s3.to_vec();
+        with_dir.extend(["--data-dir", "/srv/data"]);
+        assert!(settings(&with_dir).unwrap_err().message.contains("--data-dir"));
+        let mut timer = s3.to_vec();
+        timer.extend(["--maintenance", "daily"]);
+        assert!(settings(&timer).unwrap_err().message.contains("--maintenance off"));
+
+        // Installed on S3: a re-run keeps it (the key from the kept copy); the folder is never switched to.
+        let text = crate::render::tests_support::state_json(&s);
+        let on_s3 = crate::state::parse_state(&text).unwrap();
+        let again = rerun(&[], &on_s3).unwrap();
+        assert_eq!((again.s3.as_ref(), again.s3_credentials.as_ref()), (Some(&at), None));
+        let moved = rerun(&["--s3-endpoint", "http://10.0.0.6:3900"], &on_s3).unwrap();
+        assert_eq!(moved.s3.unwrap().endpoint, "http://10.0.0.6:3900");
+        let e = rerun(&["--storage", "filesystem"], &on_s3).unwrap_err();
+        assert!(e.message.contains("would leave them behind"), "{e}");
+        let e = rerun(&["--storage", "s3"], &installed()).unwrap_err();
+        assert!(e.message.contains("would leave them behind"), "{e}");
+    }
+
+    #[test]
     fn a_first_run_needs_a_domain() {
         let e = settings(&[]).unwrap_err();
         assert!(e.message.contains("No --domain given"), "{e}");
@@ -509,7 +629,7 @@ mod tests {
     #[test]
     fn state_files_of_a_newer_format_are_refused() {
         let mut state = installed();
-        state.format = 2;
+        state.format = crate::state::FORMAT + 1;
         let text = serde_json::to_string(&state).unwrap();
         assert!(crate::state::parse_state(&text).unwrap_err().contains("newer"));
         assert!(crate::state::parse_state("{").is_err());

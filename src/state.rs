@@ -53,7 +53,21 @@ pub struct State {
     /// How often the maintenance timer runs (hourly, daily, weekly), when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub maintenance: Option<String>,
+    /// S3 storage instead of `data_dir` (format 2: older versions must not read this appliance as one
+    /// on the filesystem). The key is in s3/credentials, never here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3State>,
 }
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct S3State {
+    pub endpoint: String,
+    pub bucket: String,
+    pub region: String,
+}
+
+/// The newest state format this registry-up reads: 2 adds S3 storage (1 is still written without it).
+pub const FORMAT: u32 = 2;
 
 fn default_high() -> u8 {
     crate::disk::DEFAULT_HIGH
@@ -64,6 +78,14 @@ fn default_critical() -> u8 {
 }
 
 impl State {
+    /// Where the registry keeps images, for reports: the S3 bucket, or the data folder.
+    pub fn storage(&self) -> String {
+        match &self.s3 {
+            Some(s3) => format!("S3 bucket {} at {}", s3.bucket, s3.endpoint),
+            None => self.data_dir.clone(),
+        }
+    }
+
     pub fn watermarks(&self) -> crate::disk::Watermarks {
         crate::disk::Watermarks::new(self.disk_high, self.disk_critical).unwrap_or_default()
     }
@@ -111,9 +133,9 @@ pub fn installed(config_dir: &Path) -> Result<State> {
 /// Parses a state file; any text is safe to give it.
 pub fn parse_state(text: &str) -> std::result::Result<State, String> {
     let state: State = serde_json::from_str(text).map_err(|e| e.to_string())?;
-    if state.format != 1 {
+    if !(1..=FORMAT).contains(&state.format) {
         return Err(format!(
-            "format {} is newer than this registry-up understands (1)",
+            "format {} is newer than this registry-up understands ({FORMAT})",
             state.format
         ));
     }

@@ -13,7 +13,7 @@ use crate::render::ReadOnly;
 pub fn backup(args: &BackupArgs, host: &HostFacts) -> Result<()> {
     let dir = &args.appliance.config_dir;
     let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
-    let (settings, data_dir) = super::gc::installed(dir, host)?;
+    let (settings, data_dir) = super::gc::installed(dir, host, "backup")?;
     let out = absolute(&args.out)?;
     // A backup inside what it copies would copy itself.
     for inside in [&settings.config_dir, &data_dir] {

@@ -40,11 +40,14 @@ pub fn command(args: &DoctorArgs, host: &HostFacts) -> Result<ExitStatus> {
     if let Some(domain) = args.domain.clone().or(state.as_ref().map(|s| s.domain.clone())) {
         findings.push(domain_finding(&domain, port));
     }
-    let data_dir = state
-        .as_ref()
-        .map(|s| s.data_dir.clone().into())
-        .unwrap_or_else(|| host.default_data_dir());
-    findings.push(disk_finding(&data_dir));
+    // An appliance on S3 keeps no images on this host.
+    if state.as_ref().is_none_or(|s| s.s3.is_none()) {
+        let data_dir = state
+            .as_ref()
+            .map(|s| s.data_dir.clone().into())
+            .unwrap_or_else(|| host.default_data_dir());
+        findings.push(disk_finding(&data_dir));
+    }
     findings.extend(systemd_findings(host));
     findings.push(selinux_finding());
 

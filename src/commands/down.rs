@@ -16,6 +16,7 @@ const CONFIG_ENTRIES: &[&str] = &[
     "nginx",
     "registry",
     "auth",
+    "s3",
     crate::layout::CA_CERT,
     crate::layout::POD_YAML,
     crate::layout::STATE,
@@ -58,7 +59,7 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
         )));
     }
     let data_dir = Path::new(&state.data_dir);
-    if args.purge && !args.yes && !confirm(&args.appliance.config_dir, data_dir)? {
+    if args.purge && !args.yes && !confirm(&args.appliance.config_dir, &state)? {
         return Err(Error::usage(
             "Nothing was deleted: --purge needs a yes at the prompt, or --yes.",
         ));
@@ -82,7 +83,7 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
     if !args.purge {
         println!(
             "Kept the data in {}, and the certificates and settings in {}: registry-up up brings it back.",
-            data_dir.display(),
+            state.storage(),
             args.appliance.config_dir.display()
         );
         return Ok(());
@@ -94,22 +95,33 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
     for path in super::clients::remove_applied(&state.registry_host(), &[]) {
         println!("Removed {}.", path.display());
     }
-    // The registry keeps everything below docker/ in its storage folder.
-    remove(&data_dir.join("docker"))?;
-    remove_if_empty(data_dir);
+    // The registry keeps everything below docker/ in its storage folder. A bucket is shared by the site's
+    // replicas, and stays.
+    if state.s3.is_none() {
+        remove(&data_dir.join("docker"))?;
+        remove_if_empty(data_dir);
+    }
     for entry in CONFIG_ENTRIES {
         remove(&args.appliance.config_dir.join(entry))?;
     }
     remove_if_empty(&args.appliance.config_dir);
-    println!(
-        "Deleted the data in {} and the certificates and settings in {}.",
-        data_dir.display(),
-        args.appliance.config_dir.display()
-    );
+    match &state.s3 {
+        None => println!(
+            "Deleted the data in {} and the certificates and settings in {}.",
+            data_dir.display(),
+            args.appliance.config_dir.display()
+        ),
+        Some(_) => println!(
+            "Deleted the certificates and settings in {}. The images stay in {} (other replicas may serve them): \
+             empty the bucket with the object store's tools once none does.",
+            args.appliance.config_dir.display(),
+            state.storage()
+        ),
+    }
     Ok(())
 }
 
-fn confirm(config_dir: &Path, data_dir: &Path) -> Result<bool> {
+fn confirm(config_dir: &Path, state: &crate::state::State) -> Result<bool> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(Error::usage(
@@ -117,8 +129,11 @@ fn confirm(config_dir: &Path, data_dir: &Path) -> Result<bool> {
         ));
     }
     print!(
-        "Delete every image in {} and the CA, certificates and settings in {}? This cannot be undone. [y/N] ",
-        data_dir.display(),
+        "Delete {}the CA, certificates and settings in {}? This cannot be undone. [y/N] ",
+        match state.s3 {
+            None => format!("every image in {} and ", state.data_dir),
+            Some(_) => String::new(),
+        },
         config_dir.display()
     );
     std::io::stdout().flush().ok();

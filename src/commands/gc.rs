@@ -24,7 +24,7 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
     let dir = &args.appliance.config_dir;
     let freed = {
         let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
-        let (settings, data_dir) = installed(dir, host)?;
+        let (settings, data_dir) = installed(dir, host, "gc")?;
         if args.dry_run {
             let plan = crate::gc::plan(&data_dir, SystemTime::now())?;
             println!("gc would free {}.", plan.summary());
@@ -42,9 +42,17 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
     Ok(status)
 }
 
-/// The installed appliance's settings and data folder.
-pub fn installed(dir: &std::path::Path, host: &HostFacts) -> Result<(Settings, PathBuf)> {
+/// The installed appliance's settings and data folder, for `command` (gc, backup, maintain), which works
+/// on the data folder: refused for an appliance on S3 storage.
+pub fn installed(dir: &std::path::Path, host: &HostFacts, command: &str) -> Result<(Settings, PathBuf)> {
     let state = crate::state::installed(dir)?;
+    if state.s3.is_some() {
+        return Err(crate::error::Error::usage(format!(
+            "registry-up {command} works on images kept in a folder on this host, and this appliance keeps them \
+             in {}: not done yet for S3 storage (the object store's own replication and snapshots keep its data).",
+            state.storage()
+        )));
+    }
     let setup = SetupArgs {
         config_dir: dir.to_path_buf(),
         ..Default::default()

@@ -16,7 +16,7 @@ pub fn command(args: &MaintainArgs, rt: &tokio::runtime::Runtime, host: &HostFac
     let dir = &args.appliance.config_dir;
     let (full, message, collected) = {
         let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
-        let (settings, data_dir) = super::gc::installed(dir, host)?;
+        let (settings, data_dir) = super::gc::installed(dir, host, "maintain")?;
         // Read-only first when the disk is already that full: whatever gc then does (or fails to do),
         // pushes stop filling it.
         let was_full = disk_full_now(&settings);

@@ -30,8 +30,12 @@ pub fn command(args: &RenderArgs, host: &HostFacts) -> Result<()> {
         SystemdChoice::None => Service::Direct,
         SystemdChoice::Auto | SystemdChoice::Unit => Service::SystemdUnit,
     };
-    let desired = desired(&settings, out_dir, &podman, service, password, Renew::IfNeeded)?;
-    let dirs = layout::config_folders(true, true)
+    let s3_key = match &settings.s3 {
+        Some(_) => Some(crate::s3::read_key(settings.s3_credentials.as_deref(), out_dir)?.0),
+        None => None,
+    };
+    let desired = desired(&settings, out_dir, &podman, service, password, Renew::IfNeeded, s3_key)?;
+    let dirs = layout::config_folders(true, true, settings.s3.is_some())
         .into_iter()
         .map(|rel| WantedDir {
             path: out_dir.join(rel),

@@ -13,7 +13,7 @@ use crate::error::{ExitStatus, Result};
 use crate::render::{NGINX_CONTAINER, REGISTRY_CONTAINER};
 use crate::runtime::podman::{ContainerInfo, Podman};
 use crate::runtime::systemd::Systemctl;
-use crate::state::{Service, State};
+use crate::state::{S3State, Service, State};
 
 #[derive(Serialize)]
 struct Status {
@@ -29,7 +29,19 @@ struct Status {
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<Data>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    s3: Option<S3Status>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     service: Option<ServiceStatus>,
+}
+
+/// With S3 storage: where, and whether the bucket answered the registry's key just now.
+#[derive(Serialize)]
+struct S3Status {
+    endpoint: String,
+    bucket: String,
+    region: String,
+    /// "answers", or why not.
+    bucket_state: String,
 }
 
 #[derive(Serialize)]
@@ -100,7 +112,7 @@ fn uptime(started_at: &str) -> Option<i64> {
     Some((OffsetDateTime::now_utc() - t).whole_seconds())
 }
 
-pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
+pub fn command(args: &StatusArgs, rt: &tokio::runtime::Runtime) -> Result<ExitStatus> {
     let Some(state) = crate::state::read_state(&args.appliance.config_dir)? else {
         let status = Status {
             installed: false,
@@ -113,6 +125,7 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
             pod: None,
             certificate: None,
             data: None,
+            s3: None,
             service: None,
         };
         if args.json {
@@ -165,11 +178,58 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
         &args.appliance.config_dir.join(crate::layout::SERVER_CERT),
         &mut problems,
     );
+    let s3 = state
+        .s3
+        .as_ref()
+        .map(|at| s3_status(at, &args.appliance.config_dir, rt, &mut problems));
+    let data = match &s3 {
+        Some(_) => None,
+        None => Some(data(&state, &args.appliance.config_dir, &mut problems)),
+    };
+    let service = match state.service {
+        Service::SystemdUnit | Service::Quadlet => {
+            let unit = crate::layout::unit_name(&state.pod_name);
+            let unit_state = Systemctl::for_appliance(state.rootless).state(&unit);
+            if unit_state != "active" {
+                problems.push(format!("the systemd unit {unit} is {unit_state}"));
+            }
+            ServiceStatus {
+                kind: state.service,
+                unit: Some(unit),
+                unit_state: Some(unit_state),
+            }
+        }
+        Service::Direct => ServiceStatus {
+            kind: state.service,
+            unit: None,
+            unit_state: None,
+        },
+    };
+    let status = Status {
+        installed: true,
+        healthy: problems.is_empty(),
+        problems,
+        settings: Some(state),
+        pod,
+        certificate,
+        data,
+        s3,
+        service: Some(service),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status).expect("serialises"));
+    } else {
+        print_text(&status);
+    }
+    Ok(ExitStatus::verdict(status.healthy))
+}
+
+/// The data folder's use, and its problems.
+fn data(state: &State, config_dir: &Path, problems: &mut Vec<String>) -> Data {
     let data_dir = Path::new(&state.data_dir);
     let usage = crate::disk::Usage::of(data_dir);
     let marks = state.watermarks();
-    let nginx_conf =
-        std::fs::read_to_string(args.appliance.config_dir.join(crate::layout::NGINX_CONF)).unwrap_or_default();
+    let nginx_conf = std::fs::read_to_string(config_dir.join(crate::layout::NGINX_CONF)).unwrap_or_default();
     let data = Data {
         path: state.data_dir.clone(),
         size_bytes: crate::host::tree_size(data_dir),
@@ -179,7 +239,7 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
         critical_watermark: marks.critical,
         read_only_disk_full: nginx_conf.contains(crate::render::ReadOnly::DiskFull.marker()),
     };
-    if args.appliance.config_dir.join(crate::layout::GC_IN_PROGRESS).exists() {
+    if config_dir.join(crate::layout::GC_IN_PROGRESS).exists() {
         problems.push(
             "a registry-up gc or backup is running, or was interrupted: nginx may refuse pushes; if none is \
              running, run registry-up up to finish"
@@ -209,41 +269,30 @@ pub fn command(args: &StatusArgs) -> Result<ExitStatus> {
         None => problems.push(format!("the free space of {} cannot be read", data_dir.display())),
         Some(_) => {}
     }
-    let service = match state.service {
-        Service::SystemdUnit | Service::Quadlet => {
-            let unit = crate::layout::unit_name(&state.pod_name);
-            let unit_state = Systemctl::for_appliance(state.rootless).state(&unit);
-            if unit_state != "active" {
-                problems.push(format!("the systemd unit {unit} is {unit_state}"));
-            }
-            ServiceStatus {
-                kind: state.service,
-                unit: Some(unit),
-                unit_state: Some(unit_state),
-            }
+    data
+}
+
+/// Where the S3 storage is, and whether its bucket answers the kept key now (a list of one key).
+fn s3_status(at: &S3State, config_dir: &Path, rt: &tokio::runtime::Runtime, problems: &mut Vec<String>) -> S3Status {
+    let answer = (|| {
+        let location = crate::s3::Location::parse(&at.endpoint, &at.bucket, &at.region)?;
+        let (key, from) = crate::s3::read_key(None, config_dir)?;
+        let bucket = crate::s3::Bucket::new(&location, &key, std::time::Duration::from_secs(10))?;
+        rt.block_on(bucket.probe(&from.display().to_string(), false))
+    })();
+    let bucket_state = match answer {
+        Ok(()) => "answers".to_string(),
+        Err(e) => {
+            problems.push(format!("the registry's storage does not answer: {}", e.message));
+            e.message
         }
-        Service::Direct => ServiceStatus {
-            kind: state.service,
-            unit: None,
-            unit_state: None,
-        },
     };
-    let status = Status {
-        installed: true,
-        healthy: problems.is_empty(),
-        problems,
-        settings: Some(state),
-        pod,
-        certificate,
-        data: Some(data),
-        service: Some(service),
-    };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status).expect("serialises"));
-    } else {
-        print_text(&status);
+    S3Status {
+        endpoint: at.endpoint.clone(),
+        bucket: at.bucket.clone(),
+        region: at.region.clone(),
+        bucket_state,
     }
-    Ok(ExitStatus::verdict(status.healthy))
 }
 
 fn print_text(s: &Status) {
@@ -322,6 +371,12 @@ fn print_text(s: &Status) {
         println!(
             "disk       {used} used{high}; verify warns at {} %, registry-up maintain makes it read-only at {} %",
             d.high_watermark, d.critical_watermark
+        );
+    }
+    if let Some(at) = &s.s3 {
+        println!(
+            "storage    S3 bucket {} at {} (region {}): {}",
+            at.bucket, at.endpoint, at.region, at.bucket_state
         );
     }
     if let Some(svc) = &s.service {

@@ -9,7 +9,7 @@ use crate::hostname::HostName;
 use crate::layout;
 use crate::runtime::podman::Podman;
 use crate::state::State;
-use crate::verify::{parse_size, run_checks, ConfigFile, KeptVersion, Options, Pod, Report, Status, Target};
+use crate::verify::{parse_size, run_checks, ConfigFile, KeptVersion, Options, Pod, Report, Status, Storage, Target};
 
 /// `registry-up verify`: Success when every check passed (warnings allowed), Failed otherwise.
 pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::host::HostFacts) -> Result<ExitStatus> {
@@ -91,7 +91,7 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
         jobs: args.jobs,
         strict: args.strict,
         progress: !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
-        data_dir: appliance.map(|s| s.data_dir.clone().into()),
+        storage: appliance.and_then(|s| storage(s, &args.appliance.config_dir)),
         clean_storage: lock.is_some(),
         config: appliance.map(|_| ConfigFile::read(args.appliance.config_dir.join(layout::REGISTRY_CONFIG))),
         watermarks: appliance.map(|s| s.watermarks()).unwrap_or_default(),
@@ -107,6 +107,19 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
         print!("{}", report.text());
     }
     Ok(ExitStatus::verdict(report.status != Status::Fail))
+}
+
+/// Where the appliance keeps its data: its folder, or its S3 bucket when this user can read the key (else
+/// the registry's garbage collection is left to free the test's data, and the cleanup check says so).
+fn storage(state: &State, config_dir: &Path) -> Option<Storage> {
+    match &state.s3 {
+        None => Some(Storage::Folder(state.data_dir.clone().into())),
+        Some(s3) => {
+            let at = crate::s3::Location::parse(&s3.endpoint, &s3.bucket, &s3.region).ok()?;
+            let (key, _) = crate::s3::read_key(None, config_dir).ok()?;
+            Some(Storage::Bucket(at, key))
+        }
+    }
 }
 
 fn read_ca(path: &Path) -> Result<Vec<u8>> {

@@ -83,13 +83,20 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
         config(NGINX_CONF, nginx::render(settings), PUBLIC, Reader::Nginx),
         config(
             REGISTRY_CONFIG,
-            registry_config::render(&inputs.secrets.http_secret, inputs.secrets.auth.is_some()),
+            registry_config::render(
+                &inputs.secrets.http_secret,
+                inputs.secrets.auth.is_some(),
+                settings.s3.as_ref().zip(inputs.secrets.s3.as_ref()),
+            ),
             PRIVATE,
             Reader::Pod,
         ),
         config(POD_YAML, pod::render(settings), PUBLIC, Reader::Pod),
         config(STATE, state::render(settings, inputs.service), PUBLIC, Reader::Nobody),
     ];
+    if let Some(key) = inputs.secrets.s3.as_ref().filter(|_| settings.s3.is_some()) {
+        files.push(config(S3_CREDENTIALS, key.render(), PRIVATE, Reader::Nobody));
+    }
     if let Some(ca) = &inputs.pki.ca_cert {
         files.push(config(CA_CERT, ca.clone(), PUBLIC, Reader::Nobody));
     }
@@ -182,6 +189,8 @@ pub(crate) mod tests {
             rootless: false,
             watermarks: crate::disk::Watermarks::default(),
             maintenance: None,
+            s3: None,
+            s3_credentials: None,
         }
     }
 
@@ -209,6 +218,7 @@ pub(crate) mod tests {
         let secrets = Secrets {
             http_secret: "s3cr3t".into(),
             auth: None,
+            s3: None,
         };
         let inputs = Inputs {
             pki: &pki,
@@ -253,6 +263,7 @@ pub(crate) mod tests {
         let secrets = Secrets {
             http_secret: "s3cr3t".into(),
             auth: Some(auth),
+            s3: None,
         };
         let mut settings = sample_settings();
         settings.auth_user = Some("admin".into());
@@ -271,6 +282,61 @@ pub(crate) mod tests {
         for f in files.iter().filter(|f| f.rel == HTPASSWD || f.rel == AUTH_PASSWORD) {
             assert_eq!(f.mode, 0o600);
         }
+    }
+
+    #[test]
+    fn s3_storage_mounts_no_data_folder_and_keeps_the_key_private() {
+        let pki = sample_pki();
+        let key = crate::s3::Credentials {
+            access_key: "GK1".into(),
+            secret_key: "SECRET-KEY".into(),
+        };
+        let secrets = Secrets {
+            http_secret: "s3cr3t".into(),
+            auth: None,
+            s3: Some(key.clone()),
+        };
+        let mut settings = sample_settings();
+        settings.s3 = Some(crate::s3::Location::parse("http://10.0.0.5:3900", "registry", "garage").unwrap());
+        let inputs = Inputs {
+            pki: &pki,
+            secrets: &secrets,
+            podman: "/usr/bin/podman",
+            registry_up: "/usr/local/bin/registry-up",
+            service: Service::SystemdUnit,
+        };
+        let files = render(&settings, &inputs);
+        let pod = file(&files, POD_YAML);
+        assert!(
+            !pod.contains("registry-data") && !pod.contains("/var/lib/registry-up"),
+            "{pod}"
+        );
+        for f in &files {
+            let text = String::from_utf8_lossy(&f.contents);
+            let holds_key = text.contains("SECRET-KEY");
+            assert_eq!(
+                holds_key,
+                [REGISTRY_CONFIG, S3_CREDENTIALS].contains(&f.rel.as_str()),
+                "{}",
+                f.rel
+            );
+            if holds_key {
+                assert_eq!(f.mode, PRIVATE, "{}", f.rel);
+            }
+        }
+        assert_eq!(
+            crate::s3::Credentials::parse(file(&files, S3_CREDENTIALS)).unwrap(),
+            key
+        );
+        let state = crate::state::parse_state(file(&files, STATE)).unwrap();
+        assert_eq!(state.format, 2, "older versions must refuse an appliance on S3");
+        assert_eq!(state.s3.unwrap().bucket, "registry");
+        let unit = file(&files, "registry-pod.service");
+        assert!(!unit.contains("/var/lib/registry-up"), "{unit}");
+        // Without S3 nothing changes: format 1, the data folder mounted, no key file.
+        let plain = rendered(Service::SystemdUnit);
+        assert!(!plain.iter().any(|f| f.rel == S3_CREDENTIALS));
+        assert_eq!(crate::state::parse_state(file(&plain, STATE)).unwrap().format, 1);
     }
 
     #[test]

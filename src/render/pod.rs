@@ -152,7 +152,9 @@ pub fn render(settings: &Settings) -> String {
     };
     let (mount, shared) = (labelled('Z'), labelled('z'));
     let socket = socket_volume(&settings.pod_name);
-    let volumes = vec![
+    // With S3 storage the registry keeps nothing on this host.
+    let data = settings.s3.is_none();
+    let mut volumes = vec![
         volume("registry-data", settings.data_dir.display().to_string()),
         volume("registry-config", dir("registry")),
         volume("nginx-conf", dir("nginx")),
@@ -163,6 +165,15 @@ pub fn render(settings: &Settings) -> String {
             empty_dir: Some(EmptyDir {}),
         },
     ];
+    let mut registry_mounts = vec![
+        mount("registry-data", STORAGE_PATH, false),
+        mount("registry-config", registry_config::MOUNT_PATH, true),
+        shared(&socket, crate::layout::SOCKET_DIR, false),
+    ];
+    if !data {
+        volumes.retain(|v| v.name != "registry-data");
+        registry_mounts.retain(|m| m.name != "registry-data");
+    }
     let pod = Pod {
         api_version: "v1",
         kind: "Pod",
@@ -186,11 +197,7 @@ pub fn render(settings: &Settings) -> String {
                         name: "OTEL_TRACES_EXPORTER",
                         value: "none",
                     }],
-                    volume_mounts: vec![
-                        mount("registry-data", STORAGE_PATH, false),
-                        mount("registry-config", registry_config::MOUNT_PATH, true),
-                        shared(&socket, crate::layout::SOCKET_DIR, false),
-                    ],
+                    volume_mounts: registry_mounts,
                 },
                 Container {
                     name: NGINX_CONTAINER,

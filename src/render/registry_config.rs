@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::s3::{Credentials, Location};
+
 #[derive(Serialize, Deserialize)]
 struct Config {
     version: String,
@@ -37,8 +39,31 @@ struct Fields {
 
 #[derive(Serialize, Deserialize)]
 struct Storage {
-    filesystem: Filesystem,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    filesystem: Option<Filesystem>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    s3: Option<S3>,
     delete: Enabled,
+    /// With S3: clients are never sent to the object store's address (they may not reach it, and its
+    /// answers would bypass nginx).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    redirect: Option<Redirect>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct S3 {
+    region: String,
+    regionendpoint: String,
+    /// bucket in the path, not the host name: self-hosted stores have no wildcard DNS.
+    forcepathstyle: bool,
+    bucket: String,
+    accesskey: String,
+    secretkey: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Redirect {
+    disable: bool,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,7 +128,8 @@ fn fingerprint(text_with_placeholder: &str) -> String {
     crate::digest::oci_digest(text_with_placeholder.as_bytes())
 }
 
-pub fn render(http_secret: &str, auth: bool) -> String {
+/// The config; `s3`: the bucket and key when the registry keeps its images in S3.
+pub fn render(http_secret: &str, auth: bool, s3: Option<(&Location, &Credentials)>) -> String {
     let config = Config {
         version: "0.1".into(),
         log: Log {
@@ -113,9 +139,18 @@ pub fn render(http_secret: &str, auth: bool) -> String {
             },
         },
         storage: Storage {
-            filesystem: Filesystem {
+            filesystem: s3.is_none().then(|| Filesystem {
                 rootdirectory: STORAGE_PATH.into(),
-            },
+            }),
+            s3: s3.map(|(at, key)| S3 {
+                region: at.region.clone(),
+                regionendpoint: at.endpoint.clone(),
+                forcepathstyle: true,
+                bucket: at.bucket.clone(),
+                accesskey: key.access_key.clone(),
+                secretkey: key.secret_key.clone(),
+            }),
+            redirect: s3.map(|_| Redirect { disable: true }),
             // Verification deletes its test manifest.
             delete: Enabled { enabled: true },
         },
@@ -200,15 +235,18 @@ mod tests {
 
     #[test]
     fn the_config_carries_its_own_fingerprint() {
-        let text = render("abc123", true);
+        let text = render("abc123", true, None);
         let found = disk_fingerprint(&text).expect("a fingerprint is written");
         assert!(found.intact, "{text}");
         assert!(found.written.starts_with("sha256:") && found.written.len() == 71);
         assert!(!text.contains(FINGERPRINT_PLACEHOLDER));
         // Another secret or auth setting is another config, so another fingerprint.
-        assert_ne!(disk_fingerprint(&render("other", true)).unwrap().written, found.written);
         assert_ne!(
-            disk_fingerprint(&render("abc123", false)).unwrap().written,
+            disk_fingerprint(&render("other", true, None)).unwrap().written,
+            found.written
+        );
+        assert_ne!(
+            disk_fingerprint(&render("abc123", false, None)).unwrap().written,
             found.written
         );
         // A hand edit keeps the written value but breaks the match.
@@ -226,15 +264,39 @@ mod tests {
     }
 
     #[test]
+    fn s3_storage_replaces_the_folder_and_never_sends_clients_to_the_store() {
+        let at = Location::parse("http://10.0.0.5:3900", "registry", "garage").unwrap();
+        let key = Credentials {
+            access_key: "GK1".into(),
+            secret_key: "SECRET".into(),
+        };
+        let text = render("s", false, Some((&at, &key)));
+        let v: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let storage = &v["storage"];
+        assert!(storage.get("filesystem").is_none(), "{text}");
+        assert_eq!(storage["s3"]["regionendpoint"].as_str(), Some("http://10.0.0.5:3900"));
+        assert_eq!(storage["s3"]["region"].as_str(), Some("garage"));
+        assert_eq!(storage["s3"]["bucket"].as_str(), Some("registry"));
+        assert_eq!(storage["s3"]["forcepathstyle"].as_bool(), Some(true));
+        assert_eq!(storage["s3"]["accesskey"].as_str(), Some("GK1"));
+        assert_eq!(storage["s3"]["secretkey"].as_str(), Some("SECRET"));
+        assert_eq!(storage["redirect"]["disable"].as_bool(), Some(true));
+        assert_eq!(storage["delete"]["enabled"].as_bool(), Some(true));
+        assert!(disk_fingerprint(&text).unwrap().intact);
+        let plain = render("s", false, None);
+        assert!(!plain.contains("s3:") && !plain.contains("redirect"), "{plain}");
+    }
+
+    #[test]
     fn auth_reads_the_htpasswd_from_our_mount() {
-        assert!(render("s", true).contains("path: /etc/registry-up/htpasswd"));
-        assert!(!render("s", false).contains("htpasswd"));
+        assert!(render("s", true, None).contains("path: /etc/registry-up/htpasswd"));
+        assert!(!render("s", false, None).contains("htpasswd"));
     }
 
     #[test]
     fn secret_round_trips() {
         assert_eq!(
-            super::read_http_secret(&super::render("abc123", true)).as_deref(),
+            super::read_http_secret(&super::render("abc123", true, None)).as_deref(),
             Some("abc123")
         );
         assert_eq!(super::read_http_secret("not: [yaml"), None);

@@ -1,11 +1,11 @@
 //! `state.json` from the settings: what later commands (verify, status, upgrades) read back.
 
 use crate::settings::Settings;
-use crate::state::{Service, State};
+use crate::state::{S3State, Service, State};
 
 pub fn render(settings: &Settings, service: Service) -> String {
     let state = State {
-        format: 1,
+        format: if settings.s3.is_some() { 2 } else { 1 },
         domain: settings.domain.to_string(),
         sans: settings.sans.iter().map(|s| s.to_string()).collect(),
         port: settings.port,
@@ -23,6 +23,11 @@ pub fn render(settings: &Settings, service: Service) -> String {
         disk_high: settings.watermarks.high,
         disk_critical: settings.watermarks.critical,
         maintenance: settings.maintenance.map(String::from),
+        s3: settings.s3.as_ref().map(|l| S3State {
+            endpoint: l.endpoint.clone(),
+            bucket: l.bucket.clone(),
+            region: l.region.clone(),
+        }),
     };
     let mut text = serde_json::to_string_pretty(&state).expect("state always serialises");
     text.push('\n');

@@ -45,7 +45,14 @@ fn fill(settings: &Settings, template: &str, podman: &str) -> String {
         &[
             ("pod_name", &settings.pod_name),
             ("config_dir", &settings.config_dir.display().to_string()),
-            ("data_dir", &settings.data_dir.display().to_string()),
+            // With S3 storage nothing of the registry's is on this host but the config folder.
+            (
+                "data_dir",
+                &match settings.s3 {
+                    None => settings.data_dir.display().to_string(),
+                    Some(_) => settings.config_dir.display().to_string(),
+                },
+            ),
             ("podman", podman),
             ("pod_yaml", &settings.pod_yaml_path().display().to_string()),
             // A user's units have no multi-user.target; default.target starts at login, or at boot with linger.

@@ -2,13 +2,55 @@
 //! can see the data folder. The registry's API deletes a manifest and the repository's links to blobs,
 //! but the blob data stays until a garbage collection; the round trip's blobs are random, so nothing else
 //! can ever reference them, and their files are removed here. Uploads a failed or killed run left in our
-//! own repository are removed too. Only `registry-up/verify` is ever touched.
+//! own repository are removed too. Only `registry-up/verify` is ever touched. With S3 storage the same
+//! blobs' objects are deleted from the bucket, with the registry's own key.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::round_trip::VERIFY_REPOSITORY;
 use crate::storage::{real_dir, V2};
+
+/// Where the registry keeps the data verification removes after the registry's API has unlinked it.
+pub enum Storage {
+    /// The data folder on this host.
+    Folder(PathBuf),
+    /// The S3 bucket, with the registry's key.
+    Bucket(crate::s3::Location, crate::s3::Credentials),
+}
+
+impl Storage {
+    /// Removes the data of `digests`: Ok(where it was removed from, bytes freed when known).
+    pub async fn remove_blobs(&self, digests: &[&str]) -> Result<(String, Option<u64>), (String, String)> {
+        match self {
+            Storage::Folder(dir) => match remove_blobs(dir, digests) {
+                Ok(freed) => Ok((dir.display().to_string(), Some(freed))),
+                Err(e) => Err((dir.display().to_string(), e.to_string())),
+            },
+            Storage::Bucket(at, key) => {
+                let keys: Vec<String> = digests
+                    .iter()
+                    .filter_map(|d| crate::storage::blob_dir(d))
+                    .map(|rel| format!("{}/data", rel.display()))
+                    .collect();
+                let bucket = crate::s3::Bucket::new(at, key, std::time::Duration::from_secs(30))
+                    .map_err(|e| (at.describe(), e.message))?;
+                match bucket.delete(&keys).await {
+                    Ok(()) => Ok((at.describe(), None)),
+                    Err(e) => Err((at.describe(), e)),
+                }
+            }
+        }
+    }
+
+    /// The data folder, for what only a folder allows (abandoned uploads, free space).
+    pub fn folder(&self) -> Option<&Path> {
+        match self {
+            Storage::Folder(dir) => Some(dir),
+            Storage::Bucket(..) => None,
+        }
+    }
+}
 
 /// Removes the data of `digests` (`sha256:HEX`); returns the bytes freed.
 pub fn remove_blobs(data_dir: &Path, digests: &[&str]) -> std::io::Result<u64> {

@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 pub use deep::repositories;
+pub use leftovers::Storage;
 pub use live::{checks as live_checks, served_fingerprint, ConfigFile};
 pub use report::{Check, Report, Status};
 pub use round_trip::{round_trip, DEFAULT_SIZE};
@@ -36,9 +37,9 @@ pub struct Options {
     pub jobs: usize,
     pub strict: bool,
     pub progress: bool,
-    /// On the appliance host: the registry's data directory, for the storage check.
-    pub data_dir: Option<std::path::PathBuf>,
-    /// Holding the appliance's lock: the round trip may remove its own data from `data_dir`.
+    /// On the appliance host: where the registry keeps its data (a data folder also gets the storage check).
+    pub storage: Option<Storage>,
+    /// Holding the appliance's lock: the round trip may remove its own data from `storage`.
     pub clean_storage: bool,
     /// On the appliance host: the config file the registry should be running, for the config check.
     pub config: Option<ConfigFile>,
@@ -134,7 +135,7 @@ pub async fn run_checks(target: &Target, opts: &Options, pod: Option<Pod>) -> (V
         }
     }
     checks.extend(pod_check);
-    if let Some(dir) = &opts.data_dir {
+    if let Some(dir) = opts.storage.as_ref().and_then(Storage::folder) {
         checks.push(storage(dir, opts.size, opts.watermarks));
     }
     (checks, deep_report)
@@ -368,13 +369,18 @@ fn api_answer(sent: reqwest::Result<reqwest::Response>) -> std::result::Result<(
 /// a verify that fills the registry's disk is the outage it is meant to detect.
 async fn round_trip_and_cleanup(target: &Target, opts: &Options, deadline: Instant) -> Vec<Check> {
     let t = Instant::now();
-    if let Some(why) = opts.data_dir.as_deref().and_then(|dir| no_room(dir, opts.size)) {
+    if let Some(why) = opts
+        .storage
+        .as_ref()
+        .and_then(Storage::folder)
+        .and_then(|dir| no_room(dir, opts.size))
+    {
         return vec![
             Check::new("round-trip", Status::Fail, why, t.elapsed()),
             Check::skipped("cleanup", "nothing was pushed"),
         ];
     }
-    let storage = opts.data_dir.as_deref().filter(|_| opts.clean_storage);
+    let storage = opts.storage.as_ref().filter(|_| opts.clean_storage);
     match round_trip(target, opts.size, remaining(deadline), storage).await {
         Ok(trip) => vec![
             Check::new(

@@ -3,7 +3,6 @@
 //! Streams both ways. (Not oci-client: its client construction loads the system's CA store, ~0.1 s, and
 //! panics on a host without one, which air-gapped hosts often are; see DESIGN.md.)
 
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,7 +13,7 @@ use oci_client::manifest::{
 };
 
 use super::image::{config_json, Layer};
-use super::leftovers;
+use super::leftovers::{self, Storage};
 use super::target::{chain, Http, Target};
 use crate::digest::Sha256;
 use crate::error::{Error, Result};
@@ -85,15 +84,17 @@ fn mismatch(reference: &str, what: &str) -> Error {
     ))
 }
 
-/// Push, pull, compare and delete a fresh image of `size` payload bytes. `data_dir`: the registry's data
-/// folder, on the appliance host, where the blobs' data is removed too and failed uploads are cleaned.
-pub async fn round_trip(target: &Target, size: u64, timeout: Duration, data_dir: Option<&Path>) -> Result<RoundTrip> {
+/// Push, pull, compare and delete a fresh image of `size` payload bytes. `storage`: where the registry
+/// keeps its data, on the appliance host: the blobs' data is removed there too, and in a data folder
+/// failed uploads are cleaned.
+pub async fn round_trip(target: &Target, size: u64, timeout: Duration, storage: Option<&Storage>) -> Result<RoundTrip> {
+    let data_dir = storage.and_then(Storage::folder);
     let started = SystemTime::now();
     if let Some(dir) = data_dir {
         // What a killed run left: it could not clean up after itself.
         leftovers::remove_uploads(dir, |at| at + leftovers::ABANDONED < started);
     }
-    let result = match tokio::time::timeout(timeout, inner(target, size, timeout, data_dir)).await {
+    let result = match tokio::time::timeout(timeout, inner(target, size, timeout, storage)).await {
         Ok(result) => result,
         Err(_) => Err(Error::verify(format!(
             "The push/pull round trip did not finish within {} s: the registry at {} hangs or is very slow. Check it \
@@ -113,7 +114,7 @@ pub async fn round_trip(target: &Target, size: u64, timeout: Duration, data_dir:
 /// The requests a client makes, and none more: both upload sessions at once, the layer streamed in one
 /// PATCH (hashed on the way, so memory stays flat at any --size), both blobs committed at once, the
 /// manifest; then the manifest and both blobs pulled at once. One client, so connections are kept alive.
-async fn inner(target: &Target, size: u64, timeout: Duration, data_dir: Option<&Path>) -> Result<RoundTrip> {
+async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&Storage>) -> Result<RoundTrip> {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -221,22 +222,31 @@ async fn inner(target: &Target, size: u64, timeout: Duration, data_dir: Option<&
 
     let blobs = [digest.as_str(), layer_digest.as_str(), config_digest.as_str()];
     let stored = size + config.len() as u64;
-    let cleanup = cleanup(&http, target, &blobs).await.map(|took| {
-        let (said, data_left) = match data_dir.map(|dir| (dir, leftovers::remove_blobs(dir, &blobs))) {
-            Some((dir, Ok(freed))) => (
+    let cleanup = match cleanup(&http, target, &blobs).await {
+        Ok(took) => {
+            let t = Instant::now();
+            let removed = match storage {
+                Some(storage) => Some(storage.remove_blobs(&blobs).await),
+                None => None,
+            };
+            Ok((took + t.elapsed(), removed))
+        }
+        Err(e) => Err(e),
+    };
+    let cleanup = cleanup.map(|(took, removed)| {
+        let (said, data_left) = match removed {
+            Some(Ok((at, freed))) => (
                 format!(
-                    "deleted the test manifest and blobs of {name}, and removed their data ({}) from {}",
-                    HumanBytes(freed),
-                    dir.display()
+                    "deleted the test manifest and blobs of {name}, and removed their data ({}) from {at}",
+                    HumanBytes(freed.unwrap_or(stored)),
                 ),
                 false,
             ),
-            Some((dir, Err(e))) => (
+            Some(Err((at, e))) => (
                 format!(
                     "deleted the test manifest and blobs of {name}, but their data ({}) could not be removed from \
-                     {} ({e}): the registry's garbage collection frees it",
+                     {at} ({e}): the registry's garbage collection frees it",
                     HumanBytes(stored),
-                    dir.display()
                 ),
                 true,
             ),

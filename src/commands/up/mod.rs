@@ -112,10 +112,11 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings,
         settings = Settings::resolve(&setup, previous.as_ref(), host)?;
     }
     let same_port = previous.as_ref().is_some_and(|s| s.port == settings.port);
-    settings::check_writable(&[
-        (&settings.config_dir, "--config-dir"),
-        (&settings.data_dir, "--data-dir"),
-    ])?;
+    let mut writable = vec![(settings.config_dir.as_path(), "--config-dir")];
+    if settings.s3.is_none() {
+        writable.push((settings.data_dir.as_path(), "--data-dir"));
+    }
+    settings::check_writable(&writable)?;
     for archive in &args.image_archives {
         if !archive.is_file() {
             return Err(Error::usage(format!(
@@ -125,6 +126,27 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings,
         }
     }
     Ok((settings, bundle, same_port))
+}
+
+/// With S3 storage: the key, once the bucket has answered with it (listing, and writing and deleting a
+/// probe object unless `dry_run`), before anything is written or started.
+fn storage_ready(
+    settings: &Settings,
+    dry_run: bool,
+    rt: &tokio::runtime::Runtime,
+    out: &Reporter,
+) -> Result<Option<crate::s3::Credentials>> {
+    let Some(location) = &settings.s3 else {
+        return Ok(None);
+    };
+    let (key, from) = crate::s3::read_key(settings.s3_credentials.as_deref(), &settings.config_dir)?;
+    out.step("check S3 storage", || {
+        let bucket = crate::s3::Bucket::new(location, &key, Duration::from_secs(15))?;
+        rt.block_on(bucket.probe(&from.display().to_string(), !dry_run))?;
+        let did = if dry_run { "lists" } else { "lists, writes and deletes" };
+        Ok(((), format!("{}: the key {} {did}", location.describe(), key.access_key)))
+    })?;
+    Ok(Some(key))
 }
 
 /// Loads the bundle and the archives (not in a dry run); returns the full names they provided.
@@ -176,6 +198,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
         .auth_password_stdin
         .then(secrets::new_password_from_stdin)
         .transpose()?;
+    let s3_key = storage_ready(&settings, args.dry_run, rt, &out)?;
     let podman = Podman::find()?;
     // Images first: a missing image must stop the run before any file is written.
     let ready = images(args, host, &out, &podman, &settings, bundle.as_ref())?;
@@ -196,6 +219,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
             ready.service,
             password,
             renew,
+            s3_key,
         )?;
         let detail = format!(
             "{}, {}",
@@ -498,12 +522,16 @@ fn execute(
         Ok(((), format!("{auth}; the registry runs {}", config.path.display())))
     })?;
     if !args.no_verify {
+        let storage = match (&settings.s3, &desired.secrets.s3) {
+            (Some(at), Some(key)) => verify::Storage::Bucket(at.clone(), key.clone()),
+            _ => verify::Storage::Folder(settings.data_dir.clone()),
+        };
         out.step("verify push/pull", || {
             let trip = rt.block_on(verify::round_trip(
                 target,
                 verify::DEFAULT_SIZE,
                 Duration::from_secs(60),
-                Some(&settings.data_dir),
+                Some(&storage),
             ))?;
             trip.cleanup.as_ref().map_err(|e| Error::verify(e.message.clone()))?;
             Ok(((), trip.summary()))
