@@ -66,6 +66,9 @@ pub enum Command {
     /// What the maintenance timer runs: gc, then read-only while the disk stays above the critical
     /// watermark, read-write once it is below.
     Maintain(MaintainArgs),
+    /// Replicas on shared S3 storage: `site export` writes what another host needs to join.
+    #[command(subcommand)]
+    Site(SiteCommand),
     /// Print a shell's completion script (bash, zsh, fish, elvish, powershell), for installing by hand.
     Completions(CompletionsArgs),
     /// Write the man pages (registry-up.1 and one per command) into a folder, for installing by hand.
@@ -251,6 +254,11 @@ pub struct UpArgs {
     /// that never answers fails the run instead of hanging it; a slow but live download goes on).
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
     pub pull_timeout: u64,
+
+    /// Join a site as a replica: the file `registry-up site export` wrote on its first host (certificate,
+    /// secrets, storage, images); --domain names this host, which the site's certificate must cover.
+    #[arg(long, value_name = "FILE")]
+    pub site: Option<PathBuf>,
 }
 
 impl UpArgs {
@@ -270,6 +278,7 @@ impl UpArgs {
             wait_timeout: 60,
             pull,
             pull_timeout: 60,
+            site: None,
         }
     }
 }
@@ -549,6 +558,28 @@ pub enum CertsCommand {
     Show(CertsShowArgs),
     /// Re-issue the server certificate from the existing CA and reload nginx in place (no restart).
     Renew(CertsRenewArgs),
+}
+
+#[derive(Subcommand, Debug, Clone)]
+pub enum SiteCommand {
+    /// Write the site file (0600, checksummed) another host joins with: registry-up --site FILE --domain
+    /// HOSTNAME. It holds the server key, the bucket's key, http.secret and the password.
+    Export(SiteExportArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SiteExportArgs {
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
+
+    /// Where to write the site file (never overwritten).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+
+    /// A replica's host name or address, added to the certificate's names (repeatable; the certificate is
+    /// re-issued once, here, when a name is new).
+    #[arg(long, value_name = "NAME|IP")]
+    pub replica: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]

@@ -21,24 +21,37 @@ pub struct Desired {
     pub files: Vec<RenderedFile>,
 }
 
+/// Secrets given on this run rather than kept or made here.
+#[derive(Default)]
+pub struct Given {
+    /// The --auth user's password (from standard input, or a site file).
+    pub password: Option<String>,
+    /// The S3 key, with S3 storage.
+    pub s3_key: Option<crate::s3::Credentials>,
+    /// The registry's `http.secret`, from a site file: every replica of a site has the same.
+    pub http_secret: Option<String>,
+}
+
 /// `dir` holds the existing certificates and secrets (the config dir, or render's --out); `podman` is
-/// the binary the systemd unit runs; `s3_key`: the S3 key, with S3 storage.
+/// the binary the systemd unit runs.
 pub fn desired(
     settings: &Settings,
     dir: &Path,
     podman: &str,
     service: Service,
-    password: Option<String>,
+    given: Given,
     renew: Renew,
-    s3_key: Option<crate::s3::Credentials>,
 ) -> Result<Desired> {
     let now = OffsetDateTime::now_utc();
     let pki = match &settings.own_cert {
         Some(files) => crate::own_cert::load(files, &settings.cert_names(), now)?,
         None => pki::ensure(pki::Existing::read(dir)?, &settings.cert_names(), now, dir, renew)?,
     };
-    let mut secrets = secrets::ensure(dir, settings.auth_user.as_deref(), password)?;
-    secrets.s3 = s3_key;
+    let mut secrets = secrets::ensure(dir, settings.auth_user.as_deref(), given.password)?;
+    secrets.s3 = given.s3_key;
+    if let Some(secret) = given.http_secret {
+        secrets.http_secret = secret;
+    }
     let files = render::render(
         settings,
         &Inputs {

@@ -32,6 +32,7 @@ mod runtime;
 mod s3;
 mod secrets;
 mod settings;
+mod site;
 mod source;
 mod state;
 mod storage;
@@ -44,7 +45,7 @@ use clap::Parser;
 /// `registry-up --version`: the crate's version and the git commit it was built from (build.rs).
 pub const VERSION: &str = env!("REGISTRY_UP_VERSION");
 
-use crate::cli::{CertsCommand, Cli, Command};
+use crate::cli::{CertsCommand, Cli, Command, SiteCommand};
 use crate::commands::{
     backup as backup_cmd, bundle as bundle_cmd, certs, clients, completions, doctor, down, gc as gc_cmd,
     import as import_cmd, logs, maintain, man, prepare_user, render as render_cmd, status, trust, up,
@@ -123,6 +124,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Logs(args)) => done(logs::command(args, &rt, host)),
         Some(Command::Gc(args)) => gc_cmd::command(args, &rt, host),
         Some(Command::Maintain(args)) => maintain::command(args, &rt, host),
+        Some(Command::Site(SiteCommand::Export(args))) => done(commands::site::export(args, &rt, host)),
         Some(Command::Backup(args)) => done(backup_cmd::backup(args, host)),
         Some(Command::Restore(args)) => backup_cmd::restore(args, &rt, host),
         Some(Command::Completions(args)) => done(completions::command(args)),

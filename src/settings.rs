@@ -264,7 +264,9 @@ fn storage(args: &SetupArgs, previous: Option<&State>) -> Result<(Option<crate::
                 StorageChoice::Filesystem => (state.data_dir.clone(), "S3"),
             };
             return Err(Error::usage(format!(
-                "This appliance keeps its images in {from}; moving it to {to} would leave them behind, unseen:                  install the new one with another --config-dir and --pod-name and copy the images across                  (skopeo sync), or leave out --storage."
+                "This appliance keeps its images in {from}; moving it to {to} would leave them behind, unseen: \
+                 install the new one with another --config-dir and --pod-name and copy the images across \
+                 (skopeo sync), or leave out --storage."
             )));
         }
     }
@@ -277,14 +279,16 @@ fn storage(args: &SetupArgs, previous: Option<&State>) -> Result<(Option<crate::
     if wanted == StorageChoice::Filesystem {
         if let Some((_, flag)) = s3_flags.iter().find(|(given, _)| *given) {
             return Err(Error::usage(format!(
-                "{flag} goes with --storage s3, and the storage here is a folder on this host: add --storage s3,                  or leave out {flag}."
+                "{flag} goes with --storage s3, and the storage here is a folder on this host: add --storage s3, \
+                 or leave out {flag}."
             )));
         }
         return Ok((None, None));
     }
     if args.data_dir.is_some() {
         return Err(Error::usage(
-            "--data-dir goes with the filesystem storage, and this appliance keeps its images in S3: leave out              --data-dir.",
+            "--data-dir goes with the filesystem storage, and this appliance keeps its images in S3: leave out \
+             --data-dir.",
         ));
     }
     let kept = previous.and_then(|s| s.s3.as_ref());
@@ -295,14 +299,26 @@ fn storage(args: &SetupArgs, previous: Option<&State>) -> Result<(Option<crate::
         .as_deref()
         .or(kept.map(|k| k.region.as_str()))
         .unwrap_or(crate::s3::DEFAULT_REGION);
+    if let (Some(kept), Some(given)) = (kept, &args.s3_bucket) {
+        if kept.bucket != *given {
+            return Err(Error::usage(format!(
+                "This appliance keeps its images in S3 bucket {} at {}; another bucket would leave them behind, \
+                 unseen: install the new one with another --config-dir and --pod-name and copy the images across \
+                 (skopeo sync), or leave out --s3-bucket.",
+                kept.bucket, kept.endpoint
+            )));
+        }
+    }
     let (Some(endpoint), Some(bucket)) = (endpoint, bucket) else {
         return Err(Error::usage(
-            "--storage s3 needs the object store's address and bucket: give --s3-endpoint http://HOST:PORT,              --s3-bucket NAME and --s3-credentials FILE (and --s3-region if the store's is not us-east-1).",
+            "--storage s3 needs the object store's address and bucket: give --s3-endpoint http://HOST:PORT, \
+             --s3-bucket NAME and --s3-credentials FILE (and --s3-region if the store's is not us-east-1).",
         ));
     };
     if kept.is_none() && args.s3_credentials.is_none() {
         return Err(Error::usage(
-            "--storage s3 needs the key to use: give --s3-credentials FILE, a file with a [default] section              holding aws_access_key_id and aws_secret_access_key.",
+            "--storage s3 needs the key to use: give --s3-credentials FILE, a file with a [default] section \
+             holding aws_access_key_id and aws_secret_access_key.",
         ));
     }
     let location = crate::s3::Location::parse(endpoint, bucket, region)?;
@@ -614,6 +630,12 @@ mod tests {
         assert_eq!((again.s3.as_ref(), again.s3_credentials.as_ref()), (Some(&at), None));
         let moved = rerun(&["--s3-endpoint", "http://10.0.0.6:3900"], &on_s3).unwrap();
         assert_eq!(moved.s3.unwrap().endpoint, "http://10.0.0.6:3900");
+        let e = rerun(&["--s3-bucket", "other"], &on_s3).unwrap_err();
+        assert!(e.message.contains("another bucket would leave them behind"), "{e}");
+        assert!(
+            rerun(&["--s3-bucket", "registry"], &on_s3).is_ok(),
+            "the same bucket named again"
+        );
         let e = rerun(&["--storage", "filesystem"], &on_s3).unwrap_err();
         assert!(e.message.contains("would leave them behind"), "{e}");
         let e = rerun(&["--storage", "s3"], &installed()).unwrap_err();

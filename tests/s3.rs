@@ -22,11 +22,21 @@ fn key_file(dir: &Path, name: &str, id: &str, secret: &str) -> std::path::PathBu
     path
 }
 
-/// `up`'s arguments for `app` on S3 storage (no --data-dir), with `endpoint`, `bucket` and key file `key`.
-fn s3_args(app: &Appliance, endpoint: &str, bucket: &str, key: &Path) -> Vec<String> {
+/// `up`'s arguments for `app` without --data-dir (a re-run of an appliance on S3 storage).
+fn no_data_dir(app: &Appliance) -> Vec<String> {
     let mut args = app.args();
     let at = args.iter().position(|a| a == "--data-dir").unwrap();
     args.drain(at..at + 2);
+    args
+}
+
+/// `up`'s arguments for `app` on S3 storage, with `endpoint`, `bucket`, region garage and key file `key`.
+fn s3_args(app: &Appliance, endpoint: &str, bucket: &str, key: &Path) -> Vec<String> {
+    s3_args_in(app, endpoint, bucket, "garage", key)
+}
+
+fn s3_args_in(app: &Appliance, endpoint: &str, bucket: &str, region: &str, key: &Path) -> Vec<String> {
+    let mut args = no_data_dir(app);
     args.extend(
         [
             "--storage",
@@ -36,7 +46,7 @@ fn s3_args(app: &Appliance, endpoint: &str, bucket: &str, key: &Path) -> Vec<Str
             "--s3-bucket",
             bucket,
             "--s3-region",
-            "garage",
+            region,
             "--s3-credentials",
         ]
         .map(String::from),
@@ -103,38 +113,58 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
     let keys = tempfile::tempdir().unwrap();
     let good = key_file(keys.path(), "good", &garage.key_id, &garage.secret);
     let wrong = key_file(keys.path(), "wrong", &garage.key_id, &"0".repeat(64));
+    let unknown = key_file(keys.path(), "unknown", "GK0123456789abcdef01234567", &garage.secret);
+    let (ro_id, ro_secret) = garage.key("read-only", &["--read"]);
+    let read_only = key_file(keys.path(), "read-only", &ro_id, &ro_secret);
     let closed = format!("http://127.0.0.1:{}", common::free_port());
+    let no_file = Path::new("/nonexistent/key");
 
     // Each bad setting: exit 2, one sentence naming it, and nothing written or started.
-    let bad: [(&str, &str, &Path, &str); 4] = [
-        (&garage.endpoint(0), "registry", &wrong, "refuses the key"),
+    let bad: [(&str, &str, &str, &Path, &str); 7] = [
+        (&garage.endpoint(0), "registry", "garage", &wrong, "refuses the key"),
+        (&garage.endpoint(0), "registry", "garage", &unknown, "refuses the key"),
         (
             &garage.endpoint(1),
             "no-such-bucket",
+            "garage",
             &good,
-            "The bucket no-such-bucket does not exist",
+            "bucket no-such-bucket does not exist",
         ),
-        (&closed, "registry", &good, "cannot be reached"),
+        (&garage.endpoint(1), "registry", "us-east-1", &good, "--s3-region"),
         (
             &garage.endpoint(2),
             "registry",
-            Path::new("/nonexistent/key"),
+            "garage",
+            &read_only,
+            "may not write to bucket registry",
+        ),
+        (&closed, "registry", "garage", &good, "cannot be reached"),
+        (
+            &garage.endpoint(2),
+            "registry",
+            "garage",
+            no_file,
             "Cannot read the S3 key",
         ),
     ];
-    for (endpoint, bucket, key, says) in bad {
+    for (endpoint, bucket, region, key, says) in bad {
         let out = Run::bin()
-            .args(s3_args(&app, endpoint, bucket, key))
+            .args(s3_args_in(&app, endpoint, bucket, region, key))
             .code(2)
             .stderr_has(says)
             .run();
-        assert!(
-            !text(&out.stderr).contains(&garage.secret),
-            "the secret is never printed"
-        );
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(!said.contains(&garage.secret), "the secret is never printed: {said}");
         assert!(!app.config_dir().exists(), "nothing written after: {says}");
         assert!(!app.pod_exists(), "no pod after: {says}");
     }
+    // A dry run asks the bucket, and writes nothing.
+    Run::bin()
+        .args(s3_args(&app, &garage.endpoint(0), "registry", &good))
+        .arg("--dry-run")
+        .stdout_has("the key")
+        .run();
+    assert!(!app.config_dir().exists(), "a dry run writes nothing");
 
     let out = Run::bin()
         .args(s3_args(&app, &garage.endpoint(0), "registry", &good))
@@ -169,6 +199,16 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
         (Some(2), Some("registry"))
     );
     assert!(!state.to_string().contains(&garage.secret));
+    assert!(
+        objects(&garage, 0, "registry-up-probe/").is_empty(),
+        "the probe's object is gone"
+    );
+
+    // Read once: the user's file may go; a re-run with no storage flags uses the kept copy.
+    let kept = std::fs::read(config.join("s3/credentials")).unwrap();
+    std::fs::remove_file(&good).unwrap();
+    Run::bin().args(no_data_dir(&app)).arg("--no-verify").run();
+    assert_eq!(std::fs::read(config.join("s3/credentials")).unwrap(), kept);
 
     // A push lands in the bucket: curl reads the manifest's own object back, through another node.
     let pushed = app.push(&common::image_archives()[1], "site/nginx:1", None);
@@ -202,7 +242,9 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
         "verify left no object"
     );
 
-    // status names the storage and asks the bucket; gc and backup refuse, saying why.
+    assert!(!report.to_string().contains(&garage.secret));
+
+    // status names the storage and asks the bucket with the kept key: a key it refuses is a problem.
     Run::bin()
         .arg("status")
         .config_dir(&config)
@@ -212,6 +254,18 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
             garage.endpoint(0)
         ))
         .run();
+    let json = Run::bin().args(["status", "--json"]).config_dir(&config).run();
+    assert!(!text(&json.stdout).contains(&garage.secret));
+    std::fs::write(config.join("s3/credentials"), std::fs::read(&wrong).unwrap()).unwrap();
+    Run::bin()
+        .arg("status")
+        .config_dir(&config)
+        .code(1)
+        .stdout_has("DEGRADED")
+        .stdout_has("the registry's storage does not answer")
+        .run();
+    std::fs::write(config.join("s3/credentials"), &kept).unwrap();
+    // gc and backup refuse, saying why.
     for command in [vec!["gc"], vec!["backup", "--out", "/tmp/never.tar"]] {
         Run::bin()
             .args(&command)
@@ -245,4 +299,163 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
     assert!(!config.join("s3").exists() && !config.join("state.json").exists());
     let (_, code) = garage.curl(0, "GET", &format!("/{}", blob_key(&pushed)), &[]);
     assert_eq!(code, "200", "the bucket keeps the images");
+}
+
+/// `curl` over TLS trusting `ca`, as `creds` (user:password): the response's headers and body, and the
+/// HTTP status.
+fn curl(ca: &Path, creds: &str, method: &str, url: &str, extra: &[&str]) -> (String, String) {
+    let ca = ca.display().to_string();
+    let mut args = vec!["-D", "-", "--cacert", &ca, "-u", creds];
+    args.extend(extra);
+    common::curl(method, &args, url)
+}
+
+/// `up` for replica `b` joining with `site` (its own port, pod and folders, Garage node `endpoint`).
+fn join(b: &Appliance, site: &Path, endpoint: &str) -> Run {
+    let mut args = b.args();
+    let at = args.iter().position(|a| a == "--data-dir").unwrap();
+    args.drain(at..at + 2);
+    Run::bin()
+        .args(args)
+        .args(["--site", &site.display().to_string(), "--s3-endpoint", endpoint])
+}
+
+/// Issue 14, item 2: a second host joins with one file and one command, and serves the same images under
+/// the same trust and password; an upload begun on one replica finishes on the other; the site keeps
+/// serving every image with a Garage node lost, and with a replica lost.
+#[test]
+fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
+    let Some(a) = Appliance::e2e() else { return };
+    let b = Appliance::new();
+    let mut garage = Garage::start("site");
+    let keys = tempfile::tempdir().unwrap();
+    let good = key_file(keys.path(), "good", &garage.key_id, &garage.secret);
+    Run::bin()
+        .args(s3_args(&a, &garage.endpoint(0), "site", &good))
+        .arg("--auth")
+        .run();
+    let password = std::fs::read_to_string(a.config_dir().join("auth/password")).unwrap();
+    let creds = format!("admin:{}", password.trim());
+
+    // A file that does not name B, or one damaged on the way: exit 2, nothing written on B.
+    let first = keys.path().join("site-1");
+    Run::bin()
+        .args(["site", "export", "--out", &first.display().to_string()])
+        .config_dir(a.config_dir())
+        .stdout_has("carry it like a key")
+        .run();
+    assert_eq!(common::mode(&first), 0o600);
+    let damaged = keys.path().join("damaged");
+    std::fs::write(
+        &damaged,
+        std::fs::read_to_string(&first)
+            .unwrap()
+            .replacen("\"bucket\": \"site\"", "\"bucket\": \"sitf\"", 1),
+    )
+    .unwrap();
+    for (file, says) in [(&first, "does not cover"), (&damaged, "is damaged")] {
+        join(&b, file, &garage.endpoint(1)).code(2).stderr_has(says).run();
+        assert!(
+            !b.config_dir().exists() && !b.pod_exists(),
+            "nothing on B after: {says}"
+        );
+    }
+    // Naming B re-issues A's certificate once; the file is never overwritten.
+    let site = keys.path().join("site-2");
+    let export = [
+        "site",
+        "export",
+        "--replica",
+        &b.domain,
+        "--out",
+        &site.display().to_string(),
+    ];
+    Run::bin().args(export).config_dir(a.config_dir()).run();
+    Run::bin()
+        .args(export)
+        .config_dir(a.config_dir())
+        .code(2)
+        .stderr_has("never overwrites")
+        .run();
+    let names = common::command("openssl")
+        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+        .arg(a.config_dir().join("tls/server.crt"))
+        .output()
+        .unwrap();
+    assert!(text(&names.stdout).contains(&b.domain), "{}", text(&names.stdout));
+
+    // B joins through another Garage node; the same CA, no CA key, the same password.
+    join(&b, &site, &garage.endpoint(1)).stdout_has("check site file").run();
+    let ca = |app: &Appliance| std::fs::read(app.config_dir().join("ca.crt")).unwrap();
+    assert_eq!(ca(&a), ca(&b), "one trust for the site");
+    assert!(
+        !b.config_dir().join("ca/ca.key").exists(),
+        "the CA key stays on the first host"
+    );
+    let pushed = a.push(&common::image_archives()[1], "team/nginx:1", Some(&creds));
+    assert_eq!(
+        b.digest("team/nginx:1", Some(&creds)),
+        pushed,
+        "pushed through A, read through B"
+    );
+    b.assert_anonymous_push_refused(&common::image_archives()[1], "team/anon:1");
+
+    // An upload begun on A (POST) and finished on B (PUT to A's upload URL, on B's address).
+    let a_ca = a.config_dir().join("ca.crt");
+    let (said, code) = curl(
+        &a_ca,
+        &creds,
+        "POST",
+        &format!("https://{}/v2/team/upload/blobs/uploads/", a.registry()),
+        &[],
+    );
+    assert_eq!(code, "202", "{said}");
+    let location = said
+        .lines()
+        .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
+        .unwrap()
+        .trim()
+        .to_string();
+    let path = location.split_once("/v2/").map(|(_, p)| format!("/v2/{p}")).unwrap();
+    let blob = common::random_bytes(4096);
+    let blob_file = keys.path().join("blob");
+    std::fs::write(&blob_file, &blob).unwrap();
+    let digest = format!("sha256:{}", common::sha256(&blob));
+    let on_b = format!("https://{}{path}&digest={digest}", b.registry());
+    let data = format!("@{}", blob_file.display());
+    let (said, code) = curl(
+        &b.config_dir().join("ca.crt"),
+        &creds,
+        "PUT",
+        &on_b,
+        &["-H", "Content-Type: application/octet-stream", "--data-binary", &data],
+    );
+    assert_eq!(code, "201", "B finished A's upload: {said}");
+    let (said, code) = curl(
+        &a_ca,
+        &creds,
+        "HEAD",
+        &format!("https://{}/v2/team/upload/blobs/{digest}", a.registry()),
+        &["-I"],
+    );
+    assert_eq!(code, "200", "A serves the blob B committed: {said}");
+
+    for app in [&a, &b] {
+        let (code, report) = verify_json(app, &["--deep"]);
+        assert_eq!(code, 0, "{}: {report:#}", app.domain);
+    }
+
+    // A Garage node lost: both replicas push and pull on.
+    garage.kill(2);
+    let second = b.push(&common::image_archives()[0], "team/registry:1", Some(&creds));
+    assert_eq!(a.digest("team/registry:1", Some(&creds)), second);
+    assert_eq!(a.digest("team/nginx:1", Some(&creds)), pushed);
+
+    // Replica A lost: B serves every image.
+    Run::bin().arg("down").config_dir(a.config_dir()).run();
+    assert!(!a.pod_exists());
+    assert_eq!(b.digest("team/nginx:1", Some(&creds)), pushed);
+    assert_eq!(b.digest("team/registry:1", Some(&creds)), second);
+    let (code, report) = verify_json(&b, &[]);
+    assert_eq!(code, 0, "{report:#}");
 }

@@ -16,6 +16,7 @@ pub mod maintain;
 pub mod man;
 pub mod prepare_user;
 pub mod render;
+pub mod site;
 pub mod status;
 pub mod trust;
 pub mod up;

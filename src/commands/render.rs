@@ -34,7 +34,12 @@ pub fn command(args: &RenderArgs, host: &HostFacts) -> Result<()> {
         Some(_) => Some(crate::s3::read_key(settings.s3_credentials.as_deref(), out_dir)?.0),
         None => None,
     };
-    let desired = desired(&settings, out_dir, &podman, service, password, Renew::IfNeeded, s3_key)?;
+    let given = crate::desired::Given {
+        password,
+        s3_key,
+        http_secret: None,
+    };
+    let desired = desired(&settings, out_dir, &podman, service, given, Renew::IfNeeded)?;
     let dirs = layout::config_folders(true, true, settings.s3.is_some())
         .into_iter()
         .map(|rel| WantedDir {

@@ -274,17 +274,24 @@ fn data(state: &State, config_dir: &Path, problems: &mut Vec<String>) -> Data {
 
 /// Where the S3 storage is, and whether its bucket answers the kept key now (a list of one key).
 fn s3_status(at: &S3State, config_dir: &Path, rt: &tokio::runtime::Runtime, problems: &mut Vec<String>) -> S3Status {
-    let answer = (|| {
-        let location = crate::s3::Location::parse(&at.endpoint, &at.bucket, &at.region)?;
-        let (key, from) = crate::s3::read_key(None, config_dir)?;
-        let bucket = crate::s3::Bucket::new(&location, &key, std::time::Duration::from_secs(10))?;
-        rt.block_on(bucket.probe(&from.display().to_string(), false))
-    })();
+    let answer = match crate::s3::read_key(None, config_dir) {
+        Err(e) => Err(format!(
+            "the bucket was not asked: the kept key cannot be read ({}); as root, or after registry-up up \
+             --s3-credentials FILE, status asks it",
+            e.message
+        )),
+        Ok((key, from)) => crate::s3::Location::parse(&at.endpoint, &at.bucket, &at.region)
+            .and_then(|location| {
+                let bucket = crate::s3::Bucket::new(&location, &key, std::time::Duration::from_secs(10))?;
+                rt.block_on(bucket.probe(&from.display().to_string(), false))
+            })
+            .map_err(|e| format!("the registry's storage does not answer: {}", e.message)),
+    };
     let bucket_state = match answer {
         Ok(()) => "answers".to_string(),
-        Err(e) => {
-            problems.push(format!("the registry's storage does not answer: {}", e.message));
-            e.message
+        Err(why) => {
+            problems.push(why.clone());
+            why
         }
     };
     S3Status {

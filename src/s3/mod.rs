@@ -109,10 +109,11 @@ pub struct Bucket<'a> {
     client: reqwest::Client,
 }
 
-/// An answer: status and body.
+/// An answer: status, body, and the length it announced.
 struct Answer {
     status: u16,
     body: String,
+    length: u64,
 }
 
 impl Answer {
@@ -145,6 +146,9 @@ impl<'a> Bucket<'a> {
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             // The store's answer is wanted, not one from wherever it points.
             .redirect(reqwest::redirect::Policy::none())
+            // The registry reaches the store directly (its container has none of this host's proxy
+            // variables): so must the probe, or it would prove another path.
+            .no_proxy()
             .build()
             .map_err(|e| {
                 Error::usage(format!(
@@ -215,8 +219,13 @@ impl<'a> Bucket<'a> {
         }
         let response = request.send().await.map_err(|e| crate::verify::chain(&e))?;
         let status = response.status().as_u16();
+        let length = response
+            .headers()
+            .get(reqwest::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .unwrap_or(0);
         let body = response.text().await.unwrap_or_default();
-        Ok(Answer { status, body })
+        Ok(Answer { status, body, length })
     }
 
     /// Proves the bucket is there and the key may list it and (`write`) write and delete in it, with one
@@ -268,11 +277,19 @@ impl<'a> Bucket<'a> {
         let key_refused = ["signature", "no such key", "invalid key", "access key"]
             .iter()
             .any(|w| lower.contains(w));
+        let clock = ["skew", "date", "time", "expired"].iter().any(|w| lower.contains(w));
         let code = match answer.code() {
+            Some(c) if c == "RequestTimeTooSkewed" || (c == "AccessDenied" && clock) => {
+                Some("RequestTimeTooSkewed".to_string())
+            }
             Some(c) if c == "AccessDenied" && key_refused => Some("InvalidAccessKeyId".to_string()),
             other => other,
         };
         Error::usage(match code.as_deref() {
+            Some("RequestTimeTooSkewed") => format!(
+                "The S3 store at {at} refuses this host's requests for their time ({said}): set this host's clock \
+                 (timedatectl, or chrony against a time source on the site); requests are signed with it."
+            ),
             Some("NoSuchBucket") => format!(
                 "The bucket {bucket} does not exist at {at} ({said}): create it and allow the key on it (Garage: \
                  garage bucket create {bucket}; garage bucket allow --read --write {bucket} --key {key}), or give \
@@ -299,6 +316,16 @@ impl<'a> Bucket<'a> {
                  --s3-endpoint (is it the S3 API's address?), --s3-region and the store's log."
             ),
         })
+    }
+
+    /// The size of object `key`, None when there is none.
+    pub async fn size(&self, key: &str) -> std::result::Result<Option<u64>, String> {
+        let answer = self.send("HEAD", key, &[], b"").await?;
+        match answer.status {
+            200 => Ok(Some(answer.length)),
+            404 => Ok(None),
+            _ => Err(format!("{key}: {}", answer.error())),
+        }
     }
 
     /// Deletes the objects `keys`; Err names the first that could not be deleted.
@@ -351,6 +378,7 @@ mod tests {
     #[test]
     fn error_documents_are_read() {
         let a = Answer {
+            length: 0,
             status: 404,
             body:
                 "<?xml version=\"1.0\"?><Error><Code>NoSuchBucket</Code><Message>Bucket not found: x</Message></Error>"
@@ -361,6 +389,7 @@ mod tests {
         let b = Answer {
             status: 502,
             body: "<html>bad gateway</html>".into(),
+            length: 0,
         };
         assert_eq!((b.error(), b.code()), ("HTTP 502".to_string(), None));
     }

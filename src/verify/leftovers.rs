@@ -20,25 +20,43 @@ pub enum Storage {
 }
 
 impl Storage {
-    /// Removes the data of `digests`: Ok(where it was removed from, bytes freed when known).
-    pub async fn remove_blobs(&self, digests: &[&str]) -> Result<(String, Option<u64>), (String, String)> {
+    /// Removes the data of `digests`: Ok(where it was removed from, bytes freed), or Err(where, why).
+    pub async fn remove_blobs(&self, digests: &[&str]) -> Result<(String, u64), (String, String)> {
         match self {
             Storage::Folder(dir) => match remove_blobs(dir, digests) {
-                Ok(freed) => Ok((dir.display().to_string(), Some(freed))),
+                Ok(freed) => Ok((dir.display().to_string(), freed)),
                 Err(e) => Err((dir.display().to_string(), e.to_string())),
             },
             Storage::Bucket(at, key) => {
+                let failed = |why: String| (at.describe(), why);
                 let keys: Vec<String> = digests
                     .iter()
                     .filter_map(|d| crate::storage::blob_dir(d))
                     .map(|rel| format!("{}/data", rel.display()))
                     .collect();
                 let bucket = crate::s3::Bucket::new(at, key, std::time::Duration::from_secs(30))
-                    .map_err(|e| (at.describe(), e.message))?;
-                match bucket.delete(&keys).await {
-                    Ok(()) => Ok((at.describe(), None)),
-                    Err(e) => Err((at.describe(), e)),
+                    .map_err(|e| failed(e.message))?;
+                // A delete of a missing object succeeds too: each is found first, so that what is said removed
+                // was there (and its size is measured, not assumed).
+                let mut freed = 0;
+                for key in &keys {
+                    match bucket.size(key).await.map_err(failed)? {
+                        Some(size) => freed += size,
+                        None => return Err(failed(format!("the bucket has no object {key}"))),
+                    }
                 }
+                bucket.delete(&keys).await.map_err(failed)?;
+                Ok((at.describe(), freed))
+            }
+        }
+    }
+
+    /// How data verification could not remove is freed.
+    pub fn leftover_fix(&self) -> &'static str {
+        match self {
+            Storage::Folder(_) => "the registry's garbage collection frees it (registry-up gc)",
+            Storage::Bucket(..) => {
+                "delete those objects with the object store's tools (registry-up gc does not work on S3 storage yet)"
             }
         }
     }

@@ -226,7 +226,7 @@ async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&S
         Ok(took) => {
             let t = Instant::now();
             let removed = match storage {
-                Some(storage) => Some(storage.remove_blobs(&blobs).await),
+                Some(storage) => Some((storage.remove_blobs(&blobs).await, storage.leftover_fix())),
                 None => None,
             };
             Ok((took + t.elapsed(), removed))
@@ -235,17 +235,17 @@ async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&S
     };
     let cleanup = cleanup.map(|(took, removed)| {
         let (said, data_left) = match removed {
-            Some(Ok((at, freed))) => (
+            Some((Ok((at, freed)), _)) => (
                 format!(
                     "deleted the test manifest and blobs of {name}, and removed their data ({}) from {at}",
-                    HumanBytes(freed.unwrap_or(stored)),
+                    HumanBytes(freed),
                 ),
                 false,
             ),
-            Some(Err((at, e))) => (
+            Some((Err((at, e)), fix)) => (
                 format!(
                     "deleted the test manifest and blobs of {name}, but their data ({}) could not be removed from \
-                     {at} ({e}): the registry's garbage collection frees it",
+                     {at} ({e}): {fix}",
                     HumanBytes(stored),
                 ),
                 true,

@@ -161,29 +161,27 @@ impl Garage {
                 .status
                 .success()
         });
-        let key = run(&first, &["key", "create", "registry-up-test"]);
+        (garage.key_id, garage.secret) = garage.key("registry-up-test", &["--read", "--write", "--owner"]);
+        garage
+    }
+
+    /// A new key named `name`, allowed `rights` (`--read`, `--write`, `--owner`) on the bucket: its ID
+    /// and secret.
+    pub fn key(&self, name: &str, rights: &[&str]) -> (String, String) {
+        let first = &self.nodes[0].config;
+        let key = run(first, &["key", "create", name]);
         let said = super::text(&key.stdout);
         let field = |name: &str| {
             said.lines()
                 .find_map(|l| l.trim().strip_prefix(name).map(|v| v.trim().to_string()))
                 .unwrap_or_else(|| panic!("no '{name}' in `garage key create`:\n{said}"))
         };
-        garage.key_id = field("Key ID:");
-        garage.secret = field("Secret key:");
-        run(
-            &first,
-            &[
-                "bucket",
-                "allow",
-                "--read",
-                "--write",
-                "--owner",
-                bucket,
-                "--key",
-                &garage.key_id,
-            ],
-        );
-        garage
+        let (id, secret) = (field("Key ID:"), field("Secret key:"));
+        let mut allow = vec!["bucket", "allow"];
+        allow.extend(rights);
+        allow.extend([self.bucket.as_str(), "--key", &id]);
+        run(first, &allow);
+        (id, secret)
     }
 
     /// The S3 endpoint of node `i`, as a client names it.
@@ -215,28 +213,12 @@ impl Garage {
         path: &str,
         extra: &[&str],
     ) -> (String, String) {
-        let out = Command::new("curl")
-            .args([
-                "-s",
-                "-o",
-                "-",
-                "-w",
-                "\n%{http_code}",
-                "-X",
-                method,
-                "--aws-sigv4",
-                "aws:amz:garage:s3",
-            ])
-            .args(["--user", &format!("{id}:{secret}")])
-            // Garage wants the payload's hash header; curl 7.88 signs the value it is given.
-            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"])
-            .args(extra)
-            .arg(format!("{}{path}", self.endpoint(i)))
-            .output()
-            .unwrap();
-        let said = super::text(&out.stdout);
-        let (body, code) = said.rsplit_once('\n').unwrap_or(("", &said));
-        (body.to_string(), code.trim().to_string())
+        let user = format!("{id}:{secret}");
+        let mut args = vec!["--aws-sigv4", "aws:amz:garage:s3", "--user", &user];
+        // Garage wants the payload's hash header; curl 7.88 signs the value it is given.
+        args.extend(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD"]);
+        args.extend(extra);
+        super::curl(method, &args, &format!("{}{path}", self.endpoint(i)))
     }
 }
 

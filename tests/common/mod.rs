@@ -788,6 +788,20 @@ pub fn skopeo_copy(src: &str, dest: &str, cert_dir: &Path, creds: Option<&str>) 
     std::fs::read_to_string(&digest_file).unwrap().trim().to_string()
 }
 
+/// `curl -s -X METHOD ARGS URL`: what it wrote (the body, and the headers when `args` ask for them with
+/// `-D -`) and the HTTP status.
+pub fn curl<S: AsRef<OsStr>>(method: &str, args: &[S], url: &str) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    let said = text(&out.stdout);
+    let (body, code) = said.rsplit_once('\n').unwrap_or(("", &said));
+    (body.to_string(), code.trim().to_string())
+}
+
 /// The permission bits of `path`.
 pub fn mode(path: &Path) -> u32 {
     std::fs::metadata(path)

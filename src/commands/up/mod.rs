@@ -6,6 +6,7 @@ mod decide;
 use std::path::Path;
 use std::time::Duration;
 
+use super::site::Joining;
 use crate::bundle::{self, CheckedBundle};
 use crate::cli::UpArgs;
 use crate::desired::{self, Desired};
@@ -77,8 +78,17 @@ impl PodmanFacts {
     }
 }
 
-/// The settings of this run, from the flags, the installed state and a bundle's image names.
-fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings, Option<CheckedBundle>, bool)> {
+/// What `resolve` found: the settings, the checked bundle, whether the port stays, and a site file's setup.
+struct Resolved {
+    settings: Settings,
+    bundle: Option<CheckedBundle>,
+    same_port: bool,
+    joining: Option<Joining>,
+}
+
+/// The settings of this run, from the flags (or a site file's), the installed state and a bundle's image
+/// names.
+fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> {
     if args.open_firewall && !host.root {
         return Err(Error::usage(
             "--open-firewall changes the host's firewall, which only root may: run registry-up as root, or leave \
@@ -86,7 +96,16 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings,
         ));
     }
     let previous = crate::state::read_state(&args.setup.config_dir)?;
-    let mut settings = Settings::resolve(&args.setup, previous.as_ref(), host)?;
+    let joining = match &args.site {
+        Some(path) => Some(out.step(&format!("check site file {}", path.display()), || {
+            let joining = super::site::joining(&args.setup, path)?;
+            let detail = format!("checksum matches, names {}", joining.setup.sans.join(", "));
+            Ok((joining, detail))
+        })?),
+        None => None,
+    };
+    let setup = joining.as_ref().map_or(&args.setup, |j| &j.setup);
+    let mut settings = Settings::resolve(setup, previous.as_ref(), host)?;
     settings.check_port_allowed(host)?;
     // A bundle names the images it holds: they are the ones to run, unless flags say otherwise.
     let bundle = match &args.bundle {
@@ -106,7 +125,7 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings,
         None => None,
     };
     if let Some(checked) = &bundle {
-        let mut setup = args.setup.clone();
+        let mut setup = setup.clone();
         setup.registry_image = setup.registry_image.or(checked.reference("registry").map(String::from));
         setup.nginx_image = setup.nginx_image.or(checked.reference("nginx").map(String::from));
         settings = Settings::resolve(&setup, previous.as_ref(), host)?;
@@ -125,7 +144,12 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<(Settings,
             )));
         }
     }
-    Ok((settings, bundle, same_port))
+    Ok(Resolved {
+        settings,
+        bundle,
+        same_port,
+        joining,
+    })
 }
 
 /// With S3 storage: the key, once the bucket has answered with it (listing, and writing and deleting a
@@ -192,12 +216,20 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
     let out = Reporter::new();
     // One change at a time: the state is read, and everything decided, under the lock.
     let _lock = ApplianceLock::take(&args.setup.config_dir, host, lock::WAIT)?;
-    let (settings, bundle, same_port) = resolve(args, host, &out)?;
-    let password = args
-        .setup
-        .auth_password_stdin
-        .then(secrets::new_password_from_stdin)
-        .transpose()?;
+    let Resolved {
+        settings,
+        bundle,
+        same_port,
+        joining,
+    } = resolve(args, host, &out)?;
+    let password = match &joining {
+        Some(site) => site.password.clone(),
+        None => args
+            .setup
+            .auth_password_stdin
+            .then(secrets::new_password_from_stdin)
+            .transpose()?,
+    };
     let s3_key = storage_ready(&settings, args.dry_run, rt, &out)?;
     let podman = Podman::find()?;
     // Images first: a missing image must stop the run before any file is written.
@@ -217,9 +249,12 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
             &settings.config_dir,
             &podman_bin,
             ready.service,
-            password,
+            desired::Given {
+                password,
+                s3_key,
+                http_secret: joining.as_ref().map(|j| j.http_secret.clone()),
+            },
             renew,
-            s3_key,
         )?;
         let detail = format!(
             "{}, {}",
@@ -522,9 +557,12 @@ fn execute(
         Ok(((), format!("{auth}; the registry runs {}", config.path.display())))
     })?;
     if !args.no_verify {
-        let storage = match (&settings.s3, &desired.secrets.s3) {
-            (Some(at), Some(key)) => verify::Storage::Bucket(at.clone(), key.clone()),
-            _ => verify::Storage::Folder(settings.data_dir.clone()),
+        let storage = match &settings.s3 {
+            Some(at) => {
+                let key = desired.secrets.s3.clone().expect("S3 storage comes with its key");
+                verify::Storage::Bucket(at.clone(), key)
+            }
+            None => verify::Storage::Folder(settings.data_dir.clone()),
         };
         out.step("verify push/pull", || {
             let trip = rt.block_on(verify::round_trip(
