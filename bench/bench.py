@@ -2,7 +2,7 @@
 """`make bench`: registry-up's figures side by side with what users would do instead.
 
 Every figure is the median of BENCH_RUNS runs (default 5) with min and max, and a ratio against a
-baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,import,proxy runs a subset. Needs root, Podman and the stand-in images (make test-images), and
+baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,import,proxy,s3 runs a subset. Needs root, Podman and the stand-in images (make test-images), and
 the release binary (make build); the Makefile target provides both. Prints one Markdown table and
 writes it to target/bench/results.md.
 """
@@ -348,6 +348,119 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
         "(CPU seconds per process, from /proc, while the push ran)", "", "(profile)", True)
 
 
+TOOLS = Path(os.environ.get("REGISTRY_UP_TOOLS", Path.home() / ".cache/registry-up-tools"))
+
+
+class Garage:
+    """A three-node Garage cluster on loopback, replication factor 3, one bucket and a key allowed on it
+    (as tests/common/garage.rs starts it). The three nodes share this machine's one disk."""
+
+    def __init__(self, work: Path, bucket: str):
+        self.bin = TOOLS / "bin/garage"
+        if not self.bin.exists():
+            sys.exit(f"bench: {self.bin} is missing: run `make deps`")
+        secret = os.urandom(32).hex()
+        self.configs, self.procs, self.s3_ports = [], [], []
+        for i in range(3):
+            home = work / f"garage{i}"
+            home.mkdir(parents=True)
+            rpc, s3 = free_port(), free_port()
+            config = home / "garage.toml"
+            config.write_text(
+                f'metadata_dir = "{home}/meta"\ndata_dir = "{home}/data"\ndb_engine = "sqlite"\n'
+                f'replication_factor = 3\nrpc_bind_addr = "127.0.0.1:{rpc}"\nrpc_public_addr = "127.0.0.1:{rpc}"\n'
+                f'rpc_secret = "{secret}"\n\n[s3_api]\ns3_region = "garage"\napi_bind_addr = "127.0.0.1:{s3}"\n'
+                f'root_domain = ".s3.garage.localhost"\n')
+            log = open(home / "garage.log", "w")
+            self.procs.append(subprocess.Popen([self.bin, "-c", config, "server"], stdout=log, stderr=log))
+            self.configs.append(config)
+            self.s3_ports.append(s3)
+        ids = [self.eventually(lambda c=c: self.garage(c, "node", "id", "-q", check=False)) for c in self.configs]
+        for node in ids[1:]:
+            self.garage(self.configs[0], "node", "connect", node)
+        for node in ids:
+            self.garage(self.configs[0], "layout", "assign", "-z", "dc1", "-c", "1G", node[:16])
+        self.garage(self.configs[0], "layout", "apply", "--version", "1")
+        for config in self.configs:
+            self.eventually(lambda c=config: all(
+                n[:16] in (self.garage(c, "status", check=False) or "").split("FAILED NODES")[0] for n in ids))
+        self.eventually(lambda: self.garage(self.configs[0], "bucket", "create", bucket, check=False) is not None)
+        said = self.garage(self.configs[0], "key", "create", "bench")
+        field = lambda name: next(l.split(":", 1)[1].strip() for l in said.splitlines() if l.strip().startswith(name))
+        self.key_id, self.secret = field("Key ID"), field("Secret key")
+        self.garage(self.configs[0], "bucket", "allow", "--read", "--write", "--owner", bucket, "--key", self.key_id)
+
+    def garage(self, config, *args, check=True):
+        out = subprocess.run([self.bin, "-c", config, *args], capture_output=True, text=True)
+        if out.returncode != 0:
+            if check:
+                sys.exit(f"bench: garage {' '.join(args)}: {out.stderr}")
+            return None
+        return out.stdout
+
+    @staticmethod
+    def eventually(f, secs=60):
+        end = time.time() + secs
+        while time.time() < end:
+            value = f()
+            if value:
+                return value.strip() if isinstance(value, str) else value
+            time.sleep(0.2)
+        sys.exit("bench: Garage did not come up")
+
+    def stop(self):
+        for p in self.procs:
+            p.kill()
+            p.wait()
+
+
+def bench_s3(tmp: Path, big_image: Path, size_mib: int):
+    """Push and pull through an appliance on S3 storage (a three-node Garage) against one on the
+    filesystem, in the same run, with the same image."""
+    work = tmp / "s3"
+    garage = Garage(work, "bench")
+    try:
+        key = work / "s3.key"
+        key.write_text(f"[default]\naws_access_key_id = {garage.key_id}\naws_secret_access_key = {garage.secret}\n")
+        key.chmod(0o600)
+        targets = {}
+        for name in ("fs", "s3"):
+            port, pod = free_port(), f"ru-bench-s3-{name}"
+            args = up_args(work / name, port, pod) + ["--no-verify"]
+            if name == "s3":
+                at = args.index("--data-dir")
+                del args[at:at + 2]
+                args += ["--storage", "s3", "--s3-endpoint", f"http://127.0.0.1:{garage.s3_ports[0]}",
+                         "--s3-bucket", "bench", "--s3-region", "garage", "--s3-credentials", key]
+            sh(args)
+            certs = work / f"{name}-certs"
+            certs.mkdir()
+            shutil.copy(work / name / "cfg/ca.crt", certs / "ca.crt")
+            targets[name] = (port, pod, certs)
+        push = {t: [] for t in targets}
+        pull = {t: [] for t in targets}
+        for i in range(RUNS):
+            for name, (port, _, certs) in targets.items():
+                ref = f"docker://127.0.0.1:{port}/bench-{i}/big:1"
+                BLOB_CACHE.unlink(missing_ok=True)
+                push[name].append(timed(["skopeo", "copy", "-q", "--preserve-digests", "--dest-cert-dir", certs,
+                                         f"oci:{big_image}", ref]))
+                dest = work / f"pulled-{name}-{i}"
+                pull[name].append(timed(["skopeo", "copy", "-q", "--src-cert-dir", certs, ref, f"dir:{dest}"]))
+                shutil.rmtree(dest)
+        for name, (_, pod, _) in targets.items():
+            rm_pod(pod)
+    finally:
+        garage.stop()
+    for direction, samples in (("push", push), ("pull", pull)):
+        mbps = lambda s: f"{size_mib / statistics.median(s):.0f} MiB/s"
+        ratio = statistics.median(samples["s3"]) / statistics.median(samples["fs"])
+        row(f"12. {direction} {size_mib} MiB through a replica on S3 (Garage, 3 nodes, replication 3, one disk)",
+            f"{fmt(samples['s3'])} ({mbps(samples['s3'])})",
+            f"the same appliance on the filesystem: {fmt(samples['fs'])} ({mbps(samples['fs'])})",
+            f"{ratio:.2f}×", "(no goal: the price of S3 storage, measured)", True)
+
+
 def appliance(tmp: Path, name: str):
     """An appliance `ru-bench-NAME` up (not verified), and a cert dir holding only its CA (for skopeo):
     its port, pod, config folder and that cert dir."""
@@ -591,8 +704,10 @@ def main():
             shutil.rmtree(gib)
             if wanted("proxy"):
                 bench_proxy(tmp, big, size_mib)
+            if wanted("s3"):
+                bench_s3(tmp, big, size_mib)
         finally:
-            for pod in ["ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup", "ru-bench-import"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
+            for pod in ["ru-bench-s3-fs", "ru-bench-s3-s3", "ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup", "ru-bench-import"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
                 rm_pod(pod)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
     podman = sh(["podman", "--version"]).stdout.strip()

@@ -130,7 +130,7 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
             &good,
             "bucket no-such-bucket does not exist",
         ),
-        (&garage.endpoint(1), "registry", "us-east-1", &good, "--s3-region"),
+        (&garage.endpoint(1), "registry", "us-east-1", &good, "signed for region us-east-1"),
         (
             &garage.endpoint(2),
             "registry",
