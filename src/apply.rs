@@ -59,7 +59,22 @@ fn remove_stale_temp_files(dir: &Path) {
 
 /// Writes `contents` to `path` with `mode`, atomically.
 pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
+    write_whole(path, contents, mode, false)
+}
+
+/// As [`write_atomic`], into a file that must not exist yet: never over one, even one that appears
+/// meanwhile. Err(AlreadyExists) names it.
+pub fn write_new(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
+    write_whole(path, contents, mode, true)
+}
+
+fn write_whole(path: &Path, contents: &[u8], mode: u32, new: bool) -> Result<()> {
+    // A bare file name's parent is "": the current folder.
+    let dir = match path.parent() {
+        Some(p) if p.as_os_str().is_empty() => Path::new("."),
+        Some(p) => p,
+        None => Path::new("/"),
+    };
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -77,12 +92,48 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
         file.write_all(contents)?;
         file.sync_all()?;
         drop(file);
-        fs::rename(&tmp, path)?;
+        if new {
+            // link(2) fails on an existing name, where rename(2) would replace it.
+            fs::hard_link(&tmp, path)?;
+            fs::remove_file(&tmp)?;
+        } else {
+            fs::rename(&tmp, path)?;
+        }
         File::open(dir)?.sync_all()
     })();
     if let Err(e) = result {
         let _ = fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            return Err(Error::usage(format!(
+                "{} already exists, and registry-up does not write over it: choose a new file name.",
+                path.display()
+            )));
+        }
         return Err(write_error(path, e));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_new_file_is_never_written_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("site.json");
+        write_new(&path, b"first", 0o600).unwrap();
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        let e = write_new(&path, b"second", 0o600).unwrap_err();
+        assert!(e.message.contains("already exists"), "{e}");
+        assert_eq!(fs::read(&path).unwrap(), b"first");
+        let left: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, ["site.json"], "no temporary file left");
+        write_atomic(&path, b"third", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"third");
+    }
 }

@@ -29,6 +29,8 @@ pub enum PasswordOrigin {
     Kept,
     Generated,
     FromStdin,
+    /// From a site file: the site's password, as every replica has it.
+    Site,
 }
 
 /// bcrypt cost for a password registry-up generated. The registry checks the hash on every request

@@ -130,7 +130,13 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
             &good,
             "bucket no-such-bucket does not exist",
         ),
-        (&garage.endpoint(1), "registry", "us-east-1", &good, "signed for region us-east-1"),
+        (
+            &garage.endpoint(1),
+            "registry",
+            "us-east-1",
+            &good,
+            "signed for region us-east-1",
+        ),
         (
             &garage.endpoint(2),
             "registry",
@@ -337,13 +343,17 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
     let password = std::fs::read_to_string(a.config_dir().join("auth/password")).unwrap();
     let creds = format!("admin:{}", password.trim());
 
-    // A file that does not name B, or one damaged on the way: exit 2, nothing written on B.
-    let first = keys.path().join("site-1");
-    Run::bin()
-        .args(["site", "export", "--out", &first.display().to_string()])
+    // A file that does not name B, or one damaged on the way: exit 2, nothing written on B. A bare file
+    // name for --out is the current folder's.
+    let out = Run::bin()
+        .args(["site", "export", "--out", "site-1"])
         .config_dir(a.config_dir())
-        .stdout_has("carry it like a key")
-        .run();
+        .command()
+        .current_dir(keys.path())
+        .output()
+        .unwrap();
+    common::assert_exit(&out, 0, "site export --out site-1 in the current folder");
+    let first = keys.path().join("site-1");
     assert_eq!(common::mode(&first), 0o600);
     let damaged = keys.path().join("damaged");
     std::fs::write(
@@ -353,6 +363,14 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
             .replacen("\"bucket\": \"site\"", "\"bucket\": \"sitf\"", 1),
     )
     .unwrap();
+    let site_temps = || {
+        std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("registry-up-site-"))
+            .count()
+    };
+    let temps = site_temps();
     for (file, says) in [(&first, "does not cover"), (&damaged, "is damaged")] {
         join(&b, file, &garage.endpoint(1)).code(2).stderr_has(says).run();
         assert!(
@@ -377,31 +395,56 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
         .code(2)
         .stderr_has("never overwrites")
         .run();
-    let names = common::command("openssl")
-        .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
-        .arg(a.config_dir().join("tls/server.crt"))
-        .output()
-        .unwrap();
-    assert!(text(&names.stdout).contains(&b.domain), "{}", text(&names.stdout));
+    let names = |app: &Appliance| {
+        let out = common::command("openssl")
+            .args(["x509", "-noout", "-ext", "subjectAltName", "-in"])
+            .arg(app.config_dir().join("tls/server.crt"))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    assert!(names(&a).contains(&b.domain), "{}", names(&a));
+    // The first host's folder is no replica: --site there is refused.
+    Run::bin()
+        .args(["--site", &site.display().to_string(), "--domain", &b.domain])
+        .config_dir(a.config_dir())
+        .code(2)
+        .stderr_has("not a replica of this site")
+        .run();
 
-    // B joins through another Garage node; the same CA, no CA key, the same password.
-    join(&b, &site, &garage.endpoint(1)).stdout_has("check site file").run();
+    // B joins through another Garage node; the same CA, no CA key, the same password; no secret shown.
+    let out = join(&b, &site, &garage.endpoint(1))
+        .stdout_has("check site file")
+        .stdout_has("with the site's password")
+        .run();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    for secret in [password.trim(), &garage.secret, "PRIVATE KEY"] {
+        assert!(!said.contains(secret), "a secret shown by the join:\n{said}");
+    }
+    assert_eq!(site_temps(), temps, "the site's files in /tmp are gone");
     let ca = |app: &Appliance| std::fs::read(app.config_dir().join("ca.crt")).unwrap();
     assert_eq!(ca(&a), ca(&b), "one trust for the site");
     assert!(
         !b.config_dir().join("ca/ca.key").exists(),
         "the CA key stays on the first host"
     );
+    let pulled = keys.path().join("pulled");
+    let pull = |app: &Appliance, image: &str| {
+        common::skopeo_copy(
+            &app.reference(image),
+            &format!("oci:{}:{image}", pulled.display()),
+            &app.config_dir(),
+            Some(&creds),
+        )
+    };
     let pushed = a.push(&common::image_archives()[1], "team/nginx:1", Some(&creds));
-    assert_eq!(
-        b.digest("team/nginx:1", Some(&creds)),
-        pushed,
-        "pushed through A, read through B"
-    );
+    assert_eq!(pull(&b, "team/nginx:1"), pushed, "pushed through A, pulled through B");
     b.assert_anonymous_push_refused(&common::image_archives()[1], "team/anon:1");
 
-    // An upload begun on A (POST) and finished on B (PUT to A's upload URL, on B's address).
+    // An upload begun on A (POST), continued on B (PATCH to A's upload URL, on B's address) and finished
+    // there (PUT): the upload's state, signed with the shared http.secret, travels between replicas.
     let a_ca = a.config_dir().join("ca.crt");
+    let b_ca = b.config_dir().join("ca.crt");
     let (said, code) = curl(
         &a_ca,
         &creds,
@@ -410,27 +453,42 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
         &[],
     );
     assert_eq!(code, "202", "{said}");
-    let location = said
-        .lines()
-        .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
-        .unwrap()
-        .trim()
-        .to_string();
-    let path = location.split_once("/v2/").map(|(_, p)| format!("/v2/{p}")).unwrap();
-    let blob = common::random_bytes(4096);
-    let blob_file = keys.path().join("blob");
-    std::fs::write(&blob_file, &blob).unwrap();
-    let digest = format!("sha256:{}", common::sha256(&blob));
-    let on_b = format!("https://{}{path}&digest={digest}", b.registry());
-    let data = format!("@{}", blob_file.display());
+    let location = |said: &str| {
+        let at = said
+            .lines()
+            .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
+            .unwrap()
+            .trim();
+        at.split_once("/v2/").map(|(_, p)| format!("/v2/{p}")).unwrap()
+    };
+    let path = location(&said);
+    let blob = common::random_bytes(8192);
+    let (head, tail) = blob.split_at(4096);
+    let part = |name: &str, bytes: &[u8]| {
+        let file = keys.path().join(name);
+        std::fs::write(&file, bytes).unwrap();
+        format!("@{}", file.display())
+    };
+    let octets = "Content-Type: application/octet-stream";
     let (said, code) = curl(
-        &b.config_dir().join("ca.crt"),
+        &b_ca,
+        &creds,
+        "PATCH",
+        &format!("https://{}{path}", b.registry()),
+        &["-H", octets, "--data-binary", &part("head", head)],
+    );
+    assert_eq!(code, "202", "B took the first half of A's upload: {said}");
+    let path = location(&said);
+    let digest = format!("sha256:{}", common::sha256(&blob));
+    let (said, code) = curl(
+        &b_ca,
         &creds,
         "PUT",
-        &on_b,
-        &["-H", "Content-Type: application/octet-stream", "--data-binary", &data],
+        &format!("https://{}{path}&digest={digest}", b.registry()),
+        &["-H", octets, "--data-binary", &part("tail", tail)],
     );
     assert_eq!(code, "201", "B finished A's upload: {said}");
+    // 201: the registry hashed both halves, across replicas, to the digest given.
     let (said, code) = curl(
         &a_ca,
         &creds,
@@ -439,6 +497,7 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
         &["-I"],
     );
     assert_eq!(code, "200", "A serves the blob B committed: {said}");
+    assert!(said.to_ascii_lowercase().contains("content-length: 8192"), "{said}");
 
     for app in [&a, &b] {
         let (code, report) = verify_json(app, &["--deep"]);
@@ -448,14 +507,43 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
     // A Garage node lost: both replicas push and pull on.
     garage.kill(2);
     let second = b.push(&common::image_archives()[0], "team/registry:1", Some(&creds));
-    assert_eq!(a.digest("team/registry:1", Some(&creds)), second);
-    assert_eq!(a.digest("team/nginx:1", Some(&creds)), pushed);
+    assert_eq!(pull(&a, "team/registry:1"), second);
+    let third = a.push(&common::image_archives()[0], "team/registry:2", Some(&creds));
+    assert_eq!(pull(&b, "team/registry:2"), third);
+
+    // A newer file (another replica named) re-joins B: B's own port and Garage node are kept.
+    let newer = keys.path().join("site-3");
+    Run::bin()
+        .args([
+            "site",
+            "export",
+            "--replica",
+            "c.registry-up.test",
+            "--out",
+            &newer.display().to_string(),
+        ])
+        .config_dir(a.config_dir())
+        .run();
+    Run::bin()
+        .args(["--site", &newer.display().to_string(), "--domain", &b.domain])
+        .config_dir(b.config_dir())
+        .run();
+    assert!(names(&b).contains("c.registry-up.test"), "{}", names(&b));
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.config_dir().join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["port"].as_u64(), Some(u64::from(b.port)));
+    assert_eq!(state["s3"]["endpoint"].as_str(), Some(garage.endpoint(1).as_str()));
 
     // Replica A lost: B serves every image.
     Run::bin().arg("down").config_dir(a.config_dir()).run();
     assert!(!a.pod_exists());
-    assert_eq!(b.digest("team/nginx:1", Some(&creds)), pushed);
-    assert_eq!(b.digest("team/registry:1", Some(&creds)), second);
+    for (image, digest) in [
+        ("team/nginx:1", &pushed),
+        ("team/registry:1", &second),
+        ("team/registry:2", &third),
+    ] {
+        assert_eq!(pull(&b, image), *digest, "{image} through B alone");
+    }
     let (code, report) = verify_json(&b, &[]);
     assert_eq!(code, 0, "{report:#}");
 }

@@ -57,7 +57,7 @@ pub fn export(args: &SiteExportArgs, rt: &tokio::runtime::Runtime, host: &HostFa
     let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
     let state = crate::state::installed(dir)?;
     let site = read_site(dir, &state)?;
-    crate::apply::write_atomic(&args.out, site.render().as_bytes(), layout::PRIVATE)?;
+    crate::apply::write_new(&args.out, site.render().as_bytes(), layout::PRIVATE)?;
     println!(
         "Wrote {} (0600) for the site {}: its certificate covers {}.\nOn each other host: registry-up --site {} \
          --domain HOSTNAME (one of those names). The file holds the server key, the bucket's key, http.secret \
@@ -117,9 +117,11 @@ pub struct Joining {
     _files: tempfile::TempDir,
 }
 
-/// Reads and checks the site file at `path` and turns `given` (this host's flags) into a replica's.
-/// Nothing is written but the temporary folder.
-pub fn joining(given: &SetupArgs, path: &Path) -> Result<Joining> {
+/// Reads and checks the site file at `path` and turns `given` (this host's flags) into a replica's;
+/// `previous`: what is installed in the config folder (a replica of this site, or nothing). This host's own
+/// settings come from its flags, else from the replica installed, else from the site. Nothing is written
+/// but the temporary folder.
+pub fn joining(given: &SetupArgs, path: &Path, previous: Option<&crate::state::State>) -> Result<Joining> {
     let shown = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| {
         Error::usage(format!(
@@ -147,6 +149,20 @@ pub fn joining(given: &SetupArgs, path: &Path) -> Result<Joining> {
             "{flag} comes from the site file with --site: leave it out (on the site's first host, change it \
              there and export the site again)."
         )));
+    }
+    // Only a replica of this site (or nothing) may be turned into one: the first host's own folder, or
+    // another appliance's, would lose what makes it that.
+    if let Some(state) = previous {
+        let replica = state.own_cert && state.s3.as_ref().is_some_and(|s3| s3.bucket == site.s3.bucket);
+        if !replica {
+            return Err(Error::usage(format!(
+                "{} holds another appliance ({} on {}), not a replica of this site: give --config-dir (and \
+                 --pod-name) a folder of the replica's own.",
+                given.config_dir.display(),
+                state.domain,
+                state.storage()
+            )));
+        }
     }
     let covered = || site.names.join(", ");
     let Some(domain) = &given.domain else {
@@ -184,12 +200,13 @@ pub fn joining(given: &SetupArgs, path: &Path) -> Result<Joining> {
     setup.key = Some(write("server.key", &site.server_key)?);
     setup.ca_bundle = Some(write("ca.crt", &site.ca_cert)?);
     setup.storage = Some(StorageChoice::S3);
-    // This host may reach the store through its own node: --s3-endpoint is this host's to give.
-    setup.s3_endpoint = given.s3_endpoint.clone().or(Some(site.s3.endpoint.clone()));
+    // This host may reach the store through its own node: --s3-endpoint is this host's to give, and kept.
+    let kept = previous.and_then(|s| s.s3.as_ref()).map(|s3| s3.endpoint.clone());
+    setup.s3_endpoint = given.s3_endpoint.clone().or(kept).or(Some(site.s3.endpoint.clone()));
     setup.s3_bucket = Some(site.s3.bucket.clone());
     setup.s3_region = Some(site.s3.region.clone());
     setup.s3_credentials = Some(write("s3.key", &site.s3_key().render())?);
-    setup.port = given.port.or(Some(site.port));
+    setup.port = given.port.or(previous.map(|s| s.port)).or(Some(site.port));
     setup.registry_image = given.registry_image.clone().or(Some(site.registry_image.clone()));
     setup.nginx_image = given.nginx_image.clone().or(Some(site.nginx_image.clone()));
     setup.auth = site.auth.is_some();

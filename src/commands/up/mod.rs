@@ -98,7 +98,7 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
     let previous = crate::state::read_state(&args.setup.config_dir)?;
     let joining = match &args.site {
         Some(path) => Some(out.step(&format!("check site file {}", path.display()), || {
-            let joining = super::site::joining(&args.setup, path)?;
+            let joining = super::site::joining(&args.setup, path, previous.as_ref())?;
             let detail = format!("checksum matches, names {}", joining.setup.sans.join(", "));
             Ok((joining, detail))
         })?),
@@ -263,6 +263,10 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
         );
         Ok((d, detail))
     })?;
+    let mut desired = desired;
+    if let (Some(_), Some(auth)) = (&joining, desired.secrets.auth.as_mut()) {
+        auth.password_origin = PasswordOrigin::Site;
+    }
     let target = target(&settings, &desired);
     let files = desired
         .files
@@ -681,6 +685,11 @@ fn closing_words(settings: &Settings, desired: &Desired) -> String {
             )),
             PasswordOrigin::FromStdin => text.push_str(&format!(
                 "\nAuthentication is on for user {}, with the password read from standard input (saved in {}).\n",
+                auth.user,
+                saved.display()
+            )),
+            PasswordOrigin::Site => text.push_str(&format!(
+                "\nAuthentication is on for user {}, with the site's password (saved in {}).\n",
                 auth.user,
                 saved.display()
             )),
