@@ -117,15 +117,17 @@ struct Answer {
 }
 
 impl Answer {
+    /// The text of element `name` of an S3 error document.
+    fn field(&self, name: &str) -> Option<String> {
+        let open = format!("<{name}>");
+        let start = self.body.find(&open)? + open.len();
+        let end = self.body[start..].find(&format!("</{name}>"))? + start;
+        Some(self.body[start..end].trim().to_string())
+    }
+
     /// `Code` and `Message` of an S3 error document, as "Code: Message".
     fn error(&self) -> String {
-        let field = |name: &str| {
-            let open = format!("<{name}>");
-            let start = self.body.find(&open)? + open.len();
-            let end = self.body[start..].find(&format!("</{name}>"))? + start;
-            Some(self.body[start..end].trim().to_string())
-        };
-        match (field("Code"), field("Message")) {
+        match (self.code(), self.field("Message")) {
             (Some(code), Some(message)) if !message.is_empty() => format!("{code}: {message}"),
             (Some(code), _) => code,
             _ => format!("HTTP {}", self.status),
@@ -133,9 +135,7 @@ impl Answer {
     }
 
     fn code(&self) -> Option<String> {
-        let start = self.body.find("<Code>")? + 6;
-        let end = self.body[start..].find("</Code>")? + start;
-        Some(self.body[start..end].trim().to_string())
+        self.field("Code")
     }
 }
 
