@@ -177,9 +177,34 @@ pub fn ipv6_available() -> bool {
     std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok()
 }
 
+/// Where this host's appliance answers on `port`, from its saved listen addresses (empty: every
+/// address): a loopback address for a wildcard, or the first address given.
+pub fn local_address(saved: &[String], port: u16) -> SocketAddr {
+    let first = saved.iter().find_map(|a| a.parse::<IpAddr>().ok());
+    let ip = match first {
+        None | Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED)) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Some(IpAddr::V6(v6)) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        Some(ip) => ip,
+    };
+    SocketAddr::new(ip, port)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn this_host_s_own_address_for_a_pinned_check() {
+        let at = |saved: &[&str]| {
+            let saved: Vec<String> = saved.iter().map(|s| s.to_string()).collect();
+            local_address(&saved, 8443).to_string()
+        };
+        assert_eq!(at(&[]), "127.0.0.1:8443");
+        assert_eq!(at(&["0.0.0.0"]), "127.0.0.1:8443");
+        assert_eq!(at(&["::"]), "[::1]:8443");
+        assert_eq!(at(&["::1"]), "[::1]:8443");
+        assert_eq!(at(&["10.0.0.5", "::1"]), "10.0.0.5:8443");
+    }
 
     fn ips(list: &[&str]) -> Vec<IpAddr> {
         list.iter().map(|s| s.parse().unwrap()).collect()

@@ -336,9 +336,10 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
     let mut garage = Garage::start("site");
     let keys = tempfile::tempdir().unwrap();
     let good = key_file(keys.path(), "good", &garage.key_id, &garage.secret);
+    // A answers on 127.0.0.1 only, so that another replica can take its port on ::1 (below).
     Run::bin()
         .args(s3_args(&a, &garage.endpoint(0), "site", &good))
-        .arg("--auth")
+        .args(["--auth", "--listen", "127.0.0.1"])
         .run();
     let password = std::fs::read_to_string(a.config_dir().join("auth/password")).unwrap();
     let creds = format!("admin:{}", password.trim());
@@ -533,6 +534,48 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
         serde_json::from_str(&std::fs::read_to_string(b.config_dir().join("state.json")).unwrap()).unwrap();
     assert_eq!(state["port"].as_u64(), Some(u64::from(b.port)));
     assert_eq!(state["s3"]["endpoint"].as_str(), Some(garage.endpoint(1).as_str()));
+
+    // A replica's verify checks that replica wherever its name leads: C answers only on ::1, on A's port,
+    // and C's name resolves to 127.0.0.1, where A answers (a name shared by replicas behind DNS, in small).
+    // C uses A's Garage node, so both serve the very same config: only where the requests land tells them
+    // apart. Its round trip must reach C's registry, not A's.
+    let c = Appliance::new();
+    let for_c = keys.path().join("site-4");
+    Run::bin()
+        .args([
+            "site",
+            "export",
+            "--replica",
+            &c.domain,
+            "--out",
+            &for_c.display().to_string(),
+        ])
+        .config_dir(a.config_dir())
+        .run();
+    let mut args = no_data_dir(&c);
+    let at = args.iter().position(|x| x == "--port").unwrap();
+    args[at + 1] = a.port.to_string();
+    Run::bin()
+        .args(args)
+        .args([
+            "--site",
+            &for_c.display().to_string(),
+            "--s3-endpoint",
+            &garage.endpoint(0),
+        ])
+        .args(["--listen", "::1"])
+        .run();
+    let verify_requests = |app: &Appliance| {
+        let out = common::podman(&["logs", &app.container("registry")]);
+        let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        said.lines().filter(|l| l.contains("registry-up/verify")).count()
+    };
+    let (on_a, on_c) = (verify_requests(&a), verify_requests(&c));
+    let (code, report) = verify_json(&c, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert!(verify_requests(&c) > on_c, "C's own registry served C's round trip");
+    assert_eq!(verify_requests(&a), on_a, "A's registry saw none of C's round trip");
+    drop(c);
 
     // Replica A lost: B serves every image.
     Run::bin().arg("down").config_dir(a.config_dir()).run();

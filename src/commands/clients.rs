@@ -54,6 +54,7 @@ fn target(state: &State, config_dir: &Path) -> Result<Target> {
         port: state.port,
         ca_pem: std::fs::read(ca).ok(),
         credentials,
+        pin: None,
     })
 }
 

@@ -32,6 +32,7 @@ pub fn appliance_target(config_dir: &Path) -> Result<Target> {
         port: state.port,
         ca_pem,
         credentials,
+        pin: None,
     })
 }
 

@@ -59,6 +59,10 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
         port,
         ca_pem,
         credentials,
+        // On a replica of a site the name may lead to another replica: what is checked is this host's.
+        pin: appliance
+            .filter(|s| s.s3.is_some())
+            .map(|s| crate::listen::local_address(&s.listen, s.port)),
     };
     // On the appliance host verify removes its own data from the storage: not while `up` changes things.
     // A user who may read but not write this appliance (no lock file there) verifies without touching it.

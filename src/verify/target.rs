@@ -13,6 +13,10 @@ pub struct Target {
     pub ca_pem: Option<Vec<u8>>,
     /// User name and password, when the registry requires them.
     pub credentials: Option<(String, String)>,
+    /// Where this host's own appliance answers, for a replica of a site: every request that checks content
+    /// or configuration goes there, whatever the name resolves to (it may lead to another replica). The
+    /// name's own checks (resolve, connect, TLS) still follow DNS.
+    pub pin: Option<std::net::SocketAddr>,
 }
 
 /// An HTTPS client for one registry: trusts its CA, sends its credentials.
@@ -87,7 +91,7 @@ impl Target {
         address: Option<std::net::SocketAddr>,
     ) -> Result<Http> {
         let mut builder = builder.connect_timeout(timeout.min(Duration::from_secs(10)));
-        if let Some(address) = address {
+        if let Some(address) = address.or(self.pin) {
             builder = builder.resolve(&self.host, address);
         }
         if let Some(pem) = &self.ca_pem {

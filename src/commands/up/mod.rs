@@ -478,6 +478,11 @@ fn target(settings: &Settings, desired: &Desired) -> Target {
             .auth
             .as_ref()
             .map(|a| (a.user.clone(), a.password.clone())),
+        // A replica of a site: its name may lead to another replica.
+        pin: settings
+            .s3
+            .as_ref()
+            .map(|_| crate::listen::local_address(&settings.listen.saved(), settings.port)),
     }
 }
 
