@@ -7,7 +7,6 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::state::S3State;
 
 /// The first line's start; the format number and `sha256:HEX` of the rest follow.
 const HEADER: &str = "registry-up site";
@@ -25,7 +24,7 @@ pub struct Site {
     pub http_secret: String,
     /// With authentication: the user and the password.
     pub auth: Option<(String, String)>,
-    pub s3: S3State,
+    pub s3: crate::s3::Location,
     pub s3_access_key: String,
     pub s3_secret_key: String,
     pub ca_cert: String,
@@ -96,7 +95,7 @@ pub(crate) mod tests {
             nginx_image: "docker.io/library/nginx:1.28-alpine".into(),
             http_secret: "ab".repeat(32),
             auth: Some(("admin".into(), "pw".into())),
-            s3: S3State {
+            s3: crate::s3::Location {
                 endpoint: "http://10.0.0.5:3900".into(),
                 bucket: "registry".into(),
                 region: "garage".into(),

@@ -56,14 +56,7 @@ pub struct State {
     /// S3 storage instead of `data_dir` (format 2: older versions must not read this appliance as one
     /// on the filesystem). The key is in s3/credentials, never here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub s3: Option<S3State>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct S3State {
-    pub endpoint: String,
-    pub bucket: String,
-    pub region: String,
+    pub s3: Option<crate::s3::Location>,
 }
 
 /// The newest state format this registry-up reads: 2 adds S3 storage (1 is still written without it).
@@ -81,7 +74,7 @@ impl State {
     /// Where the registry keeps images, for reports: the S3 bucket, or the data folder.
     pub fn storage(&self) -> String {
         match &self.s3 {
-            Some(s3) => format!("S3 bucket {} at {}", s3.bucket, s3.endpoint),
+            Some(s3) => s3.describe(),
             None => self.data_dir.clone(),
         }
     }

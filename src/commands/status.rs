@@ -13,7 +13,7 @@ use crate::error::{ExitStatus, Result};
 use crate::render::{NGINX_CONTAINER, REGISTRY_CONTAINER};
 use crate::runtime::podman::{ContainerInfo, Podman};
 use crate::runtime::systemd::Systemctl;
-use crate::state::{S3State, Service, State};
+use crate::state::{Service, State};
 
 #[derive(Serialize)]
 struct Status {
@@ -273,18 +273,20 @@ fn data(state: &State, config_dir: &Path, problems: &mut Vec<String>) -> Data {
 }
 
 /// Where the S3 storage is, and whether its bucket answers the kept key now (a list of one key).
-fn s3_status(at: &S3State, config_dir: &Path, rt: &tokio::runtime::Runtime, problems: &mut Vec<String>) -> S3Status {
+fn s3_status(
+    at: &crate::s3::Location,
+    config_dir: &Path,
+    rt: &tokio::runtime::Runtime,
+    problems: &mut Vec<String>,
+) -> S3Status {
     let answer = match crate::s3::read_key(None, config_dir) {
         Err(e) => Err(format!(
             "the bucket was not asked: the kept key cannot be read ({}); as root, or after registry-up up \
              --s3-credentials FILE, status asks it",
             e.message
         )),
-        Ok((key, from)) => crate::s3::Location::parse(&at.endpoint, &at.bucket, &at.region)
-            .and_then(|location| {
-                let bucket = crate::s3::Bucket::new(&location, &key, std::time::Duration::from_secs(10))?;
-                rt.block_on(bucket.probe(&from.display().to_string(), false))
-            })
+        Ok((key, from)) => crate::s3::Bucket::new(at, &key, std::time::Duration::from_secs(10))
+            .and_then(|bucket| rt.block_on(bucket.probe(&from.display().to_string(), false)))
             .map_err(|e| format!("the registry's storage does not answer: {}", e.message)),
     };
     let bucket_state = match answer {

@@ -118,10 +118,9 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
 fn storage(state: &State, config_dir: &Path) -> Option<Storage> {
     match &state.s3 {
         None => Some(Storage::Folder(state.data_dir.clone().into())),
-        Some(s3) => {
-            let at = crate::s3::Location::parse(&s3.endpoint, &s3.bucket, &s3.region).ok()?;
+        Some(at) => {
             let (key, _) = crate::s3::read_key(None, config_dir).ok()?;
-            Some(Storage::Bucket(at, key))
+            Some(Storage::Bucket(at.clone(), key))
         }
     }
 }

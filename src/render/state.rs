@@ -1,7 +1,7 @@
 //! `state.json` from the settings: what later commands (verify, status, upgrades) read back.
 
 use crate::settings::Settings;
-use crate::state::{S3State, Service, State};
+use crate::state::{Service, State};
 
 pub fn render(settings: &Settings, service: Service) -> String {
     let state = State {
@@ -23,11 +23,7 @@ pub fn render(settings: &Settings, service: Service) -> String {
         disk_high: settings.watermarks.high,
         disk_critical: settings.watermarks.critical,
         maintenance: settings.maintenance.map(String::from),
-        s3: settings.s3.as_ref().map(|l| S3State {
-            endpoint: l.endpoint.clone(),
-            bucket: l.bucket.clone(),
-            region: l.region.clone(),
-        }),
+        s3: settings.s3.clone(),
     };
     let mut text = serde_json::to_string_pretty(&state).expect("state always serialises");
     text.push('\n');

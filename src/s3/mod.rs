@@ -12,8 +12,9 @@ pub use credentials::Credentials;
 
 use crate::error::{Error, Result};
 
-/// Where the registry's objects live: the store's endpoint, the bucket and the region it signs for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the registry's objects live: the store's endpoint, the bucket and the region it signs for. Kept as
+/// it is in state.json and site files (written only after `parse` accepted it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Location {
     /// `http(s)://host[:port]`, no path.
     pub endpoint: String,
