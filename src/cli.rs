@@ -57,7 +57,8 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Both containers' logs in time order, each line with its container's name.
     Logs(LogsArgs),
-    /// Free the space of what nothing tagged needs (read-only while it runs; pulls keep working).
+    /// Free the space of what nothing tagged needs (read-only while it runs; pulls keep working). On S3
+    /// storage, every replica of the site is held read-only together, or gc names the one it cannot reach.
     Gc(GcArgs),
     /// A consistent copy of the appliance (config, CA key included, and every image) in one checked file.
     Backup(BackupArgs),
@@ -394,7 +395,8 @@ pub struct GcArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Seconds a request started before gc may take to finish (a long push) before gc gives up.
+    /// Seconds a request started before gc may take to finish (a long push) before gc gives up. (On S3
+    /// storage, gc cannot see other hosts' requests: it gives writes 5 s, and verify --deep checks after.)
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     pub drain_timeout: u64,
 
@@ -565,6 +567,19 @@ pub enum SiteCommand {
     /// Write the site file (0600, checksummed) another host joins with: registry-up --site FILE --domain
     /// HOSTNAME. It holds the server key, the bucket's key, http.secret and the password.
     Export(SiteExportArgs),
+    /// Remove a replica that is gone for good from the site's records in the bucket (gc holds and checks
+    /// every recorded replica), and end a gc hold it left.
+    Forget(SiteForgetArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SiteForgetArgs {
+    #[command(flatten)]
+    pub appliance: ApplianceDir,
+
+    /// The replica's name, as its --domain was (`registry-up gc --dry-run` lists them).
+    #[arg(value_name = "NAME")]
+    pub name: String,
 }
 
 #[derive(Args, Debug, Clone)]

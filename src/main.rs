@@ -12,6 +12,7 @@ mod disk;
 mod error;
 mod firewall;
 mod gc;
+mod gc_hold;
 mod host;
 mod hostname;
 mod import;
@@ -28,6 +29,7 @@ mod reference;
 mod registry_api;
 mod registry_image;
 mod render;
+mod replicas;
 mod runtime;
 mod s3;
 mod secrets;
@@ -112,7 +114,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Render(args)) => done(render_cmd::command(args, host)),
         Some(Command::Verify(args)) => verify_cmd::command(args, &rt, host),
         Some(Command::Status(args)) => status::command(args, &rt),
-        Some(Command::Down(args)) => done(down::command(args, host)),
+        Some(Command::Down(args)) => done(down::command(args, &rt, host)),
         Some(Command::Bundle(args)) => done(bundle_cmd::command(args, &rt)),
         Some(Command::Import(args)) => import_cmd::command(args, &rt, host),
         Some(Command::Certs(CertsCommand::Show(args))) => done(certs::show(args)),
@@ -125,6 +127,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Gc(args)) => gc_cmd::command(args, &rt, host),
         Some(Command::Maintain(args)) => maintain::command(args, &rt, host),
         Some(Command::Site(SiteCommand::Export(args))) => done(commands::site::export(args, &rt, host)),
+        Some(Command::Site(SiteCommand::Forget(args))) => done(commands::site::forget(args, &rt, host)),
         Some(Command::Backup(args)) => done(backup_cmd::backup(args, host)),
         Some(Command::Restore(args)) => backup_cmd::restore(args, &rt, host),
         Some(Command::Completions(args)) => done(completions::command(args)),

@@ -27,9 +27,38 @@ fn render(out: &Path, extra: &[&str]) {
 
 #[test]
 fn nginx_accepts_the_rendered_conf_with_real_certificates() {
+    nginx_accepts(&[]);
+}
+
+/// An appliance on S3 storage: its conf also asks the registry, before each write, whether gc holds the
+/// site (auth_request and named locations; nginx -t checks the module is there and the syntax holds).
+#[test]
+fn nginx_accepts_the_conf_of_a_replica_on_s3_storage() {
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("key");
+    std::fs::write(
+        &key,
+        "[default]\naws_access_key_id = GK0123456789abcdef\naws_secret_access_key = 0123456789abcdef\n",
+    )
+    .unwrap();
+    let conf = nginx_accepts(&[
+        "--storage",
+        "s3",
+        "--s3-endpoint",
+        "http://127.0.0.1:3900",
+        "--s3-bucket",
+        "registry",
+        "--s3-credentials",
+        &key.display().to_string(),
+    ]);
+    assert!(conf.contains("auth_request /_registry_up/gc-hold;"), "{conf}");
+}
+
+/// Renders with `extra`, checks nginx accepts the conf (and rejects it with a broken certificate); the conf.
+fn nginx_accepts(extra: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    render(&out, &[]);
+    render(&out, extra);
     // The conf is written for the container's paths: point it at the rendered TLS files instead.
     let conf = std::fs::read_to_string(out.join("nginx/registry.conf"))
         .unwrap()
@@ -70,6 +99,7 @@ fn nginx_accepts_the_rendered_conf_with_real_certificates() {
     // A broken certificate is caught by the same check, so the check can fail.
     std::fs::write(out.join("tls/server.crt"), "not a certificate").unwrap();
     assert!(!nginx_t().status.success(), "nginx -t must reject a broken certificate");
+    std::fs::read_to_string(&conf_path).unwrap()
 }
 
 #[test]

@@ -271,8 +271,8 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
         .stdout_has("the registry's storage does not answer")
         .run();
     std::fs::write(config.join("s3/credentials"), &kept).unwrap();
-    // gc and backup refuse, saying why.
-    for command in [vec!["gc"], vec!["backup", "--out", "/tmp/never.tar"]] {
+    // backup and maintain work on a data folder: they refuse, saying why (gc works on a site: below).
+    for command in [vec!["maintain"], vec!["backup", "--out", "/tmp/never.tar"]] {
         Run::bin()
             .args(&command)
             .config_dir(&config)
@@ -589,4 +589,227 @@ fn a_replica_joins_with_one_file_and_the_site_outlives_a_node_and_a_replica() {
     }
     let (code, report) = verify_json(&b, &[]);
     assert_eq!(code, 0, "{report:#}");
+}
+
+/// Issue 14, item 3: gc on a site holds every replica read-only together — an independent client sees
+/// replica B refuse a write and serve a pull while A's gc runs — frees from the bucket a blob no manifest
+/// references, and keeps every image. While a recorded replica cannot be reached it refuses, naming it,
+/// and changes nothing. A gc killed mid-way leaves the site held; `up` on its host ends the hold.
+#[test]
+fn gc_holds_every_replica_read_only_together_or_names_the_one_it_cannot_reach() {
+    let Some(a) = Appliance::e2e() else { return };
+    let b = Appliance::new();
+    let garage = Garage::start("gcsite");
+    let keys = tempfile::tempdir().unwrap();
+    let good = key_file(keys.path(), "good", &garage.key_id, &garage.secret);
+    Run::bin()
+        .args(s3_args(&a, &garage.endpoint(0), "gcsite", &good))
+        .arg("--auth")
+        .run();
+    let password = std::fs::read_to_string(a.config_dir().join("auth/password")).unwrap();
+    let creds = format!("admin:{}", password.trim());
+    let site = keys.path().join("site");
+    Run::bin()
+        .args(["site", "export", "--replica", &b.domain, "--out"])
+        .arg(&site)
+        .config_dir(a.config_dir())
+        .run();
+    join(&b, &site, &garage.endpoint(1)).run();
+    let recorded = objects(&garage, 0, "registry-up/replicas/");
+    for app in [&a, &b] {
+        assert!(
+            recorded.contains(&format!("registry-up/replicas/{}", app.domain)),
+            "{recorded:?}"
+        );
+    }
+
+    let kept = a.push(&common::image_archives()[1], "team/keep:1", Some(&creds));
+    // Garbage: a blob no manifest references, uploaded through B.
+    let b_ca = b.config_dir().join("ca.crt");
+    let junk = common::random_bytes(8192);
+    let junk_digest = format!("sha256:{}", common::sha256(&junk));
+    let junk_file = keys.path().join("junk");
+    std::fs::write(&junk_file, &junk).unwrap();
+    let (said, code) = curl(
+        &b_ca,
+        &creds,
+        "POST",
+        &format!("https://{}/v2/team/junk/blobs/uploads/", b.registry()),
+        &[],
+    );
+    assert_eq!(code, "202", "{said}");
+    let upload = said
+        .lines()
+        .find_map(|l| l.strip_prefix("location: ").or_else(|| l.strip_prefix("Location: ")))
+        .unwrap()
+        .trim()
+        .to_string();
+    let (said, code) = curl(
+        &b_ca,
+        &creds,
+        "PUT",
+        &format!("{upload}&digest={junk_digest}"),
+        &[
+            "-H",
+            "Content-Type: application/octet-stream",
+            "--data-binary",
+            &format!("@{}", junk_file.display()),
+        ],
+    );
+    assert_eq!(code, "201", "{said}");
+    let in_bucket = |digest: &str| garage.curl(0, "HEAD", &format!("/{}", blob_key(digest)), &["-I"]).1 == "200";
+    assert!(in_bucket(&junk_digest));
+    // A write that leaves nothing behind: the DELETE of a manifest that is not there. 404 when B takes
+    // writes, 405 with gc's message while the site is held.
+    let no_manifest = format!("sha256:{}", "0".repeat(64));
+    let b_write = || {
+        curl(
+            &b_ca,
+            &creds,
+            "DELETE",
+            &format!("https://{}/v2/team/keep/manifests/{no_manifest}", b.registry()),
+            &[],
+        )
+    };
+    let held = |said: &str, code: &str| code == "405" && said.contains("registry-up gc collects garbage on this site");
+    let hold_record = || garage.curl(0, "GET", "/registry-up/gc-hold.json", &[]).1;
+
+    // A recorded replica that is gone: gc refuses, naming it, and changes nothing.
+    let (said, code) = garage.curl(
+        0,
+        "PUT",
+        "/registry-up/replicas/gone.registry-up.test",
+        &[
+            "--data-binary",
+            r#"{"domain":"gone.registry-up.test","port":1,"version":"0.1.0"}"#,
+        ],
+    );
+    assert_eq!(code, "200", "{said}");
+    Run::bin()
+        .arg("gc")
+        .config_dir(a.config_dir())
+        .code(3)
+        .stderr_has("gone.registry-up.test")
+        .stderr_has("nothing was changed")
+        .stderr_has("registry-up site forget NAME")
+        .run();
+    assert!(in_bucket(&junk_digest), "the refused gc deleted nothing");
+    assert_eq!(hold_record(), "404", "the refused gc left no hold");
+    let (said, code) = b_write();
+    assert_eq!(code, "404", "B takes writes after the refused gc: {said}");
+    Run::bin()
+        .args(["gc", "--dry-run"])
+        .config_dir(a.config_dir())
+        .stdout_has(&junk_digest)
+        .stdout_has("gone.registry-up.test:1 cannot be reached")
+        .stdout_has("Nothing was changed")
+        .run();
+    Run::bin()
+        .args(["site", "forget", "gone.registry-up.test"])
+        .config_dir(a.config_dir())
+        .stdout_has("Removed the record of replica gone.registry-up.test")
+        .run();
+    assert!(!objects(&garage, 0, "registry-up/replicas/")
+        .iter()
+        .any(|k| k.ends_with("gone.registry-up.test")));
+
+    // gc on A while an independent client watches B: B refuses a write and serves a pull meanwhile.
+    let spawn_gc = || {
+        Run::bin()
+            .arg("gc")
+            .config_dir(a.config_dir())
+            .command()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_held = |gc: &mut std::process::Child| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while std::time::Instant::now() < until {
+            let (said, code) = b_write();
+            if held(&said, &code) {
+                return true;
+            }
+            assert_eq!(code, "404", "B before the hold: {said}");
+            if gc.try_wait().unwrap().is_some() {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        false
+    };
+    let mut gc = spawn_gc();
+    let seen = wait_held(&mut gc);
+    let pull_during = curl(
+        &b_ca,
+        &creds,
+        "GET",
+        &format!("https://{}/v2/team/keep/manifests/1", b.registry()),
+        &["-H", "Accept: application/vnd.oci.image.manifest.v1+json"],
+    );
+    let (still, still_code) = b_write();
+    let out = gc.wait_with_output().unwrap();
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(seen, "B never refused a write during A's gc:\n{said}");
+    assert_eq!(pull_during.1, "200", "B serves pulls while held: {}", pull_during.0);
+    assert!(
+        held(&still, &still_code),
+        "the pull was made while held: {still_code} {still}"
+    );
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    for step in ["read-only together", "collect", "read-write", "gc freed"] {
+        assert!(said.contains(step), "no '{step}' in:\n{said}");
+    }
+    assert!(
+        !in_bucket(&junk_digest),
+        "the unreferenced blob is gone from the bucket"
+    );
+    assert_eq!(hold_record(), "404");
+    let (said, code) = b_write();
+    assert_eq!(code, "404", "B takes writes again: {said}");
+    let pulled = keys.path().join("pulled");
+    let pulled_digest = common::skopeo_copy(
+        &b.reference("team/keep:1"),
+        &format!("oci:{}:keep", pulled.display()),
+        &b.config_dir(),
+        Some(&creds),
+    );
+    assert_eq!(pulled_digest, kept, "the kept image, whole, through B");
+    for app in [&a, &b] {
+        let (code, report) = verify_json(app, &["--deep"]);
+        assert_eq!(code, 0, "{}: {report:#}", app.domain);
+    }
+
+    // A gc killed while it holds the site: the hold stays, another replica's gc refuses naming it, and
+    // `up` on A ends it.
+    let mut gc = spawn_gc();
+    assert!(wait_held(&mut gc), "the second gc held the site");
+    gc.kill().unwrap();
+    gc.wait().unwrap();
+    let (said, code) = b_write();
+    assert!(held(&said, &code), "still held after the kill: {code} {said}");
+    Run::bin()
+        .arg("gc")
+        .config_dir(b.config_dir())
+        .code(3)
+        .stderr_has(format!("gc on {} since", a.domain))
+        .run();
+    Run::bin()
+        .args(no_data_dir(&a))
+        .arg("--auth")
+        .stdout_has("ended an interrupted gc")
+        .run();
+    let (said, code) = b_write();
+    assert_eq!(code, "404", "B takes writes once A's up ended the hold: {said}");
+
+    // A replica that leaves the site takes its record with it.
+    Run::bin()
+        .args(["down", "--purge", "--yes"])
+        .config_dir(b.config_dir())
+        .stdout_has("Removed this replica's record")
+        .run();
+    assert!(!objects(&garage, 0, "registry-up/replicas/")
+        .iter()
+        .any(|k| k.ends_with(&b.domain)));
 }

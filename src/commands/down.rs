@@ -25,7 +25,7 @@ const CONFIG_ENTRIES: &[&str] = &[
     crate::layout::REGISTRY_VERSION,
 ];
 
-pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
+pub fn command(args: &DownArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
     let _lock = crate::lock::ApplianceLock::take(&args.appliance.config_dir, host, crate::lock::WAIT)?;
     let state = match crate::state::read_state(&args.appliance.config_dir) {
         Ok(Some(state)) => state,
@@ -95,6 +95,10 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
     for path in super::clients::remove_applied(&state.registry_host(), &[]) {
         println!("Removed {}.", path.display());
     }
+    // A replica leaves the site's records (gc waits for every recorded replica) while it still has the key.
+    if let Some(location) = &state.s3 {
+        forget_replica(rt, &args.appliance.config_dir, &state, location);
+    }
     // The registry keeps everything below docker/ in its storage folder. A bucket is shared by the site's
     // replicas, and stays.
     if state.s3.is_none() {
@@ -119,6 +123,27 @@ pub fn command(args: &DownArgs, host: &HostFacts) -> Result<()> {
         ),
     }
     Ok(())
+}
+
+/// Removes this replica's record from the bucket; when the store cannot be reached, says how to do it
+/// later (the purge goes on: the host is leaving either way).
+fn forget_replica(rt: &tokio::runtime::Runtime, dir: &Path, state: &crate::state::State, at: &crate::s3::Location) {
+    let forgotten = crate::s3::read_key(None, dir)
+        .map_err(|e| e.message)
+        .and_then(|(key, _)| {
+            let bucket = crate::s3::Bucket::new(at, &key, std::time::Duration::from_secs(15)).map_err(|e| e.message)?;
+            rt.block_on(crate::replicas::forget(&bucket, &state.domain))
+        });
+    match forgotten {
+        Ok(true) => println!("Removed this replica's record from the {}.", at.describe()),
+        Ok(false) => {}
+        Err(e) => eprintln!(
+            "warning: this replica's record stays in the {} ({e}), and gc on the other replicas waits for it: run \
+             registry-up site forget {} on one of them.",
+            at.describe(),
+            state.domain
+        ),
+    }
 }
 
 fn confirm(config_dir: &Path, state: &crate::state::State) -> Result<bool> {

@@ -22,6 +22,10 @@ use crate::settings::Settings;
 
 pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<ExitStatus> {
     let dir = &args.appliance.config_dir;
+    let state = crate::state::installed(dir)?;
+    if state.s3.is_some() {
+        return super::gc_site::command(args, rt, host, state);
+    }
     let freed = {
         let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
         let (settings, data_dir) = installed(dir, host, "gc")?;

@@ -10,6 +10,7 @@ pub mod completions;
 pub mod doctor;
 pub mod down;
 pub mod gc;
+pub mod gc_site;
 pub mod import;
 pub mod logs;
 pub mod maintain;

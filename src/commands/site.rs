@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::cli::{SetupArgs, SiteExportArgs, StorageChoice, UpArgs};
+use crate::cli::{SetupArgs, SiteExportArgs, SiteForgetArgs, StorageChoice, UpArgs};
 use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::hostname::HostName;
@@ -14,14 +14,7 @@ use crate::site::Site;
 /// `registry-up site export --out FILE [--replica NAME]...`.
 pub fn export(args: &SiteExportArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
     let dir = &args.appliance.config_dir;
-    let state = crate::state::installed(dir)?;
-    if state.s3.is_none() {
-        return Err(Error::usage(format!(
-            "The replicas of a site share one S3 bucket, and this appliance keeps its images in {}: install it \
-             on S3 storage (registry-up up --storage s3 …, see README) to make it a site.",
-            state.data_dir
-        )));
-    }
+    let state = on_s3(dir)?;
     if state.own_cert {
         return Err(Error::usage(
             "site export issues the site's certificate from registry-up's own CA, and this appliance's \
@@ -218,4 +211,63 @@ pub fn joining(given: &SetupArgs, path: &Path, previous: Option<&crate::state::S
         http_secret: site.http_secret,
         _files: files,
     })
+}
+
+/// The installed appliance's state, when it keeps its images in S3 (a site); else the sentence saying so.
+fn on_s3(dir: &Path) -> Result<crate::state::State> {
+    let state = crate::state::installed(dir)?;
+    if state.s3.is_none() {
+        return Err(Error::usage(format!(
+            "The replicas of a site share one S3 bucket, and this appliance keeps its images in {}: install it \
+             on S3 storage (registry-up up --storage s3 …, see README) to make it a site.",
+            state.data_dir
+        )));
+    }
+    Ok(state)
+}
+
+/// `registry-up site forget NAME`: the record of a replica that is gone, and a gc hold it left.
+pub fn forget(args: &SiteForgetArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
+    let dir = &args.appliance.config_dir;
+    let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
+    let state = on_s3(dir)?;
+    let name = args.name.trim();
+    if name == state.domain {
+        return Err(Error::usage(format!(
+            "{name} is this host's own replica: registry-up down --purge here removes it and its record (a \
+             later registry-up up records it again)."
+        )));
+    }
+    let location = state.s3.clone().expect("checked above");
+    let (key, _) = crate::s3::read_key(None, dir)?;
+    let bucket = crate::s3::Bucket::new(&location, &key, std::time::Duration::from_secs(15))?;
+    let failed = |e: String| {
+        Error::runtime(format!(
+            "The {} did not answer as expected ({e}): check the S3 store, then run this again.",
+            location.describe()
+        ))
+    };
+    let hold = rt.block_on(crate::gc_hold::record(&bucket)).map_err(failed)?;
+    let forgotten = rt.block_on(crate::replicas::forget(&bucket, name)).map_err(failed)?;
+    let held = hold.filter(|h| h.host == name);
+    if !forgotten && held.is_none() {
+        let known = rt.block_on(crate::replicas::list(&bucket)).map_err(failed)?;
+        let names: Vec<&str> = known.iter().map(|r| r.domain.as_str()).collect();
+        return Err(Error::usage(format!(
+            "No replica {name} is recorded in the {}: nothing was changed. The recorded ones are: {}.",
+            location.describe(),
+            names.join(", ")
+        )));
+    }
+    if forgotten {
+        println!("Removed the record of replica {name}: gc no longer waits for it. If it comes back, its registry-up up records it again.");
+    }
+    if let Some(hold) = held {
+        rt.block_on(crate::gc_hold::lift(&bucket)).map_err(failed)?;
+        println!(
+            "Ended the hold of an interrupted {}: every replica takes writes again.",
+            hold.describe()
+        );
+    }
+    Ok(())
 }

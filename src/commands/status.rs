@@ -42,6 +42,11 @@ struct S3Status {
     region: String,
     /// "answers", or why not.
     bucket_state: String,
+    /// The replicas the bucket records (`host:port`), this one among them.
+    replicas: Vec<String>,
+    /// "gc on HOST since TIME" while a gc holds every replica read-only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gc_hold: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -286,9 +291,32 @@ fn s3_status(
             e.message
         )),
         Ok((key, from)) => crate::s3::Bucket::new(at, &key, std::time::Duration::from_secs(10))
-            .and_then(|bucket| rt.block_on(bucket.probe(&from.display().to_string(), false)))
+            .and_then(|bucket| {
+                rt.block_on(bucket.probe(&from.display().to_string(), false))?;
+                // The site's records: which replicas, and whether a gc holds them all read-only.
+                rt.block_on(async {
+                    let replicas = crate::replicas::list(&bucket).await?;
+                    let hold = crate::gc_hold::current(&bucket).await?;
+                    Ok::<_, String>((replicas, hold))
+                })
+                .map_err(crate::error::Error::runtime)
+            })
             .map_err(|e| format!("the registry's storage does not answer: {}", e.message)),
     };
+    let (replicas, gc_hold) = match &answer {
+        Ok((replicas, hold)) => (
+            replicas.iter().map(crate::replicas::Replica::address).collect(),
+            hold.as_ref().map(crate::gc_hold::Record::describe),
+        ),
+        Err(_) => (Vec::new(), None),
+    };
+    if let Some(hold) = &gc_hold {
+        problems.push(format!(
+            "every replica refuses pushes: {hold} holds the site read-only (registry-up gc or up on that host \
+             ends an interrupted one)"
+        ));
+    }
+    let answer = answer.map(|_| ());
     let bucket_state = match answer {
         Ok(()) => "answers".to_string(),
         Err(why) => {
@@ -301,6 +329,8 @@ fn s3_status(
         bucket: at.bucket.clone(),
         region: at.region.clone(),
         bucket_state,
+        replicas,
+        gc_hold,
     }
 }
 
@@ -387,6 +417,9 @@ fn print_text(s: &Status) {
             "storage    S3 bucket {} at {} (region {}): {}",
             at.bucket, at.endpoint, at.region, at.bucket_state
         );
+        if !at.replicas.is_empty() {
+            println!("replicas   {}", at.replicas.join(", "));
+        }
     }
     if let Some(svc) = &s.service {
         match (&svc.unit, &svc.unit_state) {

@@ -8,9 +8,11 @@ mod registry_config;
 mod state;
 mod systemd;
 
-pub use nginx::ReadOnly;
+pub use nginx::{ReadOnly, SITE_HELD_MESSAGE};
 pub use pod::{container_name, socket_volume, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER};
-pub use registry_config::{disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER};
+pub use registry_config::{
+    config_path_in_container, disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER,
+};
 
 /// The nginx conf for `settings`, read-only for `read_only`'s reason when it is one.
 pub fn nginx_conf(settings: &Settings, read_only: Option<ReadOnly>) -> String {

@@ -51,6 +51,57 @@ const READ_ONLY: &str = r#"
             return 405 '{"errors":[{"code":"UNSUPPORTED","message":"{{message}}","detail":null}]}\n';
         }"#;
 
+/// On S3 storage, every write first asks the registry whether gc holds the site (src/gc_hold.rs):
+/// reads pass at once, a 304 refuses the write with 405, a 404 lets it through. A 401 from the registry
+/// (no or wrong login) is the client's answer, with the registry's challenge.
+const SITE_HOLD: &str = r#"
+        # A write while gc holds the site (any replica's gc) is refused: see the locations below.
+        auth_request /_registry_up/gc-hold;
+        auth_request_set $registry_up_challenge $upstream_http_www_authenticate;
+        add_header WWW-Authenticate $registry_up_challenge always;
+        error_page 403 = @registry_up_site_held;"#;
+
+const SITE_HOLD_LOCATIONS: &str = r#"
+
+    # Does the hold manifest stand in the shared bucket? Asked of this replica's own registry, which reads
+    # the bucket: 304 when the tag `hold` names that very manifest, 404 when there is none.
+    location = /_registry_up/gc-hold {
+        internal;
+        if ($request_method ~ ^(GET|HEAD|OPTIONS)$) {
+            return 204;
+        }
+        proxy_pass              http://registry_up_backend/v2/{{repository}}/manifests/{{tag}};
+        proxy_method            HEAD;
+        proxy_http_version      1.1;
+        proxy_pass_request_body off;
+        proxy_set_header        Content-Length "";
+        proxy_set_header        Connection "";
+        proxy_set_header        Accept "{{manifest_type}}";
+        proxy_set_header        If-None-Match '"{{digest}}"';
+        proxy_intercept_errors  on;
+        error_page 304 = @registry_up_hold_stands;
+        error_page 404 = @registry_up_no_hold;
+    }
+
+    location @registry_up_hold_stands {
+        return 403;
+    }
+
+    location @registry_up_no_hold {
+        return 204;
+    }
+
+    location @registry_up_site_held {
+        default_type application/json;
+        add_header Docker-Distribution-Api-Version registry/2.0 always;
+        add_header X-Registry-Up-Answered-By nginx always;
+        return 405 '{"errors":[{"code":"UNSUPPORTED","message":"{{message}}","detail":null}]}\n';
+    }"#;
+
+/// What a client prints for a write refused while gc holds the site.
+pub const SITE_HELD_MESSAGE: &str =
+    "read-only while registry-up gc collects garbage on this site (every replica): pulls work, push again when it ends";
+
 pub fn render(settings: &Settings) -> String {
     render_for(settings, None)
 }
@@ -60,6 +111,22 @@ pub fn render_for(settings: &Settings, read_only: Option<ReadOnly>) -> String {
     let block = read_only
         .map(|r| super::fill(READ_ONLY, &[("marker", r.marker()), ("message", r.message())]))
         .unwrap_or_default();
+    let (hold, hold_locations) = match settings.s3 {
+        Some(_) => (
+            SITE_HOLD,
+            super::fill(
+                SITE_HOLD_LOCATIONS,
+                &[
+                    ("repository", crate::gc_hold::REPOSITORY),
+                    ("tag", crate::gc_hold::TAG),
+                    ("manifest_type", crate::gc_hold::MANIFEST_TYPE),
+                    ("digest", &crate::gc_hold::manifest_digest()),
+                    ("message", SITE_HELD_MESSAGE),
+                ],
+            ),
+        ),
+        None => ("", String::new()),
+    };
     let names: Vec<String> = settings.cert_names().iter().map(|n| n.url_host()).collect();
     // `[::]` listens on IPv6 only (nginx sets ipv6only=on), next to the IPv4 socket.
     let listen: Vec<String> = settings
@@ -75,6 +142,8 @@ pub fn render_for(settings: &Settings, read_only: Option<ReadOnly>) -> String {
             ("server_names", &names.join(" ")),
             ("registry_socket", crate::layout::REGISTRY_SOCKET),
             ("maintenance", &block),
+            ("site_hold", hold),
+            ("site_hold_locations", &hold_locations),
         ],
     )
 }

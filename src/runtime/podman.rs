@@ -576,6 +576,39 @@ impl Podman {
         Ok(line.strip_prefix("registry ").unwrap_or(line).to_string())
     }
 
+    /// `registry garbage-collect [--dry-run] CONFIG` in the running registry container: the registry's own
+    /// collector, with its storage driver and the config it serves. Its output (both streams), or the error
+    /// with its words.
+    pub fn registry_garbage_collect(&self, container: &str, config: &str, dry_run: bool) -> Result<String> {
+        let mut args = vec!["exec", container, "registry", "garbage-collect"];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        args.push(config);
+        let out = self.output(&args)?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if !out.status.success() {
+            let last: Vec<&str> = text
+                .lines()
+                .rev()
+                .take(5)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            return Err(Error::runtime(format!(
+                "The registry's garbage-collect failed in {container} (podman {}): {}",
+                args.join(" "),
+                last.join(" | ")
+            )));
+        }
+        Ok(text)
+    }
+
     /// The log driver containers get by default (`journald`, `k8s-file`, …), if Podman says.
     pub fn log_driver(&self) -> Option<String> {
         self.text(&["info", "--format", "{{.Host.LogDriver}}"])

@@ -1,6 +1,7 @@
 //! S3 storage for the registry (`--storage s3`): where the bucket is, the key, and the few requests
-//! registry-up itself makes there (SigV4 by hand, see sigv4.rs): a probe before anything is written, and
-//! verification's removal of its own blobs. The registry's driver does the rest.
+//! registry-up itself makes there (SigV4 by hand, see sigv4.rs): a probe before anything is written,
+//! verification's removal of its own blobs, and the site's records (replicas, gc's hold: src/site_gc.rs).
+//! The registry's driver does the rest.
 
 pub mod credentials;
 pub mod sigv4;
@@ -120,10 +121,7 @@ struct Answer {
 impl Answer {
     /// The text of element `name` of an S3 error document.
     fn field(&self, name: &str) -> Option<String> {
-        let open = format!("<{name}>");
-        let start = self.body.find(&open)? + open.len();
-        let end = self.body[start..].find(&format!("</{name}>"))? + start;
-        Some(self.body[start..end].trim().to_string())
+        element(&self.body, name).map(|t| t.trim().to_string())
     }
 
     /// `Code` and `Message` of an S3 error document, as "Code: Message".
@@ -250,10 +248,7 @@ impl<'a> Bucket<'a> {
         if !write {
             return Ok(());
         }
-        let mut random = [0u8; 8];
-        crate::digest::random_bytes(&mut random);
-        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
-        let probe = format!("registry-up-probe/{name}");
+        let probe = format!("registry-up-probe/{}", crate::digest::random_hex(8));
         let put = self
             .send("PUT", &probe, &[], b"registry-up checks it may write here\n")
             .await
@@ -329,6 +324,53 @@ impl<'a> Bucket<'a> {
         }
     }
 
+    /// Writes object `key` (small: the site's records).
+    pub async fn put(&self, key: &str, body: &[u8]) -> std::result::Result<(), String> {
+        let answer = self
+            .send("PUT", key, &[], body)
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        match answer.status {
+            200 => Ok(()),
+            _ => Err(format!("{key}: {}", answer.error())),
+        }
+    }
+
+    /// Object `key` as text, None when there is none.
+    pub async fn get(&self, key: &str) -> std::result::Result<Option<String>, String> {
+        let answer = self
+            .send("GET", key, &[], b"")
+            .await
+            .map_err(|e| format!("{key}: {e}"))?;
+        match answer.status {
+            200 => Ok(Some(answer.body)),
+            404 => Ok(None),
+            _ => Err(format!("{key}: {}", answer.error())),
+        }
+    }
+
+    /// Every object whose key starts with `prefix`, with its size (all pages of ListObjectsV2).
+    pub async fn list(&self, prefix: &str) -> std::result::Result<Vec<Object>, String> {
+        let mut objects = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![("list-type", "2"), ("prefix", prefix)];
+            if let Some(t) = &token {
+                query.push(("continuation-token", t));
+            }
+            let answer = self.send("GET", "", &query, b"").await?;
+            if answer.status != 200 {
+                return Err(format!("listing {prefix}: {}", answer.error()));
+            }
+            let page = ListPage::parse(&answer.body)?;
+            objects.extend(page.objects);
+            match page.next {
+                Some(next) => token = Some(next),
+                None => return Ok(objects),
+            }
+        }
+    }
+
     /// Deletes the objects `keys`; Err names the first that could not be deleted.
     pub async fn delete(&self, keys: &[String]) -> std::result::Result<(), String> {
         for key in keys {
@@ -340,6 +382,59 @@ impl<'a> Bucket<'a> {
         }
         Ok(())
     }
+}
+
+/// An object in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    pub key: String,
+    pub size: u64,
+}
+
+/// One page of a ListObjectsV2 answer.
+struct ListPage {
+    objects: Vec<Object>,
+    /// The continuation token when the listing is truncated.
+    next: Option<String>,
+}
+
+impl ListPage {
+    fn parse(xml: &str) -> std::result::Result<Self, String> {
+        let mut objects = Vec::new();
+        for part in xml.split("<Contents>").skip(1) {
+            let entry = part.split("</Contents>").next().unwrap_or_default();
+            let (Some(key), Some(size)) = (element(entry, "Key"), element(entry, "Size")) else {
+                return Err(format!("a listing entry without key or size: {entry}"));
+            };
+            let size = size
+                .parse()
+                .map_err(|_| format!("a listing entry with size '{size}'"))?;
+            objects.push(Object { key, size });
+        }
+        let truncated = element(xml, "IsTruncated").is_some_and(|t| t == "true");
+        let next = match truncated {
+            true => {
+                Some(element(xml, "NextContinuationToken").ok_or("a truncated listing without a continuation token")?)
+            }
+            false => None,
+        };
+        Ok(ListPage { objects, next })
+    }
+}
+
+/// The text of the first element `name` in `xml`, its entities decoded.
+fn element(xml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = xml.find(&open)? + open.len();
+    let end = xml[start..].find(&format!("</{name}>"))? + start;
+    Some(
+        xml[start..end]
+            .replace("&lt;", "<")
+            .replace("&gt;", ">")
+            .replace("&quot;", "\"")
+            .replace("&apos;", "'")
+            .replace("&amp;", "&"),
+    )
 }
 
 #[cfg(test)]
@@ -374,6 +469,34 @@ mod tests {
         }
         let e = Location::parse("http://h", "registry", "us east").unwrap_err();
         assert!(e.message.contains("--s3-region"), "{e}");
+    }
+
+    #[test]
+    fn listings_are_read_page_by_page() {
+        let page = ListPage::parse(
+            "<ListBucketResult><IsTruncated>true</IsTruncated><Contents><Key>a/b&amp;c</Key><LastModified>x\
+             </LastModified><Size>12</Size></Contents><Contents><Key>a/d</Key><Size>0</Size></Contents>\
+             <NextContinuationToken>tok/1=</NextContinuationToken></ListBucketResult>",
+        )
+        .unwrap();
+        assert_eq!(
+            page.objects,
+            vec![
+                Object {
+                    key: "a/b&c".into(),
+                    size: 12
+                },
+                Object {
+                    key: "a/d".into(),
+                    size: 0
+                }
+            ]
+        );
+        assert_eq!(page.next.as_deref(), Some("tok/1="));
+        let last = ListPage::parse("<ListBucketResult><IsTruncated>false</IsTruncated></ListBucketResult>").unwrap();
+        assert!(last.objects.is_empty() && last.next.is_none());
+        assert!(ListPage::parse("<IsTruncated>true</IsTruncated>").is_err());
+        assert!(ListPage::parse("<Contents><Key>k</Key><Size>big</Size></Contents>").is_err());
     }
 
     #[test]

@@ -565,6 +565,9 @@ fn execute(
         };
         Ok(((), format!("{auth}; the registry runs {}", config.path.display())))
     })?;
+    if let (Some(location), Some(key)) = (&settings.s3, &desired.secrets.s3) {
+        out.step("site records", || site_records(rt, out, settings, location, key))?;
+    }
     if !args.no_verify {
         let storage = match &settings.s3 {
             Some(at) => {
@@ -605,6 +608,44 @@ fn execute(
     }
     out.line(&closing_words(settings, desired));
     Ok(())
+}
+
+/// A replica records itself in the bucket (gc proves every recorded replica refuses writes before it
+/// collects), and ends a gc hold this host left when a gc here was killed (no gc runs here now: this run
+/// holds the lock). Another host's hold is only reported: writes stay refused until that gc ends.
+fn site_records(
+    rt: &tokio::runtime::Runtime,
+    out: &Reporter,
+    settings: &Settings,
+    location: &crate::s3::Location,
+    key: &crate::s3::Credentials,
+) -> Result<((), String)> {
+    let bucket = crate::s3::Bucket::new(location, key, Duration::from_secs(15))?;
+    let failed = |e: String| {
+        Error::runtime(format!(
+            "The {} did not take this replica's record ({e}): check the S3 store, then run this again.",
+            location.describe()
+        ))
+    };
+    let domain = settings.domain.to_string();
+    let me = crate::replicas::Replica::this_host(&domain, settings.port);
+    rt.block_on(crate::replicas::register(&bucket, &me)).map_err(failed)?;
+    let mut detail = format!("recorded as replica {}", me.address());
+    match rt.block_on(crate::gc_hold::current(&bucket)).map_err(failed)? {
+        Some(hold) if hold.ends_here(&domain) => {
+            rt.block_on(crate::gc_hold::lift(&bucket)).map_err(failed)?;
+            detail.push_str(&format!(
+                "; ended an interrupted {}: writes pass again",
+                hold.describe()
+            ));
+        }
+        Some(hold) => out.warn(&format!(
+            "{} holds every replica read-only: pushes are refused until it ends.",
+            hold.describe()
+        )),
+        None => {}
+    }
+    Ok(((), detail))
 }
 
 /// The maintenance timer, enabled as set up, or removed when it is off.
