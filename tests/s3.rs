@@ -758,7 +758,7 @@ fn gc_holds_every_replica_read_only_together_or_names_the_one_it_cannot_reach() 
         "the pull was made while held: {still_code} {still}"
     );
     assert_eq!(out.status.code(), Some(0), "{said}");
-    for step in ["read-only together", "collect", "read-write", "gc freed"] {
+    for step in ["ok   read-only together", "ok   collect", "ok   read-write", "gc freed"] {
         assert!(said.contains(step), "no '{step}' in:\n{said}");
     }
     assert!(
@@ -781,20 +781,50 @@ fn gc_holds_every_replica_read_only_together_or_names_the_one_it_cannot_reach() 
         assert_eq!(code, 0, "{}: {report:#}", app.domain);
     }
 
+    // A write without the login gets the registry's challenge, once, through the hold check.
+    let out = common::command("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "-X", "POST", "--cacert"])
+        .arg(&b_ca)
+        .arg(format!("https://{}/v2/team/junk/blobs/uploads/", b.registry()))
+        .output()
+        .unwrap();
+    let headers = text(&out.stdout).to_ascii_lowercase();
+    assert!(headers.starts_with("http/1.1 401"), "{headers}");
+    assert_eq!(headers.matches("www-authenticate: basic").count(), 1, "{headers}");
+    // A replica that runs is not forgotten.
+    Run::bin()
+        .args(["site", "forget", &b.domain])
+        .config_dir(a.config_dir())
+        .code(2)
+        .stderr_has("still answers")
+        .run();
+
     // A gc killed while it holds the site: the hold stays, another replica's gc refuses naming it, and
-    // `up` on A ends it.
-    let mut gc = spawn_gc();
-    assert!(wait_held(&mut gc), "the second gc held the site");
-    gc.kill().unwrap();
-    gc.wait().unwrap();
-    let (said, code) = b_write();
-    assert!(held(&said, &code), "still held after the kill: {code} {said}");
+    // gc on A again takes it over and ends it.
+    let kill_while_held = || {
+        let mut gc = spawn_gc();
+        assert!(wait_held(&mut gc), "the gc held the site");
+        gc.kill().unwrap();
+        gc.wait().unwrap();
+        let (said, code) = b_write();
+        assert!(held(&said, &code), "still held after the kill: {code} {said}");
+    };
+    kill_while_held();
     Run::bin()
         .arg("gc")
         .config_dir(b.config_dir())
         .code(3)
         .stderr_has(format!("gc on {} since", a.domain))
         .run();
+    Run::bin()
+        .arg("gc")
+        .config_dir(a.config_dir())
+        .stdout_has("ok   read-write")
+        .run();
+    let (said, code) = b_write();
+    assert_eq!(code, "404", "B takes writes once A's next gc ended: {said}");
+    // Killed again: `up` on A ends the hold.
+    kill_while_held();
     Run::bin()
         .args(no_data_dir(&a))
         .arg("--auth")

@@ -160,7 +160,7 @@ fn collect(site: &Site, rt: &tokio::runtime::Runtime, podman: &Podman, registry:
         ))
     })?;
     let record = out.step("hold the site", || {
-        let record = take_hold(site, rt, &bucket)?;
+        let record = take_hold(site, rt, &bucket, podman, registry)?;
         Ok((record, format!("{} pushed through this replica", gc_hold::REPOSITORY)))
     })?;
     let held = out.step("read-only together", || {
@@ -186,6 +186,9 @@ fn collect(site: &Site, rt: &tokio::runtime::Runtime, podman: &Podman, registry:
             Ok(((), format!("{} s for writes begun before the hold", SETTLE.as_secs())))
         })?;
         out.step("collect", || {
+            if let Some(other) = taken_by(site, rt, &bucket, &record)? {
+                return Err(held_elsewhere(&other));
+            }
             let before = rt.block_on(blob_sizes(&bucket)).map_err(|e| bucket_failed(site, &e))?;
             podman.registry_garbage_collect(registry, &render::config_path_in_container(), false)?;
             let after = rt.block_on(blob_sizes(&bucket)).map_err(|e| bucket_failed(site, &e))?;
@@ -200,19 +203,16 @@ fn collect(site: &Site, rt: &tokio::runtime::Runtime, podman: &Podman, registry:
     });
     let lifted = out.step("read-write", || {
         // Only a hold this run owns: another gc that took the record meanwhile keeps its own.
-        let now = rt
-            .block_on(gc_hold::record(&bucket))
-            .map_err(|e| bucket_failed(site, &e))?;
-        if now.as_ref().is_some_and(|r| r.id != record.id) {
+        if let Some(other) = taken_by(site, rt, &bucket, &record)? {
             return Err(Error::runtime(format!(
                 "{} took the hold while this gc ran, so this gc left it standing: that gc lifts it.",
-                now.map(|r| r.describe()).unwrap_or_default()
+                other.describe()
             )));
         }
         rt.block_on(gc_hold::lift(&bucket)).map_err(|e| {
             Error::runtime(format!(
-                "The hold could not be lifted ({e}), so every replica still refuses writes: run registry-up gc \
-                 again on this host (it lifts a hold this host left), or check the S3 store."
+                "The hold could not be lifted fully ({e}): the replicas may still refuse writes. Run \
+                 registry-up gc again on this host (it ends a hold this host left), or check the S3 store."
             ))
         })?;
         Ok(((), "the hold is gone: writes pass again on every replica".to_string()))
@@ -223,36 +223,89 @@ fn collect(site: &Site, rt: &tokio::runtime::Runtime, podman: &Podman, registry:
 }
 
 /// Writes the record and pushes the hold through this replica. Refused when another host's gc holds the
-/// site; a hold this host left (a gc killed here) is taken over.
-fn take_hold(site: &Site, rt: &tokio::runtime::Runtime, bucket: &Bucket) -> Result<Record> {
-    if let Some(other) = rt
-        .block_on(gc_hold::current(bucket))
-        .map_err(|e| bucket_failed(site, &e))?
-    {
+/// site; a hold this host left (a gc killed here) is taken over once its collector has ended. On a failure
+/// after the record was written, the record and any hold go again (unless another gc took them).
+fn take_hold(
+    site: &Site,
+    rt: &tokio::runtime::Runtime,
+    bucket: &Bucket,
+    podman: &Podman,
+    registry: &str,
+) -> Result<Record> {
+    let failed = |e: String| bucket_failed(site, &e);
+    let left = rt.block_on(gc_hold::current(bucket)).map_err(failed)?;
+    if let Some(other) = &left {
         if !other.ends_here(&site.state.domain) {
-            return Err(held_elsewhere(&other));
+            return Err(held_elsewhere(other));
         }
+        collector_idle(podman, registry)?;
     }
     let record = Record::new(&site.state.domain);
     let body = serde_json::to_vec(&record).map_err(|e| Error::runtime(e.to_string()))?;
-    rt.block_on(bucket.put(gc_hold::RECORD, &body))
-        .map_err(|e| bucket_failed(site, &e))?;
-    // Two collections begun in the same moment: the record written last wins, the other stops here.
-    std::thread::sleep(Duration::from_secs(1));
+    rt.block_on(bucket.put(gc_hold::RECORD, &body)).map_err(failed)?;
+    // Another gc that took the record owns the hold from then on: this one stops without touching it.
+    enum Halt {
+        Taken(Error),
+        Failed(Error),
+    }
+    let held = (|| {
+        // Two collections begun in the same moment: the record written last wins, the other stops here.
+        std::thread::sleep(Duration::from_secs(1));
+        if let Some(other) = taken_by(site, rt, bucket, &record).map_err(Halt::Failed)? {
+            return Err(Halt::Taken(held_elsewhere(&other)));
+        }
+        // A hold left here stands already, and this replica's nginx would refuse the push of another.
+        if !rt
+            .block_on(gc_hold::stands(bucket))
+            .map_err(|e| Halt::Failed(failed(e)))?
+        {
+            let http = site.client(&site.own).map_err(Halt::Failed)?;
+            rt.block_on(push_hold(&site.own, &http)).map_err(|e| {
+                Halt::Failed(Error::runtime(format!(
+                    "The hold could not be pushed through this replica ({e}): nothing was collected; check \
+                     registry-up verify."
+                )))
+            })?;
+        }
+        Ok(())
+    })();
+    match held {
+        Ok(()) => Ok(record),
+        Err(Halt::Taken(e)) => Err(e),
+        Err(Halt::Failed(e)) => match rt.block_on(gc_hold::lift(bucket)) {
+            Ok(()) => Err(e),
+            Err(why) => Err(Error::runtime(format!(
+                "{} The hold (or its record) could not be removed either ({why}): run registry-up gc again on \
+                 this host.",
+                e.message
+            ))),
+        },
+    }
+}
+
+/// The record of another gc, when one took the site since this one wrote `record`.
+fn taken_by(site: &Site, rt: &tokio::runtime::Runtime, bucket: &Bucket, record: &Record) -> Result<Option<Record>> {
     let now = rt
         .block_on(gc_hold::record(bucket))
         .map_err(|e| bucket_failed(site, &e))?;
-    if let Some(other) = now.filter(|r| r.id != record.id) {
-        return Err(held_elsewhere(&other));
+    Ok(now.filter(|other| other.id != record.id))
+}
+
+/// Err while a `registry garbage-collect` a killed gc left runs in this host's registry container: its
+/// hold must stand until it ends.
+pub fn collector_idle(podman: &Podman, registry: &str) -> Result<()> {
+    match podman.collector_running(registry) {
+        Ok(false) => Ok(()),
+        Ok(true) => Err(Error::runtime(format!(
+            "A registry garbage-collect that an interrupted gc started still runs in {registry}, so its hold \
+             stays: run this again once it has ended (podman top {registry} args)."
+        ))),
+        Err(e) => Err(Error::runtime(format!(
+            "Cannot tell whether an interrupted gc's collector still runs in {registry} ({}), so its hold \
+             stays: check the pod (registry-up status), then run this again.",
+            e.message
+        ))),
     }
-    if let Err(e) = rt.block_on(push_hold(&site.own, &site.client(&site.own)?)) {
-        let _ = rt.block_on(gc_hold::lift(bucket));
-        return Err(Error::runtime(format!(
-            "The hold could not be pushed through this replica ({e}): nothing was collected; check registry-up \
-             verify."
-        )));
-    }
-    Ok(record)
 }
 
 fn held_elsewhere(record: &Record) -> Error {
@@ -284,6 +337,13 @@ async fn push_hold(target: &Target, http: &Http) -> std::result::Result<(), Stri
     )
     .await?;
     Ok(())
+}
+
+/// Whether `replica` answers over HTTPS now, as gc would ask it (for `site forget`, which is for hosts
+/// that are gone).
+pub fn answers(dir: &std::path::Path, state: &State, replica: &Replica, rt: &tokio::runtime::Runtime) -> Result<bool> {
+    let site = Site::open(dir, state.clone())?;
+    Ok(rt.block_on(reachable(&site, std::slice::from_ref(replica))).is_empty())
 }
 
 /// The replicas that do not answer `GET /v2/` with 200 (with this host's login and CA), with why.

@@ -247,11 +247,20 @@ pub fn forget(args: &SiteForgetArgs, rt: &tokio::runtime::Runtime, host: &HostFa
             location.describe()
         ))
     };
+    let known = rt.block_on(crate::replicas::list(&bucket)).map_err(failed)?;
+    if let Some(replica) = known.iter().find(|r| r.domain == name) {
+        if super::gc_site::answers(dir, &state, replica, rt)? {
+            return Err(Error::usage(format!(
+                "{name} still answers at {}: site forget is for a host that is gone, and a replica that runs \
+                 leaves the site with registry-up down --purge there. Nothing was changed.",
+                replica.address()
+            )));
+        }
+    }
     let hold = rt.block_on(crate::gc_hold::record(&bucket)).map_err(failed)?;
     let forgotten = rt.block_on(crate::replicas::forget(&bucket, name)).map_err(failed)?;
     let held = hold.filter(|h| h.host == name);
     if !forgotten && held.is_none() {
-        let known = rt.block_on(crate::replicas::list(&bucket)).map_err(failed)?;
         let names: Vec<&str> = known.iter().map(|r| r.domain.as_str()).collect();
         return Err(Error::usage(format!(
             "No replica {name} is recorded in the {}: nothing was changed. The recorded ones are: {}.",

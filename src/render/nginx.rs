@@ -53,12 +53,12 @@ const READ_ONLY: &str = r#"
 
 /// On S3 storage, every write first asks the registry whether gc holds the site (src/gc_hold.rs):
 /// reads pass at once, a 304 refuses the write with 405, a 404 lets it through. A 401 from the registry
-/// (no or wrong login) is the client's answer, with the registry's challenge.
+/// (no or wrong login) is the client's answer, with the registry's challenge. A check nobody answers (the
+/// registry or the store down) is a 500: writes fail closed.
 const SITE_HOLD: &str = r#"
         # A write while gc holds the site (any replica's gc) is refused: see the locations below.
+        # (A 401 there reaches the client with the registry's challenge: auth_request passes it on.)
         auth_request /_registry_up/gc-hold;
-        auth_request_set $registry_up_challenge $upstream_http_www_authenticate;
-        add_header WWW-Authenticate $registry_up_challenge always;
         error_page 403 = @registry_up_site_held;"#;
 
 const SITE_HOLD_LOCATIONS: &str = r#"

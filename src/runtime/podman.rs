@@ -485,6 +485,13 @@ impl Podman {
             .map(|_| ())
     }
 
+    /// Whether a `registry garbage-collect` runs in `container` (one a killed gc left running: its podman
+    /// exec outlives it). Err when Podman cannot say.
+    pub fn collector_running(&self, container: &str) -> Result<bool> {
+        let text = self.text(&["top", container, "args"])?;
+        Ok(text.lines().any(|l| l.contains("garbage-collect")))
+    }
+
     /// nginx worker processes in `container`: (pid, still accepting new connections).
     fn nginx_workers(&self, container: &str) -> Vec<(u32, bool)> {
         // The worker's own title says whether it is draining ("nginx: worker process is shutting down").

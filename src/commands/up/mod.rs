@@ -566,7 +566,9 @@ fn execute(
         Ok(((), format!("{auth}; the registry runs {}", config.path.display())))
     })?;
     if let (Some(location), Some(key)) = (&settings.s3, &desired.secrets.s3) {
-        out.step("site records", || site_records(rt, out, settings, location, key))?;
+        out.step("site records", || {
+            site_records(rt, out, settings, podman, location, key)
+        })?;
     }
     if !args.no_verify {
         let storage = match &settings.s3 {
@@ -617,6 +619,7 @@ fn site_records(
     rt: &tokio::runtime::Runtime,
     out: &Reporter,
     settings: &Settings,
+    podman: &Podman,
     location: &crate::s3::Location,
     key: &crate::s3::Credentials,
 ) -> Result<((), String)> {
@@ -633,11 +636,18 @@ fn site_records(
     let mut detail = format!("recorded as replica {}", me.address());
     match rt.block_on(crate::gc_hold::current(&bucket)).map_err(failed)? {
         Some(hold) if hold.ends_here(&domain) => {
-            rt.block_on(crate::gc_hold::lift(&bucket)).map_err(failed)?;
-            detail.push_str(&format!(
-                "; ended an interrupted {}: writes pass again",
-                hold.describe()
-            ));
+            // The collector a killed gc started may outlive it: the hold stands until that ends.
+            let registry = render::container_name(&settings.pod_name, render::REGISTRY_CONTAINER);
+            match crate::commands::gc_site::collector_idle(podman, &registry) {
+                Ok(()) => {
+                    rt.block_on(crate::gc_hold::lift(&bucket)).map_err(failed)?;
+                    detail.push_str(&format!(
+                        "; ended an interrupted {}: writes pass again",
+                        hold.describe()
+                    ));
+                }
+                Err(e) => out.warn(&format!("{} Then run registry-up up again to end the hold.", e.message)),
+            }
         }
         Some(hold) => out.warn(&format!(
             "{} holds every replica read-only: pushes are refused until it ends.",
