@@ -9,6 +9,7 @@ writes it to target/bench/results.md.
 
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -253,6 +254,60 @@ MINIMAL_CONF = """server {{
 """
 
 
+# Variants of our conf.d file (issue 16), each measured in the same runs as direct and ours: the table says
+# why the conf is what it is. A variant that leaves the conf unchanged is a bench bug, and stops it.
+CONF_VARIANTS = {
+    "HTTP/2 offered": lambda c: re.sub(r"(listen \S+) ssl;", r"\1 ssl http2;", c),
+    "ssl_buffer_size 4k": lambda c: c.replace("    ssl_session_timeout 1h;\n",
+                                              "    ssl_session_timeout 1h;\n    ssl_buffer_size 4k;\n"),
+    "proxy buffers at nginx's defaults": lambda c: re.sub(
+        r"\n *proxy_(buffer_size|buffers|busy_buffers_size) [^\n]*", "", c),
+    "client_body_buffer_size at its default": lambda c: re.sub(r"\n *client_body_buffer_size [^\n]*", "", c),
+    "proxy buffers 1m": lambda c: re.sub(r"(proxy_buffer_size|proxy_busy_buffers_size)( +)256k;", r"\1\g<2>1m;",
+                                         c).replace("proxy_buffers               4 256k;", "proxy_buffers               4 1m;"),
+    "proxy_buffering on (4 × 1m in memory; no temp files)": lambda c: c.replace(
+        "proxy_buffering             off;", "proxy_buffering             on;\n        proxy_max_temp_file_size    0;").replace(
+        "proxy_buffers               4 256k;", "proxy_buffers               4 1m;").replace(
+        "proxy_busy_buffers_size     256k;", "proxy_busy_buffers_size     1m;"),
+}
+# And one of the image's main nginx.conf (outside conf.d): one worker instead of one per core.
+ONE_WORKER = "worker_processes 1"
+
+
+class ConfSwitch:
+    """Puts a variant of our nginx conf in place in the running appliance (nginx reloaded, old workers gone)."""
+
+    def __init__(self, work: Path, pod: str):
+        self.conf = work / "ours/cfg/nginx/registry.conf"
+        self.original = self.conf.read_text()
+        self.container = f"{pod}-nginx"
+        self.main = work / "nginx.conf"
+        sh(["podman", "cp", f"{self.container}:/etc/nginx/nginx.conf", self.main])
+        self.main_original = self.main.read_text()
+        assert re.search(r"^worker_processes\s+auto;", self.main_original, re.M), self.main_original
+
+    def to(self, variant):
+        text = CONF_VARIANTS[variant](self.original) if variant in CONF_VARIANTS else self.original
+        if variant in CONF_VARIANTS and text == self.original:
+            sys.exit(f"bench: the variant '{variant}' changes nothing in our conf: fix CONF_VARIANTS")
+        self.conf.write_text(text)
+        main = self.main_original
+        if variant == ONE_WORKER:
+            main = re.sub(r"^worker_processes\s+auto;", "worker_processes 1;", main, flags=re.M)
+        self.main.write_text(main)
+        sh(["podman", "cp", self.main, f"{self.container}:/etc/nginx/nginx.conf"])
+        sh(["podman", "exec", self.container, "nginx", "-s", "reload"])
+        # Old workers finish and exit; the next transfer must land on a new one.
+        for _ in range(100):
+            top = sh(["podman", "top", self.container, "args"]).stdout
+            if "shutting down" not in top:
+                break
+            time.sleep(0.05)
+        time.sleep(0.3)
+        workers = sh(["podman", "top", self.container, "args"]).stdout.count("worker process")
+        return workers
+
+
 def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
     """Ours is the appliance itself (host network, registry on a Unix socket); the baselines share a pod on
     the host's network too, so that no path has a NAT hop: the registry on a port of its own, and the
@@ -303,8 +358,25 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
     push = {t: [] for t in ports}
     gzip_push = {t: [] for t in ports}
     pull = {t: [] for t in ports}
+    variants = [*CONF_VARIANTS, ONE_WORKER]
+    if os.environ.get("BENCH_VARIANTS"):  # a subset, by name, for trying one out
+        variants = [v for v in variants if v in os.environ["BENCH_VARIANTS"].split(",")]
+    variant_push = {v: [] for v in variants}
+    variant_pull = {v: [] for v in variants}
+    variant_workers = {}
+    switch = ConfSwitch(work, ours_pod)
     profile = {}
     for i in range(RUNS):
+        for variant in variants:
+            variant_workers[variant] = switch.to(variant)
+            ref = f"docker://127.0.0.1:{ports['ours']}/bench-variant-{i}-{variants.index(variant)}/big:1"
+            BLOB_CACHE.unlink(missing_ok=True)
+            variant_push[variant].append(timed(["skopeo", "copy", "-q", "--preserve-digests", "--dest-cert-dir", certs,
+                                                f"oci:{big_image}", ref]))
+            dest = work / f"pulled-variant-{i}"
+            variant_pull[variant].append(timed(["skopeo", "copy", "-q", "--src-cert-dir", certs, ref, f"dir:{dest}"]))
+            shutil.rmtree(dest)
+        variant_workers["as it is"] = switch.to(None)
         for target, port in ports.items():
             tls = ["--dest-tls-verify=false"] if target == "direct" else ["--dest-cert-dir", certs]
             src_tls = ["--src-tls-verify=false"] if target == "direct" else ["--src-cert-dir", certs]
@@ -323,6 +395,9 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
                                             f"docker://127.0.0.1:{port}/bench-{target}-{i}-gz/big:1"]))
             if cpu:
                 profile["gzip on the way"] = cpu.since()
+    # Did skopeo take HTTP/2 when it was offered? nginx's access log names the protocol of each request.
+    nginx_log = subprocess.run(["podman", "logs", f"{ours_pod}-nginx"], capture_output=True, text=True)
+    h2_requests = (nginx_log.stdout + nginx_log.stderr).count('HTTP/2.0"')
     spooled = {}
     for target, container in (("ours", f"{ours_pod}-nginx"), ("minimal", f"{pod}-minimal")):
         logs = subprocess.run(["podman", "logs", container], capture_output=True, text=True)
@@ -342,6 +417,21 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
             f"{fmt(samples['minimal'])}, {minimal:.2f}×, spooled: {'yes' if spooled['minimal'] else 'no'}",
             f"{ours:.2f}×", f"≤ {goal:.2f}× direct" if goal else "(no goal: CPU-bound, see the profile)",
             goal is None or ours <= goal)
+    direct_push, direct_pull = statistics.median(push["direct"]), statistics.median(pull["direct"])
+    told = [f"as it is ({variant_workers['as it is']} workers): push {statistics.median(push['ours']) / direct_push:.2f}×, "
+            f"pull {statistics.median(pull['ours']) / direct_pull:.2f}×"]
+    for variant in variants:
+        note = ""
+        if variant == "HTTP/2 offered":
+            note = f" (skopeo spoke HTTP/2 in {h2_requests} requests)"
+        if variant == ONE_WORKER:
+            note = f" ({variant_workers[variant]} worker)"
+        told.append(f"{variant}{note}: push {fmt(variant_push[variant])}, "
+                    f"{statistics.median(variant_push[variant]) / direct_push:.2f}×, pull {fmt(variant_pull[variant])}, "
+                    f"{statistics.median(variant_pull[variant]) / direct_pull:.2f}×")
+    row(f"3. variants of our nginx conf, {size_mib} MiB as it is", "; ".join(told),
+        f"direct to the registry in the same runs: push {fmt(push['direct'])}, pull {fmt(pull['direct'])}", "",
+        "(why the conf is what it is)", True)
     row(f"3. CPU of one {size_mib} MiB push through the proxy",
         "; ".join(f"{mode}: " + ", ".join(f"{name} {secs:.2f} s" for name, secs in cpu.items())
                   for mode, cpu in profile.items()),

@@ -111,9 +111,10 @@ pub async fn round_trip(target: &Target, size: u64, timeout: Duration, storage: 
     result
 }
 
-/// The requests a client makes, and none more: both upload sessions at once, the layer streamed in one
-/// PATCH (hashed on the way, so memory stays flat at any --size), both blobs committed at once, the
-/// manifest; then the manifest and both blobs pulled at once. One client, so connections are kept alive.
+/// The requests a client makes, and none more: a small layer (the default 1 MiB) goes whole, its session
+/// and one PUT with its bytes beside the config's; a larger one streams in one PATCH (hashed on the way,
+/// so memory stays flat at any --size) before both blobs are committed at once; the manifest; then the
+/// manifest and both blobs pulled at once. One client, so connections are kept alive.
 async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&Storage>) -> Result<RoundTrip> {
     let unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -127,44 +128,12 @@ async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&S
     let layer = Layer::new(size);
 
     let start = Instant::now();
-    let (layer_at, config_at) = tokio::try_join!(
-        session(&http, target, &name, "layer upload"),
-        session(&http, target, &name, "config upload"),
-    )?;
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
-    let hashing = hasher.clone();
-    let chunks = futures_util::stream::iter(layer.chunks()).map(move |chunk| {
-        hashing.lock().expect("the hasher is not poisoned").update(&chunk);
-        Ok::<_, std::io::Error>(chunk)
-    });
-    let layer_at = registry_api::send_chunk(
-        &http,
-        target,
-        &layer_at,
-        reqwest::Body::wrap_stream(chunks),
-        layer.tar_len(),
-    )
-    .await
-    .map_err(|e| failed("layer upload", &name, &e))?;
-    let hashed = std::mem::replace(&mut *hasher.lock().expect("the hasher is not poisoned"), Sha256::new());
-    let layer_size = hashed.size;
-    let layer_digest = format!("sha256:{}", hashed.hex());
-    // The config names the layer's digest, so it is committed once the layer's bytes are sent.
-    let config = config_json(&layer_digest, &tag);
+    let (layer_size, layer_digest, config) = if layer.tar_len() <= WHOLE_LAYER {
+        push_small(&http, target, &name, &layer, &tag).await?
+    } else {
+        push_streamed(&http, target, &name, &layer, &tag).await?
+    };
     let config_digest = crate::digest::oci_digest(&config);
-    tokio::try_join!(
-        async {
-            registry_api::finish_upload(&http, &layer_at, &layer_digest, Vec::new().into(), 0)
-                .await
-                .map_err(|e| failed("layer upload", &name, &e))
-        },
-        async {
-            let len = config.len() as u64;
-            registry_api::finish_upload(&http, &config_at, &config_digest, config.clone().into(), len)
-                .await
-                .map_err(|e| failed("config upload", &name, &e))
-        },
-    )?;
     let manifest = OciImageManifest {
         media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_string()),
         config: OciDescriptor {
@@ -269,6 +238,88 @@ async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&S
         pull,
         cleanup,
     })
+}
+
+/// The largest layer (tar bytes) pushed whole: made in memory and hashed first, so each blob is one POST and
+/// one PUT carrying its bytes, both blobs at once, and no PATCH round. Larger layers stream (flat memory).
+const WHOLE_LAYER: u64 = 4 * 1024 * 1024 + 4096;
+
+/// Pushes a small layer and its config, each as a session and one PUT with the bytes, both at once: the
+/// layer's size and digest, and the config.
+async fn push_small(
+    http: &Http,
+    target: &Target,
+    name: &str,
+    layer: &Layer,
+    tag: &str,
+) -> Result<(u64, String, Vec<u8>)> {
+    let bytes: Vec<u8> = layer.chunks().flat_map(|c| c.to_vec()).collect();
+    let layer_digest = crate::digest::oci_digest(&bytes);
+    let config = config_json(&layer_digest, tag);
+    let config_digest = crate::digest::oci_digest(&config);
+    let size = bytes.len() as u64;
+    let blob = |what: &'static str, digest: String, body: Vec<u8>| async move {
+        let at = session(http, target, name, what).await?;
+        let len = body.len() as u64;
+        registry_api::finish_upload(http, &at, &digest, body.into(), len)
+            .await
+            .map_err(|e| failed(what, name, &e))
+    };
+    tokio::try_join!(
+        blob("layer upload", layer_digest.clone(), bytes),
+        blob("config upload", config_digest, config.clone()),
+    )?;
+    Ok((size, layer_digest, config))
+}
+
+/// Pushes a layer of any size streamed in one PATCH, hashed on the way, then its config: the layer's size
+/// and digest, and the config.
+async fn push_streamed(
+    http: &Http,
+    target: &Target,
+    name: &str,
+    layer: &Layer,
+    tag: &str,
+) -> Result<(u64, String, Vec<u8>)> {
+    let (layer_at, config_at) = tokio::try_join!(
+        session(http, target, name, "layer upload"),
+        session(http, target, name, "config upload"),
+    )?;
+    let hasher = Arc::new(Mutex::new(Sha256::new()));
+    let hashing = hasher.clone();
+    let chunks = futures_util::stream::iter(layer.chunks()).map(move |chunk| {
+        hashing.lock().expect("the hasher is not poisoned").update(&chunk);
+        Ok::<_, std::io::Error>(chunk)
+    });
+    let layer_at = registry_api::send_chunk(
+        http,
+        target,
+        &layer_at,
+        reqwest::Body::wrap_stream(chunks),
+        layer.tar_len(),
+    )
+    .await
+    .map_err(|e| failed("layer upload", name, &e))?;
+    let hashed = std::mem::replace(&mut *hasher.lock().expect("the hasher is not poisoned"), Sha256::new());
+    let layer_size = hashed.size;
+    let layer_digest = format!("sha256:{}", hashed.hex());
+    // The config names the layer's digest, so it is committed once the layer's bytes are sent.
+    let config = config_json(&layer_digest, tag);
+    let config_digest = crate::digest::oci_digest(&config);
+    tokio::try_join!(
+        async {
+            registry_api::finish_upload(http, &layer_at, &layer_digest, Vec::new().into(), 0)
+                .await
+                .map_err(|e| failed("layer upload", name, &e))
+        },
+        async {
+            let len = config.len() as u64;
+            registry_api::finish_upload(http, &config_at, &config_digest, config.clone().into(), len)
+                .await
+                .map_err(|e| failed("config upload", name, &e))
+        },
+    )?;
+    Ok((layer_size, layer_digest, config))
 }
 
 /// An upload session in the verification repository.
