@@ -254,6 +254,16 @@ MINIMAL_CONF = """server {{
 """
 
 
+def push_and_pull(big_image: Path, ref: str, certs: Path, dest: Path):
+    """skopeo pushes the image as it is (no blob mounted from another repository) to `ref` and pulls it back
+    into `dest` (removed after): the two times."""
+    BLOB_CACHE.unlink(missing_ok=True)
+    pushed = timed(["skopeo", "copy", "-q", "--preserve-digests", "--dest-cert-dir", certs, f"oci:{big_image}", ref])
+    pulled = timed(["skopeo", "copy", "-q", "--src-cert-dir", certs, ref, f"dir:{dest}"])
+    shutil.rmtree(dest)
+    return pushed, pulled
+
+
 # Variants of our conf.d file (issue 16), each measured in the same runs as direct and ours: the table says
 # why the conf is what it is. A variant that leaves the conf unchanged is a bench bug, and stops it.
 CONF_VARIANTS = {
@@ -370,12 +380,9 @@ def bench_proxy(tmp: Path, big_image: Path, size_mib: int):
         for variant in variants:
             variant_workers[variant] = switch.to(variant)
             ref = f"docker://127.0.0.1:{ports['ours']}/bench-variant-{i}-{variants.index(variant)}/big:1"
-            BLOB_CACHE.unlink(missing_ok=True)
-            variant_push[variant].append(timed(["skopeo", "copy", "-q", "--preserve-digests", "--dest-cert-dir", certs,
-                                                f"oci:{big_image}", ref]))
-            dest = work / f"pulled-variant-{i}"
-            variant_pull[variant].append(timed(["skopeo", "copy", "-q", "--src-cert-dir", certs, ref, f"dir:{dest}"]))
-            shutil.rmtree(dest)
+            pushed, pulled = push_and_pull(big_image, ref, certs, work / f"pulled-variant-{i}")
+            variant_push[variant].append(pushed)
+            variant_pull[variant].append(pulled)
         variant_workers["as it is"] = switch.to(None)
         for target, port in ports.items():
             tls = ["--dest-tls-verify=false"] if target == "direct" else ["--dest-cert-dir", certs]
@@ -532,12 +539,9 @@ def bench_s3(tmp: Path, big_image: Path, size_mib: int):
         for i in range(RUNS):
             for name, (port, _, certs) in targets.items():
                 ref = f"docker://127.0.0.1:{port}/bench-{i}/big:1"
-                BLOB_CACHE.unlink(missing_ok=True)
-                push[name].append(timed(["skopeo", "copy", "-q", "--preserve-digests", "--dest-cert-dir", certs,
-                                         f"oci:{big_image}", ref]))
-                dest = work / f"pulled-{name}-{i}"
-                pull[name].append(timed(["skopeo", "copy", "-q", "--src-cert-dir", certs, ref, f"dir:{dest}"]))
-                shutil.rmtree(dest)
+                pushed, pulled = push_and_pull(big_image, ref, certs, work / f"pulled-{name}-{i}")
+                push[name].append(pushed)
+                pull[name].append(pulled)
         for name, (_, pod, _) in targets.items():
             rm_pod(pod)
     finally:

@@ -253,7 +253,10 @@ async fn push_small(
     layer: &Layer,
     tag: &str,
 ) -> Result<(u64, String, Vec<u8>)> {
-    let bytes: Vec<u8> = layer.chunks().flat_map(|c| c.to_vec()).collect();
+    let mut bytes = Vec::with_capacity(layer.tar_len() as usize);
+    for chunk in layer.chunks() {
+        bytes.extend_from_slice(&chunk);
+    }
     let layer_digest = crate::digest::oci_digest(&bytes);
     let config = config_json(&layer_digest, tag);
     let config_digest = crate::digest::oci_digest(&config);
