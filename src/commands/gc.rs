@@ -24,7 +24,7 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
     let dir = &args.appliance.config_dir;
     let state = crate::state::installed(dir)?;
     if state.s3.is_some() {
-        return super::gc_site::command(args, rt, host, state);
+        return super::gc_site::command(args, rt, host);
     }
     let freed = {
         let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;

@@ -73,12 +73,12 @@ impl Site {
     }
 }
 
-pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts, state: State) -> Result<ExitStatus> {
+pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<ExitStatus> {
     let dir = &args.appliance.config_dir;
     let freed = {
         let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
         // Under the lock: the state `up` may have changed meanwhile.
-        let state = crate::state::installed(dir).unwrap_or(state);
+        let state = crate::state::installed(dir)?;
         let site = Site::open(dir, state)?;
         let podman = Podman::find()?;
         let registry = render::container_name(&site.state.pod_name, render::REGISTRY_CONTAINER);
@@ -215,7 +215,8 @@ fn collect(site: &Site, rt: &tokio::runtime::Runtime, podman: &Podman, registry:
                  registry-up gc again on this host (it ends a hold this host left), or check the S3 store."
             ))
         })?;
-        Ok(((), "the hold is gone: writes pass again on every replica".to_string()))
+        // Each replica asks the bucket before each write: the verify below proves a push through this one.
+        Ok(((), "the hold and its record are gone from the bucket".to_string()))
     });
     let freed = collected?;
     lifted?;
@@ -425,10 +426,7 @@ fn not_all(failed: &[(String, String)], what: &str, so: &str) -> Error {
 }
 
 fn bucket_failed(site: &Site, why: &str) -> Error {
-    Error::runtime(format!(
-        "The {} did not answer as expected ({why}): check the S3 store, then run this again.",
-        site.location.describe()
-    ))
+    site.location.unanswered(why)
 }
 
 /// Every blob in the bucket with its size, by digest.

@@ -241,12 +241,7 @@ pub fn forget(args: &SiteForgetArgs, rt: &tokio::runtime::Runtime, host: &HostFa
     let location = state.s3.clone().expect("checked above");
     let (key, _) = crate::s3::read_key(None, dir)?;
     let bucket = crate::s3::Bucket::new(&location, &key, std::time::Duration::from_secs(15))?;
-    let failed = |e: String| {
-        Error::runtime(format!(
-            "The {} did not answer as expected ({e}): check the S3 store, then run this again.",
-            location.describe()
-        ))
-    };
+    let failed = |e: String| location.unanswered(&e);
     let known = rt.block_on(crate::replicas::list(&bucket)).map_err(failed)?;
     if let Some(replica) = known.iter().find(|r| r.domain == name) {
         if super::gc_site::answers(dir, &state, replica, rt)? {

@@ -312,8 +312,8 @@ fn s3_status(
     };
     if let Some(hold) = &gc_hold {
         problems.push(format!(
-            "every replica refuses pushes: {hold} holds the site read-only (registry-up gc or up on that host \
-             ends an interrupted one)"
+            "gc's hold stands in the bucket ({hold}): the replicas refuse pushes while it does (registry-up gc \
+             or up on that host ends an interrupted one)"
         ));
     }
     let answer = answer.map(|_| ());

@@ -75,6 +75,14 @@ impl Location {
         })
     }
 
+    /// The sentence for this bucket answering a request of registry-up's wrongly or not at all.
+    pub fn unanswered(&self, why: &str) -> Error {
+        Error::runtime(format!(
+            "The {} did not answer as expected ({why}): check the S3 store, then run this again.",
+            self.describe()
+        ))
+    }
+
     /// "bucket B at ENDPOINT", for reports.
     pub fn describe(&self) -> String {
         format!("S3 bucket {} at {}", self.bucket, self.endpoint)
