@@ -615,12 +615,15 @@ fn gc_holds_every_replica_read_only_together_or_names_the_one_it_cannot_reach() 
         .config_dir(a.config_dir())
         .run();
     join(&b, &site, &garage.endpoint(1)).run();
-    let recorded = objects(&garage, 0, "registry-up/replicas/");
+    // A replica's record, read by key through another Garage node (Garage's reads by key follow every
+    // write at once; its listings were seen to lag a delete made through another node, in CI).
+    let recorded = |domain: &str| {
+        let (said, code) = garage.curl(0, "HEAD", &format!("/registry-up/replicas/{domain}"), &["-I"]);
+        assert!(code == "200" || code == "404", "{code} {said}");
+        code == "200"
+    };
     for app in [&a, &b] {
-        assert!(
-            recorded.contains(&format!("registry-up/replicas/{}", app.domain)),
-            "{recorded:?}"
-        );
+        assert!(recorded(&app.domain), "{} recorded", app.domain);
     }
 
     let kept = a.push(&common::image_archives()[1], "team/keep:1", Some(&creds));
@@ -709,9 +712,7 @@ fn gc_holds_every_replica_read_only_together_or_names_the_one_it_cannot_reach() 
         .config_dir(a.config_dir())
         .stdout_has("Removed the record of replica gone.registry-up.test")
         .run();
-    assert!(!objects(&garage, 0, "registry-up/replicas/")
-        .iter()
-        .any(|k| k.ends_with("gone.registry-up.test")));
+    assert!(!recorded("gone.registry-up.test"));
 
     // gc on A while an independent client watches B: B refuses a write and serves a pull meanwhile.
     let spawn_gc = || {
@@ -839,7 +840,8 @@ fn gc_holds_every_replica_read_only_together_or_names_the_one_it_cannot_reach() 
         .config_dir(b.config_dir())
         .stdout_has("Removed this replica's record")
         .run();
-    assert!(!objects(&garage, 0, "registry-up/replicas/")
-        .iter()
-        .any(|k| k.ends_with(&b.domain)));
+    assert!(!recorded(&b.domain));
+    // …and gc no longer waits for it (a listing that still names it is checked against the record itself).
+    let out = Run::bin().args(["gc", "--dry-run"]).config_dir(a.config_dir()).run();
+    assert!(!text(&out.stdout).contains(&b.domain), "{}", text(&out.stdout));
 }
