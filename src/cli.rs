@@ -260,6 +260,11 @@ pub struct UpArgs {
     /// secrets, storage, images); --domain names this host, which the site's certificate must cover.
     #[arg(long, value_name = "FILE")]
     pub site: Option<PathBuf>,
+
+    /// With a new --data-dir on an installed appliance whose folder holds images: start with the new
+    /// folder as it is, on purpose (the old folder is left as it is, and named).
+    #[arg(long)]
+    pub empty_storage: bool,
 }
 
 impl UpArgs {
@@ -280,6 +285,7 @@ impl UpArgs {
             pull,
             pull_timeout: 60,
             site: None,
+            empty_storage: false,
         }
     }
 }
@@ -336,9 +342,19 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "NAME")]
     pub user: Option<String>,
 
-    /// Also walk every repository, tag, manifest and blob: the "nothing lost" check.
+    /// Also walk every repository, tag, manifest and blob: the "nothing lost" check. On the appliance host
+    /// it also records what is served in the config folder's inventory.json.
     #[arg(long)]
     pub deep: bool,
+
+    /// Write the inventory of what the registry serves (every tag with its digest) to FILE (0600).
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+
+    /// Compare what the registry serves with an inventory written before (--record): a tag gone or with
+    /// another digest fails the inventory check; tags added since are listed.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
 
     /// Tags checked at once by --deep.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(usize))]

@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, Result};
 use crate::oci::AnyManifest;
-use crate::storage::{blob_dir, read_link, real_dir, subdirs, V2};
+use crate::storage::{blob_dir, read_link, real_dir, repositories, subdirs, V2};
 
 /// Uploads untouched for this long were abandoned.
 pub const ABANDONED_UPLOAD: Duration = Duration::from_secs(24 * 3600);
@@ -56,38 +56,6 @@ impl Plan {
             self.kept_blobs
         )
     }
-}
-
-/// One repository: its name and folder.
-struct Repository {
-    name: String,
-    dir: PathBuf,
-}
-
-/// Every repository below `repositories/` (names may hold slashes: a repository is a folder with
-/// `_manifests`, `_layers` or `_uploads`).
-fn repositories(root: &Path) -> Vec<Repository> {
-    let mut found = Vec::new();
-    let mut stack = vec![(String::new(), root.to_path_buf())];
-    while let Some((name, dir)) = stack.pop() {
-        let children = subdirs(&dir);
-        if children.iter().any(|(n, _)| n.starts_with('_')) {
-            found.push(Repository {
-                name: name.clone(),
-                dir: dir.clone(),
-            });
-        }
-        for (child, path) in children.into_iter().filter(|(n, _)| !n.starts_with('_')) {
-            let full = if name.is_empty() {
-                child
-            } else {
-                format!("{name}/{child}")
-            };
-            stack.push((full, path));
-        }
-    }
-    found.sort_by(|a, b| a.name.cmp(&b.name));
-    found
 }
 
 /// The digests of `sha256/HEX/link` entries below `dir`.

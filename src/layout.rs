@@ -25,6 +25,8 @@ pub const HTPASSWD: &str = "registry/htpasswd";
 pub const S3_CREDENTIALS: &str = "s3/credentials";
 /// The registry version verify read last, by image ID (see src/verify/version.rs).
 pub const REGISTRY_VERSION: &str = "registry-version";
+/// The last inventory of what the appliance serves (`verify --deep` writes it; schema in the README).
+pub const INVENTORY: &str = "inventory.json";
 
 /// The systemd unit that runs pod `pod` (a classic unit's file name, and the unit Quadlet generates).
 pub fn unit_name(pod: &str) -> String {

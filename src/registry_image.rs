@@ -11,6 +11,8 @@ pub struct ImageConfig {
     pub entrypoint: Option<Vec<String>>,
     #[serde(rename = "Cmd", default)]
     pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
 }
 
 /// The official image's layouts.
@@ -55,6 +57,22 @@ pub fn layout(image: &str, config: &ImageConfig) -> Result<Layout> {
     }
 }
 
+/// Refuses an image that sets REGISTRY_* variables: distribution reads them over its config file, so
+/// such an image would run registry-up's file (fingerprint and all) with, say, its storage elsewhere.
+pub fn no_overrides(image: &str, config: &ImageConfig) -> Result<()> {
+    let names = crate::verify::foreign_registry_env(config.env.as_deref().unwrap_or_default());
+    if names.is_empty() {
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "The image {image} sets {} in its environment, which the registry reads over the config file registry-up \
+         writes (its storage, auth or listener could then be other than what up sets up and verify checks): build \
+         the image without {}, or give --registry-image another one. Nothing was changed.",
+        names.join(", "),
+        if names.len() == 1 { "it" } else { "them" }
+    )))
+}
+
 fn shown(list: &Option<Vec<String>>) -> String {
     match list {
         None => "none".into(),
@@ -71,6 +89,7 @@ mod tests {
         ImageConfig {
             entrypoint: list(entrypoint),
             cmd: list(cmd),
+            env: None,
         }
     }
 
@@ -101,10 +120,34 @@ mod tests {
     }
 
     #[test]
+    fn an_image_that_overrides_the_config_file_is_refused_naming_the_variables() {
+        let mut c = config(&["registry"], &[]);
+        c.env = Some(vec!["PATH=/bin".into(), "OTEL_TRACES_EXPORTER=none".into()]);
+        assert!(no_overrides("r", &c).is_ok());
+        c.env = Some(vec![
+            "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/tmp".into(),
+            "PATH=/bin".into(),
+            "REGISTRY_HTTP_ADDR=:5000".into(),
+        ]);
+        let e = no_overrides("example/registry:evil", &c).unwrap_err();
+        assert_eq!(e.status, crate::error::ExitStatus::Usage);
+        assert!(e.message.contains("example/registry:evil"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("REGISTRY_HTTP_ADDR, REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("/tmp"), "values are not echoed: {}", e.message);
+    }
+
+    #[test]
     fn podman_inspect_config_deserialises() {
         let json = r#"{"Entrypoint":["registry"],"Cmd":["serve","/etc/distribution/config.yml"],"Env":["A=b"]}"#;
         let c: ImageConfig = serde_json::from_str(json).unwrap();
-        assert_eq!(c, config(&["registry"], &["serve", "/etc/distribution/config.yml"]));
+        let mut want = config(&["registry"], &["serve", "/etc/distribution/config.yml"]);
+        want.env = Some(vec!["A=b".into()]);
+        assert_eq!(c, want);
         let c: ImageConfig = serde_json::from_str(r#"{"Entrypoint":null}"#).unwrap();
         assert_eq!(c, ImageConfig::default());
     }

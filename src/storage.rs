@@ -48,3 +48,81 @@ pub fn blob_dir(digest: &str) -> Option<PathBuf> {
         .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))?;
     Some(Path::new(V2).join("blobs/sha256").join(&hex[..2]).join(hex))
 }
+
+/// One repository of the storage: its name (which may hold slashes) and folder.
+pub struct Repository {
+    pub name: String,
+    pub dir: PathBuf,
+}
+
+/// Every repository below `repositories/` (a repository is a folder with `_manifests`, `_layers` or
+/// `_uploads`), by name.
+pub fn repositories(root: &Path) -> Vec<Repository> {
+    let mut found = Vec::new();
+    let mut stack = vec![(String::new(), root.to_path_buf())];
+    while let Some((name, dir)) = stack.pop() {
+        let children = subdirs(&dir);
+        if children.iter().any(|(n, _)| n.starts_with('_')) {
+            found.push(Repository {
+                name: name.clone(),
+                dir: dir.clone(),
+            });
+        }
+        for (child, path) in children.into_iter().filter(|(n, _)| !n.starts_with('_')) {
+            let full = if name.is_empty() {
+                child
+            } else {
+                format!("{name}/{child}")
+            };
+            stack.push((full, path));
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    found
+}
+
+/// Every tag the storage below `data_dir` holds, `repository:tag` → the digest its link names (an
+/// unreadable link as an empty digest: it is a tag all the same).
+pub fn tags(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
+    let Some(root) = real_dir(data_dir, &Path::new(V2).join("repositories")) else {
+        return Default::default();
+    };
+    repositories(&root)
+        .into_iter()
+        .flat_map(|repo| {
+            subdirs(&repo.dir.join("_manifests/tags"))
+                .into_iter()
+                .map(move |(tag, path)| {
+                    let digest = read_link(&path.join("current/link")).unwrap_or_default();
+                    (format!("{}:{tag}", repo.name), digest)
+                })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_are_read_from_the_storage_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for (repo, tag) in [("team/app", "1"), ("team/app", "2"), ("base", "latest")] {
+            let t = dir
+                .path()
+                .join(V2)
+                .join("repositories")
+                .join(repo)
+                .join("_manifests/tags")
+                .join(tag);
+            std::fs::create_dir_all(t.join("current")).unwrap();
+            std::fs::write(t.join("current/link"), &digest).unwrap();
+        }
+        let tags = tags(dir.path());
+        let names: Vec<&str> = tags.keys().map(String::as_str).collect();
+        assert_eq!(names, ["base:latest", "team/app:1", "team/app:2"]);
+        assert!(tags.values().all(|d| *d == digest));
+        assert!(super::tags(&dir.path().join("nothing")).is_empty());
+    }
+}

@@ -4,6 +4,7 @@
 mod common;
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
 use common::{mode, mtimes, podman, serving, skopeo_copy, text, Appliance, Run};
@@ -249,4 +250,66 @@ fn from_another_network_namespace_nginx_answers_over_ipv4_and_ipv6_and_the_regis
             "the registry answers on {host}:5000 from another namespace"
         );
     }
+}
+
+#[test]
+fn a_new_data_folder_that_would_hide_the_images_is_refused_unless_it_holds_them_or_empty_is_meant() {
+    let Some(app) = common::serving(&["--no-verify"]) else {
+        return;
+    };
+    let [registry_tar, nginx_tar] = common::image_archives();
+    let digest = app.push(registry_tar, "demo/nginx:1", None);
+    app.push(nginx_tar, "demo/other:1", None);
+    let state = app.config_dir().join("state.json");
+    let state_before = std::fs::read(&state).unwrap();
+    let before = app.started_at();
+    // A typo in a path, or a data mount that did not come up.
+    let elsewhere = app.tmp.path().join("elsewhere/data");
+    let with_data_dir = |dir: &Path| {
+        let mut args = app.args();
+        let at = args.iter().position(|a| a == "--data-dir").unwrap();
+        args[at + 1] = dir.display().to_string();
+        args
+    };
+    Run::bin()
+        .args(with_data_dir(&elsewhere))
+        .code(2)
+        .stderr_has(format!("--data-dir {} would hide the images", elsewhere.display()))
+        .stderr_has(format!("{} holds 2 tag(s) in 2 repositories", app.data_dir().display()))
+        .stderr_has("--empty-storage")
+        .stderr_has("Nothing was changed")
+        .run();
+    assert_eq!(std::fs::read(&state).unwrap(), state_before);
+    assert_eq!(app.started_at(), before, "the pod was not touched");
+    assert_eq!(app.digest("demo/nginx:1", None), digest, "still served");
+
+    // The images copied over by hand: the new folder holds every tag, so the switch goes ahead.
+    let moved = app.tmp.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    let copied = common::command("cp")
+        .args(["-a"])
+        .arg(app.data_dir().join("docker"))
+        .arg(&moved)
+        .output()
+        .unwrap();
+    assert!(copied.status.success());
+    Run::bin().args(with_data_dir(&moved)).run();
+    assert_eq!(app.digest("demo/nginx:1", None), digest);
+
+    // Starting empty on purpose: said, and the old folder is left as it is.
+    let empty = app.tmp.path().join("empty");
+    Run::bin()
+        .args(with_data_dir(&empty))
+        .arg("--empty-storage")
+        .stderr_has(format!(
+            "the 2 tag(s) of {}; that folder is left as it is",
+            moved.display()
+        ))
+        .run();
+    let cert_dir = app.config_dir().display().to_string();
+    let gone = common::skopeo(&["inspect", "--cert-dir", &cert_dir, &app.reference("demo/nginx:1")]);
+    assert!(!gone.status.success(), "the new folder is empty");
+    assert!(moved
+        .join("docker/registry/v2/repositories/demo/nginx/_manifests/tags/1/current/link")
+        .is_file());
 }

@@ -380,3 +380,212 @@ fn commands_that_need_an_appliance_exit_4_without_one() {
         .stdout_has("not installed")
         .run();
 }
+
+/// The tags of an inventory file as `repo:tag` → digest.
+fn inventory_tags(inventory: &Value) -> std::collections::BTreeMap<String, String> {
+    inventory["repositories"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            let repo = r["name"].as_str().unwrap().to_string();
+            r["tags"].as_array().unwrap().iter().map(move |t| {
+                (
+                    format!("{repo}:{}", t["tag"].as_str().unwrap()),
+                    t["digest"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn an_inventory_records_what_is_served_and_a_baseline_names_each_tag_lost_or_changed() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let [registry_tar, nginx_tar] = common::image_archives();
+    app.push(registry_tar, "team/app:1", None);
+    app.push(registry_tar, "team/app:2", None);
+    app.push(nginx_tar, "base/x:1", None);
+    app.push(registry_tar, "base/x:old", None);
+    app.push_index(registry_tar, nginx_tar, "multi/idx:1", None);
+    let record = app.tmp.path().join("before.json");
+    let record_arg = record.display().to_string();
+    let (code, report) = verify_json(&app, &["--deep", "--record", &record_arg]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_eq!(common::mode(&record), 0o600);
+    let before: Value = serde_json::from_slice(&std::fs::read(&record).unwrap()).unwrap();
+    assert_eq!(before["schema"], "registry-up.inventory/v1");
+    // Every tag with the digest an independent client reads, in a stable order.
+    let tags = inventory_tags(&before);
+    let names: Vec<&str> = tags.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["base/x:1", "base/x:old", "multi/idx:1", "team/app:1", "team/app:2"]
+    );
+    for (name, digest) in &tags {
+        assert_eq!(*digest, app.raw_digest(name), "{name}");
+    }
+    let index = &before["repositories"].as_array().unwrap()[1]["tags"][0];
+    assert_eq!(index["children"].as_array().unwrap().len(), 2, "{index}");
+    assert_eq!(before["counts"]["tags"], 5);
+    // Every repository of the catalog, verify's own (its test tag deleted) among them.
+    assert_eq!(before["counts"]["repositories"], 4);
+    // verify --deep on the appliance host keeps its own copy, which status reports.
+    let kept: Value = serde_json::from_slice(&std::fs::read(app.config_dir().join("inventory.json")).unwrap()).unwrap();
+    assert_eq!(inventory_tags(&kept), tags);
+    Run::bin()
+        .arg("status")
+        .config_dir(app.config_dir())
+        .stdout_has("inventory  taken ")
+        .stdout_has("4 repositories, 5 tags")
+        .run();
+
+    // By hand in the storage: one tag's link removed, another tag pointed at another manifest.
+    let repos = app.data_dir().join("docker/registry/v2/repositories");
+    std::fs::remove_dir_all(repos.join("team/app/_manifests/tags/2")).unwrap();
+    let other = &tags["base/x:old"];
+    std::fs::write(repos.join("base/x/_manifests/tags/1/current/link"), other).unwrap();
+    let added = app.push(nginx_tar, "new/y:1", None);
+
+    let (code, report) = verify_json(&app, &["--baseline", &record_arg]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_check(&report, "inventory", "fail", &["2 of the 5 tags", "3 kept"]);
+    let changed = report["inventory"]["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 2, "{report:#}");
+    assert_eq!(
+        (
+            &changed[0]["repository"],
+            &changed[0]["tag"],
+            &changed[0]["was"],
+            &changed[0]["now"]
+        ),
+        (
+            &Value::from("base/x"),
+            &Value::from("1"),
+            &Value::from(tags["base/x:1"].clone()),
+            &Value::from(other.clone())
+        )
+    );
+    assert_eq!(
+        (&changed[1]["repository"], &changed[1]["tag"], &changed[1]["was"]),
+        (
+            &Value::from("team/app"),
+            &Value::from("2"),
+            &Value::from(tags["team/app:2"].clone())
+        )
+    );
+    assert!(changed[1].get("now").is_none(), "{}", changed[1]);
+    let added_list = report["inventory"]["added"].as_array().unwrap();
+    assert_eq!(added_list.len(), 1);
+    assert_eq!(
+        (&added_list[0]["repository"], &added_list[0]["digest"]),
+        (&Value::from("new/y"), &Value::from(added))
+    );
+    // The text names the same, the added tag as information.
+    Run::bin()
+        .args(["verify", "--baseline", &record_arg])
+        .config_dir(app.config_dir())
+        .code(1)
+        .stdout_has(format!("team/app:2 gone (was {})", tags["team/app:2"]))
+        .stdout_has(format!("base/x:1 {} -> {other}", tags["base/x:1"]))
+        .stdout_has("new/y:1 ")
+        .stdout_has("added since (information)")
+        .run();
+    // A file that is not an inventory is refused before anything is asked.
+    Run::bin()
+        .args(["verify", "--baseline", "/etc/hostname"])
+        .config_dir(app.config_dir())
+        .code(2)
+        .stderr_has("is not an inventory")
+        .run();
+}
+
+#[test]
+fn a_registry_whose_environment_overrides_its_config_fails_config_and_storage_and_an_image_that_does_is_refused() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let [registry_tar, _] = common::image_archives();
+    let digest = app.push(registry_tar, "demo/app:1", None);
+    let before = app.started_at();
+    // An "upgrade" to an image that stores elsewhere, as an image built FROM the official one can.
+    let evil = format!("localhost/registry-up-test/evil-{}:1", app.pod);
+    let _names = common::ImageNames(vec![evil.clone()]);
+    let context = app.tmp.path().join("evil");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("Containerfile"),
+        format!(
+            "FROM {}\nENV REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/tmp\n",
+            common::REGISTRY_IMAGE
+        ),
+    )
+    .unwrap();
+    let built = podman(&[
+        "build",
+        "--pull=never",
+        "-q",
+        "-t",
+        &evil,
+        &context.display().to_string(),
+    ]);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    let state_before = std::fs::read(app.config_dir().join("state.json")).unwrap();
+    let mut args = app.base_args();
+    args.extend([
+        "--registry-image".into(),
+        evil.clone(),
+        "--nginx-image".into(),
+        common::NGINX_IMAGE.into(),
+    ]);
+    Run::bin()
+        .args(&args)
+        .code(2)
+        .stderr_has("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY")
+        .stderr_has("Nothing was changed")
+        .run();
+    assert_eq!(
+        std::fs::read(app.config_dir().join("state.json")).unwrap(),
+        state_before
+    );
+    assert_eq!(app.started_at(), before, "the pod was not touched");
+    assert_eq!(app.digest("demo/app:1", None), digest);
+
+    // The same variable in a pod started by hand: verify's config check reads the running container.
+    let yaml_path = app.config_dir().join("registry-pod.yaml");
+    let mut pod: serde_yaml_ng::Value = serde_yaml_ng::from_slice(&std::fs::read(&yaml_path).unwrap()).unwrap();
+    let registry = pod["spec"]["containers"]
+        .as_sequence_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|c| c["name"] == "registry")
+        .unwrap();
+    let env = registry["env"].as_sequence_mut().unwrap();
+    let mut var = serde_yaml_ng::Mapping::new();
+    var.insert("name".into(), "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY".into());
+    var.insert("value".into(), "/tmp".into());
+    env.push(var.into());
+    let by_hand = app.tmp.path().join("by-hand.yaml");
+    std::fs::write(&by_hand, serde_yaml_ng::to_string(&pod).unwrap()).unwrap();
+    let played = podman(&["play", "kube", "--replace", &by_hand.display().to_string()]);
+    assert!(played.status.success(), "{}", text(&played.stderr));
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 1, "{report:#}");
+    assert_check(
+        &report,
+        "config",
+        "fail",
+        &["REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"],
+    );
+    // Where the registry writes is proven by the round trip's blobs, not read from the file.
+    assert_check(
+        &report,
+        "storage",
+        "fail",
+        &["did not write 3 of them under", &app.data_dir().display().to_string()],
+    );
+    // up sees the running registry is not what it set up, and replaces the pod.
+    app.up(&[]);
+    assert_eq!(app.digest("demo/app:1", None), digest);
+    let (code, report) = verify_json(&app, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    assert_check(&report, "storage", "pass", &[]);
+}

@@ -23,6 +23,7 @@ const CONFIG_ENTRIES: &[&str] = &[
     crate::layout::FIREWALL,
     crate::layout::GC_IN_PROGRESS,
     crate::layout::REGISTRY_VERSION,
+    crate::layout::INVENTORY,
 ];
 
 pub fn command(args: &DownArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {

@@ -81,6 +81,8 @@ pub fn verify_deep(
         appliance: appliance.clone(),
         user: None,
         deep: true,
+        record: None,
+        baseline: None,
         jobs: 4,
         json: false,
         strict: false,

@@ -32,6 +32,20 @@ struct Status {
     s3: Option<S3Status>,
     #[serde(skip_serializing_if = "Option::is_none")]
     service: Option<ServiceStatus>,
+    /// The last inventory of what the appliance served (verify --deep), without its tag list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inventory: Option<LastInventory>,
+}
+
+#[derive(Serialize)]
+struct LastInventory {
+    taken: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registry_image: Option<String>,
+    counts: crate::verify::inventory::Counts,
+    /// What `describe_counts` says, for the text.
+    #[serde(skip)]
+    described: String,
 }
 
 /// With S3 storage: where, and whether the bucket answered the registry's key just now.
@@ -132,6 +146,7 @@ pub fn command(args: &StatusArgs, rt: &tokio::runtime::Runtime) -> Result<ExitSt
             data: None,
             s3: None,
             service: None,
+            inventory: None,
         };
         if args.json {
             println!("{}", serde_json::to_string_pretty(&status).expect("serialises"));
@@ -210,6 +225,17 @@ pub fn command(args: &StatusArgs, rt: &tokio::runtime::Runtime) -> Result<ExitSt
             unit_state: None,
         },
     };
+    // Information, not health: an appliance never deep-verified has none, and a file this user cannot read
+    // is shown as not there.
+    let inventory =
+        crate::verify::inventory::Inventory::read(&args.appliance.config_dir.join(crate::layout::INVENTORY))
+            .ok()
+            .map(|i| LastInventory {
+                described: i.describe_counts(),
+                taken: i.taken,
+                registry_image: i.registry_image,
+                counts: i.counts,
+            });
     let status = Status {
         installed: true,
         healthy: problems.is_empty(),
@@ -220,6 +246,7 @@ pub fn command(args: &StatusArgs, rt: &tokio::runtime::Runtime) -> Result<ExitSt
         data,
         s3,
         service: Some(service),
+        inventory,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status).expect("serialises"));
@@ -420,6 +447,10 @@ fn print_text(s: &Status) {
         if !at.replicas.is_empty() {
             println!("replicas   {}", at.replicas.join(", "));
         }
+    }
+    match &s.inventory {
+        Some(i) => println!("inventory  taken {}: {}", i.taken, i.described),
+        None => println!("inventory  none yet (registry-up verify --deep takes one)"),
     }
     if let Some(svc) = &s.service {
         match (&svc.unit, &svc.unit_state) {

@@ -9,7 +9,10 @@ use crate::hostname::HostName;
 use crate::layout;
 use crate::runtime::podman::Podman;
 use crate::state::State;
-use crate::verify::{parse_size, run_checks, ConfigFile, KeptVersion, Options, Pod, Report, Status, Storage, Target};
+use crate::verify::inventory::{About, Inventory};
+use crate::verify::{
+    parse_size, run_checks, Check, ConfigFile, KeptVersion, Options, Pod, Report, Status, Storage, Target,
+};
 
 /// `registry-up verify`: Success when every check passed (warnings allowed), Failed otherwise.
 pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::host::HostFacts) -> Result<ExitStatus> {
@@ -17,6 +20,11 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
     let state_path = args.appliance.config_dir.join(layout::STATE);
     let state: Option<State> = crate::state::read_state(&args.appliance.config_dir)?;
     let size = parse_size(&args.size).map_err(|e| Error::usage(format!("--size {e}.")))?;
+    // Bad files are refused before anything is asked or written.
+    let baseline = args.baseline.as_deref().map(Inventory::read).transpose()?;
+    if let Some(record) = &args.record {
+        record_writable(record)?;
+    }
     let domain = match (&args.domain, &state) {
         (Some(d), _) => HostName::parse(d, "domain")?,
         (None, Some(s)) => HostName::parse(&s.domain, "domain in state.json")?,
@@ -99,9 +107,41 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
         clean_storage: lock.is_some(),
         config: appliance.map(|_| ConfigFile::read(args.appliance.config_dir.join(layout::REGISTRY_CONFIG))),
         watermarks: appliance.map(|s| s.watermarks()).unwrap_or_default(),
+        inventory: args.record.is_some(),
+        baseline,
+        about: About {
+            registry: target.registry(),
+            registry_image: appliance.map(|s| s.registry_image.clone()),
+            storage: appliance.map(|s| s.storage()),
+        },
+        env_check: appliance.is_some(),
     };
-    let (checks, deep) = rt.block_on(run_checks(&target, &opts, pod));
-    let report = Report::new(target.registry(), checks, deep, opts.strict, start.elapsed());
+    let outcome = rt.block_on(run_checks(&target, &opts, pod));
+    let mut checks = outcome.checks;
+    if let Some(inventory) = &outcome.inventory {
+        // The appliance's own record of what it served at its last deep verify (status shows it).
+        let kept = match (appliance, &lock, args.deep) {
+            (Some(_), Some(_), true) => Some(args.appliance.config_dir.join(layout::INVENTORY)),
+            _ => None,
+        };
+        for path in kept.iter().chain(&args.record) {
+            if let Err(e) = inventory.write(path) {
+                checks.push(Check::new(
+                    "record",
+                    Status::Fail,
+                    format!("the inventory could not be written: {}", e.message),
+                    Duration::ZERO,
+                ));
+            }
+        }
+    } else if args.record.is_some() {
+        checks.push(Check::skipped(
+            "record",
+            "the registry could not be walked, so no inventory was taken",
+        ));
+    }
+    let mut report = Report::new(target.registry(), checks, outcome.deep, opts.strict, start.elapsed());
+    report.inventory = outcome.comparison;
     if args.json {
         println!(
             "{}",
@@ -123,6 +163,22 @@ fn storage(state: &State, config_dir: &Path) -> Option<Storage> {
             Some(Storage::Bucket(at.clone(), key))
         }
     }
+}
+
+/// `--record FILE` must be writable where it is: its folder exists and it is not a folder itself.
+fn record_writable(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() || path.is_dir() {
+        return Err(Error::usage(format!(
+            "--record {}: {} is not a folder to write the inventory in; give a file in an existing folder.",
+            path.display(),
+            if path.is_dir() { path } else { dir }.display()
+        )));
+    }
+    Ok(())
 }
 
 fn read_ca(path: &Path) -> Result<Vec<u8>> {

@@ -49,6 +49,10 @@ struct Container {
     volume_mounts: Vec<VolumeMount>,
 }
 
+/// The registry container's environment, all that registry-up sets there: 3.0 images export traces to
+/// localhost:4318 unless told not to. No REGISTRY_* variable: they would override the config file.
+pub const REGISTRY_ENV: &[(&str, &str)] = &[("OTEL_TRACES_EXPORTER", "none")];
+
 #[derive(Serialize)]
 struct EnvVar {
     name: &'static str,
@@ -192,11 +196,10 @@ pub fn render(settings: &Settings) -> String {
                     name: REGISTRY_CONTAINER,
                     image: settings.registry_image.clone(),
                     command: registry_command(),
-                    // 3.0 images export traces to localhost:4318 unless told not to.
-                    env: vec![EnvVar {
-                        name: "OTEL_TRACES_EXPORTER",
-                        value: "none",
-                    }],
+                    env: REGISTRY_ENV
+                        .iter()
+                        .map(|&(name, value)| EnvVar { name, value })
+                        .collect(),
                     volume_mounts: registry_mounts,
                 },
                 Container {

@@ -153,6 +153,15 @@ struct ContainerInspect {
     image: String,
     #[serde(default)]
     mounts: Vec<Mount>,
+    #[serde(default)]
+    config: ContainerConfig,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct ContainerConfig {
+    #[serde(default)]
+    env: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +200,9 @@ pub struct ContainerInfo {
     pub pod: String,
     pub image_name: String,
     pub image_id: String,
+    /// Its environment (`NAME=value`), the image's and the pod's together.
+    #[serde(skip)]
+    pub env: Vec<String>,
 }
 
 /// The names `podman load` reports (`Loaded image: NAME` lines, joined with ", " by Podman::load), written
@@ -452,6 +464,7 @@ impl Podman {
                 pod: c.pod,
                 image_name: c.image_name,
                 image_id: c.image,
+                env: c.config.env.unwrap_or_default(),
             })
             .collect())
     }

@@ -1,13 +1,15 @@
 //! `verify --deep`: the "nothing lost" walk. Every repository of the catalog, every tag, every manifest
-//! (and every child of an index) fetched and its digest checked, every referenced blob HEADed.
+//! (and every child of an index) fetched and its digest checked, every referenced blob HEADed. The same
+//! walk without the blob HEADs takes the inventory (what is served, tag by tag).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::Semaphore;
 
+use super::inventory::{self, Found, Inventory};
 use super::report::{Deep, Problem};
 use super::target::{chain, Http, Target};
 use crate::oci::{AnyManifest, MANIFEST_TYPES};
@@ -68,9 +70,15 @@ async fn paginate(http: &Http, target: &Target, first: String, key: &str) -> Res
 /// What checking one tag found.
 #[derive(Default)]
 struct TagResult {
-    manifests: usize,
+    /// Manifests fetched (the deep check's count), and the distinct ones (the inventory's).
+    fetched: usize,
+    manifests: BTreeSet<String>,
     blobs: BTreeSet<(String, String)>,
+    /// Every blob named, with the size its descriptor gives.
+    sizes: BTreeMap<String, u64>,
     problems: Vec<Problem>,
+    /// The tag as served, when its manifest was.
+    served: Option<inventory::Tag>,
 }
 
 struct TagWalk<'a> {
@@ -78,7 +86,16 @@ struct TagWalk<'a> {
     target: &'a Target,
     repo: &'a str,
     tag: &'a str,
+    /// HEAD every blob (verify --deep), or only read the manifests (an inventory).
+    heads: bool,
     result: TagResult,
+}
+
+/// A manifest as served: its digest, media type, and an index's children that were served.
+struct Served {
+    digest: String,
+    media_type: Option<String>,
+    children: Vec<String>,
 }
 
 impl TagWalk<'_> {
@@ -91,8 +108,9 @@ impl TagWalk<'_> {
         });
     }
 
-    /// Fetches a manifest by tag or digest; checks its digest; walks what it references.
-    async fn manifest(&mut self, reference: &str, depth: u8) {
+    /// Fetches a manifest by tag or digest; checks its digest; walks what it references. Some when it
+    /// was served with the right digest.
+    async fn manifest(&mut self, reference: &str, depth: u8) -> Option<Served> {
         let url = self.target.url(&format!("/v2/{}/manifests/{reference}", self.repo));
         let resp = match self
             .http
@@ -102,15 +120,25 @@ impl TagWalk<'_> {
             .await
         {
             Ok(r) => r,
-            Err(e) => return self.problem(reference, format!("manifest request failed: {}", chain(&e))),
+            Err(e) => {
+                self.problem(reference, format!("manifest request failed: {}", chain(&e)));
+                return None;
+            }
         };
         let status = resp.status().as_u16();
         if status == 404 {
-            return self.problem(reference, "manifest missing".into());
+            self.problem(reference, "manifest missing".into());
+            return None;
         }
         if status != 200 {
-            return self.problem(reference, format!("manifest answered HTTP {status}"));
+            self.problem(reference, format!("manifest answered HTTP {status}"));
+            return None;
         }
+        let content_type = resp
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
         let header_digest = resp
             .headers()
             .get("docker-content-digest")
@@ -118,9 +146,12 @@ impl TagWalk<'_> {
             .map(String::from);
         let body = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return self.problem(reference, format!("manifest download failed: {}", chain(&e))),
+            Err(e) => {
+                self.problem(reference, format!("manifest download failed: {}", chain(&e)));
+                return None;
+            }
         };
-        self.result.manifests += 1;
+        self.result.fetched += 1;
         let actual = crate::digest::oci_digest(&body);
         let expected = if reference.starts_with("sha256:") {
             Some(reference.to_string())
@@ -129,26 +160,50 @@ impl TagWalk<'_> {
         };
         if let Some(expected) = &expected {
             if *expected != actual {
-                return self.problem(expected, format!("manifest corrupt: its content hashes to {actual}"));
+                self.problem(expected, format!("manifest corrupt: its content hashes to {actual}"));
+                return None;
             }
         }
         let manifest = match AnyManifest::parse(&body) {
             Ok(m) => m,
-            Err(e) => return self.problem(&actual, format!("manifest is not readable ({e})")),
+            Err(e) => {
+                self.problem(&actual, format!("manifest is not readable ({e})"));
+                return None;
+            }
+        };
+        self.result.manifests.insert(actual.clone());
+        let mut served = Served {
+            digest: actual.clone(),
+            media_type: manifest.media_type.clone().or(content_type),
+            children: Vec::new(),
         };
         if let Some(children) = &manifest.manifests {
             if depth > 2 {
-                return self.problem(&actual, "image index nested too deep".into());
+                self.problem(&actual, "image index nested too deep".into());
+                return None;
             }
             for child in children {
-                Box::pin(self.manifest(&child.digest, depth + 1)).await;
+                if let Some(child) = Box::pin(self.manifest(&child.digest, depth + 1)).await {
+                    served.children.push(child.digest);
+                }
             }
-            return;
+            return Some(served);
         }
-        let blobs: Vec<String> = manifest.blobs().map(String::from).collect();
-        for blob in blobs {
-            self.blob(&blob).await;
+        for d in manifest.config.iter().chain(&manifest.layers) {
+            self.result
+                .sizes
+                .insert(d.digest.clone(), u64::try_from(d.size).unwrap_or(0));
         }
+        for l in &manifest.fs_layers {
+            self.result.sizes.entry(l.blob_sum.clone()).or_insert(0);
+        }
+        if self.heads {
+            let blobs: Vec<String> = manifest.blobs().map(String::from).collect();
+            for blob in blobs {
+                self.blob(&blob).await;
+            }
+        }
+        Some(served)
     }
 
     async fn blob(&mut self, digest: &str) {
@@ -169,29 +224,54 @@ pub async fn repositories(target: &Target, timeout: Duration) -> Result<Vec<Stri
     paginate(&http, target, format!("/v2/_catalog?n={PAGE}"), "repositories").await
 }
 
-/// Walks the whole registry with at most `jobs` tags in flight. `show_progress`: draw a bar (a terminal,
-/// and not --json).
-pub async fn walk(target: &Target, timeout: Duration, jobs: usize, show_progress: bool) -> Result<Deep, String> {
-    let http = target.http_client(timeout).map_err(|e| e.message)?;
-    let repos = paginate(&http, target, format!("/v2/_catalog?n={PAGE}"), "repositories").await?;
+/// What one walk found: the deep check's counts and problems, and the inventory.
+pub struct Walked {
+    pub deep: Deep,
+    pub inventory: Inventory,
+}
+
+/// Walks the whole registry with at most `jobs` requests in flight. `heads`: HEAD every blob too (the
+/// deep check); without, only the manifests are read (an inventory). `show_progress`: draw a bar (a
+/// terminal, and not --json).
+pub async fn walk(
+    target: &Target,
+    timeout: Duration,
+    jobs: usize,
+    heads: bool,
+    about: inventory::About,
+    show_progress: bool,
+) -> Result<Walked, String> {
+    let http = Arc::new(target.http_client(timeout).map_err(|e| e.message)?);
+    let target = Arc::new(target.clone());
+    let semaphore = Arc::new(Semaphore::new(jobs.max(1)));
+    let repos = paginate(&http, &target, format!("/v2/_catalog?n={PAGE}"), "repositories").await?;
+    // Each repository's tags, several listings at once (a registry of thousands of repositories).
+    let mut listings = tokio::task::JoinSet::new();
+    for (i, repo) in repos.iter().enumerate() {
+        let (semaphore, http, target, repo) = (semaphore.clone(), http.clone(), target.clone(), repo.clone());
+        listings.spawn(async move {
+            let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+            let tags = paginate(&http, &target, format!("/v2/{repo}/tags/list?n={PAGE}"), "tags").await;
+            (i, repo, tags)
+        });
+    }
     let mut work = Vec::new();
-    for repo in &repos {
-        for tag in paginate(&http, target, format!("/v2/{repo}/tags/list?n={PAGE}"), "tags").await? {
-            work.push((repo.clone(), tag));
+    while let Some(done) = listings.join_next().await {
+        let (i, repo, tags) = done.map_err(|e| format!("a listing task failed: {e}"))?;
+        for tag in tags? {
+            work.push((i, repo.clone(), tag));
         }
     }
+    work.sort();
     let bar = if show_progress {
         ProgressBar::new(work.len() as u64)
     } else {
         ProgressBar::hidden()
     };
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} tags checked {msg}").expect("valid template"));
-    let semaphore = Arc::new(Semaphore::new(jobs.max(1)));
-    let http = Arc::new(http);
-    let target = Arc::new(target.clone());
     let mut set = tokio::task::JoinSet::new();
     let tags = work.len();
-    for (repo, tag) in work {
+    for (_, repo, tag) in work {
         let (semaphore, http, target, bar) = (semaphore.clone(), http.clone(), target.clone(), bar.clone());
         set.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
@@ -200,11 +280,19 @@ pub async fn walk(target: &Target, timeout: Duration, jobs: usize, show_progress
                 target: &target,
                 repo: &repo,
                 tag: &tag,
+                heads,
                 result: TagResult::default(),
             };
-            walk.manifest(&tag, 0).await;
+            if let Some(served) = walk.manifest(&tag, 0).await {
+                walk.result.served = Some(inventory::Tag {
+                    tag: tag.clone(),
+                    digest: served.digest,
+                    media_type: served.media_type,
+                    children: served.children,
+                });
+            }
             bar.inc(1);
-            walk.result
+            (repo.clone(), walk.result)
         });
     }
     let mut deep = Deep {
@@ -212,15 +300,24 @@ pub async fn walk(target: &Target, timeout: Duration, jobs: usize, show_progress
         tags,
         ..Default::default()
     };
-    let mut blobs = BTreeSet::new();
+    let (mut blobs, mut manifests, mut sizes, mut found) =
+        (BTreeSet::new(), BTreeSet::new(), BTreeMap::new(), Vec::new());
+    let mut unreadable = 0;
     while let Some(done) = set.join_next().await {
-        let result = done.map_err(|e| format!("a check task failed: {e}"))?;
-        deep.manifests += result.manifests;
+        let (repository, result) = done.map_err(|e| format!("a check task failed: {e}"))?;
+        deep.manifests += result.fetched;
+        manifests.extend(result.manifests);
         blobs.extend(result.blobs);
+        sizes.extend(result.sizes);
         deep.problems.extend(result.problems);
+        match result.served {
+            Some(tag) => found.push(Found { repository, tag }),
+            None => unreadable += 1,
+        }
     }
     bar.finish_and_clear();
     deep.blobs = blobs.len();
     deep.problems.sort();
-    Ok(deep)
+    let inventory = Inventory::new(about, &repos, found, manifests.len(), &sizes, unreadable);
+    Ok(Walked { deep, inventory })
 }

@@ -51,6 +51,35 @@ impl Storage {
         }
     }
 
+    /// Ok when the data of every one of `digests` is in this storage (a folder: below it; a bucket: checked
+    /// as the objects are removed); Err(why) when a blob the registry just took is not in the folder, which
+    /// means the registry writes somewhere else than the appliance's data folder.
+    pub fn lacks(&self, digests: &[&str]) -> Result<(), String> {
+        let Storage::Folder(dir) = self else {
+            return Ok(());
+        };
+        let missing: Vec<&str> = digests
+            .iter()
+            .copied()
+            .filter(|d| {
+                crate::storage::blob_dir(d)
+                    .and_then(|rel| real_dir(dir, &rel))
+                    .is_none_or(|b| !b.join("data").is_file())
+            })
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        Err(format!(
+            "the registry took the round trip's blobs but did not write {} of them under {} ({}): it keeps its data \
+             somewhere else, so what it serves is not the appliance's storage. Look for REGISTRY_STORAGE_* variables \
+             in the registry image (podman image inspect) or a changed image, then run registry-up up",
+            missing.len(),
+            dir.display(),
+            missing.join(", ")
+        ))
+    }
+
     /// How data verification could not remove is freed.
     pub fn leftover_fix(&self) -> &'static str {
         match self {

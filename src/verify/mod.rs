@@ -4,6 +4,7 @@
 
 mod deep;
 mod image;
+pub mod inventory;
 mod leftovers;
 mod live;
 pub mod report;
@@ -45,6 +46,37 @@ pub struct Options {
     pub config: Option<ConfigFile>,
     /// On the appliance host: its disk watermarks; the storage check warns above the high one.
     pub watermarks: crate::disk::Watermarks,
+    /// Take the inventory of what is served (with --deep it comes from the same walk).
+    pub inventory: bool,
+    /// Compare what is served with this earlier inventory (the `inventory` check).
+    pub baseline: Option<inventory::Inventory>,
+    /// What the inventory's header says of the registry.
+    pub about: inventory::About,
+    /// On the appliance host: the running registry container's REGISTRY_* variables registry-up did not
+    /// set are a failure of the config check (they override its config file).
+    pub env_check: bool,
+}
+
+/// What a run found.
+pub struct Outcome {
+    pub checks: Vec<Check>,
+    pub deep: Option<report::Deep>,
+    pub inventory: Option<inventory::Inventory>,
+    pub comparison: Option<inventory::Comparison>,
+}
+
+/// The running registry container's environment variables that override its config file and that
+/// registry-up did not set (distribution reads `REGISTRY_<SECTION>_<KEY>` over config.yml).
+pub fn foreign_registry_env(env: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = env
+        .iter()
+        .filter_map(|line| line.split_once('=').map(|(k, _)| k).or(Some(line.as_str())))
+        .filter(|name| name.starts_with("REGISTRY_") && !crate::render::REGISTRY_ENV.iter().any(|(n, _)| n == name))
+        .map(String::from)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
 }
 
 /// Below this much free space the storage check warns.
@@ -93,20 +125,26 @@ pub struct Pod {
 
 /// Runs the checks in order; a failed check skips those that depend on it. The pod's health comes from
 /// podman, so it is asked in parallel with the network checks.
-pub async fn run_checks(target: &Target, opts: &Options, pod: Option<Pod>) -> (Vec<Check>, Option<report::Deep>) {
+pub async fn run_checks(target: &Target, opts: &Options, pod: Option<Pod>) -> Outcome {
     let deadline = Instant::now() + opts.timeout;
     let pod_facts = pod.map(|pod| std::thread::spawn(move || pod_facts(&pod)));
     let mut checks = Vec::new();
-    let mut deep_report = None;
-    let network = network_checks(target, opts, deadline, &mut checks, &mut deep_report).await;
-    let (pod_check, version) = match pod_facts.map(|h| h.join()) {
-        None => (None, None),
-        Some(Ok((check, version))) => (Some(check), Some(version)),
+    let mut found = Found::default();
+    let network = network_checks(target, opts, deadline, &mut checks, &mut found).await;
+    let (pod_check, version, env) = match pod_facts.map(|h| h.join()) {
+        None => (None, None, None),
+        Some(Ok((check, version, env))) => (Some(check), Some(version), env),
         Some(Err(_)) => (
             Some(Check::new("pod", Status::Fail, "the pod check crashed", Duration::ZERO)),
             Some(Err("the pod check crashed".into())),
+            None,
         ),
     };
+    if opts.env_check {
+        if let Some(env) = &env {
+            environment_into_config(&mut checks, env);
+        }
+    }
     match &network {
         Ok(()) => checks.push(live::registry_info(target, version, remaining(deadline)).await),
         Err(why) => {
@@ -128,6 +166,9 @@ pub async fn run_checks(target: &Target, opts: &Options, pod: Option<Pod>) -> (V
             if opts.deep {
                 names.push("deep");
             }
+            if opts.baseline.is_some() {
+                names.push("inventory");
+            }
             names.push("registry");
             for name in names.into_iter().filter(|n| !done.iter().any(|d| d == n)) {
                 checks.push(Check::skipped(name, why));
@@ -136,9 +177,51 @@ pub async fn run_checks(target: &Target, opts: &Options, pod: Option<Pod>) -> (V
     }
     checks.extend(pod_check);
     if let Some(dir) = opts.storage.as_ref().and_then(Storage::folder) {
-        checks.push(storage(dir, opts.size, opts.watermarks));
+        let mut check = storage(dir, opts.size, opts.watermarks);
+        if let Some(why) = found.elsewhere.take() {
+            check = Check::new("storage", Status::Fail, why, Duration::ZERO);
+        }
+        checks.push(check);
     }
-    (checks, deep_report)
+    Outcome {
+        checks,
+        deep: found.deep,
+        inventory: found.inventory,
+        comparison: found.comparison,
+    }
+}
+
+/// What the network checks found besides their checks.
+#[derive(Default)]
+struct Found {
+    deep: Option<report::Deep>,
+    inventory: Option<inventory::Inventory>,
+    comparison: Option<inventory::Comparison>,
+    /// The round trip's blobs were not in the data folder: why, for the storage check.
+    elsewhere: Option<String>,
+}
+
+/// The config check also fails when the running registry has REGISTRY_* variables registry-up did not
+/// set: they override the file whose fingerprint the check compared.
+fn environment_into_config(checks: &mut [Check], env: &[String]) {
+    let foreign = foreign_registry_env(env);
+    if foreign.is_empty() {
+        return;
+    }
+    let why = format!(
+        "the running registry container has {} in its environment, which registry-up did not set and which \
+         override its config file (distribution reads REGISTRY_* variables over config.yml): use a registry image \
+         that sets none (podman image inspect shows them), then run registry-up up",
+        foreign.join(", ")
+    );
+    match checks.iter_mut().find(|c| c.name == "config") {
+        Some(c) if c.status == Status::Skip => {}
+        Some(c) => {
+            c.status = Status::Fail;
+            c.detail = why;
+        }
+        None => {}
+    }
 }
 
 /// The network checks in order, each pushed to `checks`; Err(reason) when the rest cannot run.
@@ -147,7 +230,7 @@ async fn network_checks(
     opts: &Options,
     deadline: Instant,
     checks: &mut Vec<Check>,
-    deep_report: &mut Option<report::Deep>,
+    found: &mut Found,
 ) -> std::result::Result<(), String> {
     let addrs = resolve(target, opts, deadline, checks).await?;
     let connected = connect(&addrs, deadline, checks).await?;
@@ -155,9 +238,9 @@ async fn network_checks(
     checks.push(api(target, &connected, deadline).await?);
     // What the running registry enforces: auth as set up, and the config registry-up wrote.
     checks.extend(live::checks(target, opts.config.as_ref(), remaining(deadline)).await);
-    checks.extend(round_trip_and_cleanup(target, opts, deadline).await);
-    if opts.deep {
-        checks.push(deep(target, opts, deadline, deep_report).await);
+    checks.extend(round_trip_and_cleanup(target, opts, deadline, &mut found.elsewhere).await);
+    if opts.deep || opts.inventory || opts.baseline.is_some() {
+        walk(target, opts, deadline, checks, found).await;
     }
     Ok(())
 }
@@ -367,7 +450,12 @@ fn api_answer(sent: reqwest::Result<reqwest::Response>) -> std::result::Result<(
 
 /// 5 and 6. The round trip, then its clean-up. On the appliance host it runs only when it leaves room:
 /// a verify that fills the registry's disk is the outage it is meant to detect.
-async fn round_trip_and_cleanup(target: &Target, opts: &Options, deadline: Instant) -> Vec<Check> {
+async fn round_trip_and_cleanup(
+    target: &Target,
+    opts: &Options,
+    deadline: Instant,
+    elsewhere: &mut Option<String>,
+) -> Vec<Check> {
     let t = Instant::now();
     if let Some(why) = opts
         .storage
@@ -382,20 +470,23 @@ async fn round_trip_and_cleanup(target: &Target, opts: &Options, deadline: Insta
     }
     let storage = opts.storage.as_ref().filter(|_| opts.clean_storage);
     match round_trip(target, opts.size, remaining(deadline), storage).await {
-        Ok(trip) => vec![
-            Check::new(
-                "round-trip",
-                Status::Pass,
-                trip.summary(),
-                t.elapsed() - trip.cleanup.as_ref().map(|c| c.took).unwrap_or_default(),
-            ),
-            match trip.cleanup {
-                // On the appliance host its own data must be gone; elsewhere only the registry's GC can free it.
-                Ok(c) if c.data_left && opts.clean_storage => Check::new("cleanup", Status::Warn, c.said, c.took),
-                Ok(c) => Check::new("cleanup", Status::Pass, c.said, c.took),
-                Err(e) => Check::new("cleanup", Status::Fail, e.message, Duration::ZERO),
-            },
-        ],
+        Ok(trip) => {
+            *elsewhere = trip.cleanup.as_ref().ok().and_then(|c| c.elsewhere.clone());
+            vec![
+                Check::new(
+                    "round-trip",
+                    Status::Pass,
+                    trip.summary(),
+                    t.elapsed() - trip.cleanup.as_ref().map(|c| c.took).unwrap_or_default(),
+                ),
+                match trip.cleanup {
+                    // On the appliance host its own data must be gone; elsewhere only the registry's GC can free it.
+                    Ok(c) if c.data_left && opts.clean_storage => Check::new("cleanup", Status::Warn, c.said, c.took),
+                    Ok(c) => Check::new("cleanup", Status::Pass, c.said, c.took),
+                    Err(e) => Check::new("cleanup", Status::Fail, e.message, Duration::ZERO),
+                },
+            ]
+        }
         Err(e) => vec![
             Check::new("round-trip", Status::Fail, e.message, t.elapsed()),
             Check::skipped("cleanup", "the round trip failed"),
@@ -403,38 +494,95 @@ async fn round_trip_and_cleanup(target: &Target, opts: &Options, deadline: Insta
     }
 }
 
-/// 7. Everything stored; the walk's findings go to `deep_report`.
-async fn deep(target: &Target, opts: &Options, deadline: Instant, deep_report: &mut Option<report::Deep>) -> Check {
+/// 7 and 8. One walk of everything served: the deep check (with --deep), the inventory, and its
+/// comparison with a baseline (the `inventory` check).
+async fn walk(target: &Target, opts: &Options, deadline: Instant, checks: &mut Vec<Check>, found: &mut Found) {
     let t = Instant::now();
     let left = remaining(deadline);
-    match tokio::time::timeout(left, deep::walk(target, left, opts.jobs, opts.progress)).await {
-        Err(_) => timed_out("deep", opts.timeout),
-        Ok(Err(e)) => Check::new(
-            "deep",
-            Status::Fail,
-            format!("the walk could not finish: {e}"),
-            t.elapsed(),
-        ),
-        Ok(Ok(d)) => {
-            let counts = format!(
-                "{} repositories, {} tags, {} manifests, {} blobs",
-                d.repositories, d.tags, d.manifests, d.blobs
-            );
-            let check = if d.problems.is_empty() {
-                Check::new(
-                    "deep",
-                    Status::Pass,
-                    format!("{counts}: all present, manifest digests match"),
-                    t.elapsed(),
-                )
-            } else {
-                let problems = d.problems.len();
-                let detail = format!("{counts}: {problems} missing or corrupt item(s), listed below");
-                Check::new("deep", Status::Fail, detail, t.elapsed())
-            };
-            *deep_report = Some(d);
-            check
+    let walked = tokio::time::timeout(
+        left,
+        deep::walk(target, left, opts.jobs, opts.deep, opts.about.clone(), opts.progress),
+    )
+    .await;
+    let walked = match walked {
+        Err(_) => Err(format!(
+            "did not finish within the --timeout of {} s",
+            opts.timeout.as_secs()
+        )),
+        Ok(Err(e)) => Err(format!("the walk could not finish: {e}")),
+        Ok(Ok(w)) => Ok(w),
+    };
+    let walked = match walked {
+        Ok(w) => w,
+        Err(why) => {
+            if opts.deep {
+                checks.push(Check::new("deep", Status::Fail, why.clone(), t.elapsed()));
+            }
+            if opts.baseline.is_some() {
+                checks.push(Check::new("inventory", Status::Fail, why, t.elapsed()));
+            }
+            return;
         }
+    };
+    if opts.deep {
+        let d = &walked.deep;
+        let counts = format!(
+            "{} repositories, {} tags, {} manifests, {} blobs",
+            d.repositories, d.tags, d.manifests, d.blobs
+        );
+        checks.push(if d.problems.is_empty() {
+            Check::new(
+                "deep",
+                Status::Pass,
+                format!("{counts}: all present, manifest digests match"),
+                t.elapsed(),
+            )
+        } else {
+            let problems = d.problems.len();
+            let detail = format!("{counts}: {problems} missing or corrupt item(s), listed below");
+            Check::new("deep", Status::Fail, detail, t.elapsed())
+        });
+        found.deep = Some(walked.deep);
+    }
+    if let Some(baseline) = &opts.baseline {
+        let c = inventory::compare(baseline, &walked.inventory);
+        checks.push(inventory_check(baseline, &c, t.elapsed()));
+        found.comparison = Some(c);
+    }
+    found.inventory = Some(walked.inventory);
+}
+
+/// The `inventory` check: every tag of the baseline still served with its digest.
+fn inventory_check(baseline: &inventory::Inventory, c: &inventory::Comparison, took: Duration) -> Check {
+    let added = match c.added.len() {
+        0 => String::new(),
+        n => format!("; {n} tag(s) added since (listed below)"),
+    };
+    if c.equal() {
+        Check::new(
+            "inventory",
+            Status::Pass,
+            format!(
+                "all {} tags of the inventory taken {} are served with the same digests{added}",
+                c.kept, baseline.taken
+            ),
+            took,
+        )
+    } else {
+        Check::new(
+            "inventory",
+            Status::Fail,
+            format!(
+                "{} of the {} tags of the inventory taken {} are gone or changed (listed below), {} kept{added}: \
+                 find what moved the storage or the images (registry-up status, the data folder, the registry \
+                 image) before anything is written to the registry",
+                c.changed.len(),
+                baseline.counts.tags,
+                baseline.taken,
+                c.kept
+            ),
+            took,
+        )
     }
 }
 
@@ -515,14 +663,14 @@ fn storage(dir: &Path, size: u64, marks: crate::disk::Watermarks) -> Check {
 /// The pod check, from one `podman container inspect` of the pod's two containers (each podman call
 /// costs tens of milliseconds of CPU, which a small verify feels), and the registry's version by the image
 /// ID that inspect reports.
-fn pod_facts(pod: &Pod) -> (Check, std::result::Result<String, String>) {
+fn pod_facts(pod: &Pod) -> (Check, std::result::Result<String, String>, Option<Vec<String>>) {
     let t = Instant::now();
     let names = [crate::render::REGISTRY_CONTAINER, crate::render::NGINX_CONTAINER]
         .map(|c| crate::render::container_name(&pod.name, c));
     let infos = match pod.podman.inspect_containers(&[&names[0], &names[1]]) {
         Err(e) => {
             let check = Check::new("pod", Status::Fail, e.message, t.elapsed());
-            return (check, Err("Podman could not be asked".into()));
+            return (check, Err("Podman could not be asked".into()), None);
         }
         Ok(None) => {
             let detail = format!(
@@ -531,7 +679,7 @@ fn pod_facts(pod: &Pod) -> (Check, std::result::Result<String, String>) {
                 names.join(", ")
             );
             let check = Check::new("pod", Status::Fail, detail, t.elapsed());
-            return (check, Err("the registry container does not exist".into()));
+            return (check, Err("the registry container does not exist".into()), None);
         }
         Ok(Some(infos)) => infos,
     };
@@ -543,7 +691,7 @@ fn pod_facts(pod: &Pod) -> (Check, std::result::Result<String, String>) {
     } else {
         Err("the registry container is not running".into())
     };
-    (check, version)
+    (check, version, Some(registry.env.clone()))
 }
 
 fn pod_health(pod: &str, containers: &[crate::runtime::podman::ContainerInfo], t: Instant) -> Check {

@@ -74,6 +74,9 @@ pub struct Report {
     pub checks: Vec<Check>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deep: Option<Deep>,
+    /// With --baseline: how what is served differs from that inventory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inventory: Option<super::inventory::Comparison>,
     pub summary: Summary,
 }
 
@@ -102,6 +105,7 @@ impl Report {
             status,
             checks,
             deep,
+            inventory: None,
             summary,
         }
     }
@@ -116,6 +120,17 @@ impl Report {
                 Status::Skip => "SKIP",
             };
             out.push_str(&format!("{tag} {:<19} {} ({} ms)\n", c.name, c.detail, c.duration_ms));
+            if c.name == "inventory" {
+                for change in self.inventory.iter().flat_map(|i| &i.changed) {
+                    out.push_str(&format!("       {}\n", change.describe()));
+                }
+                for added in self.inventory.iter().flat_map(|i| &i.added) {
+                    out.push_str(&format!(
+                        "       {}:{} {} added since (information)\n",
+                        added.repository, added.tag, added.digest
+                    ));
+                }
+            }
             if c.name == "deep" {
                 for p in self.deep.iter().flat_map(|d| &d.problems) {
                     out.push_str(&format!(

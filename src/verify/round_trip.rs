@@ -41,6 +41,9 @@ pub struct Cleanup {
     pub said: String,
     /// The blobs' data stays on disk (another registry, or a removal that failed): it waits for a GC.
     pub data_left: bool,
+    /// The registry did not store the round trip's blobs where the appliance's storage is: it keeps its
+    /// data somewhere else (why, in words). None when they were found there, or nothing was looked at.
+    pub elsewhere: Option<String>,
 }
 
 impl RoundTrip {
@@ -194,15 +197,17 @@ async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&S
     let cleanup = match cleanup(&http, target, &blobs).await {
         Ok(took) => {
             let t = Instant::now();
-            let removed = match storage {
+            // Where the registry wrote is proven by finding the blobs there, not read from its config.
+            let elsewhere = storage.and_then(|s| s.lacks(&blobs).err());
+            let removed = match storage.filter(|_| elsewhere.is_none()) {
                 Some(storage) => Some((storage.remove_blobs(&blobs).await, storage.leftover_fix())),
                 None => None,
             };
-            Ok((took + t.elapsed(), removed))
+            Ok((took + t.elapsed(), removed, elsewhere))
         }
         Err(e) => Err(e),
     };
-    let cleanup = cleanup.map(|(took, removed)| {
+    let cleanup = cleanup.map(|(took, removed, elsewhere)| {
         let (said, data_left) = match removed {
             Some((Ok((at, freed)), _)) => (
                 format!(
@@ -219,6 +224,14 @@ async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&S
                 ),
                 true,
             ),
+            None if elsewhere.is_some() => (
+                format!(
+                    "deleted the test manifest of {name} and its links to the blobs; their data ({}) is not where \
+                     the appliance keeps its storage, so it was not removed",
+                    HumanBytes(stored)
+                ),
+                true,
+            ),
             None => (
                 format!(
                     "deleted the test manifest of {name} and its links to the blobs; the registry keeps their data \
@@ -228,7 +241,12 @@ async fn inner(target: &Target, size: u64, timeout: Duration, storage: Option<&S
                 true,
             ),
         };
-        Cleanup { took, said, data_left }
+        Cleanup {
+            took,
+            said,
+            data_left,
+            elsewhere,
+        }
     });
     Ok(RoundTrip {
         reference: name,

@@ -130,6 +130,7 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
         setup.nginx_image = setup.nginx_image.or(checked.reference("nginx").map(String::from));
         settings = Settings::resolve(&setup, previous.as_ref(), host)?;
     }
+    data_switch(previous.as_ref(), &settings, args.empty_storage, out)?;
     let same_port = previous.as_ref().is_some_and(|s| s.port == settings.port);
     let mut writable = vec![(settings.config_dir.as_path(), "--config-dir")];
     if settings.s3.is_none() {
@@ -150,6 +151,57 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
         same_port,
         joining,
     })
+}
+
+/// A new data folder on an installed appliance must not hide its images: refused (exit 2, before anything
+/// changes) when the folder in use holds tags that the new one does not hold with the same digests, unless
+/// `--empty-storage` says starting empty is meant. A typo in a path, or a data mount that did not come up,
+/// would otherwise replace the pod with one that serves nothing, and every check would pass.
+fn data_switch(previous: Option<&crate::state::State>, settings: &Settings, empty: bool, out: &Reporter) -> Result<()> {
+    let Some(prev) = previous.filter(|p| p.s3.is_none() && settings.s3.is_none()) else {
+        return Ok(());
+    };
+    let old = std::path::PathBuf::from(&prev.data_dir);
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(&old, &settings.data_dir) {
+        return Ok(());
+    }
+    let held = crate::storage::tags(&old);
+    let new = crate::storage::tags(&settings.data_dir);
+    let missing = held
+        .iter()
+        .filter(|(tag, digest)| new.get(*tag) != Some(digest))
+        .count();
+    if missing == 0 {
+        return Ok(());
+    }
+    if empty {
+        out.warn(&format!(
+            "--empty-storage: the appliance now keeps its images in {}, without the {missing} tag(s) of {}; that \
+             folder is left as it is.",
+            settings.data_dir.display(),
+            old.display()
+        ));
+        return Ok(());
+    }
+    Err(Error::usage(format!(
+        "--data-dir {} would hide the images of this appliance: its data folder {} holds {} tag(s) in {} \
+         repositories, and {missing} of them are not in {} ({} tag(s) there). Nothing was changed. To keep them, \
+         copy the folder's docker/ tree into the new folder first (with the appliance stopped: registry-up down), \
+         then run this again; to start empty on purpose, add --empty-storage (the old folder is left as it is).",
+        settings.data_dir.display(),
+        old.display(),
+        held.len(),
+        held.keys()
+            .filter_map(|t| t.rsplit_once(':').map(|(r, _)| r))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len(),
+        settings.data_dir.display(),
+        new.len()
+    )))
 }
 
 /// With S3 storage: the key, once the bucket has answered with it (listing, and writing and deleting a
@@ -209,6 +261,8 @@ struct Ready {
     /// The running containers mount other folders than the ones at the configured paths now (a config
     /// folder replaced or removed under a running pod); None when that cannot be seen.
     mounts_moved: Option<bool>,
+    /// The running registry has REGISTRY_* variables registry-up did not set (started by hand, say).
+    env_overridden: bool,
 }
 
 /// `up`; `renew` forces a new server certificate (or CA), as `certs renew` asks.
@@ -380,10 +434,9 @@ fn images(
                 Ok(config) if !will_pull(&settings.registry_image) => config,
                 _ => podman.image_config(&settings.registry_image)?,
             };
-            format!(
-                ", registry in the {}",
-                registry_image::layout(&settings.registry_image, &config)?.describe()
-            )
+            let layout = registry_image::layout(&settings.registry_image, &config)?;
+            registry_image::no_overrides(&settings.registry_image, &config)?;
+            format!(", registry in the {}", layout.describe())
         };
         let detail = format!(
             "{} {}, {} {}{layout} (podman {version})",
@@ -404,12 +457,18 @@ fn images(
         Some(s) if s.healthy() => mounts_moved(&facts.containers, settings),
         _ => None,
     };
+    let env_overridden = facts
+        .containers
+        .first()
+        .and_then(Option::as_ref)
+        .is_some_and(|c| !verify::foreign_registry_env(&c.env).is_empty());
     Ok(Ready {
         service,
         pulls,
         status,
         images_changed,
         mounts_moved,
+        env_overridden,
     })
 }
 
@@ -421,6 +480,7 @@ fn stale(rt: &tokio::runtime::Runtime, ready: &Ready, plan: &Plan, target: &Targ
     running
         && plan.pod_needs() != render::Reader::Pod
         && (ready.images_changed
+            || ready.env_overridden
             || ready.mounts_moved == Some(true)
             || rt
                 .block_on(served_fingerprint(target))
@@ -558,6 +618,21 @@ fn execute(
                 ExitStatus::Failed,
             ));
         }
+        // The file is what the registry runs only if nothing in its environment overrides it.
+        let registry = render::container_name(&settings.pod_name, render::REGISTRY_CONTAINER);
+        let foreign = verify::foreign_registry_env(&podman.container_env(&registry)?);
+        if !foreign.is_empty() {
+            return Err(with_logs(
+                Error::verify(format!(
+                    "The running registry container has {} in its environment, which override the config file \
+                     registry-up wrote: use a registry image that sets none, then run registry-up up again.",
+                    foreign.join(", ")
+                )),
+                podman,
+                settings,
+                ExitStatus::Failed,
+            ));
+        }
         let auth = if target.credentials.is_some() {
             "anonymous requests get 401"
         } else {
@@ -585,7 +660,10 @@ fn execute(
                 Duration::from_secs(60),
                 Some(&storage),
             ))?;
-            trip.cleanup.as_ref().map_err(|e| Error::verify(e.message.clone()))?;
+            let cleanup = trip.cleanup.as_ref().map_err(|e| Error::verify(e.message.clone()))?;
+            if let Some(why) = &cleanup.elsewhere {
+                return Err(Error::verify(format!("After the push and pull, {why}.")));
+            }
             Ok(((), trip.summary()))
         })?;
     }
