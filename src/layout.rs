@@ -25,6 +25,10 @@ pub const HTPASSWD: &str = "registry/htpasswd";
 pub const S3_CREDENTIALS: &str = "s3/credentials";
 /// The registry version verify read last, by image ID (see src/verify/version.rs).
 pub const REGISTRY_VERSION: &str = "registry-version";
+/// While `up` changes what the registry serves: the files it replaces, as they were, and `files.json`
+/// naming them (written last). Present at the start of a run: an earlier one was killed, and its change
+/// is rolled back first.
+pub const ROLLBACK_DIR: &str = "upgrade-rollback";
 /// The last inventory of what the appliance serves (`verify --deep` writes it; schema in the README).
 pub const INVENTORY: &str = "inventory.json";
 

@@ -271,7 +271,7 @@ fn killed_runs_converge_and_never_leave_a_half_written_file() {
         let _ = child.wait();
         // Its podman child (play kube) runs on to the end; removing the pod under it meanwhile can deadlock
         // Podman 4.3 (a `volume rm` and the `play kube` waited on each other for ten minutes once).
-        wait_until_no_process_names(&app.config_dir());
+        common::wait_until_no_process_names(&app.config_dir());
         assert_complete_files(&app.config_dir());
     }
     // The next run converges.
@@ -281,25 +281,6 @@ fn killed_runs_converge_and_never_leave_a_half_written_file() {
         .filter(|p| p.to_string_lossy().ends_with(".tmp"))
         .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
-}
-
-/// Returns once no process has `path` in its command line (or fails after two minutes).
-fn wait_until_no_process_names(path: &Path) {
-    let needle = path.display().to_string();
-    let start = std::time::Instant::now();
-    loop {
-        let running = std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
-            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-            .any(|cmd| String::from_utf8_lossy(&cmd).contains(&needle));
-        if !running {
-            return;
-        }
-        assert!(start.elapsed().as_secs() < 120, "a process naming {needle} still runs");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {

@@ -237,9 +237,12 @@ fn upgrade_from_2x_to_3x_and_back_keeps_every_digest_and_the_password() {
         (common::REGISTRY_2X_IMAGE, common::registry_2x_archive()),
     ];
     for (image, archive) in steps {
+        // The switch is proven against what was served before it, tag by tag.
         rerun(&app, &["--registry-image", image])
             .arg("--image-archive")
             .arg(archive)
+            .stdout_has("inventory before")
+            .stdout_has("every one of the 3 tags served before is served with the same digest")
             .run();
         assert_eq!(
             app.inspect(&app.container("registry"), "{{.ImageName}}"),
@@ -358,4 +361,167 @@ fn a_registry_image_of_an_unknown_layout_is_refused_before_anything_is_written()
         .run();
     assert!(!app.config_dir().exists(), "nothing is written");
     assert!(!app.pod_exists(), "nothing is started");
+}
+
+/// A registry image that passes every static check and still loses data: `registry` on its PATH is a
+/// wrapper that points the real binary at another folder through its own process environment, which
+/// neither the image's config nor the container's shows.
+fn image_serving_another_folder(app: &Appliance) -> (String, common::ImageNames) {
+    let name = format!("localhost/registry-up-test/elsewhere-{}:1", app.pod);
+    let context = app.tmp.path().join("elsewhere-image");
+    std::fs::create_dir_all(&context).unwrap();
+    std::fs::write(
+        context.join("registry"),
+        "#!/bin/sh\nREGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/tmp/elsewhere exec /bin/registry \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        context.join("Containerfile"),
+        format!(
+            "FROM {}\nCOPY --chmod=0755 registry /usr/local/bin/registry\n",
+            common::REGISTRY_IMAGE
+        ),
+    )
+    .unwrap();
+    let built = podman(&[
+        "build",
+        "--pull=never",
+        "-q",
+        "-t",
+        &name,
+        &context.display().to_string(),
+    ]);
+    assert!(built.status.success(), "{}", text(&built.stderr));
+    (name.clone(), common::ImageNames(vec![name]))
+}
+
+/// An anonymous blob upload start through the proxy: its status and body.
+fn upload_start(app: &Appliance) -> (String, String) {
+    let url = format!("https://{}/v2/during/upgrade/blobs/uploads/", app.registry());
+    let ca = app.config_dir().join("ca.crt").display().to_string();
+    common::curl("POST", &["--cacert", &ca, "-m", "5"], &url)
+}
+
+#[test]
+fn an_upgrade_that_serves_less_is_rolled_back_and_writes_meanwhile_get_the_read_only_answer() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let [registry_tar, nginx_tar] = common::image_archives();
+    app.push(nginx_tar, "keep/nginx:1", None);
+    app.push(registry_tar, "keep/nginx:2", None);
+    app.push(registry_tar, "keep/registry:1", None);
+    app.push_index(nginx_tar, registry_tar, "keep/multi:1", None);
+    let tags = ["keep/multi:1", "keep/nginx:1", "keep/nginx:2", "keep/registry:1"];
+    let digests: Vec<String> = tags.iter().map(|t| app.raw_digest(t)).collect();
+    let state = app.config_dir().join("state.json");
+    let state_before = std::fs::read_to_string(&state).unwrap();
+    let (image, _names) = image_serving_another_folder(&app);
+
+    // Writes tried all through the upgrade: none may be taken while it is being proven.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let probe = {
+        let (stop, app_registry, ca) = (stop.clone(), app.registry(), app.config_dir().join("ca.crt"));
+        std::thread::spawn(move || {
+            let mut answers = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let url = format!("https://{app_registry}/v2/during/upgrade/blobs/uploads/");
+                answers.push(common::curl(
+                    "POST",
+                    &["--cacert", &ca.display().to_string(), "-m", "5"],
+                    &url,
+                ));
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            answers
+        })
+    };
+    let out = rerun(&app, &["--registry-image", &image])
+        .code(1)
+        .stdout_has("read-only")
+        .stderr_has("The change lost what the registry served: 4 of the 4 tags served before are gone or changed")
+        .stderr_has(format!("keep/nginx:2 gone (was {})", digests[2]))
+        .stderr_has("Rolled back: the earlier setup (registry image localhost/registry-up-test/registry:latest")
+        .run();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let answers = probe.join().unwrap();
+    let said = common::shown(&out);
+    // Every tag is served again, by an independent client, from the earlier setup, read-write.
+    for (tag, digest) in tags.iter().zip(&digests) {
+        assert_eq!(&app.raw_digest(tag), digest, "{tag} after the roll-back\n{said}");
+    }
+    assert_eq!(
+        app.inspect(&app.container("registry"), "{{.ImageName}}"),
+        common::REGISTRY_IMAGE
+    );
+    let state_after = std::fs::read_to_string(&state).unwrap();
+    assert_eq!(state_after, state_before, "state.json is the earlier one");
+    assert!(!app.config_dir().join("upgrade-rollback").exists());
+    assert_eq!(upload_start(&app).1, "202", "read-write again");
+    // While the change was made and proven, uploads were refused with the read-only answer; none was taken
+    // between the first refusal and the last.
+    let refused: Vec<usize> = answers
+        .iter()
+        .enumerate()
+        .filter(|(_, (body, code))| code == "405" && body.contains("read-only while registry-up up changes"))
+        .map(|(i, _)| i)
+        .collect();
+    assert!(
+        !refused.is_empty(),
+        "no write met the read-only answer: {answers:?}\n{said}"
+    );
+    let (first, last) = (refused[0], *refused.last().unwrap());
+    assert!(
+        answers[first..=last].iter().all(|(_, code)| code != "202"),
+        "a write was taken inside the read-only window: {answers:?}"
+    );
+    let (code, report) = verify_json(&app, &["--deep"]);
+    assert_eq!(code, 0, "{report:#}");
+}
+
+#[test]
+fn a_guarded_upgrade_killed_at_any_moment_comes_back_with_every_tag_read_write() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let [registry_tar, nginx_tar] = common::image_archives();
+    app.push(nginx_tar, "keep/nginx:1", None);
+    app.push(registry_tar, "keep/registry:1", None);
+    let tags = ["keep/nginx:1", "keep/registry:1"];
+    let digests: Vec<String> = tags.iter().map(|t| app.raw_digest(t)).collect();
+    let images = [common::REGISTRY_2X_IMAGE, common::REGISTRY_IMAGE];
+    let archives = [common::registry_2x_archive(), common::image_archives()[0].as_path()];
+    let old_state = |app: &Appliance| -> String {
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(app.config_dir().join("state.json")).unwrap()).unwrap();
+        s["registry_image"].as_str().unwrap().to_string()
+    };
+    for (i, delay_ms) in [150u64, 600, 1200, 2500, 4000].into_iter().enumerate() {
+        let (image, archive) = (images[i % 2], archives[i % 2]);
+        let mut child = rerun(&app, &["--registry-image", image])
+            .arg("--image-archive")
+            .arg(archive)
+            .command()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        child.wait().unwrap();
+        // Its podman child (play kube) runs on to the end: the next run starts after it, as a person's would.
+        common::wait_until_no_process_names(&app.config_dir());
+        // Whatever the moment, the next plain run brings back one of the two setups, read-write.
+        let out = rerun(&app, &[]).run();
+        let running = app.inspect(&app.container("registry"), "{{.ImageName}}");
+        assert!(images.contains(&running.as_str()), "{running}");
+        assert_eq!(old_state(&app), running, "state.json names what runs");
+        for (tag, digest) in tags.iter().zip(&digests) {
+            assert_eq!(
+                &app.raw_digest(tag),
+                digest,
+                "{tag} after a kill at {delay_ms} ms\n{}",
+                common::shown(&out)
+            );
+        }
+        assert_eq!(upload_start(&app).1, "202", "read-write after a kill at {delay_ms} ms");
+        assert!(!app.config_dir().join("upgrade-rollback").exists());
+        assert!(!app.config_dir().join("gc-in-progress").exists());
+    }
 }

@@ -8,7 +8,7 @@ mod registry_config;
 mod state;
 mod systemd;
 
-pub use nginx::{ReadOnly, SITE_HELD_MESSAGE};
+pub use nginx::{made_read_only, ReadOnly, SITE_HELD_MESSAGE};
 pub use pod::{container_name, socket_volume, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER, REGISTRY_ENV};
 pub use registry_config::{
     config_path_in_container, disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER,

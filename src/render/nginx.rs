@@ -13,6 +13,8 @@ pub enum ReadOnly {
     DiskFull,
     /// `registry-up backup` copies the data.
     Backup,
+    /// `registry-up up` changes what serves the data (image, config, storage) and proves nothing was lost.
+    Upgrade,
 }
 
 impl ReadOnly {
@@ -22,6 +24,10 @@ impl ReadOnly {
             ReadOnly::Gc => "read-only while registry-up gc collects garbage: pulls work, push again when it ends",
             ReadOnly::Backup => {
                 "read-only while registry-up backup copies the data: pulls work, push again when it ends"
+            }
+            ReadOnly::Upgrade => {
+                "read-only while registry-up up changes the registry and proves every image is kept: pulls work, \
+                 push again when it ends"
             }
             ReadOnly::DiskFull => {
                 "read-only: the disk of the registry is above its critical watermark; pulls work, pushes resume \
@@ -36,6 +42,7 @@ impl ReadOnly {
             ReadOnly::Gc => "# registry-up read-only: gc",
             ReadOnly::DiskFull => "# registry-up read-only: disk above the critical watermark",
             ReadOnly::Backup => "# registry-up read-only: backup",
+            ReadOnly::Upgrade => "# registry-up read-only: upgrade",
         }
     }
 }
@@ -102,6 +109,24 @@ const SITE_HOLD_LOCATIONS: &str = r#"
 pub const SITE_HELD_MESSAGE: &str =
     "read-only while registry-up gc collects garbage on this site (every replica): pulls work, push again when it ends";
 
+/// A conf already on disk (as any release of registry-up wrote it), made read-only for `read_only`'s
+/// reason: the block goes first in its `location /v2/`, everything else stays as the running pod has it.
+/// One already read-only is returned as it is; None when it has no such location.
+pub fn made_read_only(existing: &str, read_only: ReadOnly) -> Option<String> {
+    if [ReadOnly::Gc, ReadOnly::DiskFull, ReadOnly::Backup, ReadOnly::Upgrade]
+        .iter()
+        .any(|r| existing.contains(r.marker()))
+    {
+        return Some(existing.to_string());
+    }
+    let at = existing.find("location /v2/ {")? + "location /v2/ {".len();
+    let block = super::fill(
+        READ_ONLY,
+        &[("marker", read_only.marker()), ("message", read_only.message())],
+    );
+    Some(format!("{}{block}{}", &existing[..at], &existing[at..]))
+}
+
 pub fn render(settings: &Settings) -> String {
     render_for(settings, None)
 }
@@ -154,7 +179,13 @@ mod tests {
 
     #[test]
     fn read_only_messages_fit_in_nginx_and_json_strings() {
-        for r in [ReadOnly::Gc, ReadOnly::DiskFull, ReadOnly::Backup] {
+        let settings = crate::render::tests::sample_settings();
+        for r in [ReadOnly::Gc, ReadOnly::DiskFull, ReadOnly::Backup, ReadOnly::Upgrade] {
+            // The running conf made read-only in place is the conf rendered read-only.
+            assert_eq!(
+                super::made_read_only(&super::render_for(&settings, None), r).as_deref(),
+                Some(super::render_for(&settings, Some(r)).as_str())
+            );
             assert!(!r.message().contains(['\'', '"', '\\', '$']), "{}", r.message());
         }
     }

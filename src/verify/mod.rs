@@ -65,6 +65,19 @@ pub struct Outcome {
     pub comparison: Option<inventory::Comparison>,
 }
 
+/// The inventory of what `target` serves (the walk without blob HEADs), `jobs` requests at once.
+pub async fn take_inventory(
+    target: &Target,
+    timeout: Duration,
+    jobs: usize,
+    about: inventory::About,
+) -> std::result::Result<inventory::Inventory, String> {
+    match tokio::time::timeout(timeout, deep::walk(target, timeout, jobs, false, about, false)).await {
+        Err(_) => Err(format!("the inventory took longer than {} s", timeout.as_secs())),
+        Ok(walked) => walked.map(|w| w.inventory),
+    }
+}
+
 /// The running registry container's environment variables that override its config file and that
 /// registry-up did not set (distribution reads `REGISTRY_<SECTION>_<KEY>` over config.yml).
 pub fn foreign_registry_env(env: &[String]) -> Vec<String> {

@@ -1063,3 +1063,22 @@ impl Drop for SmallDisk {
         let _ = Command::new("umount").arg(&self.mount).status();
     }
 }
+
+/// Returns once no process has `path` in its command line (or fails after two minutes).
+pub fn wait_until_no_process_names(path: &Path) {
+    let needle = path.display().to_string();
+    let start = std::time::Instant::now();
+    loop {
+        let running = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .any(|cmd| String::from_utf8_lossy(&cmd).contains(&needle));
+        if !running {
+            return;
+        }
+        assert!(start.elapsed().as_secs() < 120, "a process naming {needle} still runs");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -2,6 +2,7 @@
 //! pure) → execute: load and pull images, write files, start, wait, prove auth and config, verify.
 
 mod decide;
+mod guard;
 
 use std::path::Path;
 use std::time::Duration;
@@ -80,6 +81,8 @@ impl PodmanFacts {
 
 /// What `resolve` found: the settings, the checked bundle, whether the port stays, and a site file's setup.
 struct Resolved {
+    /// The appliance as installed before this run.
+    previous: Option<crate::state::State>,
     settings: Settings,
     bundle: Option<CheckedBundle>,
     same_port: bool,
@@ -146,6 +149,7 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
         }
     }
     Ok(Resolved {
+        previous,
         settings,
         bundle,
         same_port,
@@ -261,8 +265,9 @@ struct Ready {
     /// The running containers mount other folders than the ones at the configured paths now (a config
     /// folder replaced or removed under a running pod); None when that cannot be seen.
     mounts_moved: Option<bool>,
-    /// The running registry has REGISTRY_* variables registry-up did not set (started by hand, say).
-    env_overridden: bool,
+    /// The running registry has REGISTRY_* variables registry-up did not set (started by hand, say), or a
+    /// container runs another image name than the settings name.
+    not_this_setup: bool,
 }
 
 /// `up`; `renew` forces a new server certificate (or CA), as `certs renew` asks.
@@ -270,12 +275,36 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
     let out = Reporter::new();
     // One change at a time: the state is read, and everything decided, under the lock.
     let _lock = ApplianceLock::take(&args.setup.config_dir, host, lock::WAIT)?;
+    // A run killed during a guarded change: its files go back first, so this run starts from the setup
+    // that was proven (and a read-only it left is ended below, by the marker it left).
+    if !args.dry_run {
+        if let Some(n) = guard::put_back(&args.setup.config_dir)? {
+            out.warn(&format!(
+                "an earlier registry-up up was stopped while it changed the registry: its {n} file(s) were put back \
+                 as they were before that change."
+            ));
+        }
+    }
+    run_locked(args, rt, renew, host, &out, true)
+}
+
+/// `up` under the appliance's lock; `guarded`: prove a change that replaces the pod kept what was served
+/// (false when starting the old setup again after a change that did not).
+fn run_locked(
+    args: &UpArgs,
+    rt: &tokio::runtime::Runtime,
+    renew: Renew,
+    host: &HostFacts,
+    out: &Reporter,
+    guarded: bool,
+) -> Result<()> {
     let Resolved {
+        previous,
         settings,
         bundle,
         same_port,
         joining,
-    } = resolve(args, host, &out)?;
+    } = resolve(args, host, out)?;
     let password = match &joining {
         Some(site) => site.password.clone(),
         None => args
@@ -284,10 +313,10 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
             .then(secrets::new_password_from_stdin)
             .transpose()?,
     };
-    let s3_key = storage_ready(&settings, args.dry_run, rt, &out)?;
+    let s3_key = storage_ready(&settings, args.dry_run, rt, out)?;
     let podman = Podman::find()?;
     // Images first: a missing image must stop the run before any file is written.
-    let ready = images(args, host, &out, &podman, &settings, bundle.as_ref())?;
+    let ready = images(args, host, out, &podman, &settings, bundle.as_ref())?;
     if settings.maintenance.is_some() && ready.service == Service::Direct {
         return Err(Error::usage(
             "--maintenance installs a systemd timer, and systemd is not running here (or --systemd none was \
@@ -368,7 +397,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
         args,
         rt,
         host,
-        &out,
+        out,
         &settings,
         &podman,
         &plan,
@@ -377,6 +406,7 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
         &target,
         &desired,
         bundle.as_ref().and_then(|b| b.workloads.as_ref()),
+        previous.as_ref().filter(|_| guarded),
     )
 }
 
@@ -457,18 +487,26 @@ fn images(
         Some(s) if s.healthy() => mounts_moved(&facts.containers, settings),
         _ => None,
     };
-    let env_overridden = facts
-        .containers
-        .first()
-        .and_then(Option::as_ref)
-        .is_some_and(|c| !verify::foreign_registry_env(&c.env).is_empty());
+    // A container running another image name than the settings say (started by hand, or a setup that
+    // was rolled back under a running pod) is not this setup.
+    let wanted = [&settings.registry_image, &settings.nginx_image];
+    let names_differ = facts.containers.iter().zip(wanted).any(|(c, name)| {
+        c.as_ref()
+            .is_some_and(|c| !c.image_name.is_empty() && c.image_name != *name)
+    });
+    let not_this_setup = names_differ
+        || facts
+            .containers
+            .first()
+            .and_then(Option::as_ref)
+            .is_some_and(|c| !verify::foreign_registry_env(&c.env).is_empty());
     Ok(Ready {
         service,
         pulls,
         status,
         images_changed,
         mounts_moved,
-        env_overridden,
+        not_this_setup,
     })
 }
 
@@ -480,7 +518,7 @@ fn stale(rt: &tokio::runtime::Runtime, ready: &Ready, plan: &Plan, target: &Targ
     running
         && plan.pod_needs() != render::Reader::Pod
         && (ready.images_changed
-            || ready.env_overridden
+            || ready.not_this_setup
             || ready.mounts_moved == Some(true)
             || rt
                 .block_on(served_fingerprint(target))
@@ -561,15 +599,140 @@ fn execute(
     target: &Target,
     desired: &Desired,
     workloads: Option<&crate::source::Source>,
+    previous: Option<&crate::state::State>,
+) -> Result<()> {
+    // A change that replaces the running pod of an installed appliance is proven to keep what it served.
+    let guarded = previous.filter(|_| matches!(action, PodAction::Restart(_)));
+    let guard = match guarded {
+        Some(prev) => match guard::begin(rt, out, plan, prev, settings, podman) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                guard::abandon(settings, podman, &prev.pod_name);
+                return Err(e);
+            }
+        },
+        None => None,
+    };
+    let changed = change(
+        args,
+        rt,
+        host,
+        out,
+        settings,
+        podman,
+        plan,
+        service,
+        action,
+        target,
+        desired,
+        guard.is_some(),
+    );
+    if let (Some(g), Some(prev)) = (&guard, guarded) {
+        let proven = changed.and_then(|()| {
+            out.step("inventory after", || {
+                let (_, c) = guard::compare(rt, g, target, settings)?;
+                if !c.equal() {
+                    let lost: Vec<String> = c.changed.iter().map(|x| format!("  {}", x.describe())).collect();
+                    return Err(Error::verify(format!(
+                        "The change lost what the registry served: {} of the {} tags served before are gone or \
+                         changed:\n{}",
+                        c.changed.len(),
+                        g.before.counts.tags,
+                        lost.join("\n")
+                    )));
+                }
+                guard::finish(settings, podman)?;
+                Ok((
+                    (),
+                    format!(
+                        "every one of {} is served with the same digest ({} added meanwhile); read-write again",
+                        g.source,
+                        c.added.len()
+                    ),
+                ))
+            })
+        });
+        // Read-write again: auth and config are proven as on any run; a setup that fails them goes too.
+        let proven = proven.and_then(|()| check_auth_and_config(rt, out, settings, podman, target, desired));
+        if let Err(e) = proven {
+            return Err(roll_back(args, rt, host, out, prev, e));
+        }
+        guard::discard(&settings.config_dir);
+    } else {
+        changed?;
+    }
+    finish_up(args, rt, out, settings, podman, target, desired, workloads)
+}
+
+/// The change did not keep what was served, or failed half way: the files of the earlier setup go back and
+/// its pod is started again (read-write, verified); the error says what was lost and what was put back.
+fn roll_back(
+    args: &UpArgs,
+    rt: &tokio::runtime::Runtime,
+    host: &HostFacts,
+    out: &Reporter,
+    previous: &crate::state::State,
+    e: Error,
+) -> Error {
+    out.warn("the change is rolled back to the setup that was running before it");
+    let config_dir = &args.setup.config_dir;
+    let back = guard::put_back(config_dir).and_then(|_| {
+        let old = UpArgs::installed(config_dir.clone(), crate::cli::PullPolicy::Never);
+        run_locked(&old, rt, Renew::IfNeeded, host, out, false)
+    });
+    let what = format!(
+        "registry image {}, storage {}, pod {}",
+        previous.registry_image,
+        previous.storage(),
+        previous.pod_name
+    );
+    let status = if e.status == ExitStatus::Usage {
+        ExitStatus::Failed
+    } else {
+        e.status
+    };
+    let message = match back {
+        Ok(()) => format!(
+            "{}\nRolled back: the earlier setup ({what}) is running again, read-write, with its files as they \
+             were; every tag it served is served again. Find why the new setup served less before trying it again.",
+            e.message
+        ),
+        Err(b) => format!(
+            "{}\nThe roll-back to the earlier setup ({what}) failed too: {} Run registry-up up again to finish it.",
+            e.message, b.message
+        ),
+    };
+    Error { status, message }
+}
+
+/// Writes the files, starts the pod, waits for it and proves auth and config: the part of `up` that a
+/// guarded change makes while the appliance is read-only (`read_only`: the new pod starts so).
+#[allow(clippy::too_many_arguments)]
+fn change(
+    args: &UpArgs,
+    rt: &tokio::runtime::Runtime,
+    host: &HostFacts,
+    out: &Reporter,
+    settings: &Settings,
+    podman: &Podman,
+    plan: &Plan,
+    service: Service,
+    action: PodAction,
+    target: &Target,
+    desired: &Desired,
+    read_only: bool,
 ) -> Result<()> {
     out.step("write files", || {
         let n = crate::apply::apply(plan)?;
+        if read_only {
+            guard::start_read_only(settings)?;
+        }
         Ok(((), summary(plan, n)))
     })?;
     out.step("start pod", || start(settings, podman, plan, service, action, host))?;
     // A gc killed while nginx was read-only: its conf may be back on disk but not loaded.
     let interrupted = settings.config_dir.join(layout::GC_IN_PROGRESS);
-    if interrupted.exists() {
+    if interrupted.exists() && !read_only {
         out.step("end an interrupted gc", || {
             podman.reload_nginx(&render::container_name(&settings.pod_name, render::NGINX_CONTAINER))?;
             std::fs::remove_file(&interrupted)
@@ -596,7 +759,22 @@ fn execute(
             .map(|d| ((), d))
             .map_err(|e| with_logs(e, podman, settings, ExitStatus::Runtime))
     })?;
-    // What `up` is about to promise (auth on, this config) is proven on the running registry first.
+    // Read-only, nginx answers writes itself: the auth check's anonymous upload is asked once writes pass.
+    if !read_only {
+        check_auth_and_config(rt, out, settings, podman, target, desired)?;
+    }
+    Ok(())
+}
+
+/// What `up` is about to promise (auth on, this config) is proven on the running registry first.
+fn check_auth_and_config(
+    rt: &tokio::runtime::Runtime,
+    out: &Reporter,
+    settings: &Settings,
+    podman: &Podman,
+    target: &Target,
+    desired: &Desired,
+) -> Result<()> {
     out.step("check auth and config", || {
         let config = verify::ConfigFile::read(settings.config_dir.join(layout::REGISTRY_CONFIG));
         let checks = rt.block_on(verify::live_checks(target, Some(&config), Duration::from_secs(10)));
@@ -640,6 +818,21 @@ fn execute(
         };
         Ok(((), format!("{auth}; the registry runs {}", config.path.display())))
     })?;
+    Ok(())
+}
+
+/// After the change: the site records, the round trip, the bundle's images, and the closing words.
+#[allow(clippy::too_many_arguments)]
+fn finish_up(
+    args: &UpArgs,
+    rt: &tokio::runtime::Runtime,
+    out: &Reporter,
+    settings: &Settings,
+    podman: &Podman,
+    target: &Target,
+    desired: &Desired,
+    workloads: Option<&crate::source::Source>,
+) -> Result<()> {
     if let (Some(location), Some(key)) = (&settings.s3, &desired.secrets.s3) {
         out.step("site records", || {
             site_records(rt, out, settings, podman, location, key)

@@ -1,0 +1,324 @@
+//! The upgrade guard: a change of `up` that replaces the running pod (another registry image, config,
+//! data folder, storage or mounts) is proven not to lose what the registry served. Before: the files it
+//! replaces are kept (`upgrade-rollback/`), the appliance goes read-only through nginx (writes get 405,
+//! pulls go on), and an inventory of what is served is taken. After the new pod answers (still read-only):
+//! a second inventory, which must hold every tag with the same digest. Equal: read-write again. Not equal:
+//! the kept files are put back and the old setup started (by the caller). A run killed in between leaves
+//! `upgrade-rollback/files.json`, and the next `up` puts those files back before it does anything else.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::layout;
+use crate::plan::Plan;
+use crate::progress::Reporter;
+use crate::render;
+use crate::runtime::podman::Podman;
+use crate::settings::Settings;
+use crate::state::State;
+use crate::verify::inventory::{self, Comparison, Inventory};
+use crate::verify::Target;
+
+const FILES: &str = "files.json";
+/// An inventory of a large registry (10 000 tags) takes seconds; this bounds a registry that hangs.
+const INVENTORY_TIMEOUT: Duration = Duration::from_secs(600);
+const JOBS: usize = 8;
+/// Requests begun before the switch to read-only are waited for this long.
+const DRAIN: Duration = Duration::from_secs(120);
+
+/// One file the change replaces: where, its mode, and whether it existed (`saved`: its copy's name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Kept {
+    path: PathBuf,
+    mode: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    saved: Option<String>,
+}
+
+/// A guarded change under way.
+pub struct Guard {
+    /// What was served before (or held in the old data folder when the old pod did not answer).
+    pub before: Inventory,
+    /// Where `before` came from, in words.
+    pub source: String,
+}
+
+/// Keeps the files `plan` replaces, as they are now, in the config folder's rollback folder; its
+/// `files.json` is written last, so a rollback folder without it was never a complete copy.
+fn keep(plan: &Plan, config_dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = config_dir.join(layout::ROLLBACK_DIR);
+    let _ = std::fs::remove_dir_all(&dir);
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(layout::PRIVATE_DIR)
+            .create(&dir)
+            .map_err(|e| Error::runtime(crate::host::io_failed("create", &dir, &e)))?;
+    }
+    let mut kept = Vec::new();
+    for (i, change) in plan.writes().enumerate() {
+        let entry = match std::fs::read(&change.path) {
+            Ok(bytes) => {
+                let mode = std::fs::metadata(&change.path)
+                    .map(|m| m.permissions().mode() & 0o7777)
+                    .unwrap_or(layout::PRIVATE);
+                let name = i.to_string();
+                crate::apply::write_atomic(&dir.join(&name), &bytes, layout::PRIVATE)?;
+                Kept {
+                    path: change.path.clone(),
+                    mode,
+                    saved: Some(name),
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Kept {
+                path: change.path.clone(),
+                mode: 0,
+                saved: None,
+            },
+            Err(e) => return Err(Error::runtime(crate::host::io_failed("read", &change.path, &e))),
+        };
+        kept.push(entry);
+    }
+    let text = serde_json::to_vec_pretty(&kept).expect("the list serialises");
+    crate::apply::write_atomic(&dir.join(FILES), &text, layout::PRIVATE)
+}
+
+/// Puts back the files a guarded change kept, when there are any (an earlier run was killed, or the
+/// change lost content); returns how many, None when there was nothing to put back.
+pub fn put_back(config_dir: &Path) -> Result<Option<usize>> {
+    let dir = config_dir.join(layout::ROLLBACK_DIR);
+    let list = match std::fs::read(dir.join(FILES)) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            // Killed before the copy was complete: nothing had been changed yet.
+            let _ = std::fs::remove_dir_all(&dir);
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::runtime(crate::host::io_failed("read", &dir.join(FILES), &e))),
+    };
+    let kept: Vec<Kept> = serde_json::from_slice(&list).map_err(|e| {
+        Error::runtime(format!(
+            "{} is damaged ({e}): the files an interrupted upgrade replaced cannot be put back; look at that \
+             folder, restore the appliance's files by hand, then remove it.",
+            dir.display()
+        ))
+    })?;
+    for k in &kept {
+        match &k.saved {
+            Some(name) => {
+                let bytes = std::fs::read(dir.join(name))
+                    .map_err(|e| Error::runtime(crate::host::io_failed("read", &dir.join(name), &e)))?;
+                crate::apply::write_atomic(&k.path, &bytes, k.mode)?;
+            }
+            None => match std::fs::remove_file(&k.path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::runtime(crate::host::io_failed("remove", &k.path, &e))),
+            },
+        }
+    }
+    discard(config_dir);
+    Ok(Some(kept.len()))
+}
+
+/// The change held: the kept files are not needed any more.
+pub fn discard(config_dir: &Path) {
+    let _ = std::fs::remove_dir_all(config_dir.join(layout::ROLLBACK_DIR));
+}
+
+/// How the installed appliance is reached now: its name and port, its CA and password on disk.
+fn installed_target(settings: &Settings, previous: &State) -> Target {
+    let ca_pem = std::fs::read(settings.config_dir.join(layout::CA_CERT)).ok();
+    let credentials = previous
+        .auth_user
+        .as_ref()
+        .and_then(|user| crate::secrets::saved_login(&settings.config_dir, user, "").ok());
+    Target {
+        host: previous.url_host(),
+        port: previous.port,
+        ca_pem,
+        credentials,
+        pin: previous
+            .s3
+            .as_ref()
+            .map(|_| crate::listen::local_address(&previous.listen, previous.port)),
+    }
+}
+
+fn about(target: &Target, state: &State) -> inventory::About {
+    inventory::About {
+        registry: target.registry(),
+        registry_image: Some(state.registry_image.clone()),
+        storage: Some(state.storage()),
+    }
+}
+
+/// What the old data folder holds, as an inventory without children (when the old pod did not answer).
+fn stored(previous: &State) -> Inventory {
+    let tags = crate::storage::tags(Path::new(&previous.data_dir));
+    let mut repositories: Vec<String> = Vec::new();
+    let found = tags
+        .into_iter()
+        .filter_map(|(name, digest)| {
+            let (repo, tag) = name.rsplit_once(':')?;
+            if repositories.last().is_none_or(|r| r != repo) {
+                repositories.push(repo.to_string());
+            }
+            Some(inventory::Found {
+                repository: repo.to_string(),
+                tag: inventory::Tag {
+                    tag: tag.to_string(),
+                    digest,
+                    media_type: None,
+                    children: Vec::new(),
+                },
+            })
+        })
+        .collect();
+    let about = inventory::About {
+        registry: String::new(),
+        registry_image: Some(previous.registry_image.clone()),
+        storage: Some(previous.data_dir.clone()),
+    };
+    Inventory::new(about, &repositories, found, 0, &Default::default(), 0)
+}
+
+/// Before a change that replaces the pod: keep the files, make the running appliance read-only, and take
+/// the inventory. Err (nothing changed but the read-only, which is undone) when the old pod is running but
+/// cannot be made read-only or inventoried.
+pub fn begin(
+    rt: &tokio::runtime::Runtime,
+    out: &Reporter,
+    plan: &Plan,
+    previous: &State,
+    settings: &Settings,
+    podman: &Podman,
+) -> Result<Guard> {
+    keep(plan, &settings.config_dir)?;
+    let running = podman.pod_status(&previous.pod_name)?.is_some_and(|s| s.healthy());
+    if !running {
+        // Nothing serves, so nothing can be written meanwhile; what the old folder holds is the baseline.
+        let (before, source) = without_answers(out, previous);
+        return Ok(Guard { before, source });
+    }
+    // The running pod's own conf, made read-only in place (an older release's conf differs from this one's).
+    let conf = settings.config_dir.join(layout::NGINX_CONF);
+    let current =
+        std::fs::read_to_string(&conf).map_err(|e| Error::runtime(crate::host::io_failed("read", &conf, &e)))?;
+    let read_only = render::made_read_only(&current, render::ReadOnly::Upgrade).ok_or_else(|| {
+        Error::runtime(format!(
+            "{} has no `location /v2/` to make read-only, so the change cannot be proven: nothing was changed. \
+             Run registry-up up without other changes first (it writes the conf again), then this.",
+            conf.display()
+        ))
+    })?;
+    let nginx = render::container_name(&previous.pod_name, render::NGINX_CONTAINER);
+    // `up` ends a read-only that a killed run left (the marker is what it looks for).
+    crate::apply::write_atomic(
+        &settings.config_dir.join(layout::GC_IN_PROGRESS),
+        b"registry-up up is changing the registry, or was interrupted\n",
+        layout::PUBLIC,
+    )?;
+    out.step("read-only", || {
+        crate::apply::write_atomic(&conf, read_only.as_bytes(), layout::PUBLIC)?;
+        if !podman.reload_nginx_drained(&nginx, DRAIN)? {
+            return Err(Error::runtime(format!(
+                "A request that began before (a long push or pull) was still running after {} s, so nothing was \
+                 changed: run registry-up up again when it has finished.",
+                DRAIN.as_secs()
+            )));
+        }
+        Ok((
+            (),
+            "writes get 405 from nginx while the change is made and proven, reads pass".to_string(),
+        ))
+    })?;
+    let target = installed_target(settings, previous);
+    let (before, source) = out.step("inventory before", || {
+        let about = about(&target, previous);
+        match rt.block_on(crate::verify::take_inventory(&target, INVENTORY_TIMEOUT, JOBS, about)) {
+            Ok(inv) => {
+                let detail = inv.describe_counts();
+                let source = format!("the {} tags served before", inv.counts.tags);
+                Ok(((inv, source), detail))
+            }
+            // A pod whose registry does not answer (the reason for this run, often) serves nothing: the
+            // baseline is then what its storage holds.
+            Err(why) => {
+                let (inv, source) = without_answers(out, previous);
+                let detail = format!("the registry did not answer ({why}); the baseline is {source}");
+                Ok(((inv, source), detail))
+            }
+        }
+    })?;
+    Ok(Guard { before, source })
+}
+
+/// The baseline when the old registry does not answer: what its data folder holds, or (S3) nothing.
+fn without_answers(out: &Reporter, previous: &State) -> (Inventory, String) {
+    if previous.s3.is_some() {
+        out.warn(
+            "the registry did not answer before this change, so what the S3 storage served cannot be taken: the \
+             change is made without that proof.",
+        );
+        let empty = Inventory::new(inventory::About::default(), &[], Vec::new(), 0, &Default::default(), 0);
+        return (empty, "nothing (the registry did not answer)".into());
+    }
+    let inv = stored(previous);
+    let source = format!("the {} tags held in {}", inv.counts.tags, previous.data_dir);
+    (inv, source)
+}
+
+/// Undoes `begin` when the change was not made: the files back, nginx read-write again.
+pub fn abandon(settings: &Settings, podman: &Podman, pod: &str) {
+    let _ = put_back(&settings.config_dir);
+    let _ = podman.reload_nginx(&render::container_name(pod, render::NGINX_CONTAINER));
+    let _ = std::fs::remove_file(settings.config_dir.join(layout::GC_IN_PROGRESS));
+}
+
+/// After the change, with the new pod answering (read-only): what it serves, compared with before.
+pub fn compare(
+    rt: &tokio::runtime::Runtime,
+    guard: &Guard,
+    target: &Target,
+    settings: &Settings,
+) -> Result<(Inventory, Comparison)> {
+    let about = inventory::About {
+        registry: target.registry(),
+        registry_image: Some(settings.registry_image.clone()),
+        storage: Some(match &settings.s3 {
+            Some(s3) => s3.describe(),
+            None => settings.data_dir.display().to_string(),
+        }),
+    };
+    let after = rt
+        .block_on(crate::verify::take_inventory(target, INVENTORY_TIMEOUT, JOBS, about))
+        .map_err(|why| {
+            Error::verify(format!(
+                "What the registry serves after the change could not be taken ({why})"
+            ))
+        })?;
+    let comparison = inventory::compare(&guard.before, &after);
+    Ok((after, comparison))
+}
+
+/// The change kept what was served: read-write again with the new conf (the kept files stay until auth
+/// and config are proven too: `discard`).
+pub fn finish(settings: &Settings, podman: &Podman) -> Result<()> {
+    let conf = settings.config_dir.join(layout::NGINX_CONF);
+    crate::apply::write_atomic(&conf, render::nginx_conf(settings, None).as_bytes(), layout::PUBLIC)?;
+    podman.reload_nginx(&render::container_name(&settings.pod_name, render::NGINX_CONTAINER))?;
+    let _ = std::fs::remove_file(settings.config_dir.join(layout::GC_IN_PROGRESS));
+    Ok(())
+}
+
+/// The new pod starts read-only: the conf the plan wrote, made read-only before the pod reads it.
+pub fn start_read_only(settings: &Settings) -> Result<()> {
+    let conf = settings.config_dir.join(layout::NGINX_CONF);
+    let text = render::nginx_conf(settings, Some(render::ReadOnly::Upgrade));
+    crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
+}
