@@ -265,6 +265,11 @@ pub struct UpArgs {
     /// folder as it is, on purpose (the old folder is left as it is, and named).
     #[arg(long)]
     pub empty_storage: bool,
+
+    /// With a new --data-dir on an installed appliance: move its images there (renamed on the same
+    /// filesystem, else copied), proven tag by tag and rolled back if any is lost.
+    #[arg(long)]
+    pub move_data: bool,
 }
 
 impl UpArgs {
@@ -286,6 +291,7 @@ impl UpArgs {
             pull_timeout: 60,
             site: None,
             empty_storage: false,
+            move_data: false,
         }
     }
 }

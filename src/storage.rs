@@ -49,6 +49,29 @@ pub fn blob_dir(digest: &str) -> Option<PathBuf> {
     Some(Path::new(V2).join("blobs/sha256").join(&hex[..2]).join(hex))
 }
 
+/// Copies the tree `from` to `to` (which must not exist), folders and regular files with their modes; a
+/// link or any other kind of file stops it (the storage has none, and none is followed).
+pub fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(from)?;
+    if meta.is_dir() {
+        std::fs::create_dir(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+        }
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))
+    } else if meta.is_file() {
+        std::fs::copy(from, to)?;
+        std::fs::set_permissions(to, std::fs::Permissions::from_mode(meta.permissions().mode() & 0o7777))
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} is not a folder or a regular file",
+            from.display()
+        )))
+    }
+}
+
 /// One repository of the storage: its name (which may hold slashes) and folder.
 pub struct Repository {
     pub name: String,

@@ -296,6 +296,47 @@ fn a_new_data_folder_that_would_hide_the_images_is_refused_unless_it_holds_them_
     Run::bin().args(with_data_dir(&moved)).run();
     assert_eq!(app.digest("demo/nginx:1", None), digest);
 
+    // --move-data: renamed on the same filesystem, proven tag by tag.
+    let renamed = app.tmp.path().join("renamed");
+    Run::bin()
+        .args(with_data_dir(&renamed))
+        .args(["--move-data", "--empty-storage"])
+        .code(2)
+        .stderr_has("opposite things")
+        .run();
+    Run::bin()
+        .args(with_data_dir(&renamed))
+        .arg("--move-data")
+        .stdout_has("renamed (same filesystem)")
+        .stdout_has("every one of the 2 tags served before is served with the same digest")
+        .run();
+    assert_eq!(app.digest("demo/nginx:1", None), digest);
+    assert!(!moved.join("docker").exists(), "the images left the old folder");
+    // To another filesystem (tmpfs): copied, and the old copy removed once every tag is proven.
+    let shm = tempfile::Builder::new()
+        .prefix("registry-up-e2e-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_ne!(
+        std::fs::metadata(shm.path()).unwrap().dev(),
+        std::fs::metadata(&renamed).unwrap().dev(),
+        "/dev/shm is another filesystem here"
+    );
+    let copied_to = shm.path().join("data");
+    Run::bin()
+        .args(with_data_dir(&copied_to))
+        .arg("--move-data")
+        .stdout_has("copied (another filesystem")
+        .stdout_has("every one of the 2 tags served before is served with the same digest")
+        .run();
+    assert_eq!(app.digest("demo/nginx:1", None), digest);
+    assert!(!renamed.join("docker").exists(), "the old copy is removed once proven");
+    assert!(!app.config_dir().join("upgrade-rollback").exists());
+    // And back, so that the rest of the test (and the clean-up) uses the test's own folder.
+    Run::bin().args(with_data_dir(&moved)).arg("--move-data").run();
+    assert_eq!(app.digest("demo/nginx:1", None), digest);
+
     // Starting empty on purpose: said, and the old folder is left as it is.
     let empty = app.tmp.path().join("empty");
     Run::bin()

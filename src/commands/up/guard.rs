@@ -23,6 +23,44 @@ use crate::verify::inventory::{self, Comparison, Inventory};
 use crate::verify::Target;
 
 const FILES: &str = "files.json";
+/// With --move-data: where the images went, and how (written before they move).
+const MOVED: &str = "move.json";
+
+/// --move-data: the images of `from` (its `docker/` tree) go to `to`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Move {
+    pub from: PathBuf,
+    pub to: PathBuf,
+    /// Tags the old folder holds (for what is said).
+    pub tags: usize,
+    /// --empty-storage: nothing moves, and the new folder is meant to start empty (nothing to prove).
+    pub empty: bool,
+}
+
+impl Move {
+    pub fn describe(&self) -> String {
+        format!(
+            "{} -> {}",
+            self.from.join("docker").display(),
+            self.to.join("docker").display()
+        )
+    }
+}
+
+/// How the images moved: renamed (same filesystem), or copied (the old tree is removed once proven).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum How {
+    Rename,
+    Copy,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Moved {
+    from: PathBuf,
+    to: PathBuf,
+    how: How,
+}
 /// An inventory of a large registry (10 000 tags) takes seconds; this bounds a registry that hangs.
 const INVENTORY_TIMEOUT: Duration = Duration::from_secs(600);
 const JOBS: usize = 8;
@@ -107,6 +145,7 @@ pub fn put_back(config_dir: &Path) -> Result<Option<usize>> {
             dir.display()
         ))
     })?;
+    unmove(&dir)?;
     for k in &kept {
         match &k.saved {
             Some(name) => {
@@ -125,9 +164,89 @@ pub fn put_back(config_dir: &Path) -> Result<Option<usize>> {
     Ok(Some(kept.len()))
 }
 
-/// The change held: the kept files are not needed any more.
+/// The change held: the kept files are not needed any more, nor the old copy of moved images.
 pub fn discard(config_dir: &Path) {
-    let _ = std::fs::remove_dir_all(config_dir.join(layout::ROLLBACK_DIR));
+    let dir = config_dir.join(layout::ROLLBACK_DIR);
+    if let Some(moved) = read_moved(&dir) {
+        if moved.how == How::Copy {
+            let _ = std::fs::remove_dir_all(moved.from.join("docker"));
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn read_moved(dir: &Path) -> Option<Moved> {
+    serde_json::from_slice(&std::fs::read(dir.join(MOVED)).ok()?).ok()
+}
+
+/// Moves the images of `m.from` to `m.to`: recorded first (so a kill is undone by the next run), then a
+/// rename, or a copy where the two are on different filesystems.
+fn move_data(m: &Move, config_dir: &Path) -> Result<How> {
+    use std::os::unix::fs::MetadataExt;
+    let (from, to) = (m.from.join("docker"), m.to.join("docker"));
+    if !m.to.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(layout::PRIVATE_DIR)
+            .create(&m.to)
+            .map_err(|e| Error::runtime(crate::host::io_failed("create", &m.to, &e)))?;
+    }
+    let same_fs = match (std::fs::metadata(&m.from), std::fs::metadata(&m.to)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    };
+    let how = if same_fs { How::Rename } else { How::Copy };
+    let record = Moved {
+        from: m.from.clone(),
+        to: m.to.clone(),
+        how,
+    };
+    let dir = config_dir.join(layout::ROLLBACK_DIR);
+    let text = serde_json::to_vec_pretty(&record).expect("the record serialises");
+    crate::apply::write_atomic(&dir.join(MOVED), &text, layout::PRIVATE)?;
+    match how {
+        How::Rename => std::fs::rename(&from, &to).map_err(|e| {
+            Error::runtime(format!(
+                "Cannot move {} to {} ({e}): nothing was lost; see the message below.",
+                from.display(),
+                to.display()
+            ))
+        })?,
+        How::Copy => crate::storage::copy_tree(&from, &to).map_err(|e| {
+            Error::runtime(format!(
+                "Cannot copy {} to {} ({e}): the images stay where they were.",
+                from.display(),
+                to.display()
+            ))
+        })?,
+    }
+    Ok(how)
+}
+
+/// Undoes a move a guarded change made: renamed back, or the copy removed (the images never left).
+fn unmove(dir: &Path) -> Result<()> {
+    let Some(moved) = read_moved(dir) else {
+        return Ok(());
+    };
+    let (from, to) = (moved.from.join("docker"), moved.to.join("docker"));
+    match moved.how {
+        How::Rename if to.exists() && !from.exists() => std::fs::rename(&to, &from).map_err(|e| {
+            Error::runtime(format!(
+                "Cannot move the images back from {} to {} ({e}): move that folder back by hand, then run \
+                 registry-up up again.",
+                to.display(),
+                from.display()
+            ))
+        }),
+        How::Rename => Ok(()),
+        How::Copy => {
+            if from.exists() {
+                let _ = std::fs::remove_dir_all(&to);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// How the installed appliance is reached now: its name and port, its CA and password on disk.
@@ -197,8 +316,36 @@ pub fn begin(
     previous: &State,
     settings: &Settings,
     podman: &Podman,
+    moving: Option<&Move>,
 ) -> Result<Guard> {
     keep(plan, &settings.config_dir)?;
+    let mut guard = baseline(rt, out, previous, settings, podman)?;
+    if moving.is_some_and(|m| m.empty) {
+        guard.before = Inventory::new(inventory::About::default(), &[], Vec::new(), 0, &Default::default(), 0);
+        guard.source = "nothing (--empty-storage: the new folder starts as it is)".into();
+        return Ok(guard);
+    }
+    if let Some(m) = moving {
+        out.step("move data", || {
+            let how = move_data(m, &settings.config_dir)?;
+            let words = match how {
+                How::Rename => "renamed (same filesystem)",
+                How::Copy => "copied (another filesystem; the old copy is removed once every tag is proven)",
+            };
+            Ok(((), format!("{}: {words}", m.describe())))
+        })?;
+    }
+    Ok(guard)
+}
+
+/// Read-only and the inventory before the change.
+fn baseline(
+    rt: &tokio::runtime::Runtime,
+    out: &Reporter,
+    previous: &State,
+    settings: &Settings,
+    podman: &Podman,
+) -> Result<Guard> {
     let running = podman.pod_status(&previous.pod_name)?.is_some_and(|s| s.healthy());
     if !running {
         // Nothing serves, so nothing can be written meanwhile; what the old folder holds is the baseline.

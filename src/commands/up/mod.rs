@@ -83,6 +83,8 @@ impl PodmanFacts {
 struct Resolved {
     /// The appliance as installed before this run.
     previous: Option<crate::state::State>,
+    /// --move-data: the images to move to the new data folder.
+    moving: Option<guard::Move>,
     settings: Settings,
     bundle: Option<CheckedBundle>,
     same_port: bool,
@@ -133,7 +135,7 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
         setup.nginx_image = setup.nginx_image.or(checked.reference("nginx").map(String::from));
         settings = Settings::resolve(&setup, previous.as_ref(), host)?;
     }
-    data_switch(previous.as_ref(), &settings, args.empty_storage, out)?;
+    let moving = data_switch(previous.as_ref(), &settings, args, out)?;
     let same_port = previous.as_ref().is_some_and(|s| s.port == settings.port);
     let mut writable = vec![(settings.config_dir.as_path(), "--config-dir")];
     if settings.s3.is_none() {
@@ -150,6 +152,7 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
     }
     Ok(Resolved {
         previous,
+        moving,
         settings,
         bundle,
         same_port,
@@ -159,11 +162,23 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
 
 /// A new data folder on an installed appliance must not hide its images: refused (exit 2, before anything
 /// changes) when the folder in use holds tags that the new one does not hold with the same digests, unless
-/// `--empty-storage` says starting empty is meant. A typo in a path, or a data mount that did not come up,
-/// would otherwise replace the pod with one that serves nothing, and every check would pass.
-fn data_switch(previous: Option<&crate::state::State>, settings: &Settings, empty: bool, out: &Reporter) -> Result<()> {
+/// `--empty-storage` says starting empty is meant, or `--move-data` asks for them to be moved (returned:
+/// from where to where, done under the upgrade guard). A typo in a path, or a data mount that did not come
+/// up, would otherwise replace the pod with one that serves nothing, and every check would pass.
+fn data_switch(
+    previous: Option<&crate::state::State>,
+    settings: &Settings,
+    args: &UpArgs,
+    out: &Reporter,
+) -> Result<Option<guard::Move>> {
+    if args.move_data && args.empty_storage {
+        return Err(Error::usage(
+            "--move-data and --empty-storage say opposite things: give one (move the images to the new folder, or \
+             start it empty).",
+        ));
+    }
     let Some(prev) = previous.filter(|p| p.s3.is_none() && settings.s3.is_none()) else {
-        return Ok(());
+        return Ok(None);
     };
     let old = std::path::PathBuf::from(&prev.data_dir);
     let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
@@ -171,7 +186,7 @@ fn data_switch(previous: Option<&crate::state::State>, settings: &Settings, empt
         _ => a == b,
     };
     if same(&old, &settings.data_dir) {
-        return Ok(());
+        return Ok(None);
     }
     let held = crate::storage::tags(&old);
     let new = crate::storage::tags(&settings.data_dir);
@@ -179,23 +194,54 @@ fn data_switch(previous: Option<&crate::state::State>, settings: &Settings, empt
         .iter()
         .filter(|(tag, digest)| new.get(*tag) != Some(digest))
         .count();
-    if missing == 0 {
-        return Ok(());
+    if args.move_data {
+        let from = old.join("docker");
+        let to = settings.data_dir.join("docker");
+        if std::fs::symlink_metadata(&to).is_ok() {
+            return Err(Error::usage(format!(
+                "--move-data: {} exists already, so the images of {} cannot be moved there without mixing two \
+                 storages: give --data-dir a new or empty folder. Nothing was changed.",
+                to.display(),
+                old.display()
+            )));
+        }
+        if !from.is_dir() {
+            out.warn(&format!(
+                "--move-data: {} holds no registry data, so there is nothing to move.",
+                old.display()
+            ));
+            return Ok(None);
+        }
+        return Ok(Some(guard::Move {
+            from: old,
+            to: settings.data_dir.clone(),
+            tags: held.len(),
+            empty: false,
+        }));
     }
-    if empty {
+    if missing == 0 {
+        return Ok(None);
+    }
+    if args.empty_storage {
+        // What the guard then proves is nothing: starting empty is the point.
         out.warn(&format!(
             "--empty-storage: the appliance now keeps its images in {}, without the {missing} tag(s) of {}; that \
              folder is left as it is.",
             settings.data_dir.display(),
             old.display()
         ));
-        return Ok(());
+        return Ok(Some(guard::Move {
+            from: old,
+            to: settings.data_dir.clone(),
+            tags: 0,
+            empty: true,
+        }));
     }
     Err(Error::usage(format!(
         "--data-dir {} would hide the images of this appliance: its data folder {} holds {} tag(s) in {} \
-         repositories, and {missing} of them are not in {} ({} tag(s) there). Nothing was changed. To keep them, \
-         copy the folder's docker/ tree into the new folder first (with the appliance stopped: registry-up down), \
-         then run this again; to start empty on purpose, add --empty-storage (the old folder is left as it is).",
+         repositories, and {missing} of them are not in {} ({} tag(s) there). Nothing was changed. Add --move-data \
+         to move them there (proven tag by tag, rolled back if any is lost), or --empty-storage to start empty on \
+         purpose (the old folder is left as it is).",
         settings.data_dir.display(),
         old.display(),
         held.len(),
@@ -300,6 +346,7 @@ fn run_locked(
 ) -> Result<()> {
     let Resolved {
         previous,
+        moving,
         settings,
         bundle,
         same_port,
@@ -391,6 +438,13 @@ fn run_locked(
             Verdict::Unknown(why) => format!("not checked: {why}"),
         };
         out.line(&format!("  firewall  {firewall}"));
+        if let Some(m) = moving.as_ref().filter(|m| !m.empty) {
+            out.line(&format!(
+                "  move      {} (the images of {} tags), proven tag by tag",
+                m.describe(),
+                m.tags
+            ));
+        }
         return Ok(());
     }
     execute(
@@ -407,6 +461,7 @@ fn run_locked(
         &desired,
         bundle.as_ref().and_then(|b| b.workloads.as_ref()),
         previous.as_ref().filter(|_| guarded),
+        moving.as_ref(),
     )
 }
 
@@ -600,11 +655,17 @@ fn execute(
     desired: &Desired,
     workloads: Option<&crate::source::Source>,
     previous: Option<&crate::state::State>,
+    moving: Option<&guard::Move>,
 ) -> Result<()> {
     // A change that replaces the running pod of an installed appliance is proven to keep what it served.
     let guarded = previous.filter(|_| matches!(action, PodAction::Restart(_)));
+    if moving.is_some() && guarded.is_none() {
+        return Err(Error::runtime(
+            "--move-data: the pod would not be replaced, so the move could not be proven: nothing was changed.",
+        ));
+    }
     let guard = match guarded {
-        Some(prev) => match guard::begin(rt, out, plan, prev, settings, podman) {
+        Some(prev) => match guard::begin(rt, out, plan, prev, settings, podman, moving) {
             Ok(g) => Some(g),
             Err(e) => {
                 guard::abandon(settings, podman, &prev.pod_name);
@@ -642,14 +703,20 @@ fn execute(
                     )));
                 }
                 guard::finish(settings, podman)?;
-                Ok((
-                    (),
+                let detail = if g.before.counts.tags == 0 {
+                    format!(
+                        "{} tags served now, against {}: nothing to lose; read-write again",
+                        c.added.len(),
+                        g.source
+                    )
+                } else {
                     format!(
                         "every one of {} is served with the same digest ({} added meanwhile); read-write again",
                         g.source,
                         c.added.len()
-                    ),
-                ))
+                    )
+                };
+                Ok(((), detail))
             })
         });
         // Read-write again: auth and config are proven as on any run; a setup that fails them goes too.
