@@ -2,7 +2,7 @@
 """`make bench`: registry-up's figures side by side with what users would do instead.
 
 Every figure is the median of BENCH_RUNS runs (default 5) with min and max, and a ratio against a
-baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,import,proxy,s3 runs a subset. Needs root, Podman and the stand-in images (make test-images), and
+baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,import,inventory,proxy,s3 runs a subset. Needs root, Podman and the stand-in images (make test-images), and
 the release binary (make build); the Makefile target provides both. Prints one Markdown table and
 writes it to target/bench/results.md.
 """
@@ -26,6 +26,7 @@ BIN = ROOT / "target/release/registry-up"
 REGISTRY_IMAGE = "localhost/registry-up-test/registry:latest"
 NGINX_IMAGE = "localhost/registry-up-test/nginx:latest"
 ARCHIVES = [ROOT / "target/test-images/registry.tar", ROOT / "target/test-images/nginx.tar"]
+ARCHIVES_2X = ROOT / "target/test-images/registry-2x.tar"
 RUNS = int(os.environ.get("BENCH_RUNS", "5"))
 OUT = ROOT / "target/bench"
 BLOB_CACHE = Path("/var/lib/containers/cache/blob-info-cache-v1.boltdb")
@@ -672,6 +673,129 @@ def bench_gc(tmp: Path, n: int = 20):
         "(no goal)", True)
 
 
+def write_storage(data: Path, repos: int, tags_per_repo: int):
+    """A registry's filesystem storage written straight to disk (distribution's layout, the same in 2.x and
+    3.x), so that a registry of thousands of tags is there in seconds: `repos` repositories of
+    `tags_per_repo` tags each, every image its own config and manifest over 2 of 20 shared small layers, and
+    the first tag of every repository an index of two platform images. Returns the tag count."""
+    v2 = data / "docker/registry/v2"
+    written = set()
+
+    def blob(content: bytes) -> str:
+        hexd = hashlib.sha256(content).hexdigest()
+        if hexd not in written:
+            d = v2 / "blobs/sha256" / hexd[:2] / hexd
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "data").write_bytes(content)
+            written.add(hexd)
+        return hexd
+
+    def link(path: Path, hexd: str):
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "link").write_text(f"sha256:{hexd}")
+
+    layers = [os.urandom(1024) for _ in range(20)]
+    layer_hex = [blob(l) for l in layers]
+    oci_manifest = "application/vnd.oci.image.manifest.v1+json"
+    tags = 0
+    for r in range(repos):
+        repo = v2 / "repositories" / f"scale/r{r // 100}/app{r}"
+        def image(name: str, arch: str):
+            config = json.dumps({"architecture": arch, "os": "linux", "config": {"Labels": {"n": name}},
+                                 "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+            chex = blob(config)
+            picked = [layer_hex[(r + k) % 20] for k in (0, 7)]
+            for h in [chex, *picked]:
+                link(repo / "_layers/sha256" / h, h)
+            manifest = json.dumps({"schemaVersion": 2, "mediaType": oci_manifest,
+                                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                              "digest": f"sha256:{chex}", "size": len(config)},
+                                   "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar",
+                                               "digest": f"sha256:{h}", "size": 1024} for h in picked]}).encode()
+            mhex = blob(manifest)
+            link(repo / "_manifests/revisions/sha256" / mhex, mhex)
+            return mhex, len(manifest)
+        for t in range(tags_per_repo):
+            if t == 0:
+                children = [(image(f"{r}-{t}-{a}", a), a) for a in ("amd64", "arm64")]
+                index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                                    "manifests": [{"mediaType": oci_manifest, "digest": f"sha256:{h}", "size": n,
+                                                   "platform": {"os": "linux", "architecture": a}}
+                                                  for (h, n), a in children]}).encode()
+                top = blob(index)
+                link(repo / "_manifests/revisions/sha256" / top, top)
+            else:
+                top, _ = image(f"{r}-{t}", "amd64")
+            tag = repo / "_manifests/tags" / f"v{t}"
+            link(tag / "current", top)
+            link(tag / "index/sha256" / top, top)
+            tags += 1
+    return tags
+
+
+def step_seconds(out: str, first: str, last: str) -> float:
+    """The seconds `up`'s steps took from the one named `first` to the one named `last`, both included (each
+    step line ends with its duration)."""
+    total, inside = 0.0, False
+    for line in out.splitlines():
+        m = re.match(r"^(ok|FAIL) +([^:(]+?)(:.*)? \(([0-9.]+) s\)$", line)
+        if not m:
+            continue
+        name = m.group(2).strip()
+        inside = inside or name == first
+        if inside:
+            total += float(m.group(4))
+        if name == last:
+            break
+    return total
+
+
+def bench_inventory(tmp: Path):
+    """The inventory of what a registry serves (verify --record), at 1 000 and 10 000 tags, against the
+    by-hand way (skopeo list-tags per repository, skopeo inspect --raw per tag), and the read-only window of a
+    guarded upgrade of that registry (2.x layout and back: read-only through the second inventory)."""
+    figures = {}
+    for repos in (200, 2000):
+        work, port, pod = tmp / f"inv-{repos}", free_port(), f"ru-bench-inv-{repos}"
+        start = time.perf_counter()
+        tags = write_storage(work / "data", repos, 5)
+        wrote = time.perf_counter() - start
+        sh(up_args(work, port, pod) + ["--no-verify", "--image-archive", ARCHIVES[0], "--image-archive", ARCHIVES[1]])
+        cfg, record = work / "cfg", work / "inventory.json"
+        ours = [timed([BIN, "verify", "--config-dir", cfg, "--record", record, "--jobs", "8", "--timeout", "600"])
+                for _ in range(RUNS)]
+        listed = json.loads(record.read_text())["counts"]["tags"]
+        assert listed == tags, f"the inventory holds {listed} tags, not {tags}"
+        # By hand, once (12 000 skopeo runs at 10 000 tags take minutes).
+        start = time.perf_counter()
+        names = [f"scale/r{r // 100}/app{r}" for r in range(repos)]
+        for name in names:
+            ref = f"docker://localhost:{port}/{name}"
+            listed_tags = json.loads(sh(["skopeo", "list-tags", "--cert-dir", cfg, ref]).stdout)["Tags"]
+            for tag in listed_tags:
+                sh(["skopeo", "inspect", "--raw", "--cert-dir", cfg, f"{ref}:{tag}"])
+        by_hand = time.perf_counter() - start
+        # The read-only window of a guarded upgrade, there and back.
+        windows = []
+        for image, archive in [(REGISTRY_IMAGE.replace("registry:", "registry-2x:"), ARCHIVES_2X), (REGISTRY_IMAGE, ARCHIVES[0])]:
+            out = sh([BIN, "--config-dir", cfg, "--registry-image", image, "--image-archive", archive, "--no-verify"]).stdout
+            windows.append(step_seconds(out, "read-only", "inventory after"))
+        rm_pod(pod)
+        shutil.rmtree(work)
+        figures[tags] = (statistics.median(ours), by_hand, max(windows))
+        ratio = statistics.median(ours) / by_hand
+        goal = ratio <= 0.05 and max(windows) <= 5
+        row(f"13. inventory of {tags} tags in {repos} repositories (`verify --record`)",
+            f"{fmt(ours)} (storage written in {wrote:.1f} s); guarded upgrade's read-only window {windows[0]:.1f} s "
+            f"and {windows[1]:.1f} s (2.x layout and back)",
+            f"by hand, skopeo list-tags per repository + inspect --raw per tag, once: {by_hand:.1f} s",
+            f"{ratio:.3f}×", "≤ 0.05×; window ≤ 5 s", goal)
+    (small, big) = sorted(figures)
+    growth = lambda i: figures[big][i] / figures[small][i]
+    row("13. growth from 1 000 to 10 000 tags", f"inventory {growth(0):.1f}×, read-only window {growth(2):.1f}×",
+        f"by hand {growth(1):.1f}×", "-", "≤ 10× (linear)", growth(0) <= 12 and growth(2) <= 12)
+
+
 def bench_backup(tmp: Path, gib_image: Path):
     """backup and restore of an appliance holding 1 GiB, in MB/s, against tar of the same folders."""
     work, port, pod = tmp / "backup", free_port(), "ru-bench-backup"
@@ -795,13 +919,15 @@ def main():
                 bench_backup(tmp, gib)
             if wanted("import"):
                 bench_import(tmp)
+            if wanted("inventory"):
+                bench_inventory(tmp)
             shutil.rmtree(gib)
             if wanted("proxy"):
                 bench_proxy(tmp, big, size_mib)
             if wanted("s3"):
                 bench_s3(tmp, big, size_mib)
         finally:
-            for pod in ["ru-bench-s3-fs", "ru-bench-s3-s3", "ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup", "ru-bench-import"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
+            for pod in ["ru-bench-s3-fs", "ru-bench-s3-s3", "ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup", "ru-bench-import", "ru-bench-inv-200", "ru-bench-inv-2000"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
                 rm_pod(pod)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
     podman = sh(["podman", "--version"]).stdout.strip()

@@ -169,7 +169,9 @@ pub fn write(
         for (prefix, root) in sources {
             for rel in files_below(&root)? {
                 let rel_text = rel.display().to_string();
-                if prefix == "config" && skip_config.contains(&rel_text.as_str()) {
+                // A name in the list leaves out that file, or every file in that folder.
+                let skipped = skip_config.iter().any(|s| rel_text == *s || rel.starts_with(s));
+                if prefix == "config" && skipped {
                     continue;
                 }
                 let name = match prefix {

@@ -440,6 +440,7 @@ fn an_upgrade_that_serves_less_is_rolled_back_and_writes_meanwhile_get_the_read_
         .stderr_has("The change lost what the registry served: 4 of the 4 tags served before are gone or changed")
         .stderr_has(format!("keep/nginx:2 gone (was {})", digests[2]))
         .stderr_has("Rolled back: the earlier setup (registry image localhost/registry-up-test/registry:latest")
+        .stderr_has("and serves every one of the 4 tags served before with the same digest")
         .run();
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let answers = probe.join().unwrap();
@@ -485,43 +486,73 @@ fn a_guarded_upgrade_killed_at_any_moment_comes_back_with_every_tag_read_write()
     app.push(registry_tar, "keep/registry:1", None);
     let tags = ["keep/nginx:1", "keep/registry:1"];
     let digests: Vec<String> = tags.iter().map(|t| app.raw_digest(t)).collect();
-    let images = [common::REGISTRY_2X_IMAGE, common::REGISTRY_IMAGE];
-    let archives = [common::registry_2x_archive(), common::image_archives()[0].as_path()];
     let old_state = |app: &Appliance| -> String {
         let s: serde_json::Value =
             serde_json::from_slice(&std::fs::read(app.config_dir().join("state.json")).unwrap()).unwrap();
         s["registry_image"].as_str().unwrap().to_string()
     };
-    for (i, delay_ms) in [150u64, 600, 1200, 2500, 4000].into_iter().enumerate() {
-        let (image, archive) = (images[i % 2], archives[i % 2]);
+    // Killed right after each step of the guarded change: read-only, the first inventory, the files written,
+    // the new pod started, the new pod answering.
+    let moments = [
+        "read-only",
+        "inventory before",
+        "write files",
+        "start pod",
+        "wait for registry",
+    ];
+    let (image, archive) = (common::REGISTRY_2X_IMAGE, common::registry_2x_archive());
+    for moment in moments {
+        let earlier = old_state(&app);
+        assert_ne!(earlier, image);
         let mut child = rerun(&app, &["--registry-image", image])
             .arg("--image-archive")
             .arg(archive)
             .command()
-            .stdout(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
-        let _ = child.kill();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut seen = Vec::new();
+        for line in std::io::BufRead::lines(stdout) {
+            let line = line.unwrap();
+            let here = line.starts_with(&format!("ok   {moment}"));
+            seen.push(line);
+            if here {
+                let _ = child.kill();
+                break;
+            }
+        }
         child.wait().unwrap();
+        assert!(
+            seen.last().is_some_and(|l| l.starts_with(&format!("ok   {moment}"))),
+            "the run never reached {moment}: {seen:#?}"
+        );
         // Its podman child (play kube) runs on to the end: the next run starts after it, as a person's would.
         common::wait_until_no_process_names(&app.config_dir());
-        // Whatever the moment, the next plain run brings back one of the two setups, read-write.
-        let out = rerun(&app, &[]).run();
+        // Whatever the moment, the next plain run brings back one of the two setups, read-write: the earlier
+        // one, whose files it puts back first.
+        let out = rerun(&app, &[]).stderr_has("file(s) were put back").run();
         let running = app.inspect(&app.container("registry"), "{{.ImageName}}");
-        assert!(images.contains(&running.as_str()), "{running}");
+        assert_eq!(running, earlier, "the earlier setup runs after a kill after {moment}");
         assert_eq!(old_state(&app), running, "state.json names what runs");
         for (tag, digest) in tags.iter().zip(&digests) {
             assert_eq!(
                 &app.raw_digest(tag),
                 digest,
-                "{tag} after a kill at {delay_ms} ms\n{}",
+                "{tag} after a kill after {moment}\n{}",
                 common::shown(&out)
             );
         }
-        assert_eq!(upload_start(&app).1, "202", "read-write after a kill at {delay_ms} ms");
+        assert_eq!(upload_start(&app).1, "202", "read-write after a kill after {moment}");
         assert!(!app.config_dir().join("upgrade-rollback").exists());
         assert!(!app.config_dir().join("gc-in-progress").exists());
     }
+    // Left to finish, the same change is proven and kept.
+    rerun(&app, &["--registry-image", image])
+        .arg("--image-archive")
+        .arg(archive)
+        .stdout_has("every one of the 2 tags served before is served with the same digest")
+        .run();
+    assert_eq!(old_state(&app), image);
 }

@@ -37,7 +37,12 @@ pub fn backup(args: &BackupArgs, host: &HostFacts) -> Result<()> {
         Some(path) => Some(full_backup(path, "--since")?),
     };
     // Files of this run and this host, not of the appliance.
-    let skip = [layout::GC_IN_PROGRESS, layout::FIREWALL, layout::REGISTRY_VERSION];
+    let skip = [
+        layout::GC_IN_PROGRESS,
+        layout::FIREWALL,
+        layout::REGISTRY_VERSION,
+        layout::ROLLBACK_DIR,
+    ];
     let written = super::gc::while_read_only(&settings, ReadOnly::Backup, args.drain_timeout, |report| {
         report.step("copy", || {
             let w = backup::write(
@@ -214,6 +219,9 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     drop(_lock);
     let mut up = UpArgs::installed(config_dir, PullPolicy::Missing);
     up.setup.data_dir = Some(data_dir);
+    // The restored images are in that data folder: the one the backup was taken from, should it still hold
+    // others on this host, is not this appliance's any more (up says so, naming it).
+    up.empty_storage = true;
     super::up::run(&up, rt, crate::pki::Renew::IfNeeded, host)?;
     super::gc::verify_deep(&args.appliance, "after the restore", rt, host)
 }

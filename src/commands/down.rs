@@ -24,6 +24,7 @@ const CONFIG_ENTRIES: &[&str] = &[
     crate::layout::GC_IN_PROGRESS,
     crate::layout::REGISTRY_VERSION,
     crate::layout::INVENTORY,
+    crate::layout::ROLLBACK_DIR,
 ];
 
 pub fn command(args: &DownArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {

@@ -120,7 +120,9 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
     let mut checks = outcome.checks;
     if let Some(inventory) = &outcome.inventory {
         // The appliance's own record of what it served at its last deep verify (status shows it).
-        let kept = match (appliance, &lock, args.deep) {
+        // Only a whole walk is the appliance's record: one with missing items would hide them next time.
+        let whole = outcome.deep.as_ref().is_some_and(|d| d.problems.is_empty()) && inventory.unreadable == 0;
+        let kept = match (appliance, &lock, args.deep && whole) {
             (Some(_), Some(_), true) => Some(args.appliance.config_dir.join(layout::INVENTORY)),
             _ => None,
         };
@@ -135,9 +137,11 @@ pub fn command(args: &VerifyArgs, rt: &tokio::runtime::Runtime, host: &crate::ho
             }
         }
     } else if args.record.is_some() {
-        checks.push(Check::skipped(
+        checks.push(Check::new(
             "record",
-            "the registry could not be walked, so no inventory was taken",
+            Status::Fail,
+            "the registry could not be walked (see the checks above), so no inventory was taken or written",
+            Duration::ZERO,
         ));
     }
     let mut report = Report::new(target.registry(), checks, outcome.deep, opts.strict, start.elapsed());

@@ -338,6 +338,12 @@ impl Podman {
         }
     }
 
+    /// Names the local image `id` `name` (again).
+    pub fn tag(&self, id: &str, name: &str) -> Result<()> {
+        self.run(&["tag", id, name])?;
+        Ok(())
+    }
+
     /// The manifest digest of a local image.
     pub fn image_digest(&self, reference: &str) -> Result<String> {
         Ok(self

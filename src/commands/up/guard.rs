@@ -76,6 +76,16 @@ struct Kept {
     saved: Option<String>,
 }
 
+const IMAGE: &str = "image.json";
+
+/// The registry image the old pod ran, by name and ID: a change that re-pulled or loaded new content under
+/// the same name is rolled back to the old content (the name is tagged to the old ID again).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct OldImage {
+    name: String,
+    id: String,
+}
+
 /// A guarded change under way.
 pub struct Guard {
     /// What was served before (or held in the old data folder when the old pod did not answer).
@@ -98,26 +108,32 @@ fn keep(plan: &Plan, config_dir: &Path) -> Result<()> {
             .map_err(|e| Error::runtime(crate::host::io_failed("create", &dir, &e)))?;
     }
     let mut kept = Vec::new();
-    for (i, change) in plan.writes().enumerate() {
-        let entry = match std::fs::read(&change.path) {
+    // The nginx conf goes read-only meanwhile, whatever the plan writes: it is always put back.
+    let conf = config_dir.join(layout::NGINX_CONF);
+    let mut paths: Vec<PathBuf> = plan.writes().map(|c| c.path.clone()).collect();
+    if !paths.contains(&conf) {
+        paths.push(conf);
+    }
+    for (i, path) in paths.iter().enumerate() {
+        let entry = match std::fs::read(path) {
             Ok(bytes) => {
-                let mode = std::fs::metadata(&change.path)
+                let mode = std::fs::metadata(path)
                     .map(|m| m.permissions().mode() & 0o7777)
                     .unwrap_or(layout::PRIVATE);
                 let name = i.to_string();
                 crate::apply::write_atomic(&dir.join(&name), &bytes, layout::PRIVATE)?;
                 Kept {
-                    path: change.path.clone(),
+                    path: path.clone(),
                     mode,
                     saved: Some(name),
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Kept {
-                path: change.path.clone(),
+                path: path.clone(),
                 mode: 0,
                 saved: None,
             },
-            Err(e) => return Err(Error::runtime(crate::host::io_failed("read", &change.path, &e))),
+            Err(e) => return Err(Error::runtime(crate::host::io_failed("read", path, &e))),
         };
         kept.push(entry);
     }
@@ -146,6 +162,21 @@ pub fn put_back(config_dir: &Path) -> Result<Option<usize>> {
         ))
     })?;
     unmove(&dir)?;
+    if let Some(old) = std::fs::read(dir.join(IMAGE))
+        .ok()
+        .and_then(|t| serde_json::from_slice::<OldImage>(&t).ok())
+    {
+        // The name leads to the content the old pod ran again (a no-op when nothing was re-pulled).
+        let podman = Podman::find()?;
+        if podman
+            .image_ids(&[&old.name])
+            .ok()
+            .and_then(|ids| ids.into_iter().next())
+            != Some(old.id.clone())
+        {
+            podman.tag(&old.id, &old.name)?;
+        }
+    }
     for k in &kept {
         match &k.saved {
             Some(name) => {
@@ -250,12 +281,12 @@ fn unmove(dir: &Path) -> Result<()> {
 }
 
 /// How the installed appliance is reached now: its name and port, its CA and password on disk.
-fn installed_target(settings: &Settings, previous: &State) -> Target {
-    let ca_pem = std::fs::read(settings.config_dir.join(layout::CA_CERT)).ok();
+pub fn installed_target(config_dir: &Path, previous: &State) -> Target {
+    let ca_pem = std::fs::read(config_dir.join(layout::CA_CERT)).ok();
     let credentials = previous
         .auth_user
         .as_ref()
-        .and_then(|user| crate::secrets::saved_login(&settings.config_dir, user, "").ok());
+        .and_then(|user| crate::secrets::saved_login(config_dir, user, "").ok());
     Target {
         host: previous.url_host(),
         port: previous.port,
@@ -282,6 +313,8 @@ fn stored(previous: &State) -> Inventory {
     let mut repositories: Vec<String> = Vec::new();
     let found = tags
         .into_iter()
+        // A tag whose link cannot be read is served by nobody: it is not what a change could lose.
+        .filter(|(_, digest)| !digest.is_empty())
         .filter_map(|(name, digest)| {
             let (repo, tag) = name.rsplit_once(':')?;
             if repositories.last().is_none_or(|r| r != repo) {
@@ -319,6 +352,21 @@ pub fn begin(
     moving: Option<&Move>,
 ) -> Result<Guard> {
     keep(plan, &settings.config_dir)?;
+    let registry = render::container_name(&previous.pod_name, render::REGISTRY_CONTAINER);
+    if let Ok(Some(info)) = podman.container(&registry) {
+        if !info.image_id.is_empty() && info.image_name == previous.registry_image {
+            let old = OldImage {
+                name: info.image_name,
+                id: info.image_id,
+            };
+            let text = serde_json::to_vec(&old).expect("serialises");
+            crate::apply::write_atomic(
+                &settings.config_dir.join(layout::ROLLBACK_DIR).join(IMAGE),
+                &text,
+                layout::PRIVATE,
+            )?;
+        }
+    }
     let mut guard = baseline(rt, out, previous, settings, podman)?;
     if moving.is_some_and(|m| m.empty) {
         guard.before = Inventory::new(inventory::About::default(), &[], Vec::new(), 0, &Default::default(), 0);
@@ -372,7 +420,13 @@ fn baseline(
     )?;
     out.step("read-only", || {
         crate::apply::write_atomic(&conf, read_only.as_bytes(), layout::PUBLIC)?;
-        if !podman.reload_nginx_drained(&nginx, DRAIN)? {
+        let drained = podman.reload_nginx_drained(&nginx, DRAIN);
+        if !matches!(drained, Ok(true)) {
+            // Back to how it was at once: the caller puts the files back too, but writes must not wait.
+            let _ = crate::apply::write_atomic(&conf, current.as_bytes(), layout::PUBLIC);
+            let _ = podman.reload_nginx(&nginx);
+        }
+        if !drained? {
             return Err(Error::runtime(format!(
                 "A request that began before (a long push or pull) was still running after {} s, so nothing was \
                  changed: run registry-up up again when it has finished.",
@@ -384,7 +438,7 @@ fn baseline(
             "writes get 405 from nginx while the change is made and proven, reads pass".to_string(),
         ))
     })?;
-    let target = installed_target(settings, previous);
+    let target = installed_target(&settings.config_dir, previous);
     let (before, source) = out.step("inventory before", || {
         let about = about(&target, previous);
         match rt.block_on(crate::verify::take_inventory(&target, INVENTORY_TIMEOUT, JOBS, about)) {
@@ -468,4 +522,27 @@ pub fn start_read_only(settings: &Settings) -> Result<()> {
     let conf = settings.config_dir.join(layout::NGINX_CONF);
     let text = render::nginx_conf(settings, Some(render::ReadOnly::Upgrade));
     crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
+}
+
+/// After a roll-back: what the earlier setup serves again, compared with what it served before the change.
+pub fn proven_again(
+    rt: &tokio::runtime::Runtime,
+    guard: &Guard,
+    config_dir: &Path,
+    previous: &State,
+) -> Result<Comparison> {
+    let target = installed_target(config_dir, previous);
+    let after = rt
+        .block_on(crate::verify::take_inventory(
+            &target,
+            INVENTORY_TIMEOUT,
+            JOBS,
+            about(&target, previous),
+        ))
+        .map_err(|why| {
+            Error::verify(format!(
+                "What the earlier setup serves again could not be taken ({why})."
+            ))
+        })?;
+    Ok(inventory::compare(&guard.before, &after))
 }

@@ -331,19 +331,29 @@ pub fn run(args: &UpArgs, rt: &tokio::runtime::Runtime, renew: Renew, host: &Hos
             ));
         }
     }
-    run_locked(args, rt, renew, host, &out, true)
+    run_locked(args, rt, renew, host, &out, Mode::Guarded)
 }
 
-/// `up` under the appliance's lock; `guarded`: prove a change that replaces the pod kept what was served
-/// (false when starting the old setup again after a change that did not).
+/// How a run treats the running pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Every run: a change that replaces the pod is proven to keep what was served.
+    Guarded,
+    /// Starting the earlier setup again after a change that did not keep it: the pod is replaced whatever it
+    /// looks like (it may run new content under the old name), and nothing is guarded.
+    RollBack,
+}
+
+/// `up` under the appliance's lock.
 fn run_locked(
     args: &UpArgs,
     rt: &tokio::runtime::Runtime,
     renew: Renew,
     host: &HostFacts,
     out: &Reporter,
-    guarded: bool,
+    mode: Mode,
 ) -> Result<()> {
+    let guarded = mode == Mode::Guarded;
     let Resolved {
         previous,
         moving,
@@ -404,11 +414,14 @@ fn run_locked(
         .map(|f| (desired::host_path(&settings, f, host), f.clone()))
         .collect();
     let plan = plan::plan(desired::wanted_dirs(&settings, ready.service, host), files)?;
-    let action = decide::pod_action(&PodFacts {
-        status: ready.status.as_ref(),
-        stale: stale(rt, &ready, &plan, &target),
-        changes_need: plan.pod_needs(),
-    });
+    let action = match (mode, &ready.status) {
+        (Mode::RollBack, Some(_)) => PodAction::Restart(decide::RestartWhy::Stale),
+        _ => decide::pod_action(&PodFacts {
+            status: ready.status.as_ref(),
+            stale: stale(rt, &ready, &plan, &target),
+            changes_need: plan.pod_needs(),
+        }),
+    };
     if decide::port_must_be_free(ready.status.is_some(), same_port) {
         decide::port_problem(
             settings.port,
@@ -722,7 +735,7 @@ fn execute(
         // Read-write again: auth and config are proven as on any run; a setup that fails them goes too.
         let proven = proven.and_then(|()| check_auth_and_config(rt, out, settings, podman, target, desired));
         if let Err(e) = proven {
-            return Err(roll_back(args, rt, host, out, prev, e));
+            return Err(roll_back(args, rt, host, out, prev, g, e));
         }
         guard::discard(&settings.config_dir);
     } else {
@@ -732,20 +745,26 @@ fn execute(
 }
 
 /// The change did not keep what was served, or failed half way: the files of the earlier setup go back and
-/// its pod is started again (read-write, verified); the error says what was lost and what was put back.
+/// its pod is started again (read-write, verified), and what it serves is compared with what it served
+/// before; the error says what was lost, what was put back, and whether that holds every tag again.
 fn roll_back(
     args: &UpArgs,
     rt: &tokio::runtime::Runtime,
     host: &HostFacts,
     out: &Reporter,
     previous: &crate::state::State,
+    g: &guard::Guard,
     e: Error,
 ) -> Error {
     out.warn("the change is rolled back to the setup that was running before it");
     let config_dir = &args.setup.config_dir;
     let back = guard::put_back(config_dir).and_then(|_| {
+        // Unit files put back are read again by systemd before the earlier pod is started.
+        if previous.service != Service::Direct {
+            let _ = crate::runtime::systemd::Systemctl::for_appliance(previous.rootless).run(&["daemon-reload"]);
+        }
         let old = UpArgs::installed(config_dir.clone(), crate::cli::PullPolicy::Never);
-        run_locked(&old, rt, Renew::IfNeeded, host, out, false)
+        run_locked(&old, rt, Renew::IfNeeded, host, out, Mode::RollBack)
     });
     let what = format!(
         "registry image {}, storage {}, pod {}",
@@ -758,17 +777,29 @@ fn roll_back(
     } else {
         e.status
     };
-    let message = match back {
-        Ok(()) => format!(
-            "{}\nRolled back: the earlier setup ({what}) is running again, read-write, with its files as they \
-             were; every tag it served is served again. Find why the new setup served less before trying it again.",
-            e.message
-        ),
-        Err(b) => format!(
-            "{}\nThe roll-back to the earlier setup ({what}) failed too: {} Run registry-up up again to finish it.",
-            e.message, b.message
-        ),
-    };
+    let message =
+        match back.and_then(|()| guard::proven_again(rt, g, config_dir, previous)) {
+            Ok(c) if c.equal() => format!(
+                "{}\nRolled back: the earlier setup ({what}) is running again, read-write, with its files as they \
+             were, and serves every one of {} with the same digest. Find why the new setup served less before \
+             trying it again.",
+                e.message, g.source
+            ),
+            Ok(c) => {
+                format!(
+            "{}\nRolled back to the earlier setup ({what}), but it too no longer serves {} of {}:\n{}\nLook at \
+             the data folder and the registry's logs (registry-up logs).",
+            e.message,
+            c.changed.len(),
+            g.source,
+            c.changed.iter().map(|x| format!("  {}", x.describe())).collect::<Vec<_>>().join("\n")
+        )
+            }
+            Err(b) => format!(
+                "{}\nThe roll-back to the earlier setup ({what}) failed too: {} Run registry-up up again to finish it.",
+                e.message, b.message
+            ),
+        };
     Error { status, message }
 }
 
