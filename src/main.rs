@@ -128,7 +128,7 @@ fn dispatch(cli: &Cli, host: &HostFacts) -> Result<ExitStatus> {
         Some(Command::Maintain(args)) => maintain::command(args, &rt, host),
         Some(Command::Site(SiteCommand::Export(args))) => done(commands::site::export(args, &rt, host)),
         Some(Command::Site(SiteCommand::Forget(args))) => done(commands::site::forget(args, &rt, host)),
-        Some(Command::Backup(args)) => done(backup_cmd::backup(args, host)),
+        Some(Command::Backup(args)) => done(backup_cmd::backup(args, &rt, host)),
         Some(Command::Restore(args)) => backup_cmd::restore(args, &rt, host),
         Some(Command::Completions(args)) => done(completions::command(args)),
         Some(Command::Man(args)) => done(man::command(args)),

@@ -148,6 +148,9 @@ fn a_purged_appliance_comes_back_from_its_backups_with_every_digest_and_a_damage
     )
     .stdout_has("ok   verify push/pull")
     .stdout_has("PASS deep")
+    // Proven against what the registry served when the incremental backup was taken.
+    .stdout_has("PASS inventory")
+    .stdout_has(format!("all {} tags of the inventory taken", tags.len()))
     .run();
     let after: Vec<String> = tags.iter().map(|t| app.raw_digest(t)).collect();
     let key = app.config_dir().join("ca/ca.key");

@@ -10,7 +10,7 @@ use crate::host::HostFacts;
 use crate::layout;
 use crate::render::ReadOnly;
 
-pub fn backup(args: &BackupArgs, host: &HostFacts) -> Result<()> {
+pub fn backup(args: &BackupArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
     let dir = &args.appliance.config_dir;
     let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
     let (settings, data_dir) = super::gc::installed(dir, host, "backup")?;
@@ -43,7 +43,34 @@ pub fn backup(args: &BackupArgs, host: &HostFacts) -> Result<()> {
         layout::REGISTRY_VERSION,
         layout::ROLLBACK_DIR,
     ];
+    let state = crate::state::installed(dir)?;
     let written = super::gc::while_read_only(&settings, ReadOnly::Backup, args.drain_timeout, |report| {
+        // What the registry serves now, read-only, goes into the backup: restore proves it serves it again.
+        let target = crate::verify::Target::installed(dir, &state);
+        let about = crate::verify::inventory::About {
+            registry: target.registry(),
+            registry_image: Some(state.registry_image.clone()),
+            storage: Some(state.storage()),
+        };
+        let taken = report.step("inventory", || {
+            let timeout = std::time::Duration::from_secs(600);
+            match rt.block_on(crate::verify::take_inventory(&target, timeout, 8, about)) {
+                Ok(inv) => {
+                    inv.write(&settings.config_dir.join(layout::INVENTORY))?;
+                    let detail = inv.describe_counts();
+                    Ok((true, detail))
+                }
+                Err(why) => Ok((
+                    false,
+                    format!("not taken ({why}): restore will not be proven against it"),
+                )),
+            }
+        })?;
+        let mut skip = skip.to_vec();
+        if !taken {
+            // An older inventory would prove the restore against what this backup may not hold.
+            skip.push(layout::INVENTORY);
+        }
         report.step("copy", || {
             let w = backup::write(
                 &out,
@@ -223,7 +250,9 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     // others on this host, is not this appliance's any more (up says so, naming it).
     up.empty_storage = true;
     super::up::run(&up, rt, crate::pki::Renew::IfNeeded, host)?;
-    super::gc::verify_deep(&args.appliance, "after the restore", rt, host)
+    // The backup's inventory (taken read-only as it was made): every tag it served must be served again.
+    let baseline = Some(args.appliance.config_dir.join(layout::INVENTORY)).filter(|p| p.is_file());
+    super::gc::verify_deep(&args.appliance, "after the restore", baseline, rt, host)
 }
 
 fn file_name(dir: &Path) -> String {

@@ -41,7 +41,7 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
         collect(args.drain_timeout, &settings, &data_dir)?
     };
     // The lock is let go: verify takes it itself.
-    let status = verify_deep(&args.appliance, "after the collection", rt, host)?;
+    let status = verify_deep(&args.appliance, "after the collection", None, rt, host)?;
     println!("\ngc freed {freed}.");
     Ok(status)
 }
@@ -71,6 +71,7 @@ pub fn installed(dir: &std::path::Path, host: &HostFacts, command: &str) -> Resu
 pub fn verify_deep(
     appliance: &ApplianceDir,
     after: &str,
+    baseline: Option<std::path::PathBuf>,
     rt: &tokio::runtime::Runtime,
     host: &HostFacts,
 ) -> Result<ExitStatus> {
@@ -82,7 +83,7 @@ pub fn verify_deep(
         user: None,
         deep: true,
         record: None,
-        baseline: None,
+        baseline,
         jobs: 4,
         json: false,
         strict: false,

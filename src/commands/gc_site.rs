@@ -94,7 +94,7 @@ pub fn command(args: &GcArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) ->
         }
         collect(&site, rt, &podman, &registry)?
     };
-    let status = super::gc::verify_deep(&args.appliance, "after the collection", rt, host)?;
+    let status = super::gc::verify_deep(&args.appliance, "after the collection", None, rt, host)?;
     println!("\ngc freed {freed}.");
     Ok(status)
 }

@@ -50,7 +50,7 @@ pub fn command(args: &MaintainArgs, rt: &tokio::runtime::Runtime, host: &HostFac
     let verified = if full || collected.is_err() {
         ExitStatus::Failed
     } else {
-        super::gc::verify_deep(&args.appliance, "after the maintenance run", rt, host)?
+        super::gc::verify_deep(&args.appliance, "after the maintenance run", None, rt, host)?
     };
     println!("\n{message}");
     Ok(verified)

@@ -60,6 +60,26 @@ impl Http {
 }
 
 impl Target {
+    /// The appliance installed in `config_dir` as its own host reaches it: its name and port, its CA and
+    /// password on disk (a replica pinned to its own listen address).
+    pub fn installed(config_dir: &std::path::Path, state: &crate::state::State) -> Target {
+        let ca_pem = std::fs::read(config_dir.join(crate::layout::CA_CERT)).ok();
+        let credentials = state
+            .auth_user
+            .as_ref()
+            .and_then(|user| crate::secrets::saved_login(config_dir, user, "").ok());
+        Target {
+            host: state.url_host(),
+            port: state.port,
+            ca_pem,
+            credentials,
+            pin: state
+                .s3
+                .as_ref()
+                .map(|_| crate::listen::local_address(&state.listen, state.port)),
+        }
+    }
+
     /// `host:port` as in image references.
     pub fn registry(&self) -> String {
         format!("{}:{}", self.host, self.port)

@@ -280,26 +280,7 @@ fn unmove(dir: &Path) -> Result<()> {
     }
 }
 
-/// How the installed appliance is reached now: its name and port, its CA and password on disk.
-pub fn installed_target(config_dir: &Path, previous: &State) -> Target {
-    let ca_pem = std::fs::read(config_dir.join(layout::CA_CERT)).ok();
-    let credentials = previous
-        .auth_user
-        .as_ref()
-        .and_then(|user| crate::secrets::saved_login(config_dir, user, "").ok());
-    Target {
-        host: previous.url_host(),
-        port: previous.port,
-        ca_pem,
-        credentials,
-        pin: previous
-            .s3
-            .as_ref()
-            .map(|_| crate::listen::local_address(&previous.listen, previous.port)),
-    }
-}
-
-fn about(target: &Target, state: &State) -> inventory::About {
+pub fn about(target: &Target, state: &State) -> inventory::About {
     inventory::About {
         registry: target.registry(),
         registry_image: Some(state.registry_image.clone()),
@@ -438,7 +419,7 @@ fn baseline(
             "writes get 405 from nginx while the change is made and proven, reads pass".to_string(),
         ))
     })?;
-    let target = installed_target(&settings.config_dir, previous);
+    let target = Target::installed(&settings.config_dir, previous);
     let (before, source) = out.step("inventory before", || {
         let about = about(&target, previous);
         match rt.block_on(crate::verify::take_inventory(&target, INVENTORY_TIMEOUT, JOBS, about)) {
@@ -531,7 +512,7 @@ pub fn proven_again(
     config_dir: &Path,
     previous: &State,
 ) -> Result<Comparison> {
-    let target = installed_target(config_dir, previous);
+    let target = Target::installed(config_dir, previous);
     let after = rt
         .block_on(crate::verify::take_inventory(
             &target,
