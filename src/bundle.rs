@@ -177,15 +177,7 @@ impl CheckedBundle {
 
 /// `text` with control characters escaped, so a crafted name cannot drive the terminal.
 pub fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_default().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::error::printable(text, false)
 }
 
 /// The manifest digest and name an OCI archive's index.json records for its one image.

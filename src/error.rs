@@ -81,3 +81,26 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `text` with control characters escaped, so a crafted name in an error cannot drive the terminal (an
+/// escape sequence that sets its title, say); line breaks stay when `keep_lines`, for messages of several
+/// lines.
+pub fn printable(text: &str, keep_lines: bool) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\n' if keep_lines => c.to_string(),
+            c if c.is_control() => c.escape_default().to_string(),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped_and_lines_kept_when_asked() {
+        let hostile = "a\u{1b}]0;pwned\u{7}b.test\nnext";
+        assert_eq!(super::printable(hostile, true), "a\\u{1b}]0;pwned\\u{7}b.test\nnext");
+        assert_eq!(super::printable(hostile, false), "a\\u{1b}]0;pwned\\u{7}b.test\\nnext");
+    }
+}

@@ -20,6 +20,12 @@ impl Listen {
     /// means every address. Each must be an IP literal this host has, or a wildcard.
     pub fn parse(given: &[String], from_state: bool, host_ipv6: bool, host_addresses: &[IpAddr]) -> Result<Self> {
         let every = Listen::All { ipv6: host_ipv6 };
+        if given.iter().any(|g| g.trim() == "all") && given.len() > 1 {
+            return Err(Error::usage(
+                "--listen all means every address, so it cannot go with other --listen addresses: give all alone, \
+                 or only the addresses to answer on.",
+            ));
+        }
         if given.is_empty() || given.iter().any(|g| g.trim() == "all") {
             return Ok(every);
         }
@@ -264,6 +270,15 @@ mod tests {
         assert_eq!(
             Listen::parse(&["all".into()], false, true, &[]).unwrap(),
             Listen::All { ipv6: true }
+        );
+        // "all" with an address says two things: refused, not silently every address.
+        let mixed = vec!["all".to_string(), "127.0.0.1".into()];
+        let e = Listen::parse(&mixed, false, true, &ips(&["127.0.0.1"])).unwrap_err();
+        assert_eq!(e.status, crate::error::ExitStatus::Usage);
+        assert!(
+            e.message.contains("cannot go with other --listen addresses"),
+            "{}",
+            e.message
         );
         // Without IPv6, 0.0.0.0 alone is every address.
         let v4 = Listen::parse(&["0.0.0.0".into()], false, false, &[]).unwrap();

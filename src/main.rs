@@ -72,7 +72,8 @@ fn main() -> std::process::ExitCode {
     match dispatch(&cli, host) {
         Ok(status) => status.into(),
         Err(e) => {
-            eprintln!("error: {e}");
+            // Errors name what was given: a control character in it is shown, not sent to the terminal.
+            eprintln!("error: {}", crate::error::printable(&e.to_string(), true));
             e.status.into()
         }
     }

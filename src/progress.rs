@@ -93,6 +93,6 @@ impl Reporter {
     }
 
     pub fn warn(&self, text: &str) {
-        eprintln!("warning: {text}");
+        eprintln!("warning: {}", crate::error::printable(text, true));
     }
 }

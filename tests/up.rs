@@ -182,6 +182,15 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
         (vec!["--image-archive", &missing_archive], "does not exist"),
         (vec!["--data-dir", "/proc/registry-up-e2e"], "Cannot write to /proc"),
         (vec!["--port", &taken_port], "already in use"),
+        (
+            vec!["--listen", "all", "--listen", "127.0.0.1"],
+            "cannot go with other --listen addresses",
+        ),
+        // A name that would set the terminal's title: shown escaped, never sent to the terminal.
+        (
+            vec!["--san", "a\u{1b}]0;pwned\u{7}b.test"],
+            "a\\u{1b}]0;pwned\\u{7}b.test",
+        ),
     ];
     let owner = format!("(pid {})", std::process::id());
     for (extra, expect) in cases {
@@ -189,6 +198,10 @@ fn invalid_input_fails_with_exit_2_and_leaves_nothing_behind() {
         let stderr = text(&out.stderr);
         assert_eq!(stderr.trim().lines().count(), 1, "one plain sentence:\n{stderr}");
         assert!(stderr.starts_with("error: "), "{stderr}");
+        assert!(
+            !stderr.contains(['\u{1b}', '\u{7}']),
+            "a control character reached the terminal: {stderr:?}"
+        );
         assert!(
             !app.config_dir().exists(),
             "{extra:?} wrote {}",

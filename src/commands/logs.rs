@@ -80,10 +80,12 @@ pub fn parse_since(text: &str, now: OffsetDateTime) -> std::result::Result<Offse
     if !number.is_empty() || text.is_empty() {
         return Err(bad());
     }
+    // Nothing was logged before 1970: a duration that reaches further back is a mistake, not "all of it".
     i64::try_from(total)
         .ok()
         .and_then(|s| now.checked_sub(time::Duration::seconds(s)))
-        .ok_or_else(bad)
+        .filter(|at| *at >= OffsetDateTime::UNIX_EPOCH)
+        .ok_or_else(|| format!("'{text}' reaches back before 1970: give a shorter duration, or a time"))
 }
 
 /// What one line of a source's output is.
@@ -422,6 +424,9 @@ mod tests {
         for bad in ["", "10", "m", "10x", "-5m", "1h 30m", "99999999999999999999s"] {
             assert!(parse_since(bad, now).is_err(), "{bad}");
         }
+        // A year of -9382 is not a time to give Podman.
+        let e = parse_since("99999999h", now).unwrap_err();
+        assert!(e.contains("before 1970"), "{e}");
     }
 
     #[test]
