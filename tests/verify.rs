@@ -567,6 +567,11 @@ fn a_registry_whose_environment_overrides_its_config_fails_config_and_storage_an
     std::fs::write(&by_hand, serde_yaml_ng::to_string(&pod).unwrap()).unwrap();
     let played = podman(&["play", "kube", "--replace", &by_hand.display().to_string()]);
     assert!(played.status.success(), "{}", text(&played.stderr));
+    // nginx binds a moment after play kube returns.
+    let started = Instant::now();
+    while app.curl_code(None) == "000" && started.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (code, report) = verify_json(&app, &[]);
     assert_eq!(code, 1, "{report:#}");
     assert_check(
