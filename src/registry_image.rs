@@ -60,7 +60,7 @@ pub fn layout(image: &str, config: &ImageConfig) -> Result<Layout> {
 /// Refuses an image that sets REGISTRY_* variables: distribution reads them over its config file, so
 /// such an image would run registry-up's file (fingerprint and all) with, say, its storage elsewhere.
 pub fn no_overrides(image: &str, config: &ImageConfig) -> Result<()> {
-    let names = crate::verify::foreign_registry_env(config.env.as_deref().unwrap_or_default());
+    let names = crate::render::foreign_registry_env(config.env.as_deref().unwrap_or_default());
     if names.is_empty() {
         return Ok(());
     }

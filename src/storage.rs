@@ -104,9 +104,9 @@ pub fn repositories(root: &Path) -> Vec<Repository> {
     found
 }
 
-/// Every tag the storage below `data_dir` holds, `repository:tag` → the digest its link names (an
+/// Every tag the storage below `data_dir` holds, (repository, tag) → the digest its link names (an
 /// unreadable link as an empty digest: it is a tag all the same).
-pub fn tags(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
+pub fn tags(data_dir: &Path) -> std::collections::BTreeMap<(String, String), String> {
     let Some(root) = real_dir(data_dir, &Path::new(V2).join("repositories")) else {
         return Default::default();
     };
@@ -117,7 +117,7 @@ pub fn tags(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
                 .into_iter()
                 .map(move |(tag, path)| {
                     let digest = read_link(&path.join("current/link")).unwrap_or_default();
-                    (format!("{}:{tag}", repo.name), digest)
+                    ((repo.name.clone(), tag), digest)
                 })
         })
         .collect()
@@ -143,7 +143,7 @@ mod tests {
             std::fs::write(t.join("current/link"), &digest).unwrap();
         }
         let tags = tags(dir.path());
-        let names: Vec<&str> = tags.keys().map(String::as_str).collect();
+        let names: Vec<String> = tags.keys().map(|(r, t)| format!("{r}:{t}")).collect();
         assert_eq!(names, ["base:latest", "team/app:1", "team/app:2"]);
         assert!(tags.values().all(|d| *d == digest));
         assert!(super::tags(&dir.path().join("nothing")).is_empty());

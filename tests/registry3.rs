@@ -367,32 +367,12 @@ fn a_registry_image_of_an_unknown_layout_is_refused_before_anything_is_written()
 /// wrapper that points the real binary at another folder through its own process environment, which
 /// neither the image's config nor the container's shows.
 fn image_serving_another_folder(app: &Appliance) -> (String, common::ImageNames) {
-    let name = format!("localhost/registry-up-test/elsewhere-{}:1", app.pod);
-    let context = app.tmp.path().join("elsewhere-image");
-    std::fs::create_dir_all(&context).unwrap();
-    std::fs::write(
-        context.join("registry"),
-        "#!/bin/sh\nREGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/tmp/elsewhere exec /bin/registry \"$@\"\n",
+    let wrapper = "#!/bin/sh\nREGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/tmp/elsewhere exec /bin/registry \"$@\"\n";
+    app.registry_image_from(
+        "elsewhere",
+        "COPY --chmod=0755 registry /usr/local/bin/registry",
+        &[("registry", wrapper)],
     )
-    .unwrap();
-    std::fs::write(
-        context.join("Containerfile"),
-        format!(
-            "FROM {}\nCOPY --chmod=0755 registry /usr/local/bin/registry\n",
-            common::REGISTRY_IMAGE
-        ),
-    )
-    .unwrap();
-    let built = podman(&[
-        "build",
-        "--pull=never",
-        "-q",
-        "-t",
-        &name,
-        &context.display().to_string(),
-    ]);
-    assert!(built.status.success(), "{}", text(&built.stderr));
-    (name.clone(), common::ImageNames(vec![name]))
 }
 
 /// An anonymous blob upload start through the proxy: its status and body.

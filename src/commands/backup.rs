@@ -47,14 +47,9 @@ pub fn backup(args: &BackupArgs, rt: &tokio::runtime::Runtime, host: &HostFacts)
     let written = super::gc::while_read_only(&settings, ReadOnly::Backup, args.drain_timeout, |report| {
         // What the registry serves now, read-only, goes into the backup: restore proves it serves it again.
         let target = crate::verify::Target::installed(dir, &state);
-        let about = crate::verify::inventory::About {
-            registry: target.registry(),
-            registry_image: Some(state.registry_image.clone()),
-            storage: Some(state.storage()),
-        };
+        let about = crate::verify::inventory::About::of(&target, &state);
         let taken = report.step("inventory", || {
-            let timeout = std::time::Duration::from_secs(600);
-            match rt.block_on(crate::verify::take_inventory(&target, timeout, 8, about)) {
+            match rt.block_on(crate::verify::take_inventory(&target, about)) {
                 Ok(inv) => {
                     inv.write(&settings.config_dir.join(layout::INVENTORY))?;
                     let detail = inv.describe_counts();

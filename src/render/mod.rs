@@ -9,7 +9,9 @@ mod state;
 mod systemd;
 
 pub use nginx::{made_read_only, ReadOnly, SITE_HELD_MESSAGE};
-pub use pod::{container_name, socket_volume, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER, REGISTRY_ENV};
+pub use pod::{
+    container_name, foreign_registry_env, socket_volume, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER,
+};
 pub use registry_config::{
     config_path_in_container, disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER,
 };

@@ -53,6 +53,20 @@ struct Container {
 /// localhost:4318 unless told not to. No REGISTRY_* variable: they would override the config file.
 pub const REGISTRY_ENV: &[(&str, &str)] = &[("OTEL_TRACES_EXPORTER", "none")];
 
+/// The running registry container's environment variables that override its config file and that
+/// registry-up did not set (distribution reads `REGISTRY_<SECTION>_<KEY>` over config.yml).
+pub fn foreign_registry_env(env: &[String]) -> Vec<String> {
+    let mut found: Vec<String> = env
+        .iter()
+        .filter_map(|line| line.split_once('=').map(|(k, _)| k).or(Some(line.as_str())))
+        .filter(|name| name.starts_with("REGISTRY_") && !REGISTRY_ENV.iter().any(|(n, _)| n == name))
+        .map(String::from)
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
 #[derive(Serialize)]
 struct EnvVar {
     name: &'static str,

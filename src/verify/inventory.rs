@@ -80,6 +80,17 @@ pub struct About {
     pub storage: Option<String>,
 }
 
+impl About {
+    /// The header of an inventory of the appliance `state` describes, reached as `target`.
+    pub fn of(target: &super::target::Target, state: &crate::state::State) -> About {
+        About {
+            registry: target.registry(),
+            registry_image: Some(state.registry_image.clone()),
+            storage: Some(state.storage()),
+        }
+    }
+}
+
 impl Inventory {
     /// Puts a walk's findings in order. `repositories`: every repository of the catalog (one without
     /// tags is listed too); `blobs`: every blob named, with its size; `manifests`: every manifest served.
@@ -280,16 +291,11 @@ pub fn compare(before: &Inventory, now: &Inventory) -> Comparison {
 
 /// Now, as `2026-12-07T18:00:00Z`.
 pub fn now_rfc3339() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("a UTC time of this era formats as RFC 3339")
 }
 
 #[cfg(test)]

@@ -864,6 +864,35 @@ pub fn bundle_source() -> Option<(Appliance, String, String, ImageNames)> {
     Some((source, registry_ref, nginx_ref, names))
 }
 
+impl Appliance {
+    /// Builds `localhost/registry-up-test/NAME-POD:1` offline, `FROM` the stand-in registry image with the
+    /// Containerfile lines `lines` and the context files `files` (name, text, made executable); returns its
+    /// name and the guard that removes it.
+    pub fn registry_image_from(&self, name: &str, lines: &str, files: &[(&str, &str)]) -> (String, ImageNames) {
+        let reference = format!("localhost/registry-up-test/{name}-{}:1", self.pod);
+        let context = self.tmp.path().join(format!("{name}-image"));
+        std::fs::create_dir_all(&context).unwrap();
+        for (file, body) in files {
+            std::fs::write(context.join(file), body).unwrap();
+        }
+        std::fs::write(
+            context.join("Containerfile"),
+            format!("FROM {REGISTRY_IMAGE}\n{lines}\n"),
+        )
+        .unwrap();
+        let built = podman(&[
+            "build",
+            "--pull=never",
+            "-q",
+            "-t",
+            &reference,
+            &context.display().to_string(),
+        ]);
+        assert!(built.status.success(), "{}", text(&built.stderr));
+        (reference.clone(), ImageNames(vec![reference]))
+    }
+}
+
 impl Drop for ImageNames {
     fn drop(&mut self) {
         for name in &self.0 {

@@ -61,9 +61,6 @@ struct Moved {
     to: PathBuf,
     how: How,
 }
-/// An inventory of a large registry (10 000 tags) takes seconds; this bounds a registry that hangs.
-const INVENTORY_TIMEOUT: Duration = Duration::from_secs(600);
-const JOBS: usize = 8;
 /// Requests begun before the switch to read-only are waited for this long.
 const DRAIN: Duration = Duration::from_secs(120);
 
@@ -239,7 +236,7 @@ fn move_data(m: &Move, config_dir: &Path) -> Result<How> {
     match how {
         How::Rename => std::fs::rename(&from, &to).map_err(|e| {
             Error::runtime(format!(
-                "Cannot move {} to {} ({e}): nothing was lost; see the message below.",
+                "Cannot move {} to {} ({e}): the images stay where they were.",
                 from.display(),
                 to.display()
             ))
@@ -280,36 +277,20 @@ fn unmove(dir: &Path) -> Result<()> {
     }
 }
 
-pub fn about(target: &Target, state: &State) -> inventory::About {
-    inventory::About {
-        registry: target.registry(),
-        registry_image: Some(state.registry_image.clone()),
-        storage: Some(state.storage()),
-    }
-}
-
 /// What the old data folder holds, as an inventory without children (when the old pod did not answer).
 fn stored(previous: &State) -> Inventory {
-    let tags = crate::storage::tags(Path::new(&previous.data_dir));
-    let mut repositories: Vec<String> = Vec::new();
-    let found = tags
+    let found = crate::storage::tags(Path::new(&previous.data_dir))
         .into_iter()
         // A tag whose link cannot be read is served by nobody: it is not what a change could lose.
         .filter(|(_, digest)| !digest.is_empty())
-        .filter_map(|(name, digest)| {
-            let (repo, tag) = name.rsplit_once(':')?;
-            if repositories.last().is_none_or(|r| r != repo) {
-                repositories.push(repo.to_string());
-            }
-            Some(inventory::Found {
-                repository: repo.to_string(),
-                tag: inventory::Tag {
-                    tag: tag.to_string(),
-                    digest,
-                    media_type: None,
-                    children: Vec::new(),
-                },
-            })
+        .map(|((repository, tag), digest)| inventory::Found {
+            repository,
+            tag: inventory::Tag {
+                tag,
+                digest,
+                media_type: None,
+                children: Vec::new(),
+            },
         })
         .collect();
     let about = inventory::About {
@@ -317,7 +298,8 @@ fn stored(previous: &State) -> Inventory {
         registry_image: Some(previous.registry_image.clone()),
         storage: Some(previous.data_dir.clone()),
     };
-    Inventory::new(about, &repositories, found, 0, &Default::default(), 0)
+    // Each repository comes with its tags; one without tags serves nothing a change could lose.
+    Inventory::new(about, &[], found, 0, &Default::default(), 0)
 }
 
 /// Before a change that replaces the pod: keep the files, make the running appliance read-only, and take
@@ -421,8 +403,8 @@ fn baseline(
     })?;
     let target = Target::installed(&settings.config_dir, previous);
     let (before, source) = out.step("inventory before", || {
-        let about = about(&target, previous);
-        match rt.block_on(crate::verify::take_inventory(&target, INVENTORY_TIMEOUT, JOBS, about)) {
+        let about = inventory::About::of(&target, previous);
+        match rt.block_on(crate::verify::take_inventory(&target, about)) {
             Ok(inv) => {
                 let detail = inv.describe_counts();
                 let source = format!("the {} tags served before", inv.counts.tags);
@@ -478,7 +460,7 @@ pub fn compare(
         }),
     };
     let after = rt
-        .block_on(crate::verify::take_inventory(target, INVENTORY_TIMEOUT, JOBS, about))
+        .block_on(crate::verify::take_inventory(target, about))
         .map_err(|why| {
             Error::verify(format!(
                 "What the registry serves after the change could not be taken ({why})"
@@ -516,9 +498,7 @@ pub fn proven_again(
     let after = rt
         .block_on(crate::verify::take_inventory(
             &target,
-            INVENTORY_TIMEOUT,
-            JOBS,
-            about(&target, previous),
+            inventory::About::of(&target, previous),
         ))
         .map_err(|why| {
             Error::verify(format!(

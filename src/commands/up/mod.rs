@@ -246,7 +246,7 @@ fn data_switch(
         old.display(),
         held.len(),
         held.keys()
-            .filter_map(|t| t.rsplit_once(':').map(|(r, _)| r))
+            .map(|(repo, _)| repo)
             .collect::<std::collections::BTreeSet<_>>()
             .len(),
         settings.data_dir.display(),
@@ -567,7 +567,7 @@ fn images(
             .containers
             .first()
             .and_then(Option::as_ref)
-            .is_some_and(|c| !verify::foreign_registry_env(&c.env).is_empty());
+            .is_some_and(|c| !render::foreign_registry_env(&c.env).is_empty());
     Ok(Ready {
         service,
         pulls,
@@ -733,7 +733,7 @@ fn execute(
             })
         });
         // Read-write again: auth and config are proven as on any run; a setup that fails them goes too.
-        let proven = proven.and_then(|()| check_auth_and_config(rt, out, settings, podman, target, desired));
+        let proven = proven.and_then(|()| check_auth_and_config(rt, out, settings, podman, target, desired, true));
         if let Err(e) = proven {
             return Err(roll_back(args, rt, host, out, prev, g, e));
         }
@@ -859,7 +859,8 @@ fn change(
     })?;
     // Read-only, nginx answers writes itself: the auth check's anonymous upload is asked once writes pass.
     if !read_only {
-        check_auth_and_config(rt, out, settings, podman, target, desired)?;
+        let new_pod = matches!(action, PodAction::Create | PodAction::Restart(_));
+        check_auth_and_config(rt, out, settings, podman, target, desired, new_pod)?;
     }
     Ok(())
 }
@@ -872,6 +873,7 @@ fn check_auth_and_config(
     podman: &Podman,
     target: &Target,
     desired: &Desired,
+    new_pod: bool,
 ) -> Result<()> {
     out.step("check auth and config", || {
         let config = verify::ConfigFile::read(settings.config_dir.join(layout::REGISTRY_CONFIG));
@@ -894,9 +896,16 @@ fn check_auth_and_config(
                 ExitStatus::Failed,
             ));
         }
-        // The file is what the registry runs only if nothing in its environment overrides it.
+        // The file is what the registry runs only if nothing in its environment overrides it. A pod left
+        // alone was read before this run decided (one with such a variable is replaced): only a new one is
+        // asked, so a no-op re-run makes no extra podman call.
         let registry = render::container_name(&settings.pod_name, render::REGISTRY_CONTAINER);
-        let foreign = verify::foreign_registry_env(&podman.container_env(&registry)?);
+        let env = if new_pod {
+            podman.container_env(&registry)?
+        } else {
+            Vec::new()
+        };
+        let foreign = render::foreign_registry_env(&env);
         if !foreign.is_empty() {
             return Err(with_logs(
                 Error::verify(format!(
