@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -121,6 +122,36 @@ pub struct Written {
     pub from_base: usize,
 }
 
+/// Removes what a killed backup left beside `out`: `.NAME.PID.tmp` files (0600, secrets inside) of this
+/// user, whose process is gone. A backup still running (of another appliance, say) keeps its own.
+fn remove_stale_temp_files(out: &Path) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let Some(dir) = out.parent() else { return };
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix('.')
+            .and_then(|n| n.strip_suffix(".tmp"))
+            .and_then(|n| n.rsplit_once('.'))
+            .and_then(|(_, pid)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && meta.is_file() && meta.uid() == me && meta.permissions().mode() & 0o777 == 0o600 {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 /// Writes the backup of `config_dir` and `data_dir` to `out` (0600, through a temp file renamed into
 /// place). With `base`, blobs it holds are left out.
 pub fn write(
@@ -132,6 +163,7 @@ pub fn write(
     base: Option<&Checked>,
 ) -> Result<Written> {
     let failed = |what: &str, e: std::io::Error| Error::runtime(crate::host::io_failed(what, out, &e));
+    remove_stale_temp_files(out);
     let tmp = out.with_file_name(format!(
         ".{}.{}.tmp",
         out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
@@ -277,8 +309,10 @@ pub fn check(path: &Path) -> Result<Checked> {
             .to_string_lossy()
             .into_owned();
         if name == MANIFEST || name == MANIFEST_SUM {
-            let mut text = Vec::new();
-            entry.read_to_end(&mut text).map_err(|e| damaged(e.to_string()))?;
+            // 256 MiB lists some million files; a member claiming more (a sparse 40 KB file can claim 8 GiB)
+            // is refused, not read into memory.
+            let text =
+                crate::bounded::read_at_most(&mut entry, 256 << 20).map_err(|e| damaged(format!("{name}: {e}")))?;
             let slot = if name == MANIFEST {
                 &mut manifest_text
             } else {
@@ -399,15 +433,15 @@ fn lay_down(path: &Path, wanted: &mut BTreeMap<String, Entry>, config_dir: &Path
         };
         let dir = dest.parent().expect("below a folder");
         std::fs::create_dir_all(dir).map_err(|e| Error::runtime(crate::host::io_failed("create", dir, &e)))?;
-        let out = std::fs::OpenOptions::new()
+        // Opened for its owner alone while the bytes go in; the recorded mode is set on the descriptor after.
+        let mut out = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&dest)
             .map_err(|e| Error::runtime(crate::host::io_failed("write", &dest, &e)))?;
-        // The recorded mode, set outright (not through the umask), never with set-id bits.
-        std::fs::set_permissions(&dest, std::os::unix::fs::PermissionsExt::from_mode(want.mode & 0o777))
-            .map_err(|e| Error::runtime(crate::host::io_failed("write", &dest, &e)))?;
-        let (hex, size) = Sha256::copy(&mut entry, out).map_err(|e| match e {
+        let (hex, size) = Sha256::copy(&mut entry, &mut out).map_err(|e| match e {
             crate::digest::Copy::Read(e) | crate::digest::Copy::Write(e) => {
                 Error::runtime(crate::host::io_failed("write", &dest, &e))
             }
@@ -419,6 +453,9 @@ fn lay_down(path: &Path, wanted: &mut BTreeMap<String, Entry>, config_dir: &Path
                 crate::bundle::printable(&name)
             )));
         }
+        // The recorded mode, set outright (not through the umask), never with set-id bits.
+        out.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(want.mode & 0o777))
+            .map_err(|e| Error::runtime(crate::host::io_failed("write", &dest, &e)))?;
         bytes += size;
     }
     Ok(bytes)

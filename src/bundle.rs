@@ -194,9 +194,9 @@ fn archive_index(path: &Path) -> std::result::Result<(String, Option<String>), S
             return Err(format!("it holds {} twice", printable(&name)));
         }
         if name.trim_start_matches("./") == "index.json" {
-            let mut text = String::new();
-            entry.read_to_string(&mut text).map_err(|e| e.to_string())?;
-            index = Some(text);
+            let bytes = crate::bounded::read_at_most(&mut entry, crate::bounded::MANIFEST as u64)
+                .map_err(|e| format!("index.json: {e}"))?;
+            index = Some(String::from_utf8(bytes).map_err(|_| "its index.json is not UTF-8 text")?);
         }
     }
     let text = index.ok_or("it has no index.json")?;
@@ -301,6 +301,13 @@ fn damaged(bundle: &Path, what: String) -> Error {
     ))
 }
 
+/// A bundle's own text member (its manifest, its checksums): 64 MiB holds tens of thousands of images;
+/// a member claiming more is refused, not read into memory.
+fn bounded_text(entry: impl Read) -> std::io::Result<String> {
+    let bytes = crate::bounded::read_at_most(entry, 64 << 20)?;
+    String::from_utf8(bytes).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))
+}
+
 /// Reads `bundle`, checking every member against SHA256SUMS and manifest.json before anything is loaded.
 pub fn check(bundle: &Path) -> Result<CheckedBundle> {
     let file = File::open(bundle).map_err(|e| {
@@ -340,10 +347,8 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
         names.push(name.clone());
         match name.as_str() {
             MANIFEST => {
-                let mut text = String::new();
-                entry
-                    .read_to_string(&mut text)
-                    .map_err(|e| damaged(bundle, format!("{MANIFEST} is unreadable ({e})")))?;
+                let text =
+                    bounded_text(&mut entry).map_err(|e| damaged(bundle, format!("{MANIFEST} is unreadable ({e})")))?;
                 // The format first, alone: a newer bundle may not parse as this version's manifest.
                 let value: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| damaged(bundle, format!("{MANIFEST} is not valid ({e})")))?;
@@ -356,10 +361,8 @@ pub fn check(bundle: &Path) -> Result<CheckedBundle> {
                 );
             }
             SUMS => {
-                let mut text = String::new();
-                entry
-                    .read_to_string(&mut text)
-                    .map_err(|e| damaged(bundle, format!("{SUMS} is unreadable ({e})")))?;
+                let text =
+                    bounded_text(&mut entry).map_err(|e| damaged(bundle, format!("{SUMS} is unreadable ({e})")))?;
                 sums = Some(text);
             }
             // The tool is checked like the images but never unpacked: up does not run it.

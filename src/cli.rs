@@ -454,7 +454,8 @@ pub struct RestoreArgs {
     #[arg(long, value_name = "FILE")]
     pub base: Option<PathBuf>,
 
-    /// Where the registry's data goes [default: where it was when the backup was made].
+    /// Where the registry's data goes [default: this host's default data folder; never a folder the backup
+    /// names].
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 

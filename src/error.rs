@@ -95,6 +95,21 @@ pub fn printable(text: &str, keep_lines: bool) -> String {
         .collect()
 }
 
+/// An error with its causes, which is where reqwest and rustls put the useful part.
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let s = cause.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod printable_tests {
     #[test]

@@ -172,6 +172,8 @@ pub fn io_fix(e: &std::io::Error) -> &'static str {
         }
         K::NotADirectory => "a file stands where a folder is needed: move that file away, or choose another folder",
         K::IsADirectory => "a folder stands where a file is needed: move that folder away",
+        K::FileTooLarge => "check it is the right file",
+        K::InvalidInput => "give a regular file (not a FIFO, device or folder)",
         K::InvalidData => "it is not text (not UTF-8): restore it from a backup, or move it away",
         K::NotFound => "it does not exist: check the path",
         K::StorageFull | K::QuotaExceeded => "its disk is full: free space, or choose another folder",

@@ -53,7 +53,7 @@ fn runtime_dir(host: &HostFacts) -> PathBuf {
 
 /// `dir` with the part that exists resolved (symbolic links followed), so two spellings of one folder
 /// share a lock.
-fn canonical(dir: &Path) -> PathBuf {
+pub fn canonical(dir: &Path) -> PathBuf {
     let mut existing = dir.to_path_buf();
     let mut rest = Vec::new();
     while !existing.exists() {

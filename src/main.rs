@@ -2,6 +2,7 @@
 
 mod apply;
 mod backup;
+mod bounded;
 mod bundle;
 mod cli;
 mod commands;
@@ -21,6 +22,7 @@ mod listen;
 mod lock;
 mod oci;
 mod own_cert;
+mod owned;
 mod pki;
 mod plan;
 mod preflight;

@@ -26,7 +26,7 @@ pub struct OwnCertFiles {
 }
 
 fn read(path: &Path, what: &str) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|e| {
+    crate::bounded::read_text(path, crate::bounded::SMALL).map_err(|e| {
         Error::usage(format!(
             "Cannot read the {what} {} ({e}): {}.",
             path.display(),

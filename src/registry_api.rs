@@ -119,7 +119,10 @@ pub async fn get_manifest(
     if !resp.status().is_success() {
         return Err(refused(&format!("reading {repository}:{reference}"), resp).await);
     }
-    resp.bytes().await.map_err(|e| chain(&e))
+    crate::bounded::body(resp, crate::bounded::MANIFEST)
+        .await
+        .map(bytes::Bytes::from)
+        .map_err(|e| format!("reading {repository}:{reference}: {e}"))
 }
 
 /// GET of a blob: the answer, its status checked, for the caller to read or stream.
@@ -185,7 +188,7 @@ fn next_location(target: &Target, resp: &reqwest::Response) -> Result<String, St
 /// registry's own codes (DIGEST_INVALID, BLOB_UPLOAD_UNKNOWN, …), which callers may look for.
 async fn refused(step: &str, resp: reqwest::Response) -> String {
     let status = resp.status();
-    let text = resp.text().await.unwrap_or_default();
+    let text = crate::bounded::error_text(resp).await;
     format!("{step} answered HTTP {status}: {}", registry_error(&text))
 }
 

@@ -79,10 +79,24 @@ pub fn random_password() -> String {
 
 /// Reads a password, one line, from standard input (`flag` names the option in errors).
 pub fn password_from_stdin(flag: &str) -> Result<String> {
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).map_err(|e| {
+    use std::io::{BufRead, Read};
+    // One line, and not an endless one (`</dev/zero`): a password is far shorter than this.
+    const LINE: u64 = 64 << 10;
+    let mut line = Vec::new();
+    let read = std::io::stdin().lock().take(LINE + 1).read_until(b'\n', &mut line);
+    read.map_err(|e| {
         Error::usage(format!(
             "Cannot read the password from standard input for {flag} ({e}): pipe it in as one line of text."
+        ))
+    })?;
+    if line.len() as u64 > LINE {
+        return Err(Error::usage(format!(
+            "{flag} read more than {LINE} bytes without a line end: pipe the password in as one line of text."
+        )));
+    }
+    let line = String::from_utf8(line).map_err(|_| {
+        Error::usage(format!(
+            "{flag} read a password that is not UTF-8 text: pipe it in as one line of text."
         ))
     })?;
     let password = line.trim_end_matches(['\n', '\r']).to_string();
@@ -129,7 +143,7 @@ fn check_new_password(password: &str) -> Result<()> {
 /// `otherwise` ends the error sentence with the command's other way in.
 pub fn saved_login(dir: &Path, user: &str, otherwise: &str) -> Result<(String, String)> {
     let path = dir.join(AUTH_PASSWORD);
-    let password = std::fs::read_to_string(&path).map_err(|e| {
+    let password = crate::bounded::read_text(&path, crate::bounded::SMALL).map_err(|e| {
         crate::error::Error::usage(format!(
             "The appliance requires a password, but {} cannot be read ({e}): {}, or {otherwise}.",
             path.display(),

@@ -30,6 +30,9 @@ pub struct Settings {
     pub nginx_image: String,
     pub pod_name: String,
     pub config_dir: PathBuf,
+    /// The appliance's name for itself (a hash of the config folder's real path): its pod's label and its
+    /// data folder's claim say whose they are.
+    pub appliance: String,
     pub data_dir: PathBuf,
     /// The htpasswd user when authentication is on.
     pub auth_user: Option<String>,
@@ -179,6 +182,7 @@ impl Settings {
                 "--nginx-image",
             )?,
             pod_name: pod_name(&pick(&args.pod_name, previous.map(|s| &s.pod_name), DEFAULT_POD_NAME))?,
+            appliance: crate::owned::appliance_id(&config_dir),
             config_dir,
             data_dir: usable_path(&data_dir, "--data-dir")?,
             auth_user,

@@ -89,7 +89,10 @@ impl Store {
     pub fn locate(&self, name: &str) -> Option<Range> {
         match self {
             Store::Dir(dir) => {
-                let path = dir.join(name);
+                // Nothing outside the source is read: a link may point within the folder (a layer two
+                // images share), not out of it, where it would read (or tell the size of) another's file.
+                let root = dir.canonicalize().ok()?;
+                let path = dir.join(name).canonicalize().ok().filter(|p| p.starts_with(&root))?;
                 let meta = std::fs::metadata(&path).ok().filter(|m| m.is_file())?;
                 Some(Range {
                     path,
@@ -158,6 +161,28 @@ impl Range {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_folder_s_link_out_of_it_is_not_followed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (source, outside) = (tmp.path().join("layout"), tmp.path().join("secret"));
+        std::fs::create_dir_all(source.join("blobs/sha256")).unwrap();
+        std::fs::write(&outside, b"root only").unwrap();
+        std::fs::write(source.join("blobs/sha256/aa"), b"layer").unwrap();
+        std::os::unix::fs::symlink(&outside, source.join("blobs/sha256/bb")).unwrap();
+        std::os::unix::fs::symlink("aa", source.join("blobs/sha256/cc")).unwrap();
+        let store = Store::Dir(source);
+        assert!(
+            store.locate("blobs/sha256/bb").is_none(),
+            "a link out of the folder was followed"
+        );
+        assert!(store.locate("blobs/../../secret").is_none());
+        assert_eq!(
+            store.read("blobs/sha256/cc", 100).unwrap(),
+            b"layer",
+            "a link within it is its file"
+        );
+    }
 
     #[test]
     fn tar_members_are_read_in_place() {

@@ -243,15 +243,40 @@ fn mirrored_names_are_pulled_from_the_appliance_by_podman_and_containerd() {
     assert!(!Path::new("/etc/containerd/certs.d/docker.io/registry-up-ca.crt").exists());
     std::fs::remove_file(hosts).unwrap();
 
-    // down --purge takes back what clients --apply wrote for this appliance.
+    // A folder on the way that is a link (out of /etc) is not written through: left alone, and said.
+    let podman_dir = PathBuf::from(format!("/etc/containers/certs.d/{registry}"));
+    std::fs::remove_dir_all(&podman_dir).unwrap();
+    let outside = app.tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, &podman_dir).unwrap();
+    let linked = Run::bin()
+        .args(["clients", "--apply"])
+        .config_dir(app.config_dir())
+        .code(1)
+        .stdout_has(format!("left alone {}/ca.crt", podman_dir.display()))
+        .output();
+    let through = std::fs::read_dir(&outside).unwrap().count();
+    std::fs::remove_file(&podman_dir).unwrap();
+    assert_eq!(through, 0, "written through the link: {}", shown(&linked));
+
+    // down --purge takes back what clients --apply wrote for this appliance, and only that: a
+    // registry-up-ca.crt an admin changed since (other bytes than the appliance's CA) stays.
     Run::bin()
         .args(["clients", "--apply"])
         .config_dir(app.config_dir())
         .run();
+    let own_ca = PathBuf::from(format!("/etc/containerd/certs.d/{registry}/ca.crt"));
+    assert!(own_ca.is_file());
+    let admin_ca = Path::new("/etc/containerd/certs.d/docker.io/registry-up-ca.crt");
+    std::fs::write(admin_ca, "an admin's CA\n").unwrap();
     Run::bin()
         .args(["down", "--purge", "--yes"])
         .config_dir(app.config_dir())
         .stdout_has(format!("Removed {conf}"))
         .run();
     assert!(!Path::new(&conf).exists() && !hosts.exists());
+    assert!(!own_ca.exists(), "down --purge left {}", own_ca.display());
+    let kept = std::fs::read_to_string(admin_ca);
+    let _ = std::fs::remove_file(admin_ca);
+    assert_eq!(kept.unwrap(), "an admin's CA\n", "an admin's file was deleted");
 }

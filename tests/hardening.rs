@@ -902,3 +902,176 @@ fn a_damaged_state_does_not_block_down_and_modes_are_put_back() {
     assert!(!app.pod_exists());
     assert!(config.join("tls/server.key").is_file(), "files and data are untouched");
 }
+
+/// `app`'s `up` arguments with the value of `flag` replaced by `value`.
+fn args_with(app: &Appliance, flag: &str, value: &std::path::Path) -> Vec<String> {
+    let mut args = app.args();
+    let at = args.iter().position(|a| a == flag).expect("the flag is there");
+    args[at + 1] = value.display().to_string();
+    args
+}
+
+/// Issue 30 §1: registry-up takes over no folder and no pod it did not make, one data folder serves one
+/// appliance, and `down --purge` removes only what registry-up wrote (an admin's files stay, named).
+#[test]
+fn registry_up_takes_and_purges_only_what_it_made() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(a) = Appliance::e2e() else { return };
+    let (config, data) = (a.config_dir(), a.data_dir());
+    // A config folder holding an admin's files: refused, nothing taken over or written.
+    std::fs::create_dir_all(config.join("nginx")).unwrap();
+    std::fs::write(config.join("nginx/site.conf"), "server {}\n").unwrap();
+    std::fs::set_permissions(config.join("nginx"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    Run::up(&a)
+        .code(2)
+        .stderr_has("holds files registry-up did not write")
+        .stderr_has("nginx/site.conf")
+        .run();
+    assert_eq!(common::mode(&config.join("nginx")), 0o755, "the folder was taken over");
+    assert!(!config.join("ca").exists() && !data.exists() && !a.pod_exists());
+    std::fs::remove_dir_all(&config).unwrap();
+    // A data folder holding what is not a registry's storage (Docker's data root, say): refused too.
+    std::fs::create_dir_all(data.join("docker/volumes/db")).unwrap();
+    std::fs::write(data.join("docker/volumes/db/pg"), "rows").unwrap();
+    Run::up(&a)
+        .code(2)
+        .stderr_has("is not a registry's storage")
+        .stderr_has("docker/volumes")
+        .run();
+    assert!(!config.exists() && !a.pod_exists());
+    std::fs::remove_dir_all(data.join("docker")).unwrap();
+
+    a.up(&["--no-verify"]);
+    let [_, nginx] = common::image_archives();
+    a.push(nginx, "mine/nginx:1", None);
+    let digest = a.raw_digest("mine/nginx:1");
+
+    // A second appliance: not on the first one's data folder, not under the first one's pod name.
+    let b = Appliance::new();
+    Run::bin()
+        .args(args_with(&b, "--data-dir", &data))
+        .code(2)
+        .stderr_has("belongs to the appliance in")
+        .run();
+    Run::bin()
+        .args(args_with(&b, "--pod-name", std::path::Path::new(&a.pod)))
+        .code(2)
+        .stderr_has("belongs to another appliance")
+        .run();
+    assert!(!b.config_dir().join("state.json").exists());
+    Run::bin().arg("status").config_dir(&config).stdout_has("healthy").run();
+
+    // An appliance whose state names the first one's folder anyway (an earlier release accepted that):
+    // its gc is refused, its purge leaves the first one's images.
+    b.up(&["--no-verify"]);
+    let state_path = b.config_dir().join("state.json");
+    let mut state: serde_json::Value = serde_json::from_slice(&std::fs::read(&state_path).unwrap()).unwrap();
+    state["data_dir"] = data.display().to_string().into();
+    std::fs::write(&state_path, state.to_string()).unwrap();
+    Run::bin()
+        .arg("gc")
+        .config_dir(b.config_dir())
+        .code(2)
+        .stderr_has("is claimed by the appliance in")
+        .run();
+    Run::bin()
+        .args(["down", "--purge", "--yes"])
+        .config_dir(b.config_dir())
+        .stderr_has("the images stay")
+        .run();
+    assert_eq!(
+        a.raw_digest("mine/nginx:1"),
+        digest,
+        "the first appliance's image is served"
+    );
+
+    // Purge of the first: what registry-up wrote goes, what an admin put in its folders stays, named.
+    std::fs::write(config.join("nginx/site.conf"), "server {}\n").unwrap();
+    std::fs::create_dir_all(data.join("docker/volumes/db")).unwrap();
+    std::fs::write(data.join("docker/volumes/db/pg"), "rows").unwrap();
+    Run::bin()
+        .args(["down", "--purge", "--yes"])
+        .config_dir(&config)
+        .stdout_has("nginx/site.conf")
+        .stdout_has("docker/volumes")
+        .run();
+    assert!(config.join("nginx/site.conf").exists() && data.join("docker/volumes/db/pg").exists());
+    for gone in ["state.json", "ca", "tls", "registry", "ca.crt", "nginx/registry.conf"] {
+        assert!(!config.join(gone).exists(), "{gone} was left");
+    }
+    assert!(!data.join("docker/registry").exists() && !data.join(".registry-up-appliance").exists());
+}
+
+/// Issue 30 §2–3: a FIFO or an endless device where a file is expected is refused before a byte is read
+/// (a release before hung on the FIFO, or grew without bound on /dev/zero), and so is an endless
+/// password on stdin. No appliance is needed: each is refused before anything is written. `timeout`
+/// turns a hang into a failure (exit 124) instead of a stuck suite.
+#[test]
+fn special_and_endless_files_are_refused_before_reading() {
+    let tmp = tempfile::tempdir().unwrap();
+    let fifo = tmp.path().join("fifo");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    let config = tmp.path().join("config");
+    for source in [fifo.as_path(), std::path::Path::new("/dev/zero")] {
+        let source = source.display().to_string();
+        Run::bin()
+            .under(["timeout", "60"])
+            .args([
+                "up",
+                "--domain",
+                "endless.registry-up.test",
+                "--dry-run",
+                "--site",
+                &source,
+            ])
+            .config_dir(&config)
+            .code(2)
+            .stderr_has("not a regular file")
+            .run();
+        Run::bin()
+            .under(["timeout", "60"])
+            .args([
+                "up",
+                "--domain",
+                "endless.registry-up.test",
+                "--dry-run",
+                "--storage",
+                "s3",
+            ])
+            .args([
+                "--s3-endpoint",
+                "http://127.0.0.1:9",
+                "--s3-bucket",
+                "endless",
+                "--s3-credentials",
+                &source,
+            ])
+            .config_dir(&config)
+            .code(2)
+            .stderr_has("not a regular file")
+            .run();
+    }
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_registry-up"))
+        .args([
+            "up",
+            "--domain",
+            "endless.registry-up.test",
+            "--dry-run",
+            "--auth",
+            "--auth-password-stdin",
+        ])
+        .arg("--config-dir")
+        .arg(&config)
+        .stdin(std::fs::File::open("/dev/zero").unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("without a line end"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!config.exists(), "nothing is written");
+}

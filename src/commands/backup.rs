@@ -15,9 +15,11 @@ pub fn backup(args: &BackupArgs, rt: &tokio::runtime::Runtime, host: &HostFacts)
     let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
     let (settings, data_dir) = super::gc::installed(dir, host, "backup")?;
     let out = absolute(&args.out)?;
-    // A backup inside what it copies would copy itself.
+    // A backup inside what it copies would copy itself (the CA key with it): compared by real paths, so
+    // neither `..` nor a link to the config folder gets it in.
+    let real_out = real_path(&out)?;
     for inside in [&settings.config_dir, &data_dir] {
-        if out.starts_with(inside) {
+        if out.starts_with(inside) || real_out.starts_with(crate::lock::canonical(inside)) {
             return Err(Error::usage(format!(
                 "--out {} is inside {}, which the backup copies: write it somewhere else.",
                 out.display(),
@@ -25,8 +27,8 @@ pub fn backup(args: &BackupArgs, rt: &tokio::runtime::Runtime, host: &HostFacts)
             )));
         }
     }
-    // Never over an earlier backup (least of all the base this one needs).
-    if out.exists() {
+    // Never over an earlier backup (least of all the base this one needs), nor a link.
+    if std::fs::symlink_metadata(&out).is_ok() {
         return Err(Error::usage(format!(
             "{} exists already: give --out a new file name (or remove that one first).",
             out.display()
@@ -97,6 +99,20 @@ pub fn backup(args: &BackupArgs, rt: &tokio::runtime::Runtime, host: &HostFacts)
     Ok(())
 }
 
+/// `path` with its folder's real path: the folder must exist (the backup is written there).
+fn real_path(path: &Path) -> Result<PathBuf> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(Error::usage(format!(
+            "--out {} names no file: give a file name.",
+            path.display()
+        )));
+    };
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| Error::usage(crate::host::io_failed("use the folder of", path, &e)))?;
+    Ok(dir.join(name))
+}
+
 fn absolute(path: &Path) -> Result<PathBuf> {
     if path.is_absolute() {
         return Ok(path.to_path_buf());
@@ -142,10 +158,12 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         }
     };
     let config_dir = args.appliance.config_dir.clone();
-    let data_dir = args
-        .data_dir
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(&checked.manifest.data_dir));
+    // Where the data goes is the command line's or this host's default, never the file's: a crafted backup
+    // must not name a folder for restore to clear or fill.
+    let data_dir = match &args.data_dir {
+        Some(dir) => absolute(dir)?,
+        None => host.default_data_dir(),
+    };
     let _lock = crate::lock::ApplianceLock::take(&config_dir, host, crate::lock::WAIT)?;
     // Staging folders a killed restore left behind (under this lock, no other restore is running).
     for (parent, prefix) in [
@@ -158,7 +176,10 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
             .flatten()
             .flatten()
         {
-            if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            // Only names a restore makes (PREFIX then its process id), not whatever starts alike.
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let pid = name.strip_prefix(&prefix).unwrap_or_default();
+            if !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -170,6 +191,8 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
             config_dir.display()
         )));
     }
+    // A data folder of other things, or one another installed appliance claims, is not restore's to fill.
+    crate::owned::check_data_folder(&data_dir, &crate::owned::appliance_id(&config_dir), &config_dir, false)?;
     let not_empty = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
     if not_empty(&config_dir) || data_dir.join("docker").exists() {
         return Err(Error::usage(format!(
@@ -187,12 +210,17 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
              that appliance first (registry-up down), or restore on another host."
         )));
     }
-    // Laid down in staging folders first, moved into place only once every file checked out again.
+    // Laid down in staging folders first, moved into place only once every file checked out again. The data
+    // folder and both staging folders are closed (0700) from the first byte: until up runs at the end, no
+    // other user may reach a layer to change it under the checksums just taken.
     let stage = |dir: &Path| dir.with_file_name(format!(".{}.restore.{}", file_name(dir), std::process::id()));
     let (config_stage, data_stage) = (
         stage(&config_dir),
         data_dir.join(format!(".restore.{}", std::process::id())),
     );
+    for dir in [&data_dir, &config_stage, &data_stage] {
+        private_dir(dir)?;
+    }
     let laid = backup::extract(
         &args.file,
         &checked,
@@ -238,6 +266,12 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         config_dir.display(),
         data_dir.display()
     );
+    if args.data_dir.is_none() && Path::new(&checked.manifest.data_dir) != data_dir {
+        println!(
+            "The backup was taken of the data in {}; restore puts it where --data-dir says, or this host's default.",
+            crate::bundle::printable(&checked.manifest.data_dir)
+        );
+    }
     drop(_lock);
     let mut up = UpArgs::installed(config_dir, PullPolicy::Missing);
     up.setup.data_dir = Some(data_dir);
@@ -248,6 +282,22 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     // The backup's inventory (taken read-only as it was made): every tag it served must be served again.
     let baseline = Some(args.appliance.config_dir.join(layout::INVENTORY)).filter(|p| p.is_file());
     super::gc::verify_deep(&args.appliance, "after the restore", baseline, rt, host)
+}
+
+/// `dir` (with its parents) made if missing, and its mode set to 0700 whoever made it.
+fn private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| Error::runtime(crate::host::io_failed("create", parent, &e)))?;
+    }
+    match std::fs::DirBuilder::new().mode(layout::PRIVATE_DIR).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(Error::runtime(crate::host::io_failed("create", dir, &e)))
+        }
+        _ => {}
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(layout::PRIVATE_DIR))
+        .map_err(|e| Error::runtime(crate::host::io_failed("create", dir, &e)))
 }
 
 fn file_name(dir: &Path) -> String {

@@ -19,7 +19,8 @@ use crate::store::Store;
 
 /// The references of an image list: one per line, `#` starts a comment, the same image once.
 pub fn read_list(path: &Path) -> Result<Vec<Reference>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    // 16 MiB: some hundred thousand references.
+    let text = crate::bounded::read_text(path, 16 << 20).map_err(|e| {
         Error::usage(format!(
             "Cannot read the image list {} ({e}): give --images a text file of image references, one per line.",
             path.display()

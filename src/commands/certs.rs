@@ -25,7 +25,7 @@ struct CertInfo {
 }
 
 fn info(path: &Path) -> Result<CertInfo> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::usage(crate::host::io_failed("read", path, &e)))?;
+    let text = crate::bounded::text(path, crate::bounded::SMALL)?;
     let der = crate::pki::parse_pem(&text).map_err(|e| {
         Error::usage(format!(
             "{} is {e}: restore it from a backup, or run registry-up certs renew.",

@@ -95,14 +95,28 @@ fn mirrored(state: &State, config_dir: &Path, rt: &tokio::runtime::Runtime) -> R
 /// Whether `path` may be replaced: missing, a configuration file registry-up wrote (its marker), or a CA
 /// file (each sits in the appliance's own folder or is named registry-up-ca.crt: after `certs renew
 /// --rotate-ca` the new CA must replace the old one). Anything there that is not a regular file is not.
-fn ours(path: &Path, file: &RenderedFile) -> bool {
+/// A folder on the way that is a link is not: root would write wherever it points (outside /etc).
+fn ours(path: &Path, file: &RenderedFile, root: &Path) -> bool {
+    let linked = path
+        .ancestors()
+        .skip(1)
+        .take_while(|dir| dir.starts_with(root) && *dir != root)
+        .any(|dir| std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()));
+    if linked {
+        return false;
+    }
     match std::fs::symlink_metadata(path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         Ok(meta) if meta.is_file() => {
-            file.rel.ends_with(".crt") || std::fs::read(path).is_ok_and(|c| c.starts_with(MARKER.as_bytes()))
+            file.rel.ends_with(".crt") || read_small(path).is_some_and(|c| c.starts_with(MARKER))
         }
         _ => false,
     }
+}
+
+/// A client configuration file's text, if it is a regular file of a sensible size (a FIFO is not read).
+fn read_small(path: &Path) -> Option<String> {
+    crate::bounded::read_text(path, crate::bounded::SMALL).ok()
 }
 
 /// The words every configuration file written for the appliance at `registry` has on its first line.
@@ -129,7 +143,7 @@ fn applied_here(registry: &str) -> Vec<PathBuf> {
     candidates
         .into_iter()
         .filter(|path| {
-            std::fs::read_to_string(path).is_ok_and(|text| {
+            read_small(path).is_some_and(|text| {
                 text.lines()
                     .next()
                     .is_some_and(|l| l.starts_with(MARKER) && l.ends_with(&wanted))
@@ -139,20 +153,32 @@ fn applied_here(registry: &str) -> Vec<PathBuf> {
 }
 
 /// Removes what `clients --apply` wrote for the appliance at `registry`, except `keep`: each
-/// configuration file, the registry-up-ca.crt beside it, and a containerd folder left empty. Returns
-/// what it removed.
-pub fn remove_applied(registry: &str, keep: &[PathBuf]) -> Vec<PathBuf> {
+/// configuration file, the registry-up-ca.crt beside it and containerd's ca.crt for the appliance's own
+/// name, each only when it holds the appliance's CA `ca` (an admin's file of that name stays), and a
+/// containerd folder left empty. Returns what it removed.
+pub fn remove_applied(registry: &str, keep: &[PathBuf], ca: Option<&[u8]>) -> Vec<PathBuf> {
     let mut removed = Vec::new();
+    let is_ours = |path: &Path| {
+        std::fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
+            && ca.is_some_and(|ca| {
+                crate::bounded::file(path, crate::bounded::SMALL).is_ok_and(|c| c.as_deref() == Some(ca))
+            })
+    };
+    let own_dir = PathBuf::from(format!("/etc/containerd/certs.d/{registry}"));
+    let mut cas: Vec<PathBuf> = vec![own_dir.join("ca.crt")];
     for path in applied_here(registry).into_iter().filter(|p| !keep.contains(p)) {
         if std::fs::remove_file(&path).is_ok() {
             removed.push(path.clone());
         }
-        let Some(dir) = path.parent() else { continue };
-        let ca = dir.join("registry-up-ca.crt");
-        if !keep.contains(&ca) && std::fs::remove_file(&ca).is_ok() {
-            removed.push(ca);
+        if let Some(dir) = path.parent() {
+            cas.push(dir.join("registry-up-ca.crt"));
         }
-        if dir.starts_with("/etc/containerd/certs.d/") {
+    }
+    for file in cas.into_iter().filter(|p| !keep.contains(p)) {
+        if is_ours(&file) && std::fs::remove_file(&file).is_ok() {
+            removed.push(file.clone());
+        }
+        if let Some(dir) = file.parent().filter(|d| d.starts_with("/etc/containerd/certs.d/")) {
             let _ = std::fs::remove_dir(dir);
         }
     }
@@ -171,7 +197,7 @@ fn also_configured(upstream: &str, ours: &Path) -> Vec<PathBuf> {
         .into_iter()
         .filter(|f| f != ours)
         .filter(|f| {
-            std::fs::read_to_string(f).is_ok_and(|text| {
+            read_small(f).is_some_and(|text| {
                 text.lines().any(|l| {
                     let l = l.trim_start();
                     (l.starts_with("location") || l.starts_with("prefix")) && l.contains(&quoted)
@@ -197,7 +223,7 @@ fn writable(rendered_files: Vec<(Kind, RenderedFile)>, root: &Path, apply: bool)
         .collect();
     let left_alone: Vec<(Kind, PathBuf)> = rendered
         .iter()
-        .filter(|(_, path, file)| !ours(path, file))
+        .filter(|(_, path, file)| !ours(path, file, root))
         .map(|(kind, path, _)| (*kind, path.clone()))
         .collect();
     let blocked = |path: &Path| {
@@ -223,9 +249,9 @@ fn writable(rendered_files: Vec<(Kind, RenderedFile)>, root: &Path, apply: bool)
 
 /// After --apply: what an earlier run wrote and this one no longer writes goes, and what the user must
 /// still know is said.
-fn after_apply(plan: &plan::Plan, registry: &str, mirrors: &[Mirror]) {
+fn after_apply(plan: &plan::Plan, registry: &str, mirrors: &[Mirror], ca: Option<&[u8]>) {
     let keep: Vec<PathBuf> = plan.files.iter().map(|c| c.path.clone()).collect();
-    for path in remove_applied(registry, &keep) {
+    for path in remove_applied(registry, &keep, ca) {
         println!("  remove    {}", path.display());
     }
     let drop_in = plan
@@ -277,11 +303,8 @@ pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     mirrors.sort();
     mirrors.dedup();
     let ca_path = config_dir.join(layout::CA_CERT);
-    let ca = match std::fs::read(&ca_path) {
-        Ok(ca) => Some(ca),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(Error::usage(crate::host::io_failed("read", &ca_path, &e))),
-    };
+    let ca = crate::bounded::file(&ca_path, crate::bounded::SMALL)
+        .map_err(|e| Error::usage(crate::host::io_failed("read", &ca_path, &e)))?;
     let registry = state.registry_host();
     let site = Site {
         registry: &registry,
@@ -314,7 +337,7 @@ pub fn command(args: &ClientsArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     print!("{plan}");
     let written = crate::apply::apply(&plan)?;
     if args.apply {
-        after_apply(&plan, &registry, &mirrors);
+        after_apply(&plan, &registry, &mirrors, ca.as_deref());
     }
     if state.auth_user.is_some() {
         println!(

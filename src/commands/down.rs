@@ -9,24 +9,6 @@ use crate::error::{Error, Result};
 use crate::host::HostFacts;
 use crate::runtime::podman::Podman;
 
-/// What registry-up creates below the config directory.
-const CONFIG_ENTRIES: &[&str] = &[
-    "ca",
-    "tls",
-    "nginx",
-    "registry",
-    "auth",
-    "s3",
-    crate::layout::CA_CERT,
-    crate::layout::POD_YAML,
-    crate::layout::STATE,
-    crate::layout::FIREWALL,
-    crate::layout::GC_IN_PROGRESS,
-    crate::layout::REGISTRY_VERSION,
-    crate::layout::INVENTORY,
-    crate::layout::ROLLBACK_DIR,
-];
-
 pub fn command(args: &DownArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) -> Result<()> {
     let _lock = crate::lock::ApplianceLock::take(&args.appliance.config_dir, host, crate::lock::WAIT)?;
     let state = match crate::state::read_state(&args.appliance.config_dir) {
@@ -90,28 +72,48 @@ pub fn command(args: &DownArgs, rt: &tokio::runtime::Runtime, host: &HostFacts) 
         );
         return Ok(());
     }
-    if let Ok(ca) = std::fs::read(args.appliance.config_dir.join(crate::layout::CA_CERT)) {
-        super::trust::untrust(&state, &ca, host);
+    // Bounded, and never a FIFO: the pod is stopped already, and a read that hangs here would leave
+    // everything half done.
+    let ca = crate::bounded::file(
+        &args.appliance.config_dir.join(crate::layout::CA_CERT),
+        crate::bounded::SMALL,
+    )
+    .ok()
+    .flatten();
+    if let Some(ca) = &ca {
+        super::trust::untrust(&state, ca, host);
     }
     // What `clients --apply` wrote on this host would send pulls to a registry that is gone.
-    for path in super::clients::remove_applied(&state.registry_host(), &[]) {
+    for path in super::clients::remove_applied(&state.registry_host(), &[], ca.as_deref()) {
         println!("Removed {}.", path.display());
     }
     // A replica leaves the site's records (gc waits for every recorded replica) while it still has the key.
     if let Some(location) = &state.s3 {
         forget_replica(rt, &args.appliance.config_dir, &state, location);
     }
-    // The registry keeps everything below docker/ in its storage folder. A bucket is shared by the site's
-    // replicas, and stays.
+    // Only what registry-up wrote goes: the registry's storage (a data folder another appliance claims
+    // stays whole), its files in the config folder; anything else, and the folders holding it, stay and are
+    // named. A bucket is shared by the site's replicas, and stays.
+    let mut kept = Vec::new();
+    let mut data_kept = false;
     if state.s3.is_none() {
-        remove(&data_dir.join("docker"))?;
-        remove_if_empty(data_dir);
+        let id = crate::owned::appliance_id(&args.appliance.config_dir);
+        if let Err(e) = crate::owned::check_claimed_by(data_dir, &id) {
+            eprintln!("warning: the images stay. {}", e.message);
+            data_kept = true;
+        } else {
+            kept.extend(crate::owned::purge_data(data_dir)?);
+        }
     }
-    for entry in CONFIG_ENTRIES {
-        remove(&args.appliance.config_dir.join(entry))?;
+    kept.extend(crate::owned::purge_config(&args.appliance.config_dir)?);
+    for k in &kept {
+        println!("{}", k.describe());
     }
-    remove_if_empty(&args.appliance.config_dir);
     match &state.s3 {
+        None if data_kept => println!(
+            "Deleted the certificates and settings in {}.",
+            args.appliance.config_dir.display()
+        ),
         None => println!(
             "Deleted the data in {} and the certificates and settings in {}.",
             data_dir.display(),
@@ -191,7 +193,10 @@ fn stop_by_name(pod: &str, host: &HostFacts) -> Result<()> {
         host.unit_dir().join(&unit),
         host.quadlet_dir().join(crate::layout::quadlet_file(&pod)),
     ] {
-        let ours = std::fs::read_to_string(&file).map_or(true, |t| t.starts_with("# Written by registry-up"));
+        let ours = match crate::bounded::read_text(&file, crate::bounded::SMALL) {
+            Ok(t) => t.starts_with("# Written by registry-up"),
+            Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+        };
         if !ours {
             return Err(Error::usage(format!(
                 "{} was not written by registry-up: nothing was stopped; remove it yourself if it is this pod's.",
@@ -203,18 +208,4 @@ fn stop_by_name(pod: &str, host: &HostFacts) -> Result<()> {
     podman.remove_pod(&pod)?;
     println!("Stopped and removed the pod {pod} (state.json could not be read; files and data are untouched).");
     Ok(())
-}
-
-fn remove(path: &Path) -> Result<()> {
-    let result = match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
-        Ok(_) => std::fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    };
-    result.map_err(|e| Error::runtime(crate::host::io_failed("delete", path, &e)))
-}
-
-fn remove_if_empty(dir: &Path) {
-    let _ = std::fs::remove_dir(dir);
 }

@@ -8,7 +8,7 @@
 //! restart would fail the pulls in flight. Killed at any moment, gc leaves at worst the read-only conf,
 //! which the next `gc` or `up` replaces.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use crate::cli::{ApplianceDir, GcArgs, SetupArgs, VerifyArgs};
@@ -57,6 +57,8 @@ pub fn installed(dir: &std::path::Path, host: &HostFacts, command: &str) -> Resu
             state.storage()
         )));
     }
+    // A data folder another appliance claims too: its nginx would take pushes this one cannot stop.
+    crate::owned::check_claimed_by(Path::new(&state.data_dir), &crate::owned::appliance_id(dir))?;
     let setup = SetupArgs {
         config_dir: dir.to_path_buf(),
         ..Default::default()

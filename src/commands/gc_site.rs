@@ -383,7 +383,7 @@ async fn refusals(site: &Site, replicas: &[Replica]) -> Vec<(String, String)> {
         let answer = http.post(&url).header(reqwest::header::CONTENT_LENGTH, 0).send().await;
         match answer {
             Ok(r) if r.status() == 405 => {
-                let body = r.text().await.unwrap_or_default();
+                let body = crate::bounded::error_text(r).await;
                 if !body.contains(render::SITE_HELD_MESSAGE) {
                     failed.push((replica.domain.clone(), format!("it refused for another reason: {body}")));
                 }

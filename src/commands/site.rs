@@ -67,7 +67,7 @@ pub fn export(args: &SiteExportArgs, rt: &tokio::runtime::Runtime, host: &HostFa
 fn read_site(dir: &Path, state: &crate::state::State) -> Result<Site> {
     let read = |rel: &str| -> Result<String> {
         let path = dir.join(rel);
-        std::fs::read_to_string(&path).map_err(|e| Error::usage(crate::host::io_failed("read", &path, &e)))
+        crate::bounded::text(&path, crate::bounded::SMALL)
     };
     let http_secret = crate::render::read_http_secret(&read(layout::REGISTRY_CONFIG)?).ok_or_else(|| {
         Error::usage(format!(
@@ -116,7 +116,7 @@ pub struct Joining {
 /// but the temporary folder.
 pub fn joining(given: &SetupArgs, path: &Path, previous: Option<&crate::state::State>) -> Result<Joining> {
     let shown = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = crate::bounded::read_text(path, crate::bounded::SMALL).map_err(|e| {
         Error::usage(format!(
             "Cannot read the site file {shown} ({e}): give --site the file site export wrote."
         ))

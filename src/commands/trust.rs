@@ -96,7 +96,9 @@ pub fn untrust(state: &State, ca: &[u8], host: &HostFacts) {
         .into_iter()
         .chain(std::iter::once(system.clone()))
     {
-        if std::fs::read(&path).is_ok_and(|c| c == ca) && std::fs::remove_file(&path).is_ok() {
+        if crate::bounded::file(&path, crate::bounded::SMALL).is_ok_and(|c| c.as_deref() == Some(ca))
+            && std::fs::remove_file(&path).is_ok()
+        {
             if path == system {
                 changed_system = true;
             } else if let Some(dir) = path.parent() {

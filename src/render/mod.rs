@@ -10,7 +10,8 @@ mod systemd;
 
 pub use nginx::{made_read_only, ReadOnly, SITE_HELD_MESSAGE};
 pub use pod::{
-    container_name, foreign_registry_env, socket_volume, MANAGED_BY_LABEL, NGINX_CONTAINER, REGISTRY_CONTAINER,
+    container_name, foreign_registry_env, socket_volume, APPLIANCE_LABEL, MANAGED_BY_LABEL, NGINX_CONTAINER,
+    REGISTRY_CONTAINER,
 };
 pub use registry_config::{
     config_path_in_container, disk_fingerprint, read_http_secret, DiskFingerprint, FINGERPRINT_HEADER,
@@ -187,6 +188,7 @@ pub(crate) mod tests {
             nginx_image: "docker.io/library/nginx:1.28-alpine".into(),
             pod_name: "registry-pod".into(),
             config_dir: PathBuf::from("/etc/registry-up"),
+            appliance: "0123456789abcdef".into(),
             data_dir: PathBuf::from("/var/lib/registry-up/data"),
             auth_user: None,
             own_cert: None,
@@ -285,6 +287,14 @@ pub(crate) mod tests {
         assert!(file(&files, STATE).contains("\"auth_user\": \"admin\""));
         for f in files.iter().filter(|f| f.rel == HTPASSWD || f.rel == AUTH_PASSWORD) {
             assert_eq!(f.mode, 0o600);
+        }
+        // What purge removes is what render writes: a file missing from that list would be left behind.
+        for f in files.iter().filter(|f| matches!(f.root, Root::Config)) {
+            assert!(
+                crate::owned::CONFIG_FILES.contains(&f.rel.as_str()),
+                "{} is not in owned::CONFIG_FILES",
+                f.rel
+            );
         }
     }
 

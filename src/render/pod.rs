@@ -117,6 +117,8 @@ pub fn container_name(pod: &str, container: &str) -> String {
 
 /// The label on the pod saying registry-up made it (Podman copies it to the pod).
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Which appliance started the pod (`Settings::appliance`): up replaces only a pod of its own.
+pub const APPLIANCE_LABEL: &str = "registry-up/appliance";
 pub const NGINX_CONTAINER: &str = "nginx";
 /// The annotation recording where nginx listens.
 pub const LISTEN_ANNOTATION: &str = "registry-up/listen";
@@ -197,7 +199,10 @@ pub fn render(settings: &Settings) -> String {
         kind: "Pod",
         metadata: Metadata {
             name: settings.pod_name.clone(),
-            labels: BTreeMap::from([(MANAGED_BY_LABEL, "registry-up".to_string())]),
+            labels: BTreeMap::from([
+                (MANAGED_BY_LABEL, "registry-up".to_string()),
+                (APPLIANCE_LABEL, settings.appliance.clone()),
+            ]),
             // New listen addresses need a new pod: an nginx reload cannot move a socket the running master
             // holds (a wildcard next to a specific address on one port is refused), so they are part of the pod.
             annotations: BTreeMap::from([(LISTEN_ANNOTATION, listen_text(settings))]),

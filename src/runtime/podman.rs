@@ -478,11 +478,30 @@ impl Podman {
     /// The value of `label` on the pod `pod`: None when there is no such pod, Some("") when the pod has
     /// no such label.
     pub fn pod_label(&self, pod: &str, label: &str) -> Result<Option<String>> {
-        let format = format!("{{{{index .Labels \"{label}\"}}}}");
-        match self.run(&["pod", "inspect", "--format", &format, pod]) {
+        Ok(self.pod_labels(pod, &[label])?.map(|mut v| v.remove(0)))
+    }
+
+    /// As [`Podman::pod_label`], for several labels in one call: their values in order.
+    pub fn pod_labels(&self, pod: &str, labels: &[&str]) -> Result<Option<Vec<String>>> {
+        let format: Vec<String> = labels
+            .iter()
+            .map(|label| format!("{{{{index .Labels \"{label}\"}}}}"))
+            .collect();
+        match self.run(&["pod", "inspect", "--format", &format.join("\n"), pod]) {
             Ok(out) => {
-                let value = String::from_utf8_lossy(&out).trim().to_string();
-                Ok(Some(if value == "<no value>" { String::new() } else { value }))
+                let text = String::from_utf8_lossy(&out);
+                let mut values: Vec<String> = text
+                    .lines()
+                    .map(|v| {
+                        if v.trim() == "<no value>" {
+                            String::new()
+                        } else {
+                            v.trim().to_string()
+                        }
+                    })
+                    .collect();
+                values.resize(labels.len(), String::new());
+                Ok(Some(values))
             }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),

@@ -116,7 +116,9 @@ pub fn maintenance_timer(
     let files: Vec<PathBuf> = [timer, service]
         .into_iter()
         .map(|u| unit_dir.join(u))
-        .filter(|f| std::fs::read_to_string(f).is_ok_and(|t| t.starts_with("# Written by registry-up")))
+        .filter(|f| {
+            crate::bounded::read_text(f, crate::bounded::SMALL).is_ok_and(|t| t.starts_with("# Written by registry-up"))
+        })
         .collect();
     if files.is_empty() {
         return Ok(None);

@@ -26,6 +26,10 @@ pub struct Location {
 /// The region S3 clients sign for when none is given (Garage's own default is "garage": give --s3-region).
 pub const DEFAULT_REGION: &str = "us-east-1";
 
+/// The most registry-up reads of an answer from the object store: a listing page (1 000 keys) or a small
+/// record of its own; more is an error, not a memory to fill.
+const LISTING: usize = 16 << 20;
+
 impl Location {
     /// Checks the three settings (pure): an endpoint URL without path, an S3 bucket name, a region name.
     pub fn parse(endpoint: &str, bucket: &str, region: &str) -> Result<Self> {
@@ -95,7 +99,7 @@ pub fn read_key(given: Option<&Path>, dir: &Path) -> Result<(Credentials, PathBu
     let path = given
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join(crate::layout::S3_CREDENTIALS));
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = crate::bounded::read_text(&path, crate::bounded::SMALL).map_err(|e| {
         let fix = match given {
             Some(_) => "give --s3-credentials a file this user can read".to_string(),
             None => "give the key again with --s3-credentials FILE".to_string(),
@@ -231,7 +235,9 @@ impl<'a> Bucket<'a> {
             .get(reqwest::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse().ok())
             .unwrap_or(0);
-        let body = response.text().await.unwrap_or_default();
+        // A listing is a page of at most 1 000 keys; an endless body (an error page, say) is cut short.
+        let body = crate::bounded::body(response, LISTING).await?;
+        let body = String::from_utf8_lossy(&body).into_owned();
         Ok(Answer { status, body, length })
     }
 

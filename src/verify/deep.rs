@@ -89,6 +89,9 @@ struct TagWalk<'a> {
     /// HEAD every blob (verify --deep), or only read the manifests (an inventory).
     heads: bool,
     result: TagResult,
+    /// Children already walked in this tag, and whether each was served: an index that names one child
+    /// thousands of times costs one walk of it, not thousands (nor thousands squared, nested).
+    walked: std::collections::HashMap<String, bool>,
 }
 
 /// A manifest as served: its digest, media type, and an index's children that were served.
@@ -144,10 +147,10 @@ impl TagWalk<'_> {
             .get("docker-content-digest")
             .and_then(|v| v.to_str().ok())
             .map(String::from);
-        let body = match resp.bytes().await {
+        let body = match crate::bounded::body(resp, crate::bounded::MANIFEST).await {
             Ok(b) => b,
             Err(e) => {
-                self.problem(reference, format!("manifest download failed: {}", chain(&e)));
+                self.problem(reference, format!("manifest download failed: {e}"));
                 return None;
             }
         };
@@ -183,8 +186,16 @@ impl TagWalk<'_> {
                 return None;
             }
             for child in children {
-                if let Some(child) = Box::pin(self.manifest(&child.digest, depth + 1)).await {
-                    served.children.push(child.digest);
+                let ok = match self.walked.get(&child.digest) {
+                    Some(ok) => *ok,
+                    None => {
+                        let ok = Box::pin(self.manifest(&child.digest, depth + 1)).await.is_some();
+                        self.walked.insert(child.digest.clone(), ok);
+                        ok
+                    }
+                };
+                if ok {
+                    served.children.push(child.digest.clone());
                 }
             }
             return Some(served);
@@ -282,6 +293,7 @@ pub async fn walk(
                 tag: &tag,
                 heads,
                 result: TagResult::default(),
+                walked: Default::default(),
             };
             if let Some(served) = walk.manifest(&tag, 0).await {
                 walk.result.served = Some(inventory::Tag {

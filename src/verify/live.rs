@@ -322,7 +322,7 @@ pub async fn registry_info(target: &Target, version: Option<Result<String, Strin
             Err(e) => Err(chain(&e)),
             Ok(r) => {
                 let code = r.status().as_u16();
-                let body = r.text().await.unwrap_or_default();
+                let body = crate::bounded::error_text(r).await;
                 Ok(match code {
                     200 => "served".to_string(),
                     // The API's own 404 for a repository it does not know proves nothing either way.

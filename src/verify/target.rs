@@ -137,20 +137,7 @@ impl Target {
     }
 }
 
-/// An error with its causes, which is where reqwest and rustls put the useful part.
-pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let s = cause.to_string();
-        if !text.contains(&s) {
-            text.push_str(": ");
-            text.push_str(&s);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use crate::error::chain;
 
 /// Polls `https://REGISTRY/v2/` until it answers 200 (or 401, with auth on), or `timeout` passes.
 pub async fn wait_ready(target: &Target, timeout: Duration) -> Result<String> {

@@ -136,6 +136,7 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
         settings = Settings::resolve(&setup, previous.as_ref(), host)?;
     }
     let moving = data_switch(previous.as_ref(), &settings, args, out)?;
+    ours(previous.as_ref(), &settings, out)?;
     let same_port = previous.as_ref().is_some_and(|s| s.port == settings.port);
     let mut writable = vec![(settings.config_dir.as_path(), "--config-dir")];
     if settings.s3.is_none() {
@@ -158,6 +159,61 @@ fn resolve(args: &UpArgs, host: &HostFacts, out: &Reporter) -> Result<Resolved> 
         same_port,
         joining,
     })
+}
+
+/// registry-up takes only what is its own: a new appliance's config folder holding other files is refused,
+/// and so is a data folder another installed appliance claims or that holds what is not a registry's
+/// storage (exit 2, before anything is written).
+fn ours(previous: Option<&crate::state::State>, settings: &Settings, out: &Reporter) -> Result<()> {
+    if previous.is_none() {
+        crate::owned::check_new_config_folder(&settings.config_dir)?;
+    }
+    if settings.s3.is_some() {
+        return Ok(());
+    }
+    let installed_here = previous.is_some_and(|p| {
+        p.s3.is_none() && crate::lock::canonical(Path::new(&p.data_dir)) == crate::lock::canonical(&settings.data_dir)
+    });
+    let owner = crate::owned::check_data_folder(
+        &settings.data_dir,
+        &settings.appliance,
+        &settings.config_dir,
+        installed_here,
+    )?;
+    if let crate::owned::Owner::Stale(other) = owner {
+        out.warn(&format!(
+            "{} was the data folder of the appliance in {}, which is not installed there any more: this appliance              takes it over.",
+            settings.data_dir.display(),
+            crate::error::printable(&other.display().to_string(), false)
+        ));
+    }
+    Ok(())
+}
+
+/// A pod of the appliance's name that this appliance did not start is refused (exit 2): replacing it would
+/// take another appliance's port and registry away while its status still said healthy. A pod of an
+/// earlier release (no appliance label) is this one's when this appliance's state names it.
+fn pod_is_ours(podman: &Podman, settings: &Settings, previous: Option<&crate::state::State>) -> Result<()> {
+    let labels = [crate::render::MANAGED_BY_LABEL, crate::render::APPLIANCE_LABEL];
+    let Some([maker, appliance]) = podman
+        .pod_labels(&settings.pod_name, &labels)?
+        .and_then(|v| <[String; 2]>::try_from(v).ok())
+    else {
+        return Ok(());
+    };
+    let named_here = previous.is_some_and(|p| p.pod_name == settings.pod_name);
+    let whose = if maker != "registry-up" {
+        "was not made by registry-up"
+    } else if appliance == settings.appliance || appliance.is_empty() && named_here {
+        return Ok(());
+    } else {
+        "belongs to another appliance on this host"
+    };
+    Err(Error::usage(format!(
+        "A pod named {} {whose}: registry-up replaces only the pod it started for {}. Give --pod-name a name of          its own (podman pod ps lists the pods there are). Nothing was changed.",
+        settings.pod_name,
+        settings.config_dir.display()
+    )))
 }
 
 /// A new data folder on an installed appliance must not hide its images: refused (exit 2, before anything
@@ -372,6 +428,7 @@ fn run_locked(
     };
     let s3_key = storage_ready(&settings, args.dry_run, rt, out)?;
     let podman = Podman::find()?;
+    pod_is_ours(&podman, &settings, previous.as_ref())?;
     // Images first: a missing image must stop the run before any file is written.
     let ready = images(args, host, out, &podman, &settings, bundle.as_ref())?;
     if settings.maintenance.is_some() && ready.service == Service::Direct {
@@ -822,6 +879,10 @@ fn change(
 ) -> Result<()> {
     out.step("write files", || {
         let n = crate::apply::apply(plan)?;
+        // The data folder is this appliance's from now on: another is refused it, gc and purge check it.
+        if settings.s3.is_none() {
+            crate::owned::write_claim(&settings.data_dir, &settings.appliance, &settings.config_dir)?;
+        }
         if read_only {
             guard::start_read_only(settings)?;
         }

@@ -1,0 +1,119 @@
+//! Every read of input registry-up does not control is bounded: a file someone names (a site file, an S3
+//! key, a list), a member of an archive, a password on stdin, the body of an HTTP answer. Each reads at most
+//! a size that fits its purpose and says so when there is more, and a file that is not a regular file (a
+//! FIFO would hang the run, a device never ends) is refused before a byte is read.
+
+use std::io::Read;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+
+/// Small files of registry-up's own or the user's: a key, a password, a claim, a site file.
+pub const SMALL: u64 = 1 << 20;
+/// An error body from a registry or an object store: its start says enough.
+pub const ERROR_BODY: usize = 64 << 10;
+/// A manifest or index: distribution refuses to store one over 4 MiB.
+pub const MANIFEST: usize = 4 << 20;
+
+/// The bytes of the regular file at `path`, at most `limit` of them; Ok(None) when it does not exist. A
+/// FIFO, device or folder is refused before a byte is read, and so is a file over `limit`.
+pub fn file(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    // O_NONBLOCK: opening a FIFO for reading does not wait for a writer, so it can be refused.
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    read_at_most(f, limit).map(Some)
+}
+
+/// At most `limit` bytes of `reader`; an error when it has more.
+pub fn read_at_most(reader: impl Read, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("more than the {} registry-up reads of it", indicatif::HumanBytes(limit)),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// As `std::fs::read_to_string`, of a regular file of at most `limit` bytes (as [`file`]).
+pub fn read_text(path: &Path, limit: u64) -> std::io::Result<String> {
+    let bytes = file(path, limit)?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    String::from_utf8(bytes).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))
+}
+
+/// The text of the regular file at `path` (at most `limit` bytes), or an error (exit 2) naming the file
+/// and what to do: it is missing, not a regular file, too large, or not UTF-8.
+pub fn text(path: &Path, limit: u64) -> Result<String> {
+    read_text(path, limit).map_err(|e| Error::usage(crate::host::io_failed("read", path, &e)))
+}
+
+/// The body of an HTTP answer, at most `limit` bytes: Err says what failed, or that there was more.
+pub async fn body(mut resp: reqwest::Response, limit: usize) -> std::result::Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| crate::error::chain(&e))? {
+        if bytes.len() + chunk.len() > limit {
+            return Err(format!(
+                "the answer is larger than the {} registry-up reads of it",
+                indicatif::HumanBytes(limit as u64)
+            ));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
+/// The start of an error answer's body, as text (lossy): at most [`ERROR_BODY`] bytes are read, the rest
+/// is left unread (the connection is dropped with the answer).
+pub async fn error_text(mut resp: reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = ERROR_BODY - bytes.len();
+        bytes.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if bytes.len() >= ERROR_BODY {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_or_an_endless_file_is_refused_without_hanging() {
+        let tmp = tempfile::tempdir().unwrap();
+        let fifo = tmp.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let e = text(&fifo, SMALL).unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{e}");
+        let e = text(Path::new("/dev/zero"), SMALL).unwrap_err();
+        assert!(e.message.contains("not a regular file"), "{e}");
+        let big = tmp.path().join("big");
+        std::fs::write(&big, vec![b'a'; 2048]).unwrap();
+        let e = text(&big, 1024).unwrap_err();
+        assert!(e.message.contains("more than the 1.00 KiB"), "{e}");
+        assert_eq!(text(&big, 2048).unwrap().len(), 2048);
+        assert!(file(&tmp.path().join("missing"), 1).unwrap().is_none());
+        let e = read_at_most(std::io::repeat(0), 4096).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::FileTooLarge);
+    }
+}
