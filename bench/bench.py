@@ -2,7 +2,7 @@
 """`make bench`: registry-up's figures side by side with what users would do instead.
 
 Every figure is the median of BENCH_RUNS runs (default 5) with min and max, and a ratio against a
-baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,import,inventory,proxy,s3 runs a subset. Needs root, Podman and the stand-in images (make test-images), and
+baseline measured in the same run. BENCH_ONLY=certs,up,verify,auth,gc,backup,deep,import,inventory,proxy,s3 runs a subset. Needs root, Podman and the stand-in images (make test-images), and
 the release binary (make build); the Makefile target provides both. Prints one Markdown table and
 writes it to target/bench/results.md.
 """
@@ -839,6 +839,26 @@ def bench_backup(tmp: Path, gib_image: Path):
         f"{statistics.median(restores) / statistics.median(untars):.2f}×", "(no goal)", True)
 
 
+def bench_deep(tmp: Path, gib_image: Path):
+    """14. verify --deep of an appliance holding 1 GiB, every blob's bytes hashed on the host (both cores),
+    in MiB/s against sha256sum of the same blob files (one process, as an admin would run it)."""
+    port, pod, cfg, certs = appliance(tmp, "deep")
+    push_layout(gib_image, port, cfg, "bench/big:1")
+    blobs = [p for p in (tmp / "deep" / "data").rglob("data") if p.is_file() and "/blobs/" in str(p)]
+    size = sum(p.stat().st_size for p in blobs)
+    ours, theirs = [], []
+    for i in range(RUNS):
+        ours.append(timed([BIN, "verify", "--deep", "--timeout", "600", "--config-dir", cfg]))
+        theirs.append(timed(["sha256sum", *blobs], stdout=subprocess.DEVNULL))
+    rm_pod(pod)
+    mbps = lambda s: size / MiB / statistics.median(s)
+    ratio = mbps(ours) / mbps(theirs)
+    row("14. `verify --deep` of 1 GiB on the appliance host (all checks, every blob's bytes hashed)",
+        f"{fmt(ours)} ({mbps(ours):.0f} MiB/s)",
+        f"sha256sum of the same {len(blobs)} blob files: {fmt(theirs)} ({mbps(theirs):.0f} MiB/s)",
+        f"{ratio:.2f}× throughput", "≥ 0.8× throughput", ratio >= 0.8)
+
+
 def bench_auth(tmp: Path):
     """7. What --auth costs a client: the registry checks the bcrypt hash on every request."""
     kinds = {"none": [], "generated": ["--auth"], "chosen": ["--auth", "--auth-password-stdin"]}
@@ -901,7 +921,7 @@ def main():
         small, big, gib = tmp / "img-1m", tmp / "img-big", tmp / "img-1g"
         make_oci_layout(small, MiB, "small")
         make_oci_layout(big, size_mib * MiB, "big")
-        make_oci_layout(gib, 1024 * MiB if not os.environ.get("BENCH_ONLY") or {"verify", "backup"} & set(os.environ["BENCH_ONLY"].split(",")) else MiB, "gib")
+        make_oci_layout(gib, 1024 * MiB if not os.environ.get("BENCH_ONLY") or {"verify", "backup", "deep"} & set(os.environ["BENCH_ONLY"].split(",")) else MiB, "gib")
         only = set(filter(None, os.environ.get("BENCH_ONLY", "").split(",")))  # e.g. BENCH_ONLY=proxy
         wanted = lambda name: not only or name in only
         try:
@@ -917,6 +937,8 @@ def main():
                 bench_gc(tmp)
             if wanted("backup"):
                 bench_backup(tmp, gib)
+            if wanted("deep"):
+                bench_deep(tmp, gib)
             if wanted("import"):
                 bench_import(tmp)
             if wanted("inventory"):
@@ -927,7 +949,7 @@ def main():
             if wanted("s3"):
                 bench_s3(tmp, big, size_mib)
         finally:
-            for pod in ["ru-bench-s3-fs", "ru-bench-s3-s3", "ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup", "ru-bench-import", "ru-bench-inv-200", "ru-bench-inv-2000"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
+            for pod in ["ru-bench-s3-fs", "ru-bench-s3-s3", "ru-bench-noop", "ru-bench-proxy", "ru-bench-proxy-ours", "ru-bench-verify", "ru-bench-gc", "ru-bench-backup", "ru-bench-deep", "ru-bench-import", "ru-bench-inv-200", "ru-bench-inv-2000"] + [f"ru-bench-auth-{k}" for k in ("none", "generated", "chosen")] + [f"ru-bench-{k}-{i}" for k in ("cold", "manual") for i in range(RUNS)]:
                 rm_pod(pod)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown CPU")
     podman = sh(["podman", "--version"]).stdout.strip()

@@ -57,6 +57,23 @@ pub fn read_text(path: &Path, limit: u64) -> std::io::Result<String> {
     String::from_utf8(bytes).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))
 }
 
+/// As [`read_text`], of a file that holds a secret (an S3 key, a site file): one other users can read is
+/// read, with a warning that says so and how to close it (the secret may have been read already).
+pub fn secret_text(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = read_text(path, limit)?;
+    let mode = std::fs::metadata(path).map(|m| m.permissions().mode()).unwrap_or(0);
+    if mode & 0o044 != 0 {
+        eprintln!(
+            "warning: {} holds a secret and other users can read it (mode {:o}): chmod 600 it, and consider the \
+             secret seen.",
+            crate::error::printable(&path.display().to_string(), false),
+            mode & 0o777
+        );
+    }
+    Ok(text)
+}
+
 /// The text of the regular file at `path` (at most `limit` bytes), or an error (exit 2) naming the file
 /// and what to do: it is missing, not a regular file, too large, or not UTF-8.
 pub fn text(path: &Path, limit: u64) -> Result<String> {

@@ -12,6 +12,18 @@ use crate::error::{Error, Result};
 pub const DEFAULT_HIGH: u8 = 90;
 pub const DEFAULT_CRITICAL: u8 = 97;
 
+/// Below this much free space where the registry writes, pushes are about to fail: 5 % of the filesystem,
+/// at least 8 MiB and at most 256 MiB. The one rule up's and verify's round trip, verify's storage check,
+/// status and maintain share (a fixed 256 MiB called a 200 MiB filesystem full while pushes worked).
+pub fn floor(total: u64) -> u64 {
+    (total / 20).clamp(8 << 20, 256 << 20)
+}
+
+/// Below this much free, verify warns that pushes will soon fail: four floors (1 GiB on a large disk).
+pub fn warn_below(total: u64) -> u64 {
+    floor(total) * 4
+}
+
 /// A filesystem's size and use, as df(1) counts them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Usage {
@@ -121,6 +133,16 @@ mod tests {
             free,
             used,
         }
+    }
+
+    #[test]
+    fn the_floor_scales_with_the_filesystem() {
+        assert_eq!(floor(200 << 20), 10 << 20, "5 % of a 200 MiB filesystem");
+        assert_eq!(floor(20 << 20), 8 << 20, "never under 8 MiB");
+        assert_eq!(floor(1 << 40), 256 << 20, "never over 256 MiB");
+        assert_eq!(warn_below(1 << 40), 1 << 30);
+        // A 200 MiB filesystem at 1 % used has room for verify's 1 MiB round trip.
+        assert!(usage(2 << 20, 198 << 20).free >= (1 << 20) + floor(200 << 20));
     }
 
     #[test]

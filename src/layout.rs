@@ -52,10 +52,6 @@ pub fn quadlet_file(pod: &str) -> String {
 pub const SOCKET_DIR: &str = "/run/registry-up";
 pub const REGISTRY_SOCKET: &str = "/run/registry-up/registry.sock";
 
-/// Below this much free space where the registry writes, pushes are about to fail: `status` calls the
-/// appliance degraded (verify warns earlier, under 1 GiB, and fails when its own upload cannot fit).
-pub const DISK_NEARLY_FULL: u64 = 256 << 20;
-
 /// Modes of what registry-up writes: keys, passwords and the registry config (it holds http.secret)
 /// only for their owner; certificates and configs readable.
 pub const PRIVATE: u32 = 0o600;

@@ -331,12 +331,37 @@ fn storage(args: &SetupArgs, previous: Option<&State>) -> Result<(Option<crate::
 }
 
 fn image_reference(input: &str, flag: &str) -> Result<String> {
-    crate::reference::whole(input.trim()).map_err(|e| {
+    let shown = crate::error::printable(input, false);
+    let whole = crate::reference::whole(input.trim()).map_err(|e| {
         Error::usage(format!(
-            "The image reference '{input}' given to {flag} cannot be parsed ({e}): \
+            "The image reference '{shown}' given to {flag} cannot be parsed ({e}): \
              use the form registry/name:tag, for example {DEFAULT_REGISTRY_IMAGE}."
         ))
-    })
+    })?;
+    // The grammar (oci-spec's, which reference.rs follows string for string) takes two things Podman then
+    // refuses half-way through a run: a name with capitals (`UPPER/x` is Docker Hub's `UPPER/x`), and a
+    // port no TCP port can be.
+    let (registry, rest) = whole.split_once('/').expect("a whole reference names its registry");
+    let repository = rest.split(['@', ':']).next().unwrap_or(rest);
+    let port_ok = registry
+        .split_once(':')
+        .is_none_or(|(_, port)| port.parse::<u16>().is_ok_and(|p| p > 0));
+    let problem = if repository.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(format!(
+            "the repository {repository} has capitals, which no registry takes"
+        ))
+    } else if !port_ok {
+        Some(format!("{registry} names a port outside 1-65535"))
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(Error::usage(format!(
+            "The image reference '{shown}' given to {flag} cannot be pulled ({problem}): use the form \
+             registry/name:tag in lower case, for example {DEFAULT_REGISTRY_IMAGE}."
+        ))),
+        None => Ok(whole),
+    }
 }
 
 /// An absolute path for a file the user names (read only: any characters are fine).
@@ -461,6 +486,31 @@ pub fn check_writable(dirs: &[(&Path, &str)]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn references_podman_would_refuse_later_are_refused_now() {
+        for (input, says) in [
+            ("UPPER/x:1", "capitals"),
+            // Refused by the grammar already (capitals after a registry name).
+            ("registry.example.com/Team/x:1", "cannot be parsed"),
+            ("localhost:99999/x:1", "outside 1-65535"),
+            ("localhost:0/x:1", "outside 1-65535"),
+        ] {
+            let e = image_reference(input, "--registry-image").unwrap_err();
+            assert_eq!(e.status, crate::error::ExitStatus::Usage);
+            assert!(e.message.contains(says), "{input}: {e}");
+        }
+        assert_eq!(
+            image_reference("localhost:5000/x/Y_tag:V1.0", "--registry-image").ok(),
+            None,
+            "capitals in the name, not the tag"
+        );
+        assert_eq!(
+            image_reference("localhost:5000/x/y:V1.0", "f").unwrap(),
+            "localhost:5000/x/y:V1.0"
+        );
+        assert_eq!(image_reference("nginx", "f").unwrap(), "docker.io/library/nginx:latest");
+    }
     use clap::Parser;
 
     fn settings(args: &[&str]) -> Result<Settings> {

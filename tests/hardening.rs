@@ -781,8 +781,9 @@ fn verification_never_fills_the_disk_nor_leaves_data_behind() {
     let pushed = app.push(&common::image_archives()[1], "small/nginx:1", None);
     let before = usage(&data);
 
-    // Item 1: a size that would leave 200 MiB (less than 256) is refused, and nothing is uploaded.
-    let too_big = format!("{}MiB", free(&data) / MIB - 200);
+    // Item 1: a size that would leave 40 MiB (less than the floor: 5 % of 1200 MiB, 60 MiB) is refused, and
+    // nothing is uploaded.
+    let too_big = format!("{}MiB", free(&data) / MIB - 40);
     let (code, report) = common::verify_json(app, &["--size", &too_big]);
     assert_eq!(code, 1, "{report:#}");
     common::assert_check(&report, "round-trip", "fail", &["not run", "--size"]);
@@ -840,9 +841,9 @@ fn verification_never_fills_the_disk_nor_leaves_data_behind() {
     );
     assert_eq!(usage(&data).1, before.1, "and nothing else is left");
 
-    // Item 11: a disk with less than 256 MiB left is a problem for status, not "healthy".
+    // Item 11: a disk with less than the floor left (30 MiB of 60) is a problem for status, not "healthy".
     let filled = Command::new("fallocate")
-        .args(["-l", &(free(&data) - 100 * MIB).to_string()])
+        .args(["-l", &(free(&data) - 30 * MIB).to_string()])
         .arg(&filler)
         .status()
         .unwrap();
@@ -1074,4 +1075,120 @@ fn special_and_endless_files_are_refused_before_reading() {
         text(&out.stderr)
     );
     assert!(!config.exists(), "nothing is written");
+}
+
+/// Issue 30 §3: `--timeout` bounds the whole run, the TLS handshake included. The peer here answers the
+/// ClientHello with the header of a 16 KiB handshake record and then drips one byte a second: each read
+/// succeeds within any per-read timeout, so only a deadline for the whole run ends it. `timeout 60`
+/// turns a hang into a failure (exit 124) rather than a stuck suite.
+#[test]
+fn a_peer_that_drips_its_handshake_cannot_hold_verify_past_its_timeout() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut tcp = stream;
+                let _ = tcp.read(&mut [0u8; 4096]);
+                if tcp.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]).is_err() {
+                    return;
+                }
+                while tcp.write_all(&[0x02]).is_ok() {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            });
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Run::bin()
+        .under(["timeout", "60"])
+        .args(["verify", "--domain", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--timeout", "5", "--json"])
+        .config_dir(tmp.path())
+        .code(1)
+        .run();
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    let tls = common::check(&report, "tls");
+    assert_eq!(tls["status"], "fail", "{report:#}");
+    assert!(
+        tls["detail"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within the --timeout of 5 s"),
+        "{report:#}"
+    );
+}
+
+/// Issue 30 §6: one floor for free space, scaled to the filesystem (5 %, 8 to 256 MiB), that up, verify,
+/// status and maintain share: on a 200 MiB data filesystem at 1 % used, up verifies, verify passes, status
+/// is healthy and maintain exits 0 (a fixed 256 MiB failed or warned in all four there).
+#[test]
+fn a_small_data_filesystem_has_a_floor_of_its_size() {
+    let Some(app) = Appliance::e2e() else { return };
+    let disk = common::SmallDisk::mount(app, 200);
+    let app = &disk.app;
+    Run::up(app).stdout_has("ok   verify").run();
+    let (code, report) = common::verify_json(app, &[]);
+    assert_eq!(code, 0, "{report:#}");
+    common::assert_check(&report, "storage", "pass", &[]);
+    Run::bin()
+        .arg("status")
+        .config_dir(app.config_dir())
+        .stdout_has("healthy")
+        .run();
+    Run::bin().arg("maintain").config_dir(app.config_dir()).run();
+}
+
+/// Issue 30 §5: deep means the bytes. A layer overwritten on disk (same size) answers every HEAD; on the
+/// appliance host `verify --deep` hashes each blob's bytes (each once, however many images share it) and
+/// names every image that holds the damaged one.
+#[test]
+fn deep_hashes_every_blob_s_bytes_on_the_appliance_host() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let [_, nginx] = common::image_archives();
+    app.push(nginx, "bytes/nginx:1", None);
+    app.push(nginx, "bytes/again:1", None);
+    let (code, report) = common::verify_json(&app, &["--deep"]);
+    assert_eq!(code, 0, "{report:#}");
+    common::assert_check(&report, "deep", "pass", &["the bytes of every blob"]);
+
+    // The largest blob (a layer both tags share), one byte changed in place.
+    let blobs = app.data_dir().join("docker/registry/v2/blobs");
+    let mut files: Vec<(u64, std::path::PathBuf)> = Vec::new();
+    let mut stack = vec![blobs];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+            let meta = entry.metadata().unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                files.push((meta.len(), entry.path()));
+            }
+        }
+    }
+    files.sort();
+    let (_, layer) = files.last().unwrap().clone();
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[100] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    let digest = format!(
+        "sha256:{}",
+        layer.parent().unwrap().file_name().unwrap().to_string_lossy()
+    );
+
+    let (code, report) = common::verify_json(&app, &["--deep"]);
+    assert_eq!(code, 1, "{report:#}");
+    common::assert_check(&report, "deep", "fail", &["missing or corrupt"]);
+    let problems = report["deep"]["problems"].as_array().unwrap();
+    for tag in ["bytes/nginx:1", "bytes/again:1"] {
+        let (repo, tag) = tag.split_once(':').unwrap();
+        assert!(
+            problems.iter().any(|p| p["repository"] == repo
+                && p["tag"] == tag
+                && p["digest"] == digest.as_str()
+                && p["problem"].as_str().unwrap().contains("its bytes on disk hash to")),
+            "{repo}:{tag} is not named: {report:#}"
+        );
+    }
 }

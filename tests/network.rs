@@ -223,13 +223,14 @@ fn an_nftables_drop_policy_is_named_opened_and_closed_again() {
         assert!(out.status.success(), "nft {args:?}: {}", common::text(&out.stderr));
         common::text(&out.stdout)
     };
-    nft(
-        &["-f", "-"],
-        Some(
-            "table inet filter {\n chain input {\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n  \
-             ct state established,related accept\n  meta l4proto ipv6-icmp accept\n  tcp dport 22 accept\n }\n}\n",
-        ),
+    // With an admin's rule that carries the comment registry-up's would, for another port: down leaves it.
+    let rules = format!(
+        "table inet filter {{\n chain input {{\n  type filter hook input priority 0; policy drop;\n  iif lo accept\n  \
+         ct state established,related accept\n  meta l4proto ipv6-icmp accept\n  tcp dport 22 accept\n  \
+         tcp dport 2222 accept comment \"registry-up {}\"\n }}\n}}\n",
+        app.pod
     );
+    nft(&["-f", "-"], Some(&rules));
     let before = nft(&["list", "ruleset"], None);
     let port = app.port;
     let v4 = format!("{}:{port}", common::NetNs::NS_V4);
@@ -267,7 +268,8 @@ fn an_nftables_drop_policy_is_named_opened_and_closed_again() {
         .args(["--open-firewall", "--no-verify"])
         .stdout_has("ok   firewall")
         .run();
-    assert_eq!(nft(&["list", "ruleset"], None).matches("registry-up").count(), 1);
+    let rule = format!("tcp dport {port} accept comment");
+    assert_eq!(nft(&["list", "ruleset"], None).matches(&rule).count(), 1);
 
     Run::bin()
         .arg("down")
@@ -278,7 +280,7 @@ fn an_nftables_drop_policy_is_named_opened_and_closed_again() {
     assert_eq!(
         nft(&["list", "ruleset"], None),
         before,
-        "down leaves the namespace's rules as they were"
+        "down leaves the namespace's rules as they were, the admin's rule with our comment among them"
     );
 }
 

@@ -116,7 +116,7 @@ pub struct Joining {
 /// but the temporary folder.
 pub fn joining(given: &SetupArgs, path: &Path, previous: Option<&crate::state::State>) -> Result<Joining> {
     let shown = path.display().to_string();
-    let text = crate::bounded::read_text(path, crate::bounded::SMALL).map_err(|e| {
+    let text = crate::bounded::secret_text(path, crate::bounded::SMALL).map_err(|e| {
         Error::usage(format!(
             "Cannot read the site file {shown} ({e}): give --site the file site export wrote."
         ))

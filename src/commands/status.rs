@@ -293,7 +293,7 @@ fn data(state: &State, config_dir: &Path, problems: &mut Vec<String>) -> Data {
         ));
     }
     match data.free_bytes {
-        Some(free) if free < crate::layout::DISK_NEARLY_FULL => problems.push(format!(
+        Some(free) if usage.is_some_and(|u| free < crate::disk::floor(u.total)) => problems.push(format!(
             "only {} free where the registry writes ({}): pushes will fail; free space there",
             HumanBytes(free),
             data_dir.display()

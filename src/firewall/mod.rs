@@ -60,10 +60,22 @@ impl Opening {
         }
     }
 
-    pub fn open(&self) -> Result<()> {
+    /// Opens it; the opening as made (an nftables rule with its handle), for the record.
+    pub fn open(&self) -> Result<Opening> {
         match self {
-            Opening::Firewalld(entry) => entry.change("--add-port"),
-            Opening::Nftables(rule) => rule.insert(),
+            Opening::Firewalld(entry) => entry.change("--add-port").map(|()| self.clone()),
+            Opening::Nftables(rule) => rule.insert().map(Opening::Nftables),
+        }
+    }
+
+    /// Where it opens: the opening without what only its making told (an nftables handle).
+    pub fn place(&self) -> Opening {
+        match self {
+            Opening::Nftables(rule) => Opening::Nftables(nftables::Rule {
+                handle: None,
+                ..rule.clone()
+            }),
+            other => other.clone(),
         }
     }
 

@@ -17,8 +17,12 @@ pub struct Rule {
     pub table: String,
     pub chain: String,
     pub port: u16,
-    /// Tags the rule, so that it is found again (nftables rule handles change with the ruleset).
+    /// Tags the rule, so that it is found again (a reload of the ruleset gives rules new handles).
     pub comment: String,
+    /// The handle nft gave the rule when registry-up inserted it: `down` deletes that rule, if it is still
+    /// exactly the rule inserted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<u64>,
 }
 
 fn ruleset() -> Result<String> {
@@ -109,6 +113,7 @@ fn judge(ruleset: &str, port: u16, listen: &Listen, comment: &str) -> Verdict {
                 chain: name.into(),
                 port,
                 comment: comment.into(),
+                handle: None,
             })),
         }
     }
@@ -276,15 +281,27 @@ impl Rule {
         format!("nft {}", quoted.join(" "))
     }
 
-    pub fn insert(&self) -> Result<()> {
-        let args = self.insert_args();
-        tool("nft", &args.iter().map(String::as_str).collect::<Vec<_>>()).map(|_| ())
+    /// Inserts the rule; the rule as inserted, with the handle nft echoed for it.
+    pub fn insert(&self) -> Result<Rule> {
+        let mut args = vec!["--echo".to_string(), "--handle".into(), "-j".into()];
+        args.extend(self.insert_args());
+        let echoed = tool("nft", &args.iter().map(String::as_str).collect::<Vec<_>>())?;
+        let doc: Value = serde_json::from_str(&echoed).unwrap_or_default();
+        let handle = doc["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|i| i["insert"]["rule"]["handle"].as_u64());
+        Ok(Rule { handle, ..self.clone() })
     }
 
-    /// Deletes the rules in the chain that carry the comment (none left is no error).
+    /// Deletes the rule registry-up inserted, and only it (none left is no error): the one at its handle
+    /// when that is still exactly this rule, else (a reloaded ruleset, or a record without a handle) each
+    /// rule in the chain that is exactly this rule: this comment, `tcp dport PORT accept`, nothing else. An
+    /// admin's rule with the same comment for another port, or with another match, stays.
     pub fn delete(&self) -> Result<()> {
         let (family, table, chain) = (&self.family, &self.table, &self.chain);
-        for handle in tagged(&ruleset()?, family, table, chain, &self.comment) {
+        for handle in self.found(&ruleset()?) {
             tool(
                 "nft",
                 &["delete", "rule", family, table, chain, "handle", &handle.to_string()],
@@ -292,24 +309,33 @@ impl Rule {
         }
         Ok(())
     }
-}
 
-/// Handles of the rules in a chain that carry `comment`.
-fn tagged(ruleset: &str, family: &str, table: &str, chain: &str, comment: &str) -> Vec<u64> {
-    let doc: Value = serde_json::from_str(ruleset).unwrap_or_default();
-    doc["nftables"]
-        .as_array()
-        .map(|items| {
-            items
-                .iter()
-                .filter_map(|i| i.get("rule"))
-                .filter(|r| {
-                    r["family"] == family && r["table"] == table && r["chain"] == chain && r["comment"] == comment
-                })
-                .filter_map(|r| r["handle"].as_u64())
-                .collect()
-        })
-        .unwrap_or_default()
+    /// Handles of the rules in `ruleset` that are exactly this one (see [`Rule::delete`]).
+    fn found(&self, ruleset: &str) -> Vec<u64> {
+        let doc: Value = serde_json::from_str(ruleset).unwrap_or_default();
+        let expr = serde_json::json!([
+            {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": self.port}},
+            {"accept": null}
+        ]);
+        let exact: Vec<u64> = doc["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|i| i.get("rule"))
+            .filter(|r| {
+                r["family"] == self.family.as_str()
+                    && r["table"] == self.table.as_str()
+                    && r["chain"] == self.chain.as_str()
+                    && r["comment"] == self.comment.as_str()
+                    && r["expr"] == expr
+            })
+            .filter_map(|r| r["handle"].as_u64())
+            .collect();
+        match self.handle {
+            Some(h) if exact.contains(&h) => vec![h],
+            _ => exact,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -415,10 +441,38 @@ mod tests {
     }
 
     #[test]
-    fn tagged_rules_are_found_by_their_comment() {
-        let text = r#"{"nftables": [{"rule": {"family": "inet", "table": "filter", "chain": "input", "handle": 5,
-            "comment": "registry-up pod", "expr": []}}, {"rule": {"family": "inet", "table": "filter", "chain":
-            "input", "handle": 6, "expr": []}}]}"#;
-        assert_eq!(tagged(text, "inet", "filter", "input", "registry-up pod"), vec![5]);
+    fn only_the_rule_inserted_is_found_for_deletion() {
+        let rule = |handle: u64, comment: &str, port: u16, verdict: &str| {
+            format!(
+                r#"{{"rule": {{"family": "inet", "table": "filter", "chain": "input", "handle": {handle}, "comment":
+                "{comment}", "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "tcp", "field":
+                "dport"}}}}, "right": {port}}}}}, {{"{verdict}": null}}]}}}}"#
+            )
+        };
+        let text = format!(
+            r#"{{"nftables": [{}, {}, {}, {}]}}"#,
+            rule(5, "registry-up pod", 8443, "accept"),
+            // An admin's rules: the same comment for another port, and for this port with another verdict.
+            rule(6, "registry-up pod", 22, "accept"),
+            rule(7, "registry-up pod", 8443, "drop"),
+            rule(9, "registry-up pod", 8443, "accept"),
+        );
+        let mut ours = Rule {
+            family: "inet".into(),
+            table: "filter".into(),
+            chain: "input".into(),
+            port: 8443,
+            comment: "registry-up pod".into(),
+            handle: Some(9),
+        };
+        assert_eq!(ours.found(&text), [9], "the recorded handle, exactly this rule");
+        ours.handle = Some(6);
+        assert_eq!(
+            ours.found(&text),
+            [5, 9],
+            "a handle that is not this rule: each exact one"
+        );
+        ours.handle = None;
+        assert_eq!(ours.found(&text), [5, 9]);
     }
 }

@@ -38,6 +38,55 @@ impl Downloaded {
     }
 }
 
+/// The least a pull must bring in each `--pull-timeout` window to go on: a registry that drips a byte
+/// every few seconds is as good as one that says nothing, and would otherwise hold the run for days.
+const LEAST_PER_WINDOW: u64 = 64 << 10;
+
+/// Whether a pull that brought `got` bytes in the window just ended (of `stall`) and `total` in all must
+/// stop, and why, in words.
+fn too_slow(got: u64, total: u64, stall: Duration) -> Option<String> {
+    if got >= LEAST_PER_WINDOW {
+        return None;
+    }
+    let secs = stall.as_secs();
+    Some(match (total, got) {
+        (0, _) => format!("the pull was stopped after {secs} s without progress (--pull-timeout); nothing came: the registry or a DNS server does not answer"),
+        (_, 0) => format!("the pull was stopped after {secs} s without progress (--pull-timeout); after {total} bytes nothing more came: the registry stopped answering"),
+        _ => format!(
+            "the pull was stopped: in the last {secs} s (--pull-timeout) only {got} bytes came, less than the {} KiB \
+             a pull must bring in that time ({total} bytes in all): the registry nearly stopped answering",
+            LEAST_PER_WINDOW >> 10
+        ),
+    })
+}
+
+/// Download folders of pulls whose registry-up was killed (its process gone): removed, ours only.
+fn remove_stale_downloads(base: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("registry-up-pull-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        // SAFETY: signal 0 only asks whether the process exists.
+        let gone = pid > 0
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone && meta.is_dir() && meta.uid() == me {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Where Podman puts big temporary files by default, and so where ours goes (same filesystem).
 fn temp_base() -> PathBuf {
     std::env::var_os("TMPDIR")
@@ -63,6 +112,7 @@ impl Podman {
     /// Returns the bytes downloaded. Stops the pull once `stall` passes with no new byte: a registry or DNS
     /// server that never answers fails within it, a large image on a slow but live link goes on.
     pub fn pull(&self, image: &str, stall: Duration, mut progress: impl FnMut(u64)) -> Result<u64, PullError> {
+        remove_stale_downloads(&temp_base());
         let tmp = tempfile::Builder::new()
             .prefix(&format!("registry-up-pull-{}-", std::process::id()))
             .tempdir_in(temp_base())
@@ -85,31 +135,27 @@ impl Podman {
         });
         // A helper podman started may outlive a killed pull and hold the pipe: never wait long for it.
         let said = |wait| said.recv_timeout(wait).unwrap_or_default();
-        let mut last_news = Instant::now();
+        // Each window of `stall` must bring LEAST_PER_WINDOW bytes: a stall and a drip both end it.
+        let (mut window, mut at_window) = (Instant::now(), 0);
         let mut downloaded = Downloaded::default();
         let mut bytes = 0;
         let status = loop {
-            let now = downloaded.scan(tmp.path()).max(bytes);
-            if now > bytes {
-                last_news = Instant::now();
-            }
-            bytes = now;
+            bytes = downloaded.scan(tmp.path()).max(bytes);
             progress(bytes);
+            let stop = match window.elapsed() >= stall {
+                true => too_slow(bytes - at_window, bytes, stall),
+                false => None,
+            };
+            if window.elapsed() >= stall {
+                (window, at_window) = (Instant::now(), bytes);
+            }
             match child.try_wait() {
                 Ok(Some(status)) => break status,
-                Ok(None) if last_news.elapsed() >= stall => {
+                Ok(None) if stop.is_some() => {
                     let _ = child.kill();
                     let _ = child.wait();
                     let _ = said(Duration::from_secs(1));
-                    let got = if bytes == 0 {
-                        "nothing came: the registry or a DNS server does not answer".to_string()
-                    } else {
-                        format!("after {bytes} bytes nothing more came: the registry stopped answering")
-                    };
-                    return Err(format!(
-                        "the pull was stopped after {} s without progress (--pull-timeout); {got}",
-                        stall.as_secs()
-                    ));
+                    return Err(stop.expect("checked"));
                 }
                 // Often: Podman deletes each file once its layer is stored, which on a fast link is soon.
                 Ok(None) => std::thread::sleep(Duration::from_millis(10)),
@@ -128,6 +174,35 @@ impl Podman {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_must_bring_enough_in_each_window() {
+        let stall = Duration::from_secs(30);
+        assert_eq!(too_slow(LEAST_PER_WINDOW, 10 << 20, stall), None);
+        let silent = too_slow(0, 0, stall).unwrap();
+        assert!(
+            silent.contains("after 30 s without progress (--pull-timeout); nothing came"),
+            "{silent}"
+        );
+        let stopped = too_slow(0, 5000, stall).unwrap();
+        assert!(stopped.contains("after 5000 bytes nothing more came"), "{stopped}");
+        // One byte every 2 s: 15 bytes a window, which the release before took as progress for ever.
+        let drip = too_slow(15, 4000, stall).unwrap();
+        assert!(drip.contains("only 15 bytes came, less than the 64 KiB"), "{drip}");
+    }
+
+    #[test]
+    fn a_killed_pull_s_folder_is_removed_and_a_live_one_s_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dead = tmp.path().join("registry-up-pull-999999999-abc");
+        let live = tmp.path().join(format!("registry-up-pull-{}-def", std::process::id()));
+        let other = tmp.path().join("registry-up-pull-notes");
+        for dir in [&dead, &live, &other] {
+            std::fs::create_dir(dir).unwrap();
+        }
+        remove_stale_downloads(tmp.path());
+        assert!(!dead.exists() && live.exists() && other.exists());
+    }
 
     #[test]
     fn the_reason_is_podmans_last_error_line() {

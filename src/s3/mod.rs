@@ -99,7 +99,7 @@ pub fn read_key(given: Option<&Path>, dir: &Path) -> Result<(Credentials, PathBu
     let path = given
         .map(Path::to_path_buf)
         .unwrap_or_else(|| dir.join(crate::layout::S3_CREDENTIALS));
-    let text = crate::bounded::read_text(&path, crate::bounded::SMALL).map_err(|e| {
+    let text = crate::bounded::secret_text(&path, crate::bounded::SMALL).map_err(|e| {
         let fix = match given {
             Some(_) => "give --s3-credentials a file this user can read".to_string(),
             None => "give the key again with --s3-credentials FILE".to_string(),

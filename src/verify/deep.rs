@@ -239,6 +239,8 @@ pub async fn repositories(target: &Target, timeout: Duration) -> Result<Vec<Stri
 pub struct Walked {
     pub deep: Deep,
     pub inventory: Inventory,
+    /// With blob HEADs: each blob, with the tags (repository, tag) whose images hold it.
+    pub users: BTreeMap<String, BTreeSet<(String, String)>>,
 }
 
 /// Walks the whole registry with at most `jobs` requests in flight. `heads`: HEAD every blob too (the
@@ -304,7 +306,7 @@ pub async fn walk(
                 });
             }
             bar.inc(1);
-            (repo.clone(), walk.result)
+            (repo.clone(), tag.clone(), walk.result)
         });
     }
     let mut deep = Deep {
@@ -314,11 +316,18 @@ pub async fn walk(
     };
     let (mut blobs, mut manifests, mut sizes, mut found) =
         (BTreeSet::new(), BTreeSet::new(), BTreeMap::new(), Vec::new());
+    let mut users: BTreeMap<String, BTreeSet<(String, String)>> = BTreeMap::new();
     let mut unreadable = 0;
     while let Some(done) = set.join_next().await {
-        let (repository, result) = done.map_err(|e| format!("a check task failed: {e}"))?;
+        let (repository, tag, result) = done.map_err(|e| format!("a check task failed: {e}"))?;
         deep.manifests += result.fetched;
         manifests.extend(result.manifests);
+        for (repo, digest) in &result.blobs {
+            users
+                .entry(digest.clone())
+                .or_default()
+                .insert((repo.clone(), tag.clone()));
+        }
         blobs.extend(result.blobs);
         sizes.extend(result.sizes);
         deep.problems.extend(result.problems);
@@ -331,5 +340,5 @@ pub async fn walk(
     deep.blobs = blobs.len();
     deep.problems.sort();
     let inventory = Inventory::new(about, &repos, found, manifests.len(), &sizes, unreadable);
-    Ok(Walked { deep, inventory })
+    Ok(Walked { deep, inventory, users })
 }

@@ -79,9 +79,6 @@ pub async fn take_inventory(
     }
 }
 
-/// Below this much free space the storage check warns.
-const STORAGE_WARN_BYTES: u64 = 1 << 30;
-
 /// Parses sizes such as 1048576, 512KiB, 1MiB, 1GiB (also KB/MB/GB, read as powers of 1024).
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();
@@ -130,7 +127,18 @@ pub async fn run_checks(target: &Target, opts: &Options, pod: Option<Pod>) -> Ou
     let pod_facts = pod.map(|pod| std::thread::spawn(move || pod_facts(&pod)));
     let mut checks = Vec::new();
     let mut found = Found::default();
-    let network = network_checks(target, opts, deadline, &mut checks, &mut found).await;
+    // One deadline for the whole run: each check is given what is left, and what is still running when it
+    // comes is stopped (its check fails, the rest are skipped), however the peer drips its answers.
+    let network = match tokio::time::timeout(
+        remaining(deadline),
+        network_checks(target, opts, deadline, &mut checks, &mut found),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(format!("the run reached its --timeout of {} s", opts.timeout.as_secs())),
+    };
+    let out_of_time = network.is_err() && remaining(deadline).is_zero();
     let (pod_check, version, env) = match pod_facts.map(|h| h.join()) {
         None => (None, None, None),
         Some(Ok((check, version, env))) => (Some(check), Some(version), env),
@@ -170,8 +178,12 @@ pub async fn run_checks(target: &Target, opts: &Options, pod: Option<Pod>) -> Ou
                 names.push("inventory");
             }
             names.push("registry");
-            for name in names.into_iter().filter(|n| !done.iter().any(|d| d == n)) {
-                checks.push(Check::skipped(name, why));
+            for (i, name) in names.into_iter().filter(|n| !done.iter().any(|d| d == n)).enumerate() {
+                // The check that was running when time ran out failed; the ones after it did not run.
+                checks.push(match (i, out_of_time) {
+                    (0, true) => timed_out(name, opts.timeout),
+                    _ => Check::skipped(name, why),
+                });
             }
         }
     }
@@ -530,24 +542,31 @@ async fn walk(target: &Target, opts: &Options, deadline: Instant, checks: &mut V
         }
     };
     if opts.deep {
-        let d = &walked.deep;
+        let mut deep = walked.deep;
+        let bytes = match opts.storage.as_ref().and_then(Storage::folder) {
+            Some(dir) => hash_bytes(dir, &walked.users, deadline, &mut deep).await,
+            None => Ok("; blobs HEADed only (their bytes can only be hashed on the appliance host)".to_string()),
+        };
+        let d = &deep;
         let counts = format!(
             "{} repositories, {} tags, {} manifests, {} blobs",
             d.repositories, d.tags, d.manifests, d.blobs
         );
-        checks.push(if d.problems.is_empty() {
-            Check::new(
+        checks.push(match (&bytes, d.problems.is_empty()) {
+            (Ok(bytes), true) => Check::new(
                 "deep",
                 Status::Pass,
-                format!("{counts}: all present, manifest digests match"),
+                format!("{counts}: all present, manifest digests match{bytes}"),
                 t.elapsed(),
-            )
-        } else {
-            let problems = d.problems.len();
-            let detail = format!("{counts}: {problems} missing or corrupt item(s), listed below");
-            Check::new("deep", Status::Fail, detail, t.elapsed())
+            ),
+            (Ok(bytes), false) => {
+                let problems = d.problems.len();
+                let detail = format!("{counts}: {problems} missing or corrupt item(s), listed below{bytes}");
+                Check::new("deep", Status::Fail, detail, t.elapsed())
+            }
+            (Err(why), _) => Check::new("deep", Status::Fail, format!("{counts}: {why}"), t.elapsed()),
         });
-        found.deep = Some(walked.deep);
+        found.deep = Some(deep);
     }
     if let Some(baseline) = &opts.baseline {
         let c = inventory::compare(baseline, &walked.inventory);
@@ -555,6 +574,60 @@ async fn walk(target: &Target, opts: &Options, deadline: Instant, checks: &mut V
         found.comparison = Some(c);
     }
     found.inventory = Some(walked.inventory);
+}
+
+/// On the appliance host: every blob the walk found hashed from the storage, each once, on every core; a
+/// blob whose bytes are not its digest is a problem of each tag whose image holds it. Ok(what was done,
+/// for the check's detail), or Err when the bytes could not all be hashed (the storage unreadable, or the
+/// deadline).
+async fn hash_bytes(
+    dir: &Path,
+    users: &std::collections::BTreeMap<String, std::collections::BTreeSet<(String, String)>>,
+    deadline: Instant,
+    deep: &mut report::Deep,
+) -> std::result::Result<String, String> {
+    let blobs = dir.join(crate::storage::V2).join("blobs");
+    if let Err(e) = std::fs::read_dir(&blobs) {
+        if users.is_empty() {
+            return Ok(String::new());
+        }
+        return Err(format!(
+            "the blobs' bytes could not be hashed: {} cannot be read ({e}); run verify as the appliance's user, \
+             or without --deep for presence only",
+            blobs.display()
+        ));
+    }
+    let digests: Vec<String> = users.keys().cloned().collect();
+    let dir = dir.to_path_buf();
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hashed = tokio::task::spawn_blocking(move || {
+        let refs: Vec<&str> = digests.iter().map(String::as_str).collect();
+        crate::storage::hash_blobs(&dir, &refs, threads, deadline)
+    })
+    .await
+    .map_err(|e| format!("hashing the blobs failed ({e})"))?;
+    for (digest, why) in &hashed.corrupt {
+        for (repository, tag) in users.get(digest).into_iter().flatten() {
+            deep.problems.push(report::Problem {
+                repository: repository.clone(),
+                tag: tag.clone(),
+                digest: digest.clone(),
+                problem: format!("blob {why}"),
+            });
+        }
+    }
+    deep.problems.sort();
+    if !hashed.complete {
+        return Err(format!(
+            "the bytes of {} of {} blobs were hashed before the --timeout came: give more --timeout",
+            hashed.blobs,
+            users.len()
+        ));
+    }
+    Ok(format!(
+        "; the bytes of every blob ({}) hashed on this host",
+        HumanBytes(hashed.bytes)
+    ))
 }
 
 /// The `inventory` check: every tag of the baseline still served with its digest.
@@ -591,24 +664,24 @@ fn inventory_check(baseline: &inventory::Inventory, c: &inventory::Comparison, t
     }
 }
 
-/// Whether a push of `size` bytes into `free` bytes leaves [`crate::layout::DISK_NEARLY_FULL`] for the
+/// Whether a push of `size` bytes leaves the filesystem's floor ([`crate::disk::floor`]) free for the
 /// registry: the one rule of the round trip's room and of the storage check.
-fn leaves_room(free: u64, size: u64) -> bool {
-    free >= size.saturating_add(crate::layout::DISK_NEARLY_FULL)
+fn leaves_room(usage: &crate::disk::Usage, size: u64) -> bool {
+    usage.free >= size.saturating_add(crate::disk::floor(usage.total))
 }
 
-/// Why a push of `size` bytes must not be made into `dir`: it would leave less than
-/// [`crate::layout::DISK_NEARLY_FULL`] free (or the free space cannot be read).
+/// Why a push of `size` bytes must not be made into `dir`: it would leave less than the floor free (or
+/// the free space cannot be read).
 fn no_room(dir: &Path, size: u64) -> Option<String> {
-    match crate::host::free_bytes(dir) {
-        Some(free) if leaves_room(free, size) => None,
-        Some(free) => Some(format!(
+    match crate::disk::Usage::of(dir) {
+        Some(usage) if leaves_room(&usage, size) => None,
+        Some(usage) => Some(format!(
             "not run: a push of {} into {} would leave less than {} free there ({} free now), which is an outage \
              of its own; run with a smaller --size, or free space first",
             HumanBytes(size),
             dir.display(),
-            HumanBytes(crate::layout::DISK_NEARLY_FULL),
-            HumanBytes(free)
+            HumanBytes(crate::disk::floor(usage.total)),
+            HumanBytes(usage.free)
         )),
         None => Some(format!(
             "not run: the free space of {} cannot be read, so a push could fill it; check that folder",
@@ -631,7 +704,7 @@ fn storage(dir: &Path, size: u64, marks: crate::disk::Watermarks) -> Check {
     };
     let (status, detail) = match (usage.free, marks.level(&usage)) {
         // The round trip stores its layer once, and must leave room for the registry's own pushes.
-        (free, _) if !leaves_room(free, size) => (
+        (free, _) if !leaves_room(&usage, size) => (
             Status::Fail,
             format!(
                 "the data directory {} is full or nearly so: {} free, and a push of {} would leave less than {} \
@@ -639,10 +712,10 @@ fn storage(dir: &Path, size: u64, marks: crate::disk::Watermarks) -> Check {
                 dir.display(),
                 mib(free),
                 mib(size),
-                mib(crate::layout::DISK_NEARLY_FULL)
+                mib(crate::disk::floor(usage.total))
             ),
         ),
-        (free, crate::disk::Level::Fine) if free < STORAGE_WARN_BYTES => (
+        (free, crate::disk::Level::Fine) if free < crate::disk::warn_below(usage.total) => (
             Status::Warn,
             format!("only {} free in {}: pushes will soon fail", mib(free), dir.display()),
         ),

@@ -115,16 +115,58 @@ pub fn checks(addr: SocketAddr, host: &str, ca_pem: Option<&[u8]>, timeout: Dura
         Err(e) => return fail_all(format!("'{host}' is not a valid TLS server name ({e})"), start),
     };
     let handshake = (|| -> Result<String, String> {
+        // One deadline for the whole handshake: a per-read timeout alone lets a server that drips a byte at
+        // a time keep it going for ever.
+        let deadline = start + timeout;
+        let left = || {
+            deadline
+                .checked_duration_since(std::time::Instant::now())
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    format!(
+                        "the TLS handshake with {addr} did not finish within the --timeout of {} s",
+                        timeout.as_secs()
+                    )
+                })
+        };
         let mut tcp =
-            TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-        tcp.set_read_timeout(Some(timeout)).ok();
-        tcp.set_write_timeout(Some(timeout)).ok();
+            TcpStream::connect_timeout(&addr, left()?).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
         let mut conn = rustls::ClientConnection::new(Arc::new(config), server_name.clone())
             .map_err(|e| format!("cannot start TLS ({e})"))?;
         while conn.is_handshaking() {
-            conn.complete_io(&mut tcp)
-                .map_err(|e| format!("the TLS handshake with {addr} failed: {e}"))?;
+            let left = left()?;
+            tcp.set_read_timeout(Some(left)).ok();
+            tcp.set_write_timeout(Some(left)).ok();
+            // One read at a time (not complete_io, which reads on while bytes trickle in): the deadline is
+            // checked between any two.
+            let step = (|| -> std::io::Result<()> {
+                while conn.wants_write() {
+                    conn.write_tls(&mut tcp)?;
+                }
+                if conn.is_handshaking() && conn.wants_read() {
+                    if conn.read_tls(&mut tcp)? == 0 {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "the server closed the connection",
+                        ));
+                    }
+                    conn.process_new_packets()
+                        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+                }
+                Ok(())
+            })();
+            step.map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => format!(
+                    "the TLS handshake with {addr} did not finish within the --timeout of {} s",
+                    timeout.as_secs()
+                ),
+                _ => format!("the TLS handshake with {addr} failed: {e}"),
+            })?;
         }
+        // The goodbye below waits no longer than what is left (or a moment, when nothing is).
+        let left = left().unwrap_or(Duration::from_millis(100));
+        tcp.set_read_timeout(Some(left)).ok();
+        tcp.set_write_timeout(Some(left)).ok();
         let version = conn.protocol_version().map(|v| format!("{v:?}")).unwrap_or_default();
         // Say goodbye properly; nginx logs an error otherwise.
         conn.send_close_notify();

@@ -1146,10 +1146,10 @@ fn firewall(args: &UpArgs, out: &Reporter, settings: &Settings, host: &HostFacts
         Verdict::Unknown(why) => out.step("firewall", || Ok(((), format!("not checked: {why}")))),
         Verdict::Closed { openings, .. } if args.open_firewall => out.step("open firewall", || {
             for opening in &openings {
-                opening.open()?;
-                if !kept.contains(opening) {
-                    kept.push(opening.clone());
-                }
+                let made = opening.open()?;
+                // One record per place: the rule just made replaces one a reload took away.
+                kept.retain(|k| k.place() != made.place());
+                kept.push(made);
                 crate::firewall::record(dir, &kept)?;
             }
             let opened: Vec<String> = openings.iter().map(|o| o.describe()).collect();
