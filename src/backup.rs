@@ -296,7 +296,8 @@ pub fn check(path: &Path) -> Result<Checked> {
             path.display()
         ))
     };
-    let file = File::open(path).map_err(|e| Error::usage(crate::host::io_failed("read", path, &e)))?;
+    let file =
+        crate::bounded::open_regular(path).map_err(|e| Error::usage(crate::host::io_failed("read", path, &e)))?;
     let mut archive = tar::Archive::new(file);
     let mut seen: BTreeMap<String, (String, u64)> = BTreeMap::new();
     let mut manifest_text = None;
@@ -416,7 +417,8 @@ pub fn extract(
 
 /// Writes the members of the backup at `path` that `wanted` lists (removing them from it).
 fn lay_down(path: &Path, wanted: &mut BTreeMap<String, Entry>, config_dir: &Path, data_dir: &Path) -> Result<u64> {
-    let file = File::open(path).map_err(|e| Error::usage(crate::host::io_failed("read", path, &e)))?;
+    let file =
+        crate::bounded::open_regular(path).map_err(|e| Error::usage(crate::host::io_failed("read", path, &e)))?;
     let mut archive = tar::Archive::new(file);
     let mut bytes = 0;
     for entry in archive.entries().map_err(|e| Error::runtime(e.to_string()))? {

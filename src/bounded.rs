@@ -18,24 +18,28 @@ pub const MANIFEST: usize = 4 << 20;
 /// The bytes of the regular file at `path`, at most `limit` of them; Ok(None) when it does not exist. A
 /// FIFO, device or folder is refused before a byte is read, and so is a file over `limit`.
 pub fn file(path: &Path, limit: u64) -> std::io::Result<Option<Vec<u8>>> {
+    match open_regular(path) {
+        Ok(f) => read_at_most(f, limit).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Opens the regular file at `path` for reading; a FIFO, device or folder is refused before a byte is read
+/// (opening a FIFO does not wait for a writer: O_NONBLOCK, which a regular file ignores).
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     use std::os::unix::fs::OpenOptionsExt;
-    // O_NONBLOCK: opening a FIFO for reading does not wait for a writer, so it can be refused.
-    let f = match std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
+        .open(path)?;
     if !f.metadata()?.is_file() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             "not a regular file",
         ));
     }
-    read_at_most(f, limit).map(Some)
+    Ok(f)
 }
 
 /// At most `limit` bytes of `reader`; an error when it has more.

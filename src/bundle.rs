@@ -182,7 +182,7 @@ pub fn printable(text: &str) -> String {
 
 /// The manifest digest and name an OCI archive's index.json records for its one image.
 fn archive_index(path: &Path) -> std::result::Result<(String, Option<String>), String> {
-    let file = File::open(path).map_err(|e| e.to_string())?;
+    let file = crate::bounded::open_regular(path).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(file);
     let mut seen = std::collections::BTreeSet::new();
     let mut index = None;
@@ -310,7 +310,7 @@ fn bounded_text(entry: impl Read) -> std::io::Result<String> {
 
 /// Reads `bundle`, checking every member against SHA256SUMS and manifest.json before anything is loaded.
 pub fn check(bundle: &Path) -> Result<CheckedBundle> {
-    let file = File::open(bundle).map_err(|e| {
+    let file = crate::bounded::open_regular(bundle).map_err(|e| {
         Error::usage(format!(
             "Cannot read the bundle {} ({e}): give --bundle the file `registry-up bundle` wrote.",
             bundle.display()

@@ -51,25 +51,6 @@ fn runtime_dir(host: &HostFacts) -> PathBuf {
     }
 }
 
-/// `dir` with the part that exists resolved (symbolic links followed), so two spellings of one folder
-/// share a lock.
-pub fn canonical(dir: &Path) -> PathBuf {
-    let mut existing = dir.to_path_buf();
-    let mut rest = Vec::new();
-    while !existing.exists() {
-        match (existing.file_name().map(|n| n.to_owned()), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
-            }
-            _ => return dir.to_path_buf(),
-        }
-    }
-    let mut path = std::fs::canonicalize(&existing).unwrap_or(existing);
-    path.extend(rest.iter().rev());
-    path
-}
-
 /// The lock file for `config_dir` (absolute and normalised) in `runtime`.
 fn path_in(runtime: &Path, config_dir: &Path) -> PathBuf {
     // Readable, and short enough for any file system (the hash keeps long paths apart).
@@ -86,7 +67,7 @@ fn path_in(runtime: &Path, config_dir: &Path) -> PathBuf {
 impl ApplianceLock {
     /// Takes the lock for `config_dir`, waiting up to `wait` (saying so once) for another run to finish.
     pub fn take(config_dir: &Path, host: &HostFacts, wait: Duration) -> Result<Self> {
-        let config_dir = canonical(&crate::settings::usable_path(config_dir, "--config-dir")?);
+        let config_dir = crate::owned::canonical(&crate::settings::usable_path(config_dir, "--config-dir")?);
         Self::take_in(&runtime_dir(host), &config_dir, wait)
     }
 
@@ -210,8 +191,8 @@ mod tests {
         std::fs::create_dir_all(&real).unwrap();
         std::os::unix::fs::symlink(&real, tmp.path().join("link")).unwrap();
         assert_eq!(
-            canonical(&tmp.path().join("link/config")),
-            canonical(&real.join("config"))
+            crate::owned::canonical(&tmp.path().join("link/config")),
+            crate::owned::canonical(&real.join("config"))
         );
     }
 }

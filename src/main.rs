@@ -1,6 +1,7 @@
 //! registry-up: turns a Podman host into a verified, TLS-fronted private OCI registry.
 
 mod apply;
+mod atomic;
 mod backup;
 mod bounded;
 mod bundle;

@@ -38,10 +38,29 @@ pub const DATA_CLAIM: &str = ".registry-up-appliance";
 /// The registry's storage below a data folder (distribution's filesystem driver writes `docker/registry/v2`).
 const STORAGE: &str = "docker/registry";
 
+/// `dir` with the part that exists resolved (symbolic links followed), so two spellings of one folder
+/// share a lock.
+pub fn canonical(dir: &Path) -> PathBuf {
+    let mut existing = dir.to_path_buf();
+    let mut rest = Vec::new();
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_owned()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return dir.to_path_buf(),
+        }
+    }
+    let mut path = std::fs::canonicalize(&existing).unwrap_or(existing);
+    path.extend(rest.iter().rev());
+    path
+}
+
 /// An appliance's name for itself: a hash of its config folder's real path, so two spellings of one folder
 /// are one appliance. It labels the pod and is written in the data folder's claim.
 pub fn appliance_id(config_dir: &Path) -> String {
-    let real = crate::lock::canonical(config_dir);
+    let real = canonical(config_dir);
     crate::digest::sha256_hex(real.as_os_str().as_encoded_bytes())[..16].to_string()
 }
 
@@ -161,7 +180,7 @@ fn alive(config_dir: &Path, data_dir: &Path) -> bool {
     matches!(
         crate::state::read_state(config_dir),
         Ok(Some(state)) if state.s3.is_none()
-            && crate::lock::canonical(Path::new(&state.data_dir)) == crate::lock::canonical(data_dir)
+            && canonical(Path::new(&state.data_dir)) == canonical(data_dir)
     )
 }
 
@@ -226,7 +245,7 @@ pub fn write_claim(dir: &Path, id: &str, config_dir: &Path) -> Result<()> {
         return Ok(());
     }
     let text = serde_json::to_vec_pretty(&wanted).expect("a claim serialises");
-    crate::apply::write_atomic(&dir.join(DATA_CLAIM), &text, layout::PRIVATE)
+    crate::atomic::write_atomic(&dir.join(DATA_CLAIM), &text, layout::PRIVATE)
 }
 
 /// Refuses (exit 2) work on a data folder that another appliance claims (gc would free what that one

@@ -34,7 +34,7 @@ impl Store {
     /// Indexes the members of the tar at `path` (one sequential read of its headers). A link (hard or
     /// symbolic, as older `docker save` writes for a layer two images share) is the file it points at.
     pub fn tar(path: &Path) -> std::io::Result<Store> {
-        let mut archive = tar::Archive::new(File::open(path)?);
+        let mut archive = tar::Archive::new(crate::bounded::open_regular(path)?);
         let mut members = HashMap::new();
         let mut links: Vec<(String, String)> = Vec::new();
         for entry in archive.entries_with_seek()? {

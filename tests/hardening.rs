@@ -1052,6 +1052,27 @@ fn special_and_endless_files_are_refused_before_reading() {
             .stderr_has("not a regular file")
             .run();
     }
+    // A FIFO given as a bundle, a backup to restore, or an archive to import: refused, not waited on.
+    let fifo_arg = fifo.display().to_string();
+    for args in [
+        vec![
+            "up",
+            "--domain",
+            "endless.registry-up.test",
+            "--dry-run",
+            "--bundle",
+            &fifo_arg,
+        ],
+        vec!["restore", &fifo_arg],
+    ] {
+        Run::bin()
+            .under(["timeout", "60"])
+            .args(args)
+            .config_dir(&config)
+            .code(2)
+            .stderr_has("not a regular file")
+            .run();
+    }
     let out = Command::new("timeout")
         .arg("60")
         .arg(env!("CARGO_BIN_EXE_registry-up"))

@@ -296,6 +296,18 @@ fn an_appliance_on_garage_keeps_its_images_in_the_bucket_and_survives_a_lost_nod
     let (code, report) = verify_json(&app, &[]);
     assert_eq!(code, 0, "{report:#}");
 
+    // Issue 30 §1: one bucket serves one appliance (or one site's replicas, joined with the site file): a
+    // second appliance of its own is refused this one's bucket, and nothing of it is written.
+    let other = Appliance::new();
+    let again = key_file(keys.path(), "again", &garage.key_id, &garage.secret);
+    Run::bin()
+        .args(s3_args(&other, &garage.endpoint(0), "registry", &again))
+        .code(2)
+        .stderr_has("holds the images of another appliance")
+        .stderr_has("--site")
+        .run();
+    assert!(!other.config_dir().join("state.json").exists() && !other.pod_exists());
+
     // down --purge removes the appliance's files and leaves the shared bucket's images.
     Run::bin()
         .args(["down", "--purge", "--yes"])

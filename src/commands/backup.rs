@@ -19,7 +19,7 @@ pub fn backup(args: &BackupArgs, rt: &tokio::runtime::Runtime, host: &HostFacts)
     // neither `..` nor a link to the config folder gets it in.
     let real_out = real_path(&out)?;
     for inside in [&settings.config_dir, &data_dir] {
-        if out.starts_with(inside) || real_out.starts_with(crate::lock::canonical(inside)) {
+        if out.starts_with(inside) || real_out.starts_with(crate::owned::canonical(inside)) {
             return Err(Error::usage(format!(
                 "--out {} is inside {}, which the backup copies: write it somewhere else.",
                 out.display(),

@@ -319,7 +319,7 @@ fn tools(args: &BundleArgs, arch: &str) -> Result<Vec<(BundleTool, std::path::Pa
                 deb.binary_sha256
             )));
         }
-        let (sha256, size) = File::open(path)
+        let (sha256, size) = crate::bounded::open_regular(path)
             .and_then(Sha256::of_reader)
             .map_err(|e| unreadable(path, e))?;
         tools.push((
@@ -347,7 +347,7 @@ fn append_tool(builder: &mut tar::Builder<File>, tool: &BundleTool, source: &Pat
             Ok(n)
         }
     }
-    let file = File::open(source).map_err(|e| unreadable(source, e))?;
+    let file = crate::bounded::open_regular(source).map_err(|e| unreadable(source, e))?;
     let mut header = tar::Header::new_gnu();
     header.set_size(tool.size);
     header.set_mode(if tool.kind == "binary" { 0o755 } else { 0o644 });

@@ -168,9 +168,9 @@ pub fn while_read_only<T>(
         .then_some(render::ReadOnly::DiskFull);
     let write_conf = |read_only: Option<render::ReadOnly>| {
         let text = render::nginx_conf(settings, read_only);
-        crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
+        crate::atomic::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
     };
-    crate::apply::write_atomic(
+    crate::atomic::write_atomic(
         &marker,
         b"registry-up gc (or backup) is running, or was interrupted\n",
         layout::PUBLIC,

@@ -78,7 +78,7 @@ fn decide(settings: &crate::settings::Settings, data_dir: &Path, now_full: bool)
     if full != now_full {
         let conf = settings.config_dir.join(layout::NGINX_CONF);
         let text = render::nginx_conf(settings, full.then_some(ReadOnly::DiskFull));
-        crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)?;
+        crate::atomic::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)?;
         let nginx = render::container_name(&settings.pod_name, render::NGINX_CONTAINER);
         Podman::find()?.reload_nginx(&nginx)?;
     }

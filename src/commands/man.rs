@@ -36,7 +36,7 @@ pub fn write_pages(dir: &Path) -> Result<usize> {
             .manual("registry-up manual")
             .render(&mut page)
             .map_err(failed)?;
-        crate::apply::write_atomic(&dir.join(format!("{name}.1")), &page, 0o644)?;
+        crate::atomic::write_atomic(&dir.join(format!("{name}.1")), &page, 0o644)?;
         written += 1;
         pending.extend(command.get_subcommands().filter(|c| c.get_name() != "help").cloned());
     }

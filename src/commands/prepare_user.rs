@@ -124,7 +124,7 @@ pub fn command(args: &PrepareUserArgs, host: &HostFacts) -> Result<ExitStatus> {
                     let mut new = kept.join("\n");
                     new.push('\n');
                     // Atomic, so a concurrent useradd or login never reads half a file.
-                    crate::apply::write_atomic(path, new.as_bytes(), 0o644)?;
+                    crate::atomic::write_atomic(path, new.as_bytes(), 0o644)?;
                 }
             }
         }

@@ -50,7 +50,7 @@ pub fn export(args: &SiteExportArgs, rt: &tokio::runtime::Runtime, host: &HostFa
     let _lock = crate::lock::ApplianceLock::take(dir, host, crate::lock::WAIT)?;
     let state = crate::state::installed(dir)?;
     let site = read_site(dir, &state)?;
-    crate::apply::write_new(&args.out, site.render().as_bytes(), layout::PRIVATE)?;
+    crate::atomic::write_new(&args.out, site.render().as_bytes(), layout::PRIVATE)?;
     println!(
         "Wrote {} (0600) for the site {}: its certificate covers {}.\nOn each other host: registry-up --site {} \
          --domain HOSTNAME (one of those names). The file holds the server key, the bucket's key, http.secret \
@@ -183,7 +183,7 @@ pub fn joining(given: &SetupArgs, path: &Path, previous: Option<&crate::state::S
         .map_err(|e| Error::runtime(format!("Cannot make a temporary folder ({e}): free space in /tmp.")))?;
     let write = |name: &str, text: &str| -> Result<std::path::PathBuf> {
         let path = files.path().join(name);
-        crate::apply::write_atomic(&path, text.as_bytes(), layout::PRIVATE)?;
+        crate::atomic::write_atomic(&path, text.as_bytes(), layout::PRIVATE)?;
         Ok(path)
     };
     let mut setup = given.clone();

@@ -59,7 +59,7 @@ pub fn command(args: &TrustArgs, host: &HostFacts) -> Result<()> {
     for path in &targets {
         let dir = path.parent().expect("has a parent");
         std::fs::create_dir_all(dir).map_err(|e| Error::runtime(crate::host::io_failed("create", dir, &e)))?;
-        crate::apply::write_atomic(path, &ca, layout::PUBLIC)?;
+        crate::atomic::write_atomic(path, &ca, layout::PUBLIC)?;
         println!("trusted   {}", path.display());
     }
     if args.system {

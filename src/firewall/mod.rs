@@ -169,7 +169,7 @@ pub fn record(config_dir: &Path, openings: &[Opening]) -> Result<()> {
     }
     let mut text = serde_json::to_string_pretty(openings).expect("openings serialise");
     text.push('\n');
-    crate::apply::write_atomic(&path, text.as_bytes(), crate::layout::PUBLIC)
+    crate::atomic::write_atomic(&path, text.as_bytes(), crate::layout::PUBLIC)
 }
 
 /// Closes every recorded opening, and the record with them; returns what was closed.

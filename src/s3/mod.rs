@@ -166,7 +166,7 @@ impl<'a> Bucket<'a> {
                     "Could not set up the client for {} ({}): for an https endpoint, install the system's CA \
                      certificates (ca-certificates).",
                     location.endpoint,
-                    crate::verify::chain(&e)
+                    crate::error::chain(&e)
                 ))
             })?;
         Ok(Bucket {
@@ -228,7 +228,7 @@ impl<'a> Bucket<'a> {
         for (name, value) in headers {
             request = request.header(name, value);
         }
-        let response = request.send().await.map_err(|e| crate::verify::chain(&e))?;
+        let response = request.send().await.map_err(|e| crate::error::chain(&e))?;
         let status = response.status().as_u16();
         let length = response
             .headers()

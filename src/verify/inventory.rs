@@ -156,7 +156,7 @@ impl Inventory {
     pub fn write(&self, path: &Path) -> Result<()> {
         let mut text = serde_json::to_vec_pretty(self).expect("an inventory serialises");
         text.push(b'\n');
-        crate::apply::write_atomic(path, &text, 0o600)
+        crate::atomic::write_atomic(path, &text, 0o600)
     }
 
     /// An inventory file, checked: any file is safe to give it.

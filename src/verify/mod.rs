@@ -597,7 +597,10 @@ async fn hash_bytes(
             blobs.display()
         ));
     }
-    let digests: Vec<String> = users.keys().cloned().collect();
+    // A blob the walk already named (missing, answering an error) is not named a second time.
+    let named: std::collections::BTreeSet<String> = deep.problems.iter().map(|p| p.digest.clone()).collect();
+    let digests: Vec<String> = users.keys().filter(|d| !named.contains(*d)).cloned().collect();
+    let total = digests.len();
     let dir = dir.to_path_buf();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hashed = tokio::task::spawn_blocking(move || {
@@ -621,7 +624,7 @@ async fn hash_bytes(
         return Err(format!(
             "the bytes of {} of {} blobs were hashed before the --timeout came: give more --timeout",
             hashed.blobs,
-            users.len()
+            total
         ));
     }
     Ok(format!(

@@ -32,7 +32,7 @@ pub fn of(podman: &Podman, container: &str, image_id: &str, kept: &Kept) -> Resu
     if kept.write && !image_id.is_empty() && same() {
         // Only a cache: a failed write costs the next run the exec again, nothing else.
         let line = format!("{image_id} {version}\n");
-        let _ = crate::apply::write_atomic(&kept.path, line.as_bytes(), crate::layout::PUBLIC);
+        let _ = crate::atomic::write_atomic(&kept.path, line.as_bytes(), crate::layout::PUBLIC);
     }
     Ok(version)
 }

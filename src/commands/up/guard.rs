@@ -118,7 +118,7 @@ fn keep(plan: &Plan, config_dir: &Path) -> Result<()> {
                     .map(|m| m.permissions().mode() & 0o7777)
                     .unwrap_or(layout::PRIVATE);
                 let name = i.to_string();
-                crate::apply::write_atomic(&dir.join(&name), &bytes, layout::PRIVATE)?;
+                crate::atomic::write_atomic(&dir.join(&name), &bytes, layout::PRIVATE)?;
                 Kept {
                     path: path.clone(),
                     mode,
@@ -135,7 +135,7 @@ fn keep(plan: &Plan, config_dir: &Path) -> Result<()> {
         kept.push(entry);
     }
     let text = serde_json::to_vec_pretty(&kept).expect("the list serialises");
-    crate::apply::write_atomic(&dir.join(FILES), &text, layout::PRIVATE)
+    crate::atomic::write_atomic(&dir.join(FILES), &text, layout::PRIVATE)
 }
 
 /// Puts back the files a guarded change kept, when there are any (an earlier run was killed, or the
@@ -179,7 +179,7 @@ pub fn put_back(config_dir: &Path) -> Result<Option<usize>> {
             Some(name) => {
                 let bytes = std::fs::read(dir.join(name))
                     .map_err(|e| Error::runtime(crate::host::io_failed("read", &dir.join(name), &e)))?;
-                crate::apply::write_atomic(&k.path, &bytes, k.mode)?;
+                crate::atomic::write_atomic(&k.path, &bytes, k.mode)?;
             }
             None => match std::fs::remove_file(&k.path) {
                 Ok(()) => {}
@@ -232,7 +232,7 @@ fn move_data(m: &Move, config_dir: &Path) -> Result<How> {
     };
     let dir = config_dir.join(layout::ROLLBACK_DIR);
     let text = serde_json::to_vec_pretty(&record).expect("the record serialises");
-    crate::apply::write_atomic(&dir.join(MOVED), &text, layout::PRIVATE)?;
+    crate::atomic::write_atomic(&dir.join(MOVED), &text, layout::PRIVATE)?;
     match how {
         How::Rename => std::fs::rename(&from, &to).map_err(|e| {
             Error::runtime(format!(
@@ -323,7 +323,7 @@ pub fn begin(
                 id: info.image_id,
             };
             let text = serde_json::to_vec(&old).expect("serialises");
-            crate::apply::write_atomic(
+            crate::atomic::write_atomic(
                 &settings.config_dir.join(layout::ROLLBACK_DIR).join(IMAGE),
                 &text,
                 layout::PRIVATE,
@@ -376,17 +376,17 @@ fn baseline(
     })?;
     let nginx = render::container_name(&previous.pod_name, render::NGINX_CONTAINER);
     // `up` ends a read-only that a killed run left (the marker is what it looks for).
-    crate::apply::write_atomic(
+    crate::atomic::write_atomic(
         &settings.config_dir.join(layout::GC_IN_PROGRESS),
         b"registry-up up is changing the registry, or was interrupted\n",
         layout::PUBLIC,
     )?;
     out.step("read-only", || {
-        crate::apply::write_atomic(&conf, read_only.as_bytes(), layout::PUBLIC)?;
+        crate::atomic::write_atomic(&conf, read_only.as_bytes(), layout::PUBLIC)?;
         let drained = podman.reload_nginx_drained(&nginx, DRAIN);
         if !matches!(drained, Ok(true)) {
             // Back to how it was at once: the caller puts the files back too, but writes must not wait.
-            let _ = crate::apply::write_atomic(&conf, current.as_bytes(), layout::PUBLIC);
+            let _ = crate::atomic::write_atomic(&conf, current.as_bytes(), layout::PUBLIC);
             let _ = podman.reload_nginx(&nginx);
         }
         if !drained? {
@@ -474,7 +474,7 @@ pub fn compare(
 /// and config are proven too: `discard`).
 pub fn finish(settings: &Settings, podman: &Podman) -> Result<()> {
     let conf = settings.config_dir.join(layout::NGINX_CONF);
-    crate::apply::write_atomic(&conf, render::nginx_conf(settings, None).as_bytes(), layout::PUBLIC)?;
+    crate::atomic::write_atomic(&conf, render::nginx_conf(settings, None).as_bytes(), layout::PUBLIC)?;
     podman.reload_nginx(&render::container_name(&settings.pod_name, render::NGINX_CONTAINER))?;
     let _ = std::fs::remove_file(settings.config_dir.join(layout::GC_IN_PROGRESS));
     Ok(())
@@ -484,7 +484,7 @@ pub fn finish(settings: &Settings, podman: &Podman) -> Result<()> {
 pub fn start_read_only(settings: &Settings) -> Result<()> {
     let conf = settings.config_dir.join(layout::NGINX_CONF);
     let text = render::nginx_conf(settings, Some(render::ReadOnly::Upgrade));
-    crate::apply::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
+    crate::atomic::write_atomic(&conf, text.as_bytes(), layout::PUBLIC)
 }
 
 /// After a roll-back: what the earlier setup serves again, compared with what it served before the change.

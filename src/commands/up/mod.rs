@@ -172,7 +172,7 @@ fn ours(previous: Option<&crate::state::State>, settings: &Settings, out: &Repor
         return Ok(());
     }
     let installed_here = previous.is_some_and(|p| {
-        p.s3.is_none() && crate::lock::canonical(Path::new(&p.data_dir)) == crate::lock::canonical(&settings.data_dir)
+        p.s3.is_none() && crate::owned::canonical(Path::new(&p.data_dir)) == crate::owned::canonical(&settings.data_dir)
     });
     let owner = crate::owned::check_data_folder(
         &settings.data_dir,
@@ -315,6 +315,7 @@ fn data_switch(
 fn storage_ready(
     settings: &Settings,
     dry_run: bool,
+    alone: bool,
     rt: &tokio::runtime::Runtime,
     out: &Reporter,
 ) -> Result<Option<crate::s3::Credentials>> {
@@ -325,6 +326,31 @@ fn storage_ready(
     out.step("check S3 storage", || {
         let bucket = crate::s3::Bucket::new(location, &key, Duration::from_secs(15))?;
         rt.block_on(bucket.probe(&from.display().to_string(), !dry_run))?;
+        // One bucket serves one appliance, or the replicas of one site (joined with its site file, sharing
+        // its secret and gc's hold): a new appliance is refused a bucket where others record themselves.
+        if alone {
+            let others: Vec<String> = rt
+                .block_on(crate::replicas::list(&bucket))
+                .map_err(|e| {
+                    Error::runtime(format!(
+                        "Could not list the replicas recorded in the {} ({e}).",
+                        location.describe()
+                    ))
+                })?
+                .into_iter()
+                .filter(|r| r.domain != settings.domain.to_string())
+                .map(|r| r.address())
+                .collect();
+            if !others.is_empty() {
+                return Err(Error::usage(format!(
+                    "The {} holds the images of another appliance ({}): one bucket serves one appliance or one \
+                     site. Join that site with registry-up up --site FILE (registry-up site export on one of them \
+                     writes it), or give this appliance a bucket of its own. Nothing was changed.",
+                    location.describe(),
+                    others.join(", ")
+                )));
+            }
+        }
         let did = if dry_run { "lists" } else { "lists, writes and deletes" };
         Ok(((), format!("{}: the key {} {did}", location.describe(), key.access_key)))
     })?;
@@ -426,7 +452,9 @@ fn run_locked(
             .then(secrets::new_password_from_stdin)
             .transpose()?,
     };
-    let s3_key = storage_ready(&settings, args.dry_run, rt, out)?;
+    // A first run on this bucket that joins no site: the bucket must be no other appliance's.
+    let alone = joining.is_none() && previous.as_ref().is_none_or(|p| p.s3 != settings.s3);
+    let s3_key = storage_ready(&settings, args.dry_run, alone, rt, out)?;
     let podman = Podman::find()?;
     pod_is_ours(&podman, &settings, previous.as_ref())?;
     // Images first: a missing image must stop the run before any file is written.
