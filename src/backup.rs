@@ -122,8 +122,9 @@ pub struct Written {
     pub from_base: usize,
 }
 
-/// Removes what a killed backup left beside `out`: `.NAME.PID.tmp` files (0600, secrets inside) of this
-/// user, whose process is gone. A backup still running (of another appliance, say) keeps its own.
+/// Removes what a killed backup left beside `out`: `.NAME.registry-up-backup-PID.tmp` files (and this
+/// `out`'s `.NAME.PID.tmp`, the name of releases before), 0600, of this user, whose process is gone. A
+/// backup still running (of another appliance, say) keeps its own; another program's temp files stay.
 fn remove_stale_temp_files(out: &Path) {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
     let Some(dir) = out.parent() else { return };
@@ -131,12 +132,18 @@ fn remove_stale_temp_files(out: &Path) {
     let me = unsafe { libc::geteuid() };
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
+        let ours = name
             .strip_prefix('.')
             .and_then(|n| n.strip_suffix(".tmp"))
-            .and_then(|n| n.rsplit_once('.'))
-            .and_then(|(_, pid)| pid.parse::<i32>().ok())
-        else {
+            .and_then(|n| n.rsplit_once(".registry-up-backup-"))
+            .map(|(_, pid)| pid);
+        let legacy = name
+            .strip_prefix(&format!(
+                ".{own}.",
+                own = out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            ))
+            .and_then(|n| n.strip_suffix(".tmp"));
+        let Some(pid) = ours.or(legacy).and_then(|pid| pid.parse::<i32>().ok()) else {
             continue;
         };
         let Ok(meta) = entry.path().symlink_metadata() else {
@@ -165,7 +172,7 @@ pub fn write(
     let failed = |what: &str, e: std::io::Error| Error::runtime(crate::host::io_failed(what, out, &e));
     remove_stale_temp_files(out);
     let tmp = out.with_file_name(format!(
-        ".{}.{}.tmp",
+        ".{}.registry-up-backup-{}.tmp",
         out.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
         std::process::id()
     ));
@@ -473,6 +480,27 @@ mod tests {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::write(p, data).unwrap();
         }
+    }
+
+    /// A 40 KB sparse file whose manifest member claims 8 GiB: refused at the cap, not read into memory.
+    #[test]
+    fn a_manifest_member_claiming_gigabytes_is_refused_at_its_cap() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("sparse.tar");
+        let mut header = tar::Header::new_gnu();
+        header.set_path(MANIFEST).unwrap();
+        header.set_size(8 << 30);
+        header.set_mode(0o600);
+        header.set_cksum();
+        let mut file = std::fs::File::create(&path).unwrap();
+        file.write_all(header.as_bytes()).unwrap();
+        file.set_len(512 + (8 << 30) + 1024).unwrap();
+        drop(file);
+        let e = match check(&path) {
+            Err(e) => e,
+            Ok(_) => panic!("a sparse 8 GiB manifest was accepted"),
+        };
+        assert!(e.message.contains("more than the 256.00 MiB"), "{e}");
     }
 
     #[test]

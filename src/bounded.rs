@@ -117,6 +117,48 @@ pub async fn error_text(mut resp: reqwest::Response) -> String {
 mod tests {
     use super::*;
 
+    /// An HTTP server on loopback that answers every request with `status` and an endless chunked body.
+    fn endless_server(status: &'static str) -> std::net::SocketAddr {
+        use std::io::Write;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                std::thread::spawn(move || {
+                    let mut tcp = stream;
+                    let _ = std::io::Read::read(&mut tcp, &mut [0u8; 4096]);
+                    let head = format!("HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\n\r\n");
+                    if tcp.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let chunk = format!("{:x}\r\n{}\r\n", 65536, "x".repeat(65536));
+                    while tcp.write_all(chunk.as_bytes()).is_ok() {}
+                });
+            }
+        });
+        addr
+    }
+
+    /// An endless error body (a registry's, an object store's 403) is read to its first 64 KiB and no
+    /// further; an endless answer that is to be read whole is refused at its limit, not held in memory.
+    #[test]
+    fn an_endless_answer_is_cut_at_its_limit() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let addr = endless_server("403 Forbidden");
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::new();
+        rt.block_on(async {
+            let resp = client.get(format!("http://{addr}/")).send().await.unwrap();
+            assert_eq!(error_text(resp).await.len(), ERROR_BODY);
+            let resp = client.get(format!("http://{addr}/")).send().await.unwrap();
+            let e = body(resp, 1 << 20).await.unwrap_err();
+            assert!(e.contains("larger than the 1.00 MiB"), "{e}");
+        });
+    }
+
     #[test]
     fn a_fifo_or_an_endless_file_is_refused_without_hanging() {
         let tmp = tempfile::tempdir().unwrap();

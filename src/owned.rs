@@ -118,7 +118,8 @@ pub fn foreign_in_config(dir: &Path) -> Vec<String> {
 pub fn foreign_in_data(dir: &Path) -> Vec<String> {
     let mut foreign = Vec::new();
     for (name, kind) in entries(dir) {
-        if transient(&name) || name == DATA_CLAIM && kind.is_file() {
+        // lost+found: a data folder that is a filesystem of its own (a dedicated disk) has one.
+        if transient(&name) || name == DATA_CLAIM && kind.is_file() || name == "lost+found" && kind.is_dir() {
             continue;
         }
         if name == "docker" && kind.is_dir() {
@@ -302,6 +303,8 @@ fn remove_if_empty(dir: &Path, foreign: Vec<String>) -> Option<Kept> {
     match std::fs::remove_dir(dir) {
         Ok(()) => None,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        // A mount point's lost+found, say: nothing of anyone's to name.
+        Err(_) if foreign.is_empty() => None,
         Err(_) => Some(Kept {
             folder: dir.to_path_buf(),
             foreign,
@@ -313,11 +316,17 @@ fn remove_if_empty(dir: &Path, foreign: Vec<String>) -> Option<Kept> {
 /// then its folders and `dir` itself where nothing else is left in them.
 pub fn purge_config(dir: &Path) -> Result<Option<Kept>> {
     let foreign = foreign_in_config(dir);
+    // A folder of ours that is a link (an install of an earlier release, changed by hand) is not entered.
+    let real = |folder: &Path| std::fs::symlink_metadata(folder).is_ok_and(|m| m.is_dir());
     for file in CONFIG_FILES {
-        remove_file(&dir.join(file))?;
+        let path = dir.join(file);
+        if path.parent().is_some_and(|p| p == dir || real(p)) {
+            remove_file(&path)?;
+        }
     }
     remove(&dir.join(layout::ROLLBACK_DIR))?;
-    for folder in std::iter::once(dir.to_path_buf()).chain(CONFIG_FOLDERS.iter().map(|f| dir.join(f))) {
+    let folders = std::iter::once(dir.to_path_buf()).chain(CONFIG_FOLDERS.iter().map(|f| dir.join(f)));
+    for folder in folders.filter(|f| real(f)) {
         for (name, _) in entries(&folder) {
             if transient(&name) {
                 remove(&folder.join(name))?;
@@ -334,7 +343,10 @@ pub fn purge_config(dir: &Path) -> Result<Option<Kept>> {
 /// left in it.
 pub fn purge_data(dir: &Path) -> Result<Option<Kept>> {
     let foreign = foreign_in_data(dir);
-    remove(&dir.join(STORAGE))?;
+    // Never through a linked docker/: what it points at is not the registry's storage here.
+    if std::fs::symlink_metadata(dir.join("docker")).is_ok_and(|m| m.is_dir()) {
+        remove(&dir.join(STORAGE))?;
+    }
     let _ = std::fs::remove_dir(dir.join("docker"));
     for (name, _) in entries(dir) {
         if transient(&name) {
@@ -412,11 +424,11 @@ mod tests {
             ],
         );
         assert!(foreign_in_data(&data).is_empty());
-        tree(&data, &["docker/volumes/db/data", "lost+found/x", ".restore.keepme/f"]);
-        assert_eq!(
-            foreign_in_data(&data),
-            [".restore.keepme", "docker/volumes", "lost+found"]
-        );
+        // A dedicated disk's lost+found is not foreign.
+        tree(&data, &["lost+found/x"]);
+        assert!(foreign_in_data(&data).is_empty());
+        tree(&data, &["docker/volumes/db/data", "notes/x", ".restore.keepme/f"]);
+        assert_eq!(foreign_in_data(&data), [".restore.keepme", "docker/volumes", "notes"]);
         let kept = purge_data(&data).unwrap().expect("foreign content keeps the folder");
         assert_eq!(kept.foreign.len(), 3);
         assert!(!data.join("docker/registry").exists() && !data.join(DATA_CLAIM).exists());

@@ -89,8 +89,9 @@ fn a_purged_appliance_comes_back_from_its_backups_with_every_digest_and_a_damage
     let stale = work.path().join(".full.tar.999999999.tmp");
     std::fs::write(&stale, "secrets").unwrap();
     std::fs::set_permissions(&stale, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let other = work.path().join(".notes.tmp");
+    let other = work.path().join(".notes.999999999.tmp");
     std::fs::write(&other, "an admin's").unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o600)).unwrap();
 
     let full = work.path().join("full.tar");
     on(&app, &["backup", "--out", &full.display().to_string()])
@@ -188,8 +189,9 @@ fn a_purged_appliance_comes_back_from_its_backups_with_every_digest_and_a_damage
     );
 
     // Where the data goes is the command line's (or this host's default), never the backup's: a restore
-    // that names no --data-dir and is then refused (the backup's pod runs) touches nothing in the folder
-    // the backup was taken of (a release before cleared its `.restore.*` there).
+    // that names no --data-dir is refused (the backup was taken of another folder than the default), and
+    // touches nothing in the folder the backup was taken of (a release before cleared its `.restore.*`
+    // there, even when the restore was then refused).
     let keep = app.data_dir().join(".restore.keepme");
     std::fs::create_dir(&keep).unwrap();
     std::fs::write(keep.join("notes"), "an admin's").unwrap();
@@ -197,6 +199,7 @@ fn a_purged_appliance_comes_back_from_its_backups_with_every_digest_and_a_damage
         .args(["restore", &full.display().to_string()])
         .config_dir(work.path().join("second"))
         .code(2)
+        .stderr_has("give --data-dir")
         .run();
     assert!(
         keep.join("notes").exists(),

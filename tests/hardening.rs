@@ -954,6 +954,17 @@ fn registry_up_takes_and_purges_only_what_it_made() {
         .code(2)
         .stderr_has("belongs to the appliance in")
         .run();
+    // The first one as an earlier release left it (no claim in its folder): its running pod mounts the
+    // folder, and that is enough to refuse it.
+    let claim = data.join(".registry-up-appliance");
+    let claimed = std::fs::read(&claim).unwrap();
+    std::fs::remove_file(&claim).unwrap();
+    Run::bin()
+        .args(args_with(&b, "--data-dir", &data))
+        .code(2)
+        .stderr_has(format!("is the data folder of the running pod {}", a.pod))
+        .run();
+    std::fs::write(&claim, claimed).unwrap();
     Run::bin()
         .args(args_with(&b, "--pod-name", std::path::Path::new(&a.pod)))
         .code(2)
@@ -1052,6 +1063,18 @@ fn special_and_endless_files_are_refused_before_reading() {
             .stderr_has("not a regular file")
             .run();
     }
+    // A site file (it holds the registry's secret and password) that other users can read: read with a
+    // warning that says so (and here refused for what it holds).
+    let open_site = tmp.path().join("site.json");
+    std::fs::write(&open_site, "{}").unwrap();
+    std::fs::set_permissions(&open_site, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    Run::bin()
+        .args(["up", "--domain", "endless.registry-up.test", "--dry-run", "--site"])
+        .arg(&open_site)
+        .config_dir(&config)
+        .code(2)
+        .stderr_has("other users can read it (mode 644): chmod 600 it")
+        .run();
     // A FIFO given as a bundle, a backup to restore, or an archive to import: refused, not waited on.
     let fifo_arg = fifo.display().to_string();
     for args in [

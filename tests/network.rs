@@ -261,6 +261,9 @@ fn an_nftables_drop_policy_is_named_opened_and_closed_again() {
         .stdout_has(format!("opened {port}/tcp in nftables chain inet filter input"))
         .run();
     assert!(connects(&v4), "{v4} is not reachable after --open-firewall");
+    // The rule is recorded with the handle nft gave it: down deletes that rule, not one that looks alike.
+    let record = std::fs::read_to_string(app.config_dir().join("firewall.json")).unwrap();
+    assert!(record.contains("\"handle\""), "{record}");
     assert!(connects(&v6), "{v6} is not reachable after --open-firewall");
     // A re-run finds it open and adds nothing.
     Run::up(&app)

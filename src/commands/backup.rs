@@ -160,9 +160,24 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     let config_dir = args.appliance.config_dir.clone();
     // Where the data goes is the command line's or this host's default, never the file's: a crafted backup
     // must not name a folder for restore to clear or fill.
+    // Over an installed appliance: said first (and again under the lock below), before anything else.
+    if config_dir.join(layout::STATE).exists() {
+        return Err(installed_here(&config_dir));
+    }
+    // A backup of another folder than the default needs --data-dir said: the data is never put where the
+    // file says, and never somewhere the user did not expect (a data disk's images onto /var/lib).
     let data_dir = match &args.data_dir {
         Some(dir) => absolute(dir)?,
-        None => host.default_data_dir(),
+        None if Path::new(&checked.manifest.data_dir) == host.default_data_dir() => host.default_data_dir(),
+        None => {
+            return Err(Error::usage(format!(
+                "The backup was taken of the data in {}, and restore puts the data only where --data-dir says or \
+                 in this host's default folder ({}): give --data-dir (the same folder, to put it back where it \
+                 was). Nothing was changed.",
+                crate::bundle::printable(&checked.manifest.data_dir),
+                host.default_data_dir().display()
+            )))
+        }
     };
     let _lock = crate::lock::ApplianceLock::take(&config_dir, host, crate::lock::WAIT)?;
     // Staging folders a killed restore left behind (under this lock, no other restore is running).
@@ -185,11 +200,7 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         }
     }
     if config_dir.join(layout::STATE).exists() {
-        return Err(Error::usage(format!(
-            "An appliance is installed in {}: restore lays one down where there is none. Remove it first \
-             (registry-up down --purge).",
-            config_dir.display()
-        )));
+        return Err(installed_here(&config_dir));
     }
     // A data folder of other things, or one another installed appliance claims, is not restore's to fill.
     crate::owned::check_data_folder(&data_dir, &crate::owned::appliance_id(&config_dir), &config_dir, false)?;
@@ -266,12 +277,7 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         config_dir.display(),
         data_dir.display()
     );
-    if args.data_dir.is_none() && Path::new(&checked.manifest.data_dir) != data_dir {
-        println!(
-            "The backup was taken of the data in {}; restore puts it where --data-dir says, or this host's default.",
-            crate::bundle::printable(&checked.manifest.data_dir)
-        );
-    }
+
     drop(_lock);
     let mut up = UpArgs::installed(config_dir, PullPolicy::Missing);
     up.setup.data_dir = Some(data_dir);
@@ -282,6 +288,14 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
     // The backup's inventory (taken read-only as it was made): every tag it served must be served again.
     let baseline = Some(args.appliance.config_dir.join(layout::INVENTORY)).filter(|p| p.is_file());
     super::gc::verify_deep(&args.appliance, "after the restore", baseline, rt, host)
+}
+
+fn installed_here(config_dir: &Path) -> Error {
+    Error::usage(format!(
+        "An appliance is installed in {}: restore lays one down where there is none. Remove it first \
+         (registry-up down --purge).",
+        config_dir.display()
+    ))
 }
 
 /// `dir` (with its parents) made if missing, and its mode set to 0700 whoever made it.

@@ -89,12 +89,16 @@ pub fn command(args: &BundleArgs, rt: &tokio::runtime::Runtime) -> Result<()> {
     let parent = out.parent().unwrap_or(Path::new("/")).to_path_buf();
     crate::settings::check_writable(&[(&parent, "--out")])?;
     let ca = match &args.ca {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            Error::usage(format!(
-                "Cannot read the CA file {} ({e}): give --ca a readable PEM file.",
-                path.display()
-            ))
-        })?),
+        Some(path) => Some(
+            crate::bounded::read_text(path, crate::bounded::SMALL)
+                .map(String::into_bytes)
+                .map_err(|e| {
+                    Error::usage(format!(
+                        "Cannot read the CA file {} ({e}): give --ca a readable PEM file.",
+                        path.display()
+                    ))
+                })?,
+        ),
         None => None,
     };
     // oci-client also builds a default HTTPS client, which loads the system's CA store and panics on a

@@ -39,7 +39,9 @@ pub fn system_trust_path(state: &State) -> PathBuf {
 pub fn command(args: &TrustArgs, host: &HostFacts) -> Result<()> {
     let state = crate::state::installed(&args.appliance.config_dir)?;
     let ca_path = args.appliance.config_dir.join(layout::CA_CERT);
-    let ca = match std::fs::read(&ca_path) {
+    let ca = match crate::bounded::file(&ca_path, crate::bounded::SMALL)
+        .and_then(|c| c.ok_or_else(|| std::io::ErrorKind::NotFound.into()))
+    {
         Ok(ca) => ca,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             println!("No CA to trust: the server certificate chains to the system's trusted CAs.");
@@ -58,6 +60,21 @@ pub fn command(args: &TrustArgs, host: &HostFacts) -> Result<()> {
     }
     for path in &targets {
         let dir = path.parent().expect("has a parent");
+        // As root, a folder on the way that is a link is not written through (root would write where it
+        // points: outside /etc). A user's own links in their home are theirs.
+        if let Some(link) = dir
+            .ancestors()
+            .filter(|_| host.root)
+            .filter(|d| d.parent().is_some())
+            .find(|d| std::fs::symlink_metadata(d).is_ok_and(|m| m.file_type().is_symlink()))
+        {
+            println!(
+                "left alone {}: {} is a link, and registry-up does not write through one",
+                path.display(),
+                link.display()
+            );
+            continue;
+        }
         std::fs::create_dir_all(dir).map_err(|e| Error::runtime(crate::host::io_failed("create", dir, &e)))?;
         crate::atomic::write_atomic(path, &ca, layout::PUBLIC)?;
         println!("trusted   {}", path.display());

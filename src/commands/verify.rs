@@ -186,12 +186,14 @@ fn record_writable(path: &Path) -> Result<()> {
 }
 
 fn read_ca(path: &Path) -> Result<Vec<u8>> {
-    let pem = std::fs::read(path).map_err(|e| {
-        Error::usage(format!(
-            "Cannot read the CA file {} ({e}): give --ca the CA certificate (PEM) clients trust.",
-            path.display()
-        ))
-    })?;
+    let pem = crate::bounded::read_text(path, crate::bounded::SMALL)
+        .map(String::into_bytes)
+        .map_err(|e| {
+            Error::usage(format!(
+                "Cannot read the CA file {} ({e}): give --ca the CA certificate (PEM) clients trust.",
+                path.display()
+            ))
+        })?;
     crate::verify::tls_roots(Some(&pem)).map_err(|e| {
         Error::usage(format!(
             "The CA file {} cannot be used: {e}. Give --ca the CA certificate (PEM) clients trust.",

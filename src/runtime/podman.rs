@@ -364,6 +364,18 @@ impl Podman {
         }
     }
 
+    /// The pods registry-up made on this host (its managed-by label), by name.
+    pub fn registry_up_pods(&self) -> Result<Vec<String>> {
+        let filter = format!("label={}=registry-up", crate::render::MANAGED_BY_LABEL);
+        let text = self.text(&["pod", "ps", "--filter", &filter, "--format", "{{.Name}}"])?;
+        Ok(text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect())
+    }
+
     /// The pod's state and containers, or None when there is no such pod.
     pub fn pod_status(&self, pod: &str) -> Result<Option<PodStatus>> {
         let json = match self.run(&["pod", "inspect", pod]) {

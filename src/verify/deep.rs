@@ -55,7 +55,11 @@ async fn paginate(http: &Http, target: &Target, first: String, key: &str) -> Res
             return Err(format!("{url} answered HTTP {status}"));
         }
         next = next_link(&resp);
-        let page: Listing = resp.json().await.map_err(|e| format!("{url}: not a listing ({e})"))?;
+        // A page of at most PAGE names: 16 MiB is far more than one holds, and an endless body is cut.
+        let body = crate::bounded::body(resp, 16 << 20)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        let page: Listing = serde_json::from_slice(&body).map_err(|e| format!("{url}: not a listing ({e})"))?;
         items.extend(
             match key {
                 "tags" => page.tags,

@@ -623,8 +623,7 @@ async fn hash_bytes(
     if !hashed.complete {
         return Err(format!(
             "the bytes of {} of {} blobs were hashed before the --timeout came: give more --timeout",
-            hashed.blobs,
-            total
+            hashed.blobs, total
         ));
     }
     Ok(format!(

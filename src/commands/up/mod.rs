@@ -216,6 +216,48 @@ fn pod_is_ours(podman: &Podman, settings: &Settings, previous: Option<&crate::st
     )))
 }
 
+/// A data folder no appliance has claimed yet, that holds a registry's storage, may be the folder of an
+/// appliance of an earlier release (which wrote no claim) that runs now: refused (exit 2) when another
+/// registry-up pod on this host mounts it. Asked of Podman only then (a claimed or empty folder is decided
+/// by its claim).
+fn data_not_mounted_by_another(
+    podman: &Podman,
+    settings: &Settings,
+    previous: Option<&crate::state::State>,
+) -> Result<()> {
+    if settings.s3.is_some()
+        || crate::owned::claim(&settings.data_dir).is_some()
+        || !settings.data_dir.join("docker").exists()
+        || previous.is_some_and(|p| {
+            crate::owned::canonical(Path::new(&p.data_dir)) == crate::owned::canonical(&settings.data_dir)
+        })
+    {
+        return Ok(());
+    }
+    let wanted = crate::owned::canonical(&settings.data_dir);
+    for pod in podman
+        .registry_up_pods()?
+        .into_iter()
+        .filter(|p| *p != settings.pod_name)
+    {
+        let name = crate::render::container_name(&pod, crate::render::REGISTRY_CONTAINER);
+        let infos = podman.inspect_containers(&[&name])?.unwrap_or_default();
+        let mounted = infos
+            .iter()
+            .flat_map(|i| &i.mounts)
+            .any(|m| crate::owned::canonical(&m.source) == wanted);
+        if mounted {
+            return Err(Error::usage(format!(
+                "--data-dir {} is the data folder of the running pod {pod}, another appliance: one data folder \
+                 serves one appliance (gc on either would free the other's blobs, a purge would delete its \
+                 images). Give this appliance a folder of its own. Nothing was changed.",
+                settings.data_dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// A new data folder on an installed appliance must not hide its images: refused (exit 2, before anything
 /// changes) when the folder in use holds tags that the new one does not hold with the same digests, unless
 /// `--empty-storage` says starting empty is meant, or `--move-data` asks for them to be moved (returned:
@@ -457,6 +499,7 @@ fn run_locked(
     let s3_key = storage_ready(&settings, args.dry_run, alone, rt, out)?;
     let podman = Podman::find()?;
     pod_is_ours(&podman, &settings, previous.as_ref())?;
+    data_not_mounted_by_another(&podman, &settings, previous.as_ref())?;
     // Images first: a missing image must stop the run before any file is written.
     let ready = images(args, host, out, &podman, &settings, bundle.as_ref())?;
     if settings.maintenance.is_some() && ready.service == Service::Direct {
