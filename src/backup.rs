@@ -126,10 +126,8 @@ pub struct Written {
 /// `out`'s `.NAME.PID.tmp`, the name of releases before), 0600, of this user, whose process is gone. A
 /// backup still running (of another appliance, say) keeps its own; another program's temp files stay.
 fn remove_stale_temp_files(out: &Path) {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let Some(dir) = out.parent() else { return };
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let ours = name
@@ -149,11 +147,7 @@ fn remove_stale_temp_files(out: &Path) {
         let Ok(meta) = entry.path().symlink_metadata() else {
             continue;
         };
-        // SAFETY: signal 0 only asks whether the process exists.
-        let gone = pid > 0
-            && unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone && meta.is_file() && meta.uid() == me && meta.permissions().mode() & 0o777 == 0o600 {
+        if meta.is_file() && meta.permissions().mode() & 0o777 == 0o600 && crate::host::left_by_dead_run(&meta, pid) {
             let _ = std::fs::remove_file(entry.path());
         }
     }

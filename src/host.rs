@@ -195,6 +195,20 @@ pub fn read_optional(path: &Path) -> crate::error::Result<Option<String>> {
     }
 }
 
+/// Whether `meta` (of a temp file or folder named for process `pid`) is what a run of this user left when
+/// it was killed: owned by this user, and no process `pid` exists any more. A run still going keeps its own.
+pub fn left_by_dead_run(meta: &std::fs::Metadata, pid: i32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions; signal 0 only asks whether the process exists.
+    let (me, gone) = unsafe {
+        (
+            libc::geteuid(),
+            pid > 0 && libc::kill(pid, 0) != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH),
+        )
+    };
+    meta.uid() == me && gone
+}
+
 /// Whether `path` is a file this process may execute.
 pub fn executable(path: &Path) -> bool {
     let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {

@@ -198,7 +198,7 @@ pub enum Owner {
 
 /// Refuses (exit 2) a data folder another installed appliance keeps its images in, or one that holds what
 /// is not a registry's storage; `installed_here` says this appliance's state names it already.
-pub fn check_data_folder(dir: &Path, id: &str, config_dir: &Path, installed_here: bool) -> Result<Owner> {
+pub fn check_data_folder(dir: &Path, id: &str, installed_here: bool) -> Result<Owner> {
     match claim(dir) {
         Some(c) if c.appliance == id => return Ok(Owner::This),
         Some(c) if alive(Path::new(&c.config_dir), dir) => {
@@ -218,7 +218,6 @@ pub fn check_data_folder(dir: &Path, id: &str, config_dir: &Path, installed_here
         None if installed_here => return Ok(Owner::This),
         None => {}
     }
-    let _ = config_dir;
     check_foreign_data(dir).map(|()| Owner::Free)
 }
 
@@ -442,12 +441,12 @@ mod tests {
         std::fs::create_dir_all(&data).unwrap();
         let id = appliance_id(&first);
         write_claim(&data, &id, &first).unwrap();
-        assert_eq!(check_data_folder(&data, &id, &first, false).unwrap(), Owner::This);
+        assert_eq!(check_data_folder(&data, &id, false).unwrap(), Owner::This);
         // The first appliance is not installed: its claim is stale, and another may take the folder.
         let second = tmp.path().join("second");
         let other = appliance_id(&second);
         assert_eq!(
-            check_data_folder(&data, &other, &second, false).unwrap(),
+            check_data_folder(&data, &other, false).unwrap(),
             Owner::Stale(first.clone())
         );
         // Installed there: refused, and gc of the second refuses too.
@@ -457,7 +456,7 @@ mod tests {
             "pod_name": "p", "config_dir": first, "data_dir": data, "ca_cert": "", "service": "direct"
         });
         std::fs::write(first.join(layout::STATE), state.to_string()).unwrap();
-        let e = check_data_folder(&data, &other, &second, false).unwrap_err();
+        let e = check_data_folder(&data, &other, false).unwrap_err();
         assert_eq!(e.status, crate::error::ExitStatus::Usage);
         assert!(e.message.contains("belongs to the appliance in"), "{e}");
         assert!(check_claimed_by(&data, &other).is_err());

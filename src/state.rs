@@ -101,7 +101,8 @@ impl State {
 /// The installed appliance's state.json in `config_dir`, if there is one.
 pub fn read_state(config_dir: &Path) -> Result<Option<State>> {
     let path = config_dir.join(crate::layout::STATE);
-    match std::fs::read_to_string(&path) {
+    // Bounded and never a FIFO: a claim in a data folder names another appliance's folder to read from.
+    match crate::bounded::read_text(&path, crate::bounded::SMALL) {
         Ok(text) => parse_state(&text).map(Some).map_err(|e| {
             Error::usage(format!(
                 "{} cannot be read ({e}): restore it from a backup, or move it away and give every setting again.",

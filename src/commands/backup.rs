@@ -203,7 +203,7 @@ pub fn restore(args: &RestoreArgs, rt: &tokio::runtime::Runtime, host: &HostFact
         return Err(installed_here(&config_dir));
     }
     // A data folder of other things, or one another installed appliance claims, is not restore's to fill.
-    crate::owned::check_data_folder(&data_dir, &crate::owned::appliance_id(&config_dir), &config_dir, false)?;
+    crate::owned::check_data_folder(&data_dir, &crate::owned::appliance_id(&config_dir), false)?;
     let not_empty = |dir: &Path| std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some());
     if not_empty(&config_dir) || data_dir.join("docker").exists() {
         return Err(Error::usage(format!(

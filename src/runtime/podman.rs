@@ -97,6 +97,15 @@ pub struct PodStatus {
     pub state: String,
     /// (container name, state) of every container except the infra one.
     pub containers: Vec<(String, String)>,
+    /// The pod's labels: who made it, and for which appliance.
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl PodStatus {
+    /// The value of label `name`, "" when the pod has none.
+    pub fn label(&self, name: &str) -> &str {
+        self.labels.get(name).map_or("", String::as_str)
+    }
 }
 
 impl PodStatus {
@@ -125,6 +134,8 @@ struct PodInspect {
     infra_container_id: String,
     #[serde(default)]
     containers: Vec<PodContainer>,
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Deserialize)]
@@ -400,6 +411,7 @@ impl Podman {
         Ok(Some(PodStatus {
             state: inspect.state,
             containers,
+            labels: inspect.labels.unwrap_or_default(),
         }))
     }
 
@@ -490,30 +502,11 @@ impl Podman {
     /// The value of `label` on the pod `pod`: None when there is no such pod, Some("") when the pod has
     /// no such label.
     pub fn pod_label(&self, pod: &str, label: &str) -> Result<Option<String>> {
-        Ok(self.pod_labels(pod, &[label])?.map(|mut v| v.remove(0)))
-    }
-
-    /// As [`Podman::pod_label`], for several labels in one call: their values in order.
-    pub fn pod_labels(&self, pod: &str, labels: &[&str]) -> Result<Option<Vec<String>>> {
-        let format: Vec<String> = labels
-            .iter()
-            .map(|label| format!("{{{{index .Labels \"{label}\"}}}}"))
-            .collect();
-        match self.run(&["pod", "inspect", "--format", &format.join("\n"), pod]) {
+        let format = format!("{{{{index .Labels \"{label}\"}}}}");
+        match self.run(&["pod", "inspect", "--format", &format, pod]) {
             Ok(out) => {
-                let text = String::from_utf8_lossy(&out);
-                let mut values: Vec<String> = text
-                    .lines()
-                    .map(|v| {
-                        if v.trim() == "<no value>" {
-                            String::new()
-                        } else {
-                            v.trim().to_string()
-                        }
-                    })
-                    .collect();
-                values.resize(labels.len(), String::new());
-                Ok(Some(values))
+                let value = String::from_utf8_lossy(&out).trim().to_string();
+                Ok(Some(if value == "<no value>" { String::new() } else { value }))
             }
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),

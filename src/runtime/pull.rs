@@ -62,9 +62,6 @@ fn too_slow(got: u64, total: u64, stall: Duration) -> Option<String> {
 
 /// Download folders of pulls whose registry-up was killed (its process gone): removed, ours only.
 fn remove_stale_downloads(base: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
     for entry in std::fs::read_dir(base).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
@@ -77,11 +74,7 @@ fn remove_stale_downloads(base: &Path) {
         let Ok(meta) = entry.path().symlink_metadata() else {
             continue;
         };
-        // SAFETY: signal 0 only asks whether the process exists.
-        let gone = pid > 0
-            && unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
-        if gone && meta.is_dir() && meta.uid() == me {
+        if meta.is_dir() && crate::host::left_by_dead_run(&meta, pid) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

@@ -242,6 +242,7 @@ mod tests {
 
     fn pod(state: &str, containers: &[&str]) -> PodStatus {
         PodStatus {
+            labels: Default::default(),
             state: state.into(),
             containers: containers.iter().map(|s| ("c".to_string(), s.to_string())).collect(),
         }

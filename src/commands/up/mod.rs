@@ -171,18 +171,15 @@ fn ours(previous: Option<&crate::state::State>, settings: &Settings, out: &Repor
     if settings.s3.is_some() {
         return Ok(());
     }
-    let installed_here = previous.is_some_and(|p| {
-        p.s3.is_none() && crate::owned::canonical(Path::new(&p.data_dir)) == crate::owned::canonical(&settings.data_dir)
-    });
     let owner = crate::owned::check_data_folder(
         &settings.data_dir,
         &settings.appliance,
-        &settings.config_dir,
-        installed_here,
+        data_installed_here(previous, settings),
     )?;
     if let crate::owned::Owner::Stale(other) = owner {
         out.warn(&format!(
-            "{} was the data folder of the appliance in {}, which is not installed there any more: this appliance              takes it over.",
+            "{} was the data folder of the appliance in {}, which is not installed there any more: this appliance \
+             takes it over.",
             settings.data_dir.display(),
             crate::error::printable(&other.display().to_string(), false)
         ));
@@ -193,16 +190,11 @@ fn ours(previous: Option<&crate::state::State>, settings: &Settings, out: &Repor
 /// A pod of the appliance's name that this appliance did not start is refused (exit 2): replacing it would
 /// take another appliance's port and registry away while its status still said healthy. A pod of an
 /// earlier release (no appliance label) is this one's when this appliance's state names it.
-fn pod_is_ours(podman: &Podman, settings: &Settings, previous: Option<&crate::state::State>) -> Result<()> {
-    let labels = [crate::render::MANAGED_BY_LABEL, crate::render::APPLIANCE_LABEL];
-    let Some([maker, appliance]) = podman
-        .pod_labels(&settings.pod_name, &labels)?
-        .and_then(|v| <[String; 2]>::try_from(v).ok())
-    else {
-        return Ok(());
-    };
+fn pod_is_ours(status: Option<&PodStatus>, settings: &Settings, previous: Option<&crate::state::State>) -> Result<()> {
+    let Some(status) = status else { return Ok(()) };
+    let appliance = status.label(crate::render::APPLIANCE_LABEL);
     let named_here = previous.is_some_and(|p| p.pod_name == settings.pod_name);
-    let whose = if maker != "registry-up" {
+    let whose = if status.label(crate::render::MANAGED_BY_LABEL) != "registry-up" {
         "was not made by registry-up"
     } else if appliance == settings.appliance || appliance.is_empty() && named_here {
         return Ok(());
@@ -210,10 +202,18 @@ fn pod_is_ours(podman: &Podman, settings: &Settings, previous: Option<&crate::st
         "belongs to another appliance on this host"
     };
     Err(Error::usage(format!(
-        "A pod named {} {whose}: registry-up replaces only the pod it started for {}. Give --pod-name a name of          its own (podman pod ps lists the pods there are). Nothing was changed.",
+        "A pod named {} {whose}: registry-up replaces only the pod it started for {}. Give --pod-name a name of \
+         its own (podman pod ps lists the pods there are). Nothing was changed.",
         settings.pod_name,
         settings.config_dir.display()
     )))
+}
+
+/// Whether the installed appliance (`previous`) keeps its data in the data folder of `settings`.
+fn data_installed_here(previous: Option<&crate::state::State>, settings: &Settings) -> bool {
+    previous.is_some_and(|p| {
+        p.s3.is_none() && crate::owned::canonical(Path::new(&p.data_dir)) == crate::owned::canonical(&settings.data_dir)
+    })
 }
 
 /// A data folder no appliance has claimed yet, that holds a registry's storage, may be the folder of an
@@ -228,9 +228,7 @@ fn data_not_mounted_by_another(
     if settings.s3.is_some()
         || crate::owned::claim(&settings.data_dir).is_some()
         || !settings.data_dir.join("docker").exists()
-        || previous.is_some_and(|p| {
-            crate::owned::canonical(Path::new(&p.data_dir)) == crate::owned::canonical(&settings.data_dir)
-        })
+        || data_installed_here(previous, settings)
     {
         return Ok(());
     }
@@ -498,10 +496,12 @@ fn run_locked(
     let alone = joining.is_none() && previous.as_ref().is_none_or(|p| p.s3 != settings.s3);
     let s3_key = storage_ready(&settings, args.dry_run, alone, rt, out)?;
     let podman = Podman::find()?;
-    pod_is_ours(&podman, &settings, previous.as_ref())?;
     data_not_mounted_by_another(&podman, &settings, previous.as_ref())?;
     // Images first: a missing image must stop the run before any file is written.
     let ready = images(args, host, out, &podman, &settings, bundle.as_ref())?;
+    // From the pod inspect images() made: no call of its own. Images may have been loaded into Podman's
+    // store by then; nothing of the appliance has been written.
+    pod_is_ours(ready.status.as_ref(), &settings, previous.as_ref())?;
     if settings.maintenance.is_some() && ready.service == Service::Direct {
         return Err(Error::usage(
             "--maintenance installs a systemd timer, and systemd is not running here (or --systemd none was \
