@@ -92,8 +92,8 @@ pub fn wanted_dirs(settings: &Settings, service: Service, host: &HostFacts) -> V
         })
         .collect();
     // The data folder after the registry's: the order the plan has always listed them in. Its mode is
-    // enforced: the registry writes under umask 0005 (for its socket), and only a folder others cannot
-    // enter keeps what it writes from them.
+    // enforced: the registry writes under umask 0007 (see render::pod), and a folder others cannot
+    // enter keeps even an earlier release's files (written under umask 0005) from them.
     let data = WantedDir {
         path: settings.data_dir.clone(),
         mode: layout::PRIVATE_DIR,

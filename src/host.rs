@@ -26,6 +26,8 @@ pub struct HostFacts {
     pub ipv6: bool,
     /// Every address on the host's interfaces (loopback included), with its interface's name.
     pub interfaces: Vec<(String, std::net::IpAddr)>,
+    /// The uid and gid nginx's workers run as (see [`worker_id`]).
+    pub worker_id: u32,
 }
 
 impl HostFacts {
@@ -59,6 +61,7 @@ impl HostFacts {
                 .unwrap_or(1024),
             ipv6: crate::listen::ipv6_available(),
             interfaces: crate::listen::host_addresses(),
+            worker_id: worker_id(root),
         }
     }
 
@@ -135,6 +138,7 @@ impl HostFacts {
             quadlet_generator,
             unprivileged_port_start: 1024,
             ipv6: true,
+            worker_id: if root { WORKER_ID_BASE } else { ROOTLESS_WORKER_ID },
             interfaces: vec![
                 ("lo".into(), [127, 0, 0, 1].into()),
                 ("lo".into(), std::net::Ipv6Addr::LOCALHOST.into()),
@@ -360,5 +364,78 @@ mod tests {
             Some("/home/alice/.config/containers/systemd")
         );
         assert_eq!(user.trust_roots().len(), 1);
+    }
+}
+
+/// nginx's workers in the images registry-up runs (the official nginx images' `nginx` user).
+pub const ROOTLESS_WORKER_ID: u32 = 101;
+/// The first uid/gid tried for nginx's workers on a rootful host: 101 above the start of the range
+/// systemd documents as unused (0x70000000; container ranges end below it), so that no account, group or
+/// subordinate range a tool hands out has it.
+pub const WORKER_ID_BASE: u32 = 0x7000_0000 + 101;
+
+/// The uid (and gid) nginx's workers run as. A rootful pod shares the host's user namespace, so the
+/// workers' uid is a host uid: an account with it could reach the workers' `/proc/PID/root` (the
+/// registry's socket) and memory (the server key). So root's pod uses one that no account, group or
+/// subordinate range (/etc/subuid, /etc/subgid: another user's rootless containers) has; an ordinary
+/// user's pod keeps the images' 101, which Podman maps into that user's own subordinate range.
+pub fn worker_id(root: bool) -> u32 {
+    if !root {
+        return ROOTLESS_WORKER_ID;
+    }
+    let ranges: Vec<crate::subid::Entry> = ["/etc/subuid", "/etc/subgid"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|text| crate::subid::parse(&text))
+        .collect();
+    first_free_worker_id(|id| {
+        account_has(id)
+            || ranges
+                .iter()
+                .any(|r| r.start <= u64::from(id) && u64::from(id) < r.start + r.count)
+    })
+}
+
+/// The first of WORKER_ID_BASE, then 65536 apart, that `taken` says nobody has.
+fn first_free_worker_id(taken: impl Fn(u32) -> bool) -> u32 {
+    (0..1024u32)
+        .map(|k| WORKER_ID_BASE + k * 65536)
+        .find(|&id| !taken(id))
+        .unwrap_or(WORKER_ID_BASE)
+}
+
+/// Whether a user or a group (files, LDAP, whatever NSS asks) has `id`.
+fn account_has(id: u32) -> bool {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: each call gets a zeroed out-struct, a buffer of the length passed, and a result pointer; the
+    // reentrant variants keep no state between calls.
+    unsafe {
+        let mut pwd: libc::passwd = std::mem::zeroed();
+        let mut found: *mut libc::passwd = std::ptr::null_mut();
+        libc::getpwuid_r(id, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+        if !found.is_null() {
+            return true;
+        }
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        libc::getgrgid_r(id, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found);
+        !found.is_null()
+    }
+}
+
+#[cfg(test)]
+mod worker_tests {
+    use super::*;
+
+    #[test]
+    fn the_workers_id_is_one_nobody_has() {
+        assert_eq!(first_free_worker_id(|_| false), WORKER_ID_BASE);
+        assert_eq!(first_free_worker_id(|id| id == WORKER_ID_BASE), WORKER_ID_BASE + 65536);
+        assert_eq!(worker_id(false), 101, "rootless: Podman maps the image's own user");
+        // Root's and every account's id are taken on any host.
+        assert!(account_has(0));
+        let id = worker_id(true);
+        assert!(!account_has(id), "{id} belongs to an account or group here");
+        assert!(id >= WORKER_ID_BASE);
     }
 }

@@ -10,6 +10,10 @@ pub const CA_KEY: &str = "ca/ca.key";
 pub const SERVER_CERT: &str = "tls/server.crt";
 pub const SERVER_KEY: &str = "tls/server.key";
 pub const NGINX_CONF: &str = "nginx/registry.conf";
+/// The nginx container's /etc/passwd and /etc/group: its `nginx` user is the workers' uid and gid
+/// (`Settings::worker_id`). In nginx's folder (nginx reads only `*.conf` there).
+pub const NGINX_PASSWD: &str = "nginx/passwd";
+pub const NGINX_GROUP: &str = "nginx/group";
 pub const REGISTRY_CONFIG: &str = "registry/config.yml";
 pub const POD_YAML: &str = "registry-pod.yaml";
 pub const STATE: &str = "state.json";

@@ -17,6 +17,8 @@ pub const CONFIG_FILES: &[&str] = &[
     layout::SERVER_CERT,
     layout::SERVER_KEY,
     layout::NGINX_CONF,
+    layout::NGINX_PASSWD,
+    layout::NGINX_GROUP,
     layout::REGISTRY_CONFIG,
     layout::POD_YAML,
     layout::STATE,

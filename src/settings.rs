@@ -40,6 +40,9 @@ pub struct Settings {
     pub own_cert: Option<OwnCertFiles>,
     /// Run by an ordinary user: rootless Podman, user units.
     pub rootless: bool,
+    /// The uid and gid nginx's workers run as, and the group of the registry's socket
+    /// ([`crate::host::worker_id`]).
+    pub worker_id: u32,
     pub watermarks: Watermarks,
     /// How often the maintenance timer runs (systemd OnCalendar: hourly, daily, weekly); None: no timer.
     pub maintenance: Option<&'static str>,
@@ -188,6 +191,7 @@ impl Settings {
             auth_user,
             own_cert,
             rootless: !host.root,
+            worker_id: host.worker_id,
             watermarks,
             maintenance,
             s3,

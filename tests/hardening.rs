@@ -1236,3 +1236,144 @@ fn deep_hashes_every_blob_s_bytes_on_the_appliance_host() {
         );
     }
 }
+
+/// The host uid and gid of a process (`Uid:`/`Gid:` of /proc/PID/status, the effective ones).
+fn ids_of(pid: &str) -> (u32, u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let id = |key: &str| -> u32 {
+        let line = status.lines().find(|l| l.starts_with(key)).unwrap();
+        line.split_whitespace().nth(2).unwrap().parse().unwrap()
+    };
+    (id("Uid:"), id("Gid:"))
+}
+
+/// Whether `getent DATABASE ID` knows the id (files, and whatever else NSS asks here).
+fn known(database: &str, id: u32) -> bool {
+    Command::new("getent")
+        .args([database, &id.to_string()])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+/// Whether a subordinate range of /etc/subuid or /etc/subgid holds `id`.
+fn subordinate(id: u32) -> bool {
+    ["/etc/subuid", "/etc/subgid"].iter().any(|file| {
+        std::fs::read_to_string(file).unwrap_or_default().lines().any(|line| {
+            let f: Vec<&str> = line.split(':').collect();
+            let (Some(start), Some(count)) = (
+                f.get(1).and_then(|s| s.parse::<u64>().ok()),
+                f.get(2).and_then(|s| s.parse::<u64>().ok()),
+            ) else {
+                return false;
+            };
+            (start..start + count).contains(&u64::from(id))
+        })
+    })
+}
+
+/// `curl` over the registry's socket at `socket` as host uid and gid `id`: the HTTP status, "000" when
+/// nothing could connect.
+fn as_uid_over(id: u32, socket: &str, namespace_setup: &str) -> String {
+    let script = format!(
+        "{namespace_setup} setpriv --reuid={id} --regid={id} --clear-groups --inh-caps=-all \
+         curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 --unix-socket {socket} http://registry/v2/ || true"
+    );
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", &script])
+        .output()
+        .unwrap();
+    text(&out.stdout).trim().to_string()
+}
+
+/// Issue 30 §4: the pod shares the host's user namespace, so nginx's workers ran as host uid 101, and a
+/// host account with that uid reached the registry's socket past nginx through /proc/WORKER/root and read
+/// /proc/WORKER/mem. Now no process of the pod runs as an id a host account, group or subordinate range
+/// has (root's aside), and only the workers' id can connect to the socket.
+#[test]
+fn no_host_account_is_the_user_of_a_pod_process_and_the_socket_is_nginx_s() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let top = |container: &str| -> Vec<String> {
+        let out = common::podman(&["top", &app.container(container), "hpid"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.trim().to_string())
+            .collect()
+    };
+    let (registry, nginx) = (top("registry"), top("nginx"));
+    let mut workers = Vec::new();
+    for pid in registry.iter().chain(&nginx) {
+        let (uid, gid) = ids_of(pid);
+        if uid != 0 {
+            assert!(
+                !known("passwd", uid),
+                "pid {pid} runs as uid {uid}, which a host account has"
+            );
+            assert!(
+                !subordinate(uid),
+                "pid {pid} runs as uid {uid}, in a host user's subordinate range"
+            );
+            workers.push((pid.clone(), uid));
+        }
+        if gid != 0 {
+            assert!(
+                !known("group", gid),
+                "pid {pid} runs as gid {gid}, which a host group has"
+            );
+            assert!(!subordinate(gid), "pid {pid} runs as gid {gid}, in a subordinate range");
+        }
+    }
+    let (worker, worker_id) = workers.first().cloned().expect("nginx's workers do not run as root");
+    assert!(nginx.contains(&worker), "only nginx's workers leave root");
+
+    // Uid 101 (the image's nginx, and a host account on many hosts) reaches nothing of the worker now.
+    let root = format!("/proc/{worker}/root");
+    let socket_in_worker = format!("{root}/run/registry-up/registry.sock");
+    assert_eq!(as_uid_over(101, &socket_in_worker, ""), "000");
+    let mem = Command::new("setpriv")
+        .args(["--reuid=101", "--regid=101", "--clear-groups", "head", "-c", "1"])
+        .arg(format!("/proc/{worker}/mem"))
+        .output()
+        .unwrap();
+    assert!(!mem.status.success(), "uid 101 opened the worker's memory");
+    // The workers' own id connects (what nginx does); any other uid given a path to the socket does not:
+    // the socket is root:WORKERS 0770.
+    assert_eq!(as_uid_over(worker_id, &socket_in_worker, ""), "200");
+    // A path open to every uid (a tmpfs on /mnt, the socket's folder bound below it), in a mount namespace of
+    // the test's own that ends with each curl: nothing is left mounted.
+    let volume = common::podman(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}}",
+        &format!("{}-socket", app.pod),
+    ]);
+    let volume = text(&volume.stdout).trim().to_string();
+    assert!(volume.starts_with('/'), "the pod's socket volume: {volume:?}");
+    let bind =
+        format!("mount -t tmpfs -o mode=0755 none /mnt && mkdir -m 0755 /mnt/s && mount --bind {volume} /mnt/s &&");
+    let socket = "/mnt/s/registry.sock";
+    assert_eq!(
+        as_uid_over(worker_id, socket, &bind),
+        "200",
+        "the bind mount reaches the socket"
+    );
+    for other in [101, 1000, worker_id + 1] {
+        assert_eq!(
+            as_uid_over(other, socket, &bind),
+            "000",
+            "uid {other} connected to the socket"
+        );
+    }
+    // Pushes and pulls still go through nginx to the registry.
+    app.push(&common::image_archives()[1], "workers/nginx:1", None);
+    common::skopeo_ok(&[
+        "inspect",
+        "--cert-dir",
+        &app.config_dir().display().to_string(),
+        &format!("docker://{}/workers/nginx:1", app.registry()),
+    ]);
+}

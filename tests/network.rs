@@ -287,8 +287,8 @@ fn an_nftables_drop_policy_is_named_opened_and_closed_again() {
     );
 }
 
-/// The registry writes under umask 0005, for its socket: what it writes stays closed to other users only
-/// because no folder on the way lets them in. A data folder given at 0755 is made 0700, and every folder
+/// What the registry writes stays closed to other users: it writes under umask 0007, and no folder on the
+/// way lets them in (an earlier release wrote under umask 0005). A data folder given at 0755 is made 0700, and every folder
 /// the registry makes has no execute bit for others.
 #[test]
 fn what_the_registry_writes_stays_closed_to_other_users() {

@@ -282,7 +282,7 @@ fn verify_fails_when_the_registry_runs_the_images_own_config() {
     let yaml = app.config_dir().join("registry-pod.yaml");
     let original = std::fs::read_to_string(&yaml).unwrap();
     let command =
-        "    command:\n    - /bin/sh\n    - -c\n    - umask 0005 && exec registry serve /etc/registry-up/config.yml\n";
+        "    command:\n    - /bin/sh\n    - -c\n    - umask 0007 && exec registry serve /etc/registry-up/config.yml\n";
     assert!(original.contains(command), "{original}");
     let stripped = app.tmp.path().join("stripped-pod.yaml");
     std::fs::write(&stripped, original.replace(command, "")).unwrap();

@@ -86,6 +86,8 @@ pub fn render(settings: &Settings, inputs: &Inputs<'_>) -> Vec<RenderedFile> {
         config(SERVER_CERT, inputs.pki.server_cert.clone(), PUBLIC, Reader::Nginx),
         config(SERVER_KEY, inputs.pki.server_key.clone(), PRIVATE, Reader::Nginx),
         config(NGINX_CONF, nginx::render(settings), PUBLIC, Reader::Nginx),
+        config(NGINX_PASSWD, pod::nginx_passwd(settings), PUBLIC, Reader::Pod),
+        config(NGINX_GROUP, pod::nginx_group(settings), PUBLIC, Reader::Pod),
         config(
             REGISTRY_CONFIG,
             registry_config::render(
@@ -193,6 +195,7 @@ pub(crate) mod tests {
             auth_user: None,
             own_cert: None,
             rootless: false,
+            worker_id: crate::host::WORKER_ID_BASE,
             watermarks: crate::disk::Watermarks::default(),
             maintenance: None,
             s3: None,

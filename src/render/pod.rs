@@ -46,7 +46,17 @@ struct Container {
     command: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     env: Vec<EnvVar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    security_context: Option<SecurityContext>,
     volume_mounts: Vec<VolumeMount>,
+}
+
+/// Who the container's processes are (Podman: `--user UID:GID`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SecurityContext {
+    run_as_user: u32,
+    run_as_group: u32,
 }
 
 /// The registry container's environment, all that registry-up sets there: 3.0 images export traces to
@@ -102,8 +112,8 @@ struct EmptyDir {}
 #[derive(Serialize)]
 struct HostPath {
     path: String,
-    /// `Directory`: apply creates every folder with the right mode first; a missing one is a bug
-    /// that should fail loudly rather than be created as root 0755.
+    /// `Directory` (or `File`): apply writes every folder and file with the right mode first; a missing
+    /// one is a bug that should fail loudly rather than be created as root 0755.
     #[serde(rename = "type")]
     kind: &'static str,
 }
@@ -133,18 +143,33 @@ fn listen_text(settings: &Settings) -> String {
     sockets.join(" ")
 }
 
-/// The registry's command: `registry serve CONFIG` under umask 0005, so the socket it creates is writable
-/// by nginx's workers (an unprivileged user, "other" to the root-owned socket; connect(2) needs write
-/// permission) while others still cannot read or enter anything the registry writes. distribution has no
-/// setting for the socket's mode, and Podman none for a container's umask in kube YAML; both official
-/// layouts (Alpine) have /bin/sh and `registry` on PATH.
+/// The registry's command: `registry serve CONFIG` under umask 0007. The registry runs as root with the
+/// workers' group (`Settings::worker_id`, see the pod), so the socket it creates is root:WORKERS 0770:
+/// nginx's workers connect (connect(2) needs write permission), and no other uid can, whatever reaches the
+/// folder. What it writes to the data folder is closed to others too. distribution has no setting for the
+/// socket's mode, and Podman none for a container's umask in kube YAML; both official layouts (Alpine)
+/// have /bin/sh and `registry` on PATH.
 fn registry_command() -> Vec<String> {
     let config = registry_config::config_path_in_container();
     vec![
         "/bin/sh".into(),
         "-c".into(),
-        format!("umask 0005 && exec registry serve {config}"),
+        format!("umask 0007 && exec registry serve {config}"),
     ]
+}
+
+/// The nginx container's /etc/passwd: root for the master, `nginx` (the user the official images'
+/// nginx.conf names) for the workers, with the workers' id.
+pub fn nginx_passwd(settings: &Settings) -> String {
+    let id = settings.worker_id;
+    format!(
+        "root:x:0:0:root:/root:/sbin/nologin\nnginx:x:{id}:{id}:nginx workers (registry-up):/nonexistent:/sbin/nologin\n"
+    )
+}
+
+/// The nginx container's /etc/group, to go with [`nginx_passwd`].
+pub fn nginx_group(settings: &Settings) -> String {
+    format!("root:x:0:\nnginx:x:{}:\n", settings.worker_id)
 }
 
 /// The name of the pod's socket volume (Podman 4.3 makes it a named volume: one per pod).
@@ -154,14 +179,12 @@ pub fn socket_volume(pod: &str) -> String {
 
 pub fn render(settings: &Settings) -> String {
     let dir = |rel: &str| settings.config_dir.join(rel).display().to_string();
-    let volume = |name: &str, path: String| Volume {
+    let host_path = |name: &str, path: String, kind| Volume {
         name: name.into(),
-        host_path: Some(HostPath {
-            path,
-            kind: "Directory",
-        }),
+        host_path: Some(HostPath { path, kind }),
         empty_dir: None,
     };
+    let volume = |name: &str, path: String| host_path(name, path, "Directory");
     // A private SELinux label (Z) for what one container uses, a shared one (z) for the socket both use.
     let labelled = |label: char| {
         move |name: &str, path: &str, read_only| VolumeMount {
@@ -179,6 +202,8 @@ pub fn render(settings: &Settings) -> String {
         volume("registry-config", dir("registry")),
         volume("nginx-conf", dir("nginx")),
         volume("tls", dir("tls")),
+        host_path("nginx-passwd", dir(crate::layout::NGINX_PASSWD), "File"),
+        host_path("nginx-group", dir(crate::layout::NGINX_GROUP), "File"),
         Volume {
             name: socket.clone(),
             host_path: None,
@@ -219,6 +244,12 @@ pub fn render(settings: &Settings) -> String {
                         .iter()
                         .map(|&(name, value)| EnvVar { name, value })
                         .collect(),
+                    // Root (it owns the data) with the workers' group: the socket's group (see
+                    // registry_command).
+                    security_context: Some(SecurityContext {
+                        run_as_user: 0,
+                        run_as_group: settings.worker_id,
+                    }),
                     volume_mounts: registry_mounts,
                 },
                 Container {
@@ -226,10 +257,15 @@ pub fn render(settings: &Settings) -> String {
                     image: settings.nginx_image.clone(),
                     command: Vec::new(),
                     env: Vec::new(),
+                    // The master stays root (it binds the port and reads the key); the workers become
+                    // the `nginx` of these files, whose id no host account has (Settings::worker_id).
+                    security_context: None,
                     // connect(2) to a socket on a read-only mount works: nginx cannot replace it.
                     volume_mounts: vec![
                         mount("nginx-conf", "/etc/nginx/conf.d", true),
                         mount("tls", "/etc/nginx/tls", true),
+                        mount("nginx-passwd", "/etc/passwd", true),
+                        mount("nginx-group", "/etc/group", true),
                         shared(&socket, crate::layout::SOCKET_DIR, true),
                     ],
                 },
