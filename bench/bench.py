@@ -776,9 +776,13 @@ def bench_inventory(tmp: Path):
                 sh(["skopeo", "inspect", "--raw", "--cert-dir", cfg, f"{ref}:{tag}"])
         by_hand = time.perf_counter() - start
         # The read-only window of a guarded upgrade, there and back.
-        windows = []
+        windows, totals = [], []
         for image, archive in [(REGISTRY_IMAGE.replace("registry:", "registry-2x:"), ARCHIVES_2X), (REGISTRY_IMAGE, ARCHIVES[0])]:
+            start = time.perf_counter()
             out = sh([BIN, "--config-dir", cfg, "--registry-image", image, "--image-archive", archive, "--no-verify"]).stdout
+            totals.append(time.perf_counter() - start)
+            # The window: from going read-only through the proof that ends it (writes taken again). The whole
+            # `up` also holds the inventory before it and the reading of every tag after it.
             windows.append(step_seconds(out, "read-only", "inventory after"))
         rm_pod(pod)
         shutil.rmtree(work)
@@ -787,7 +791,7 @@ def bench_inventory(tmp: Path):
         goal = ratio <= 0.05 and max(windows) <= 5
         row(f"13. inventory of {tags} tags in {repos} repositories (`verify --record`)",
             f"{fmt(ours)} (storage written in {wrote:.1f} s); guarded upgrade's read-only window {windows[0]:.1f} s "
-            f"and {windows[1]:.1f} s (2.x layout and back)",
+            f"and {windows[1]:.1f} s (2.x layout and back; the whole `up` {totals[0]:.1f} s and {totals[1]:.1f} s)",
             f"by hand, skopeo list-tags per repository + inspect --raw per tag, once: {by_hand:.1f} s",
             f"{ratio:.3f}×", "≤ 0.05×; window ≤ 5 s", goal)
     (small, big) = sorted(figures)

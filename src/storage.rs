@@ -206,6 +206,40 @@ pub fn tags(data_dir: &Path) -> std::collections::BTreeMap<(String, String), Str
         .collect()
 }
 
+/// A tag placed straight into the storage: proof that a registry which serves it reads this very tree (not
+/// a copy, not another folder). Removed with [`Marker::remove`] (and on drop).
+pub struct Marker {
+    dir: PathBuf,
+}
+
+impl Marker {
+    /// Tag `tag` of repository `repo` (one the storage holds, reached without links), naming `digest`
+    /// (a manifest that repository holds): the one file a registry reads to resolve a tag.
+    pub fn place(data_dir: &Path, repo: &str, tag: &str, digest: &str) -> std::io::Result<Marker> {
+        let not_here = || std::io::Error::new(std::io::ErrorKind::NotFound, format!("no repository {repo}"));
+        let tags = real_dir(
+            data_dir,
+            &Path::new(V2).join("repositories").join(repo).join("_manifests/tags"),
+        )
+        .ok_or_else(not_here)?;
+        let dir = tags.join(tag);
+        std::fs::create_dir(&dir)?;
+        let marker = Marker { dir };
+        std::fs::create_dir(marker.dir.join("current"))?;
+        crate::atomic::write_new(&marker.dir.join("current/link"), digest.as_bytes(), 0o600)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(marker)
+    }
+
+    pub fn remove(self) {}
+}
+
+impl Drop for Marker {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -536,3 +536,64 @@ fn a_guarded_upgrade_killed_at_any_moment_comes_back_with_every_tag_read_write()
         .run();
     assert_eq!(old_state(&app), image);
 }
+
+/// Issue 29's window: the quick proof reads only a sample of the tags inside the read-only window, so a
+/// registry that serves a copy of the storage (every tag there, as before) would pass it, and every write
+/// after the window would go to the copy. The tag the guard places in the storage after the new registry
+/// started is what shows it: `up` rolls back, naming the storage, and the earlier setup serves every tag,
+/// read-write. A walk of every tag cannot tell: the copy serves each one as before.
+#[test]
+fn an_upgrade_to_a_registry_serving_a_copy_of_the_storage_is_rolled_back() {
+    let Some(app) = serving(&["--no-verify"]) else { return };
+    let [registry_tar, nginx_tar] = common::image_archives();
+    app.push(nginx_tar, "copy/nginx:1", None);
+    app.push(registry_tar, "copy/registry:1", None);
+    app.push_index(nginx_tar, registry_tar, "copy/multi:1", None);
+    let tags = ["copy/multi:1", "copy/nginx:1", "copy/registry:1"];
+    let digests: Vec<String> = tags.iter().map(|t| app.raw_digest(t)).collect();
+    // An image holding a snapshot of the storage as it is now, served instead of the mounted folder.
+    let context = app.tmp.path().join("snapshot-image");
+    std::fs::create_dir_all(context.join("snapshot")).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(app.data_dir().join("docker"))
+        .arg(context.join("snapshot"))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let wrapper = "#!/bin/sh\nREGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/srv/snapshot exec /bin/registry \"$@\"\n";
+    let (image, _names) = app.registry_image_from(
+        "snapshot",
+        "COPY snapshot /srv/snapshot\nCOPY --chmod=0755 registry /usr/local/bin/registry",
+        &[("registry", wrapper)],
+    );
+    let out = rerun(&app, &["--registry-image", &image])
+        .code(1)
+        .stderr_has("a tag placed in")
+        .stderr_has("is not served by it: it serves another storage")
+        .stderr_has("Rolled back: the earlier setup (registry image localhost/registry-up-test/registry:latest")
+        .run();
+    let said = common::shown(&out);
+    assert_eq!(
+        app.inspect(&app.container("registry"), "{{.ImageName}}"),
+        common::REGISTRY_IMAGE
+    );
+    for (tag, digest) in tags.iter().zip(&digests) {
+        assert_eq!(&app.raw_digest(tag), digest, "{tag} after the roll-back\n{said}");
+    }
+    assert_eq!(upload_start(&app).1, "202", "read-write again");
+    assert!(!app.config_dir().join("upgrade-rollback").exists());
+    // The placed tag is gone again: nothing of the proof stays in the storage.
+    for repo in ["copy/multi", "copy/nginx", "copy/registry"] {
+        let tags_dir = app
+            .data_dir()
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags");
+        let names: Vec<String> = std::fs::read_dir(&tags_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["1"], "{}", tags_dir.display());
+    }
+}

@@ -239,6 +239,48 @@ pub async fn repositories(target: &Target, timeout: Duration) -> Result<Vec<Stri
     paginate(&http, target, format!("/v2/_catalog?n={PAGE}"), "repositories").await
 }
 
+/// The tags `tags` as `target` serves them now, at most `jobs` at a time, without listing the registry:
+/// each (repository, tag) with what was served (None: not served, or not with a digest that matches).
+pub async fn served_tags(
+    target: &Target,
+    timeout: Duration,
+    jobs: usize,
+    tags: Vec<(String, String)>,
+) -> Result<BTreeMap<(String, String), Option<inventory::Tag>>, String> {
+    let http = Arc::new(target.http_client(timeout).map_err(|e| e.message)?);
+    let target = Arc::new(target.clone());
+    let semaphore = Arc::new(Semaphore::new(jobs.max(1)));
+    let mut set = tokio::task::JoinSet::new();
+    for (repo, tag) in tags {
+        let (semaphore, http, target) = (semaphore.clone(), http.clone(), target.clone());
+        set.spawn(async move {
+            let _permit = semaphore.acquire_owned().await.expect("semaphore open");
+            let mut walk = TagWalk {
+                http: &http,
+                target: &target,
+                repo: &repo,
+                tag: &tag,
+                heads: false,
+                result: TagResult::default(),
+                walked: Default::default(),
+            };
+            let served = walk.manifest(&tag, 0).await.map(|s| inventory::Tag {
+                tag: tag.clone(),
+                digest: s.digest,
+                media_type: s.media_type,
+                children: s.children,
+            });
+            ((repo.clone(), tag.clone()), served)
+        });
+    }
+    let mut found = BTreeMap::new();
+    while let Some(done) = set.join_next().await {
+        let (key, served) = done.map_err(|e| format!("a check task failed: {e}"))?;
+        found.insert(key, served);
+    }
+    Ok(found)
+}
+
 /// What one walk found: the deep check's counts and problems, and the inventory.
 pub struct Walked {
     pub deep: Deep,

@@ -132,11 +132,38 @@ impl Inventory {
     }
 
     /// Every tag, as (repository, tag).
-    fn tags(&self) -> BTreeMap<(&str, &str), &Tag> {
+    /// Every tag, by (repository, tag).
+    pub fn tags(&self) -> BTreeMap<(&str, &str), &Tag> {
         self.repositories
             .iter()
             .flat_map(|r| r.tags.iter().map(move |t| ((r.name.as_str(), t.tag.as_str()), t)))
             .collect()
+    }
+
+    /// Tag `tag` of `repository` as served now: replaced, added (in order), or left out (`None`).
+    pub fn set(&mut self, repository: &str, tag: &str, now: Option<Tag>) {
+        let at = match self.repositories.binary_search_by(|r| r.name.as_str().cmp(repository)) {
+            Ok(at) => at,
+            Err(_) if now.is_none() => return,
+            Err(at) => {
+                self.repositories.insert(
+                    at,
+                    Repository {
+                        name: repository.to_string(),
+                        tags: Vec::new(),
+                    },
+                );
+                at
+            }
+        };
+        let tags = &mut self.repositories[at].tags;
+        tags.retain(|t| t.tag != tag);
+        if let Some(now) = now {
+            let i = tags.partition_point(|t| *t < now);
+            tags.insert(i, now);
+        }
+        self.counts.repositories = self.repositories.len();
+        self.counts.tags = self.repositories.iter().map(|r| r.tags.len()).sum();
     }
 
     /// "N repositories, N tags, N manifests, N blobs (SIZE)".
@@ -321,6 +348,26 @@ mod tests {
             })
             .collect();
         Inventory::new(About::default(), &repos, found, 0, &BTreeMap::new(), 0)
+    }
+
+    #[test]
+    fn a_tag_set_again_keeps_the_order_a_walk_would_give() {
+        let mut settled = inventory(vec![
+            ("b", tag("1", "sha256:b1", &[])),
+            ("b", tag("3", "sha256:b3", &[])),
+        ]);
+        settled.set("b", "2", Some(tag("2", "sha256:b2", &[])));
+        settled.set("b", "3", Some(tag("3", "sha256:new", &[])));
+        settled.set("a", "1", Some(tag("1", "sha256:a1", &[])));
+        settled.set("b", "1", None);
+        settled.set("c", "1", None);
+        let walked = inventory(vec![
+            ("a", tag("1", "sha256:a1", &[])),
+            ("b", tag("3", "sha256:new", &[])),
+            ("b", tag("2", "sha256:b2", &[])),
+        ]);
+        assert_eq!(settled.repositories, walked.repositories);
+        assert_eq!((settled.counts.repositories, settled.counts.tags), (2, 3));
     }
 
     #[test]

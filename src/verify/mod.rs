@@ -79,6 +79,18 @@ pub async fn take_inventory(
     }
 }
 
+/// Some tags as `target` serves them now (a guarded change's spot checks): see [`deep::served_tags`].
+pub async fn served_tags(
+    target: &Target,
+    tags: Vec<(String, String)>,
+) -> std::result::Result<std::collections::BTreeMap<(String, String), Option<inventory::Tag>>, String> {
+    let timeout = Duration::from_secs(600);
+    match tokio::time::timeout(timeout, deep::served_tags(target, timeout, 8, tags)).await {
+        Err(_) => Err(format!("reading the tags took longer than {} s", timeout.as_secs())),
+        Ok(found) => found,
+    }
+}
+
 /// Parses sizes such as 1048576, 512KiB, 1MiB, 1GiB (also KB/MB/GB, read as powers of 1024).
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
     let t = text.trim();

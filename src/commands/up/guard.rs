@@ -6,6 +6,7 @@
 //! the kept files are put back and the old setup started (by the caller). A run killed in between leaves
 //! `upgrade-rollback/files.json`, and the next `up` puts those files back before it does anything else.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -89,7 +90,20 @@ pub struct Guard {
     pub before: Inventory,
     /// Where `before` came from, in words.
     pub source: String,
+    /// A change that keeps the data folder: what its storage held when the appliance went read-only, for the
+    /// quick proof (see [`prove`]).
+    pub held: Option<Held>,
 }
+
+/// The tags a data folder's storage held (repository, tag) → digest, read from the files.
+pub struct Held {
+    pub data_dir: PathBuf,
+    pub tags: BTreeMap<(String, String), String>,
+}
+
+/// How many tags the quick proof reads from the new registry besides one of each kind (a spread over the
+/// whole list, so that a registry that lost some repositories' tags shows it before the window ends).
+const SPREAD: usize = 64;
 
 /// Keeps the files `plan` replaces, as they are now, in the config folder's rollback folder; its
 /// `files.json` is written last, so a rollback folder without it was never a complete copy.
@@ -330,7 +344,7 @@ pub fn begin(
             )?;
         }
     }
-    let mut guard = baseline(rt, out, previous, settings, podman)?;
+    let mut guard = baseline(rt, out, previous, settings, podman, moving)?;
     if moving.is_some_and(|m| m.empty) {
         guard.before = Inventory::new(inventory::About::default(), &[], Vec::new(), 0, &Default::default(), 0);
         guard.source = "nothing (--empty-storage: the new folder starts as it is)".into();
@@ -356,13 +370,43 @@ fn baseline(
     previous: &State,
     settings: &Settings,
     podman: &Podman,
+    moving: Option<&Move>,
 ) -> Result<Guard> {
     let running = podman.pod_status(&previous.pod_name)?.is_some_and(|s| s.healthy());
     if !running {
         // Nothing serves, so nothing can be written meanwhile; what the old folder holds is the baseline.
         let (before, source) = without_answers(out, previous);
-        return Ok(Guard { before, source });
+        return Ok(Guard {
+            before,
+            source,
+            held: None,
+        });
     }
+    let target = Target::installed(&settings.config_dir, previous);
+    // A change that keeps the data folder takes the whole inventory while writes still go on, and after
+    // the switch to read-only reads again only the tags the storage shows were written meanwhile: the
+    // read-only window does not grow with the tags (the quick proof after the change is the other half).
+    let keeps_folder = previous.s3.is_none()
+        && settings.s3.is_none()
+        && moving.is_none()
+        && Path::new(&previous.data_dir) == settings.data_dir;
+    let early = if keeps_folder {
+        out.step("inventory before", || {
+            let about = inventory::About::of(&target, previous);
+            match rt.block_on(crate::verify::take_inventory(&target, about)) {
+                Ok(inv) => {
+                    let detail = format!("{} (writes still taken)", inv.describe_counts());
+                    Ok((Some(inv), detail))
+                }
+                Err(why) => Ok((
+                    None,
+                    format!("the registry did not answer ({why}); taken again once read-only"),
+                )),
+            }
+        })?
+    } else {
+        None
+    };
     // The running pod's own conf, made read-only in place (an older release's conf differs from this one's).
     let conf = settings.config_dir.join(layout::NGINX_CONF);
     let current =
@@ -401,7 +445,18 @@ fn baseline(
             "writes get 405 from nginx while the change is made and proven, reads pass".to_string(),
         ))
     })?;
-    let target = Target::installed(&settings.config_dir, previous);
+    if let Some(served) = early {
+        return out.step("inventory settled", || {
+            settle(rt, &target, previous, served).map(|guard| {
+                let detail = format!(
+                    "{} tags served when writes stopped ({} read again: written meanwhile)",
+                    guard.before.counts.tags, guard.source
+                );
+                let source = format!("the {} tags served before", guard.before.counts.tags);
+                (Guard { source, ..guard }, detail)
+            })
+        });
+    }
     let (before, source) = out.step("inventory before", || {
         let about = inventory::About::of(&target, previous);
         match rt.block_on(crate::verify::take_inventory(&target, about)) {
@@ -419,7 +474,50 @@ fn baseline(
             }
         }
     })?;
-    Ok(Guard { before, source })
+    Ok(Guard {
+        before,
+        source,
+        held: None,
+    })
+}
+
+/// Read-only now: `served` (taken while writes went on) brought up to this moment. The storage says which
+/// tags changed since (written, moved or deleted meanwhile, or served from elsewhere than the folder): only
+/// those are asked again. `source` of the result: how many were.
+fn settle(rt: &tokio::runtime::Runtime, target: &Target, previous: &State, mut served: Inventory) -> Result<Guard> {
+    let data_dir = PathBuf::from(&previous.data_dir);
+    let held = crate::storage::tags(&data_dir);
+    let mut again: Vec<(String, String)> = {
+        let was = served.tags();
+        let changed = held
+            .iter()
+            .filter(|(key, digest)| {
+                was.get(&(key.0.as_str(), key.1.as_str()))
+                    .is_none_or(|t| t.digest != **digest)
+            })
+            .map(|(key, _)| key.clone());
+        let unheld = was
+            .keys()
+            .filter(|(r, t)| held.get(&(r.to_string(), t.to_string())).is_none_or(|d| d.is_empty()))
+            .map(|(r, t)| (r.to_string(), t.to_string()));
+        changed.chain(unheld).collect()
+    };
+    again.sort();
+    again.dedup();
+    let count = again.len();
+    if !again.is_empty() {
+        let now = rt
+            .block_on(crate::verify::served_tags(target, again))
+            .map_err(|why| Error::runtime(format!("The registry stopped answering ({why}): nothing was changed.")))?;
+        for ((repo, tag), tag_now) in now {
+            served.set(&repo, &tag, tag_now);
+        }
+    }
+    Ok(Guard {
+        before: served,
+        source: count.to_string(),
+        held: Some(Held { data_dir, tags: held }),
+    })
 }
 
 /// The baseline when the old registry does not answer: what its data folder holds, or (S3) nothing.
@@ -470,6 +568,143 @@ pub fn compare(
     Ok((after, comparison))
 }
 
+/// How the change was proven inside the read-only window.
+pub enum Proof {
+    /// Every tag read from the new registry and compared with before.
+    All(Comparison),
+    /// The quick proof held: `sampled` tags (one of each kind and a spread) served as before, by a registry
+    /// that serves a tag placed in the very storage after it started, which nobody wrote meanwhile. Every
+    /// tag is read once writes are taken again ([`every_tag`]), and a loss then still rolls back.
+    Quick { sampled: usize },
+}
+
+/// After the change, with the new pod answering (read-only): the proof it kept what was served. A change
+/// that kept the data folder gets the quick proof, so that the window does not grow with the tags; when it
+/// does not hold, every tag is read (still read-only) and the second value says why.
+pub fn prove(
+    rt: &tokio::runtime::Runtime,
+    guard: &Guard,
+    target: &Target,
+    settings: &Settings,
+) -> Result<(Proof, Option<String>)> {
+    let mut why = None;
+    if let Some(held) = &guard.held {
+        match quick(rt, guard, held, target) {
+            Ok(sampled) => return Ok((Proof::Quick { sampled }, None)),
+            // It serves the tags, but not from this storage: every later write would go elsewhere.
+            Err(Unproven::Elsewhere(e)) => {
+                return Err(Error::verify(format!(
+                    "The new registry does not serve the data folder: {e}. Writes after the change would not \
+                     land in {}",
+                    held.data_dir.display()
+                )))
+            }
+            Err(Unproven::Unsure(e)) => why = Some(e),
+        }
+    }
+    let (_, c) = compare(rt, guard, target, settings)?;
+    Ok((Proof::All(c), why))
+}
+
+/// Why the quick proof does not hold.
+enum Unproven {
+    /// Not known from a sample: every tag is read.
+    Unsure(String),
+    /// The new registry does not read the storage it was given.
+    Elsewhere(String),
+}
+
+/// The quick proof: Ok(tags sampled), or why it does not hold.
+fn quick(
+    rt: &tokio::runtime::Runtime,
+    guard: &Guard,
+    held: &Held,
+    target: &Target,
+) -> std::result::Result<usize, Unproven> {
+    let storage = held.data_dir.join("docker");
+    if crate::storage::tags(&held.data_dir) != held.tags {
+        return Err(Unproven::Unsure(format!(
+            "the tags in {} changed while read-only",
+            storage.display()
+        )));
+    }
+    let before = guard.before.tags();
+    // Beside a tag that was served from this storage, a new tag naming the same manifest.
+    let Some(((repo, _), digest)) = held.tags.iter().find(|((r, t), d)| {
+        before
+            .get(&(r.as_str(), t.as_str()))
+            .is_some_and(|was| was.digest == **d)
+    }) else {
+        return Err(Unproven::Unsure("no tag served before is held in the storage".into()));
+    };
+    let name = format!("registry-up-proof-{}", crate::digest::random_hex(8));
+    let marker = crate::storage::Marker::place(&held.data_dir, repo, &name, digest)
+        .map_err(|e| Unproven::Unsure(format!("a tag could not be placed in {} ({e})", storage.display())))?;
+    // One tag of each kind (media type, index or not), and a spread over the rest.
+    let mut sample = vec![(repo.clone(), name.clone())];
+    let mut kinds = std::collections::BTreeSet::new();
+    let step = (before.len() / SPREAD).max(1);
+    for (i, ((r, t), was)) in before.iter().enumerate() {
+        let kind = (was.media_type.clone(), was.children.is_empty());
+        if kinds.insert(kind) || i % step == 0 {
+            sample.push((r.to_string(), t.to_string()));
+        }
+    }
+    let served = rt.block_on(crate::verify::served_tags(target, sample.clone()));
+    marker.remove();
+    let served = served.map_err(Unproven::Unsure)?;
+    let marked = (repo.clone(), name);
+    for (key, now) in served.iter().filter(|(key, _)| **key != marked) {
+        let was = before[&(key.0.as_str(), key.1.as_str())];
+        let same = now
+            .as_ref()
+            .is_some_and(|t| t.digest == was.digest && was.children.iter().all(|c| t.children.contains(c)));
+        if !same {
+            return Err(Unproven::Unsure(format!("{}:{} is not served as before", key.0, key.1)));
+        }
+    }
+    if !matches!(served.get(&marked), Some(Some(t)) if t.digest == *digest) {
+        return Err(Unproven::Elsewhere(format!(
+            "a tag placed in {} after it started is not served by it: it serves another storage (another \
+             folder, or a copy)",
+            storage.display()
+        )));
+    }
+    Ok(sample.len() - 1)
+}
+
+/// After the quick proof, with writes taken again: every tag read from the new registry and compared with
+/// before. A tag the storage shows was written or deleted since the window (by clients) is theirs, and left
+/// out; the second value counts those.
+pub fn every_tag(
+    rt: &tokio::runtime::Runtime,
+    guard: &Guard,
+    target: &Target,
+    settings: &Settings,
+) -> Result<(Comparison, usize)> {
+    let (_, c) = compare(rt, guard, target, settings)?;
+    let Some(held) = &guard.held else {
+        return Ok((c, 0));
+    };
+    Ok(theirs_left_out(c, &held.tags, &crate::storage::tags(&held.data_dir)))
+}
+
+/// `c` without the tags whose link in the storage is not what it was when the window began (`held`), as it
+/// is `now`: clients wrote or deleted those after it, and what they did is not the change's. With how many.
+fn theirs_left_out(
+    mut c: Comparison,
+    held: &BTreeMap<(String, String), String>,
+    now: &BTreeMap<(String, String), String>,
+) -> (Comparison, usize) {
+    let before = c.changed.len();
+    c.changed.retain(|x| {
+        let key = (x.repository.clone(), x.tag.clone());
+        now.get(&key) == held.get(&key)
+    });
+    let theirs = before - c.changed.len();
+    (c, theirs)
+}
+
 /// The change kept what was served: read-write again with the new conf (the kept files stay until auth
 /// and config are proven too: `discard`).
 pub fn finish(settings: &Settings, podman: &Podman) -> Result<()> {
@@ -506,4 +741,48 @@ pub fn proven_again(
             ))
         })?;
     Ok(inventory::compare(&guard.before, &after))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::verify::inventory::Change;
+
+    fn change(repo: &str, tag: &str) -> Change {
+        Change {
+            repository: repo.into(),
+            tag: tag.into(),
+            was: "sha256:old".into(),
+            now: None,
+            children_lost: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_tag_clients_wrote_after_the_window_is_theirs_and_any_other_change_is_a_loss() {
+        let key = |r: &str, t: &str| (r.to_string(), t.to_string());
+        let held = BTreeMap::from([
+            (key("a", "1"), "sha256:a1".to_string()),
+            (key("a", "2"), "sha256:a2".to_string()),
+            (key("b", "1"), "sha256:b1".to_string()),
+        ]);
+        // a:1 pushed over, a:2 deleted by clients since; b:1 untouched in the storage.
+        let now = BTreeMap::from([
+            (key("a", "1"), "sha256:new".to_string()),
+            (key("b", "1"), "sha256:b1".to_string()),
+        ]);
+        let c = Comparison {
+            changed: vec![change("a", "1"), change("a", "2"), change("b", "1")],
+            ..Default::default()
+        };
+        let (left, theirs) = theirs_left_out(c, &held, &now);
+        assert_eq!(theirs, 2);
+        let lost: Vec<(&str, &str)> = left
+            .changed
+            .iter()
+            .map(|x| (x.repository.as_str(), x.tag.as_str()))
+            .collect();
+        assert_eq!(lost, [("b", "1")], "the registry lost b:1, which nobody touched");
+        assert!(!left.equal());
+    }
 }

@@ -830,38 +830,83 @@ fn execute(
         guard.is_some(),
     );
     if let (Some(g), Some(prev)) = (&guard, guarded) {
+        let lost = |c: &crate::verify::inventory::Comparison| {
+            let lost: Vec<String> = c.changed.iter().map(|x| format!("  {}", x.describe())).collect();
+            Error::verify(format!(
+                "The change lost what the registry served: {} of the {} tags served before are gone or \
+                 changed:\n{}",
+                c.changed.len(),
+                g.before.counts.tags,
+                lost.join("\n")
+            ))
+        };
+        // Ok(true): the quick proof held, and every tag is read once writes are taken again.
         let proven = changed.and_then(|()| {
             out.step("inventory after", || {
-                let (_, c) = guard::compare(rt, g, target, settings)?;
+                let (proof, why_not_quick) = guard::prove(rt, g, target, settings)?;
+                let c = match proof {
+                    guard::Proof::Quick { sampled } => {
+                        guard::finish(settings, podman)?;
+                        return Ok((
+                            true,
+                            format!(
+                                "the new registry serves a tag placed in the storage after it started (the same \
+                                 storage, which nobody wrote meanwhile), and {sampled} tags sampled from {} as \
+                                 before; read-write again, every tag is read next",
+                                g.source
+                            ),
+                        ));
+                    }
+                    guard::Proof::All(c) => c,
+                };
                 if !c.equal() {
-                    let lost: Vec<String> = c.changed.iter().map(|x| format!("  {}", x.describe())).collect();
-                    return Err(Error::verify(format!(
-                        "The change lost what the registry served: {} of the {} tags served before are gone or \
-                         changed:\n{}",
-                        c.changed.len(),
-                        g.before.counts.tags,
-                        lost.join("\n")
-                    )));
+                    return Err(lost(&c));
                 }
                 guard::finish(settings, podman)?;
+                let why = why_not_quick
+                    .map(|w| format!(" (read tag by tag: {w})"))
+                    .unwrap_or_default();
                 let detail = if g.before.counts.tags == 0 {
                     format!(
-                        "{} tags served now, against {}: nothing to lose; read-write again",
+                        "{} tags served now, against {}: nothing to lose; read-write again{why}",
                         c.added.len(),
                         g.source
                     )
                 } else {
                     format!(
-                        "every one of {} is served with the same digest ({} added meanwhile); read-write again",
+                        "every one of {} is served with the same digest ({} added meanwhile); read-write again{why}",
                         g.source,
                         c.added.len()
                     )
                 };
-                Ok(((), detail))
+                Ok((false, detail))
             })
         });
         // Read-write again: auth and config are proven as on any run; a setup that fails them goes too.
-        let proven = proven.and_then(|()| check_auth_and_config(rt, out, settings, podman, target, desired, true));
+        let proven = proven
+            .and_then(|quick| check_auth_and_config(rt, out, settings, podman, target, desired, true).map(|()| quick));
+        // After the quick proof: every tag, with writes taken again. A loss still rolls back (writes made
+        // meanwhile are in the same storage, which the earlier setup serves).
+        let proven = proven.and_then(|quick| {
+            if !quick {
+                return Ok(());
+            }
+            out.step("every tag served", || {
+                let (c, written) = guard::every_tag(rt, g, target, settings)?;
+                if !c.equal() {
+                    return Err(lost(&c));
+                }
+                Ok((
+                    (),
+                    format!(
+                        "every one of {} is served with the same digest ({} added, {written} written by clients \
+                         since the window)",
+                        g.source,
+                        c.added.len()
+                    ),
+                ))
+            })
+        });
         if let Err(e) = proven {
             return Err(roll_back(args, rt, host, out, prev, g, e));
         }
@@ -1399,7 +1444,7 @@ fn start(
             Ok(((), format!("healthy and unchanged: left running{removed}")))
         }
         Service::Direct => {
-            podman.play(&settings.pod_yaml_path(), restart)?;
+            podman.play(&settings.pod_yaml_path(), restart.then_some(settings.pod_name.as_str()))?;
             let verb = if restart { "replaced" } else { "started" };
             Ok(((), format!("{verb} with podman play kube{removed}")))
         }
