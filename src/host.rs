@@ -26,8 +26,26 @@ pub struct HostFacts {
     pub ipv6: bool,
     /// Every address on the host's interfaces (loopback included), with its interface's name.
     pub interfaces: Vec<(String, std::net::IpAddr)>,
-    /// The uid and gid nginx's workers run as (see [`worker_id`]).
-    pub worker_id: u32,
+    /// Where to ask whether a uid or gid is someone's (see [`worker_id`]).
+    pub ids: IdProbe,
+}
+
+/// Who answers whether an id is taken: this host (NSS, /etc/subuid, /etc/subgid), or nobody (tests' facts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdProbe {
+    Host,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Nothing,
+}
+
+impl IdProbe {
+    /// Whether an account, a group or a subordinate range has `id` (or the host cannot say: taken).
+    pub fn taken(self, id: u32) -> bool {
+        match self {
+            IdProbe::Nothing => false,
+            IdProbe::Host => account_has(id) || subordinate_has(id),
+        }
+    }
 }
 
 impl HostFacts {
@@ -61,7 +79,7 @@ impl HostFacts {
                 .unwrap_or(1024),
             ipv6: crate::listen::ipv6_available(),
             interfaces: crate::listen::host_addresses(),
-            worker_id: worker_id(root),
+            ids: IdProbe::Host,
         }
     }
 
@@ -138,7 +156,7 @@ impl HostFacts {
             quadlet_generator,
             unprivileged_port_start: 1024,
             ipv6: true,
-            worker_id: if root { WORKER_ID_BASE } else { ROOTLESS_WORKER_ID },
+            ids: IdProbe::Nothing,
             interfaces: vec![
                 ("lo".into(), [127, 0, 0, 1].into()),
                 ("lo".into(), std::net::Ipv6Addr::LOCALHOST.into()),
@@ -369,57 +387,69 @@ mod tests {
 
 /// nginx's workers in the images registry-up runs (the official nginx images' `nginx` user).
 pub const ROOTLESS_WORKER_ID: u32 = 101;
-/// The first uid/gid tried for nginx's workers on a rootful host: 101 above the start of the range
-/// systemd documents as unused (0x70000000; container ranges end below it), so that no account, group or
-/// subordinate range a tool hands out has it.
-pub const WORKER_ID_BASE: u32 = 0x7000_0000 + 101;
+/// Where rootful workers' ids start: the range systemd documents as unused (0x70000000 up; container ranges
+/// end below it), so that no account, group or subordinate range a tool hands out has one.
+const WORKER_RANGE: u32 = 0x7000_0000;
+/// Each appliance's slot in that range is this wide; its id is 101 into it (the images' own, for reading).
+const WORKER_SLOT: u32 = 4096;
+/// The id of the first slot (what tests' facts and the render snapshots show).
+#[cfg_attr(not(test), allow(dead_code))]
+pub const WORKER_ID_BASE: u32 = WORKER_RANGE + 101;
 
 /// The uid (and gid) nginx's workers run as. A rootful pod shares the host's user namespace, so the
 /// workers' uid is a host uid: an account with it could reach the workers' `/proc/PID/root` (the
 /// registry's socket) and memory (the server key). So root's pod uses one that no account, group or
-/// subordinate range (/etc/subuid, /etc/subgid: another user's rootless containers) has; an ordinary
-/// user's pod keeps the images' 101, which Podman maps into that user's own subordinate range.
-pub fn worker_id(root: bool) -> u32 {
+/// subordinate range (/etc/subuid, /etc/subgid: other users' rootless containers) has, in a slot of its own
+/// chosen by the appliance's id (`appliance`, hex), so that two appliances on one host do not share their
+/// workers' id either (65 536 slots). An ordinary user's pod keeps the images' 101, which Podman maps into
+/// that user's own subordinate range. None: every slot is taken.
+pub fn worker_id(root: bool, appliance: &str, ids: IdProbe) -> Option<u32> {
     if !root {
-        return ROOTLESS_WORKER_ID;
+        return Some(ROOTLESS_WORKER_ID);
     }
-    let ranges: Vec<crate::subid::Entry> = ["/etc/subuid", "/etc/subgid"]
+    let first = appliance
+        .get(..4)
+        .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+        .unwrap_or(0);
+    (0..=u32::from(u16::MAX))
+        .map(|k| WORKER_RANGE + ((first + k) & 0xffff) * WORKER_SLOT + 101)
+        .find(|&id| !ids.taken(id))
+}
+
+/// Whether /etc/subuid or /etc/subgid gives `id` to someone.
+fn subordinate_has(id: u32) -> bool {
+    ["/etc/subuid", "/etc/subgid"]
         .iter()
         .filter_map(|f| std::fs::read_to_string(f).ok())
         .flat_map(|text| crate::subid::parse(&text))
-        .collect();
-    first_free_worker_id(|id| {
-        account_has(id)
-            || ranges
-                .iter()
-                .any(|r| r.start <= u64::from(id) && u64::from(id) < r.start + r.count)
-    })
+        .any(|r| r.start <= u64::from(id) && u64::from(id) < r.start.saturating_add(r.count))
 }
 
-/// The first of WORKER_ID_BASE, then 65536 apart, that `taken` says nobody has.
-fn first_free_worker_id(taken: impl Fn(u32) -> bool) -> u32 {
-    (0..1024u32)
-        .map(|k| WORKER_ID_BASE + k * 65536)
-        .find(|&id| !taken(id))
-        .unwrap_or(WORKER_ID_BASE)
-}
-
-/// Whether a user or a group (files, LDAP, whatever NSS asks) has `id`.
+/// Whether a user or a group (files, LDAP, whatever NSS asks) has `id`. An answer NSS cannot give (an
+/// error other than "not found") counts as taken: an id is used only when it is known to be nobody's.
 fn account_has(id: u32) -> bool {
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: each call gets a zeroed out-struct, a buffer of the length passed, and a result pointer; the
-    // reentrant variants keep no state between calls.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        libc::getpwuid_r(id, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
-        if !found.is_null() {
-            return true;
+    // getpwuid_r(3): these mean "not found"; ERANGE asks for a larger buffer.
+    let absent = |rc: i32| matches!(rc, 0 | libc::ENOENT | libc::ESRCH | libc::EBADF | libc::EPERM);
+    let mut size = 16 * 1024;
+    loop {
+        let mut buf = vec![0 as libc::c_char; size];
+        // SAFETY: each call gets a zeroed out-struct, a buffer of the length passed, and a result pointer;
+        // the reentrant variants keep no state between calls.
+        let (user, group) = unsafe {
+            let mut pwd: libc::passwd = std::mem::zeroed();
+            let mut found: *mut libc::passwd = std::ptr::null_mut();
+            let rc = libc::getpwuid_r(id, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
+            let user = (rc, !found.is_null());
+            let mut grp: libc::group = std::mem::zeroed();
+            let mut found: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrgid_r(id, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found);
+            (user, (rc, !found.is_null()))
+        };
+        if (user.0 == libc::ERANGE || group.0 == libc::ERANGE) && size < (1 << 24) {
+            size *= 4;
+            continue;
         }
-        let mut grp: libc::group = std::mem::zeroed();
-        let mut found: *mut libc::group = std::ptr::null_mut();
-        libc::getgrgid_r(id, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found);
-        !found.is_null()
+        return user.1 || group.1 || !absent(user.0) || !absent(group.0);
     }
 }
 
@@ -428,14 +458,32 @@ mod worker_tests {
     use super::*;
 
     #[test]
-    fn the_workers_id_is_one_nobody_has() {
-        assert_eq!(first_free_worker_id(|_| false), WORKER_ID_BASE);
-        assert_eq!(first_free_worker_id(|id| id == WORKER_ID_BASE), WORKER_ID_BASE + 65536);
-        assert_eq!(worker_id(false), 101, "rootless: Podman maps the image's own user");
-        // Root's and every account's id are taken on any host.
-        assert!(account_has(0));
-        let id = worker_id(true);
-        assert!(!account_has(id), "{id} belongs to an account or group here");
-        assert!(id >= WORKER_ID_BASE);
+    fn the_workers_id_is_one_nobody_has_in_a_slot_of_the_appliance_s_own() {
+        assert_eq!(
+            worker_id(false, "abcd", IdProbe::Host),
+            Some(101),
+            "rootless: Podman maps the image's own"
+        );
+        assert_eq!(worker_id(true, "0000", IdProbe::Nothing), Some(WORKER_ID_BASE));
+        let (a, b) = (
+            worker_id(true, "1234abcd", IdProbe::Nothing),
+            worker_id(true, "1235abcd", IdProbe::Nothing),
+        );
+        assert_eq!(a, Some(WORKER_RANGE + 0x1234 * WORKER_SLOT + 101));
+        assert_ne!(a, b, "two appliances, two ids");
+        assert_eq!(
+            worker_id(true, "ffff", IdProbe::Nothing),
+            Some(WORKER_RANGE + 0xffff * WORKER_SLOT + 101)
+        );
+        const {
+            assert!(
+                WORKER_RANGE + 0xffff * WORKER_SLOT + 101 < 1 << 31,
+                "a positive 32-bit id for every tool"
+            )
+        };
+        // Root's id is taken on any host; the id chosen here is nobody's.
+        assert!(IdProbe::Host.taken(0));
+        let id = worker_id(true, "1234abcd", IdProbe::Host).unwrap();
+        assert!(!account_has(id) && !subordinate_has(id), "{id} is someone's here");
     }
 }

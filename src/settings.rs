@@ -114,6 +114,7 @@ impl Settings {
             )));
         }
         let config_dir = usable_path(&args.config_dir, "--config-dir")?;
+        let appliance = crate::owned::appliance_id(&config_dir);
         let own_cert = match (&args.cert, &args.key) {
             (Some(cert), Some(key)) => Some(OwnCertFiles {
                 cert: absolute(cert)?,
@@ -185,13 +186,18 @@ impl Settings {
                 "--nginx-image",
             )?,
             pod_name: pod_name(&pick(&args.pod_name, previous.map(|s| &s.pod_name), DEFAULT_POD_NAME))?,
-            appliance: crate::owned::appliance_id(&config_dir),
+            worker_id: crate::host::worker_id(host.root, &appliance, host.ids).ok_or_else(|| {
+                Error::runtime(
+                    "No id is free for nginx's workers: every slot from 0x70000000 is an account's, a group's or \
+                     in a subordinate range. Free one (see /etc/subuid and /etc/subgid), then run registry-up again.",
+                )
+            })?,
+            appliance,
             config_dir,
             data_dir: usable_path(&data_dir, "--data-dir")?,
             auth_user,
             own_cert,
             rootless: !host.root,
-            worker_id: host.worker_id,
             watermarks,
             maintenance,
             s3,

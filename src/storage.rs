@@ -207,15 +207,21 @@ pub fn tags(data_dir: &Path) -> std::collections::BTreeMap<(String, String), Str
 }
 
 /// A tag placed straight into the storage: proof that a registry which serves it reads this very tree (not
-/// a copy, not another folder). Removed with [`Marker::remove`] (and on drop).
+/// a copy, not another folder). Its folder is named in a record file first, so that a run killed while it
+/// is there still has it removed ([`Marker::clean_up`]); removed with [`Marker::remove`] (and on drop).
 pub struct Marker {
     dir: PathBuf,
+    record: PathBuf,
 }
 
+/// The names of placed tags start so; nothing else is ever removed through a record.
+pub const MARKER_PREFIX: &str = "registry-up-proof-";
+
 impl Marker {
-    /// Tag `tag` of repository `repo` (one the storage holds, reached without links), naming `digest`
-    /// (a manifest that repository holds): the one file a registry reads to resolve a tag.
-    pub fn place(data_dir: &Path, repo: &str, tag: &str, digest: &str) -> std::io::Result<Marker> {
+    /// Tag `tag` (starting with [`MARKER_PREFIX`]) of repository `repo` (one the storage holds, reached
+    /// without links), naming `digest` (a manifest that repository holds): the one file a registry reads to
+    /// resolve a tag. `record` names it until it is removed.
+    pub fn place(data_dir: &Path, repo: &str, tag: &str, digest: &str, record: &Path) -> std::io::Result<Marker> {
         let not_here = || std::io::Error::new(std::io::ErrorKind::NotFound, format!("no repository {repo}"));
         let tags = real_dir(
             data_dir,
@@ -223,8 +229,13 @@ impl Marker {
         )
         .ok_or_else(not_here)?;
         let dir = tags.join(tag);
-        std::fs::create_dir(&dir)?;
-        let marker = Marker { dir };
+        let text = std::os::unix::ffi::OsStrExt::as_bytes(dir.as_os_str()).to_vec();
+        crate::atomic::write_atomic(record, &text, 0o600).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let marker = Marker {
+            dir,
+            record: record.to_path_buf(),
+        };
+        std::fs::create_dir(&marker.dir)?;
         std::fs::create_dir(marker.dir.join("current"))?;
         crate::atomic::write_new(&marker.dir.join("current/link"), digest.as_bytes(), 0o600)
             .map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -232,17 +243,61 @@ impl Marker {
     }
 
     pub fn remove(self) {}
+
+    /// Removes the tag a killed run left, as `record` names it (only a placed tag's folder in a tags folder).
+    pub fn clean_up(record: &Path) {
+        let Ok(text) = std::fs::read(record) else {
+            return;
+        };
+        let dir = PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(&text));
+        let placed = dir
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with(MARKER_PREFIX))
+            && dir.parent().is_some_and(|p| p.ends_with("_manifests/tags"));
+        if placed {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let _ = std::fs::remove_file(record);
+    }
 }
 
 impl Drop for Marker {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_file(&self.record);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_placed_tag_left_by_a_killed_run_is_removed_and_nothing_else_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let tags = tmp.path().join(V2).join("repositories/team/app/_manifests/tags");
+        std::fs::create_dir_all(tags.join("1/current")).unwrap();
+        let record = tmp.path().join("placed-tag");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let name = format!("{MARKER_PREFIX}0123");
+        let marker = Marker::place(tmp.path(), "team/app", &name, &digest, &record).unwrap();
+        assert_eq!(read_link(&tags.join(&name).join("current/link")), Some(digest.clone()));
+        // Killed: no drop runs. The next run removes the tag through the record.
+        std::mem::forget(marker);
+        Marker::clean_up(&record);
+        assert!(!tags.join(&name).exists() && !record.exists());
+        assert!(tags.join("1").exists(), "the repository's own tag stays");
+        // A record naming anything but a placed tag removes nothing.
+        std::fs::write(&record, tags.join("1").as_os_str().as_encoded_bytes()).unwrap();
+        Marker::clean_up(&record);
+        assert!(tags.join("1").exists());
+        // Removed in the ordinary way, the record goes too; a repository that is not there is an error.
+        Marker::place(tmp.path(), "team/app", &name, &digest, &record)
+            .unwrap()
+            .remove();
+        assert!(!tags.join(&name).exists() && !record.exists());
+        assert!(Marker::place(tmp.path(), "team/other", &name, &digest, &record).is_err());
+    }
 
     #[test]
     fn every_blob_is_hashed_once_and_a_changed_byte_is_named() {

@@ -239,14 +239,24 @@ pub async fn repositories(target: &Target, timeout: Duration) -> Result<Vec<Stri
     paginate(&http, target, format!("/v2/_catalog?n={PAGE}"), "repositories").await
 }
 
-/// The tags `tags` as `target` serves them now, at most `jobs` at a time, without listing the registry:
-/// each (repository, tag) with what was served (None: not served, or not with a digest that matches).
+/// How a registry answered for one tag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Served, with a digest that matches its bytes (an index with the children that were served).
+    Served(inventory::Tag),
+    /// Not served: unknown (404), or served wrongly (bytes that do not match, unreadable).
+    Missing,
+    /// No answer to go by (a request failed, an error status): the registry could not be asked.
+    Unanswered(String),
+}
+
+/// The tags `tags` as `target` serves them now, at most `jobs` at a time, without listing the registry.
 pub async fn served_tags(
     target: &Target,
     timeout: Duration,
     jobs: usize,
     tags: Vec<(String, String)>,
-) -> Result<BTreeMap<(String, String), Option<inventory::Tag>>, String> {
+) -> Result<BTreeMap<(String, String), Answer>, String> {
     let http = Arc::new(target.http_client(timeout).map_err(|e| e.message)?);
     let target = Arc::new(target.clone());
     let semaphore = Arc::new(Semaphore::new(jobs.max(1)));
@@ -264,19 +274,34 @@ pub async fn served_tags(
                 result: TagResult::default(),
                 walked: Default::default(),
             };
-            let served = walk.manifest(&tag, 0).await.map(|s| inventory::Tag {
-                tag: tag.clone(),
-                digest: s.digest,
-                media_type: s.media_type,
-                children: s.children,
+            let served = walk.manifest(&tag, 0).await;
+            // Any request of the walk (an index's children too) that got no answer leaves it unknown.
+            let unanswered = walk.result.problems.iter().find(|p| {
+                [
+                    "manifest request failed",
+                    "manifest answered HTTP",
+                    "manifest download failed",
+                ]
+                .iter()
+                .any(|start| p.problem.starts_with(start))
             });
-            ((repo.clone(), tag.clone()), served)
+            let answer = match (served, unanswered) {
+                (_, Some(p)) => Answer::Unanswered(p.problem.clone()),
+                (Some(s), None) => Answer::Served(inventory::Tag {
+                    tag: tag.clone(),
+                    digest: s.digest,
+                    media_type: s.media_type,
+                    children: s.children,
+                }),
+                (None, None) => Answer::Missing,
+            };
+            ((repo.clone(), tag.clone()), answer)
         });
     }
     let mut found = BTreeMap::new();
     while let Some(done) = set.join_next().await {
-        let (key, served) = done.map_err(|e| format!("a check task failed: {e}"))?;
-        found.insert(key, served);
+        let (key, answer) = done.map_err(|e| format!("a check task failed: {e}"))?;
+        found.insert(key, answer);
     }
     Ok(found)
 }

@@ -19,7 +19,7 @@ use indicatif::HumanBytes;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use deep::repositories;
+pub use deep::{repositories, Answer};
 pub use leftovers::Storage;
 pub use live::{checks as live_checks, served_fingerprint, ConfigFile};
 pub use report::{Check, Report, Status};
@@ -83,7 +83,7 @@ pub async fn take_inventory(
 pub async fn served_tags(
     target: &Target,
     tags: Vec<(String, String)>,
-) -> std::result::Result<std::collections::BTreeMap<(String, String), Option<inventory::Tag>>, String> {
+) -> std::result::Result<std::collections::BTreeMap<(String, String), Answer>, String> {
     let timeout = Duration::from_secs(600);
     match tokio::time::timeout(timeout, deep::served_tags(target, timeout, 8, tags)).await {
         Err(_) => Err(format!("reading the tags took longer than {} s", timeout.as_secs())),

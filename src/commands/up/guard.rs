@@ -21,7 +21,7 @@ use crate::runtime::podman::Podman;
 use crate::settings::Settings;
 use crate::state::State;
 use crate::verify::inventory::{self, Comparison, Inventory};
-use crate::verify::Target;
+use crate::verify::{Answer, Target};
 
 const FILES: &str = "files.json";
 /// With --move-data: where the images went, and how (written before they move).
@@ -75,6 +75,8 @@ struct Kept {
 }
 
 const IMAGE: &str = "image.json";
+/// The folder of the tag the proof places in the storage, while it is there.
+const MARKER: &str = "placed-tag";
 
 /// The registry image the old pod ran, by name and ID: a change that re-pulled or loaded new content under
 /// the same name is rolled back to the old content (the name is tagged to the old ID again).
@@ -172,6 +174,7 @@ pub fn put_back(config_dir: &Path) -> Result<Option<usize>> {
             dir.display()
         ))
     })?;
+    crate::storage::Marker::clean_up(&dir.join(MARKER));
     unmove(&dir)?;
     if let Some(old) = std::fs::read(dir.join(IMAGE))
         .ok()
@@ -209,6 +212,7 @@ pub fn put_back(config_dir: &Path) -> Result<Option<usize>> {
 /// The change held: the kept files are not needed any more, nor the old copy of moved images.
 pub fn discard(config_dir: &Path) {
     let dir = config_dir.join(layout::ROLLBACK_DIR);
+    crate::storage::Marker::clean_up(&dir.join(MARKER));
     if let Some(moved) = read_moved(&dir) {
         if moved.how == How::Copy {
             let _ = std::fs::remove_dir_all(moved.from.join("docker"));
@@ -509,8 +513,18 @@ fn settle(rt: &tokio::runtime::Runtime, target: &Target, previous: &State, mut s
         let now = rt
             .block_on(crate::verify::served_tags(target, again))
             .map_err(|why| Error::runtime(format!("The registry stopped answering ({why}): nothing was changed.")))?;
-        for ((repo, tag), tag_now) in now {
-            served.set(&repo, &tag, tag_now);
+        for ((repo, tag), answer) in now {
+            match answer {
+                Answer::Served(t) => served.set(&repo, &tag, Some(t)),
+                Answer::Missing => served.set(&repo, &tag, None),
+                // Not known to be gone: the change cannot be proven against what was served.
+                Answer::Unanswered(why) => {
+                    return Err(Error::runtime(format!(
+                        "The registry did not answer for {repo}:{tag} once read-only ({why}), so what it served \
+                         cannot be proven kept: nothing was changed. Run registry-up up again."
+                    )))
+                }
+            }
         }
     }
     Ok(Guard {
@@ -578,9 +592,11 @@ pub enum Proof {
     Quick { sampled: usize },
 }
 
-/// After the change, with the new pod answering (read-only): the proof it kept what was served. A change
-/// that kept the data folder gets the quick proof, so that the window does not grow with the tags; when it
-/// does not hold, every tag is read (still read-only) and the second value says why.
+/// After the change, with the new pod answering (read-only): the proof it kept what was served. On the
+/// filesystem, a tag placed in the data folder after the new registry started must be served by it (else
+/// it reads another folder or a copy, and every later write would go there: refused). A change that kept
+/// the data folder then gets the quick proof, so that the window does not grow with the tags; when that
+/// does not hold, or the folder changed, every tag is read (still read-only) and the second value says why.
 pub fn prove(
     rt: &tokio::runtime::Runtime,
     guard: &Guard,
@@ -588,21 +604,39 @@ pub fn prove(
     settings: &Settings,
 ) -> Result<(Proof, Option<String>)> {
     let mut why = None;
-    if let Some(held) = &guard.held {
-        match quick(rt, guard, held, target) {
-            Ok(sampled) => return Ok((Proof::Quick { sampled }, None)),
-            // It serves the tags, but not from this storage: every later write would go elsewhere.
-            Err(Unproven::Elsewhere(e)) => {
-                return Err(Error::verify(format!(
-                    "The new registry does not serve the data folder: {e}. Writes after the change would not \
-                     land in {}",
-                    held.data_dir.display()
-                )))
-            }
+    let mut elsewhere = None;
+    if settings.s3.is_none() {
+        let unchanged = guard.held.as_ref().map(|h| crate::storage::tags(&h.data_dir) == h.tags);
+        let sample = if unchanged == Some(true) {
+            sample_of(&guard.before)
+        } else {
+            Vec::new()
+        };
+        match placed_and_sampled(rt, guard, &settings.data_dir, &settings.config_dir, target, &sample) {
+            Err(Unproven::Elsewhere(e)) => elsewhere = Some(e),
             Err(Unproven::Unsure(e)) => why = Some(e),
+            Ok(placed) => match unchanged {
+                Some(true) if placed => return Ok((Proof::Quick { sampled: sample.len() }, None)),
+                Some(true) => why = Some("no tag served before is held in the storage".to_string()),
+                Some(false) => {
+                    why = Some(format!(
+                        "the tags in {} changed while read-only",
+                        settings.data_dir.join("docker").display()
+                    ))
+                }
+                None => {}
+            },
         }
     }
     let (_, c) = compare(rt, guard, target, settings)?;
+    // Tags lost are named first; a registry that serves every one, but not from the data folder, is refused
+    // all the same.
+    if let (Some(e), true) = (elsewhere, c.equal()) {
+        return Err(Error::verify(format!(
+            "The new registry does not serve the data folder: {e}. Writes after the change would not land in {}",
+            settings.data_dir.display()
+        )));
+    }
     Ok((Proof::All(c), why))
 }
 
@@ -614,63 +648,79 @@ enum Unproven {
     Elsewhere(String),
 }
 
-/// The quick proof: Ok(tags sampled), or why it does not hold.
-fn quick(
-    rt: &tokio::runtime::Runtime,
-    guard: &Guard,
-    held: &Held,
-    target: &Target,
-) -> std::result::Result<usize, Unproven> {
-    let storage = held.data_dir.join("docker");
-    if crate::storage::tags(&held.data_dir) != held.tags {
-        return Err(Unproven::Unsure(format!(
-            "the tags in {} changed while read-only",
-            storage.display()
-        )));
-    }
-    let before = guard.before.tags();
-    // Beside a tag that was served from this storage, a new tag naming the same manifest.
-    let Some(((repo, _), digest)) = held.tags.iter().find(|((r, t), d)| {
-        before
-            .get(&(r.as_str(), t.as_str()))
-            .is_some_and(|was| was.digest == **d)
-    }) else {
-        return Err(Unproven::Unsure("no tag served before is held in the storage".into()));
-    };
-    let name = format!("registry-up-proof-{}", crate::digest::random_hex(8));
-    let marker = crate::storage::Marker::place(&held.data_dir, repo, &name, digest)
-        .map_err(|e| Unproven::Unsure(format!("a tag could not be placed in {} ({e})", storage.display())))?;
-    // One tag of each kind (media type, index or not), and a spread over the rest.
-    let mut sample = vec![(repo.clone(), name.clone())];
+/// One tag of each kind (media type, index or not) and a spread of [`SPREAD`] over the rest: every tag
+/// of a small registry.
+fn sample_of(before: &Inventory) -> Vec<(String, String)> {
+    let tags = before.tags();
+    let step = (tags.len() / SPREAD).max(1);
     let mut kinds = std::collections::BTreeSet::new();
-    let step = (before.len() / SPREAD).max(1);
-    for (i, ((r, t), was)) in before.iter().enumerate() {
+    let mut sample = Vec::new();
+    for (i, ((r, t), was)) in tags.iter().enumerate() {
         let kind = (was.media_type.clone(), was.children.is_empty());
         if kinds.insert(kind) || i % step == 0 {
             sample.push((r.to_string(), t.to_string()));
         }
     }
-    let served = rt.block_on(crate::verify::served_tags(target, sample.clone()));
-    marker.remove();
-    let served = served.map_err(Unproven::Unsure)?;
+    sample
+}
+
+/// Places a tag in `data_dir`'s storage beside one served before (naming the same manifest), and asks the
+/// new registry for it and for `sample` in one go. Ok(false): no tag served before is held there, so none
+/// was placed (and the sample not asked).
+fn placed_and_sampled(
+    rt: &tokio::runtime::Runtime,
+    guard: &Guard,
+    data_dir: &Path,
+    config_dir: &Path,
+    target: &Target,
+    sample: &[(String, String)],
+) -> std::result::Result<bool, Unproven> {
+    let storage = data_dir.join("docker");
+    let before = guard.before.tags();
+    let stored = crate::storage::tags(data_dir);
+    let Some(((repo, _), digest)) = stored.iter().find(|((r, t), d)| {
+        before
+            .get(&(r.as_str(), t.as_str()))
+            .is_some_and(|was| was.digest == **d)
+    }) else {
+        return Ok(false);
+    };
+    let name = format!("{}{}", crate::storage::MARKER_PREFIX, crate::digest::random_hex(8));
+    let record = config_dir.join(layout::ROLLBACK_DIR).join(MARKER);
+    let marker = crate::storage::Marker::place(data_dir, repo, &name, digest, &record)
+        .map_err(|e| Unproven::Unsure(format!("a tag could not be placed in {} ({e})", storage.display())))?;
     let marked = (repo.clone(), name);
-    for (key, now) in served.iter().filter(|(key, _)| **key != marked) {
+    let mut ask = vec![marked.clone()];
+    ask.extend(sample.iter().cloned());
+    let answers = rt.block_on(crate::verify::served_tags(target, ask));
+    marker.remove();
+    let answers = answers.map_err(Unproven::Unsure)?;
+    let sample = sample.iter().find_map(|key| {
         let was = before[&(key.0.as_str(), key.1.as_str())];
-        let same = now
-            .as_ref()
-            .is_some_and(|t| t.digest == was.digest && was.children.iter().all(|c| t.children.contains(c)));
-        if !same {
-            return Err(Unproven::Unsure(format!("{}:{} is not served as before", key.0, key.1)));
+        match answers.get(key) {
+            Some(Answer::Served(t))
+                if t.digest == was.digest && was.children.iter().all(|c| t.children.contains(c)) =>
+            {
+                None
+            }
+            Some(Answer::Unanswered(e)) => Some(format!("{}:{} got no answer ({e})", key.0, key.1)),
+            _ => Some(format!("{}:{} is not served as before", key.0, key.1)),
         }
-    }
-    if !matches!(served.get(&marked), Some(Some(t)) if t.digest == *digest) {
-        return Err(Unproven::Elsewhere(format!(
-            "a tag placed in {} after it started is not served by it: it serves another storage (another \
-             folder, or a copy)",
+    });
+    let marker = match answers.get(&marked) {
+        Some(Answer::Served(t)) if t.digest == *digest => None,
+        Some(Answer::Unanswered(e)) => Some(Unproven::Unsure(format!("the placed tag got no answer ({e})"))),
+        _ => Some(Unproven::Elsewhere(format!(
+            "a tag placed in {} after it started is not served by it: it serves another storage (another folder, \
+             or a copy)",
             storage.display()
-        )));
+        ))),
+    };
+    match (marker, sample) {
+        (Some(m), _) => Err(m),
+        (None, Some(s)) => Err(Unproven::Unsure(s)),
+        (None, None) => Ok(true),
     }
-    Ok(sample.len() - 1)
 }
 
 /// After the quick proof, with writes taken again: every tag read from the new registry and compared with
@@ -740,7 +790,12 @@ pub fn proven_again(
                 "What the earlier setup serves again could not be taken ({why})."
             ))
         })?;
-    Ok(inventory::compare(&guard.before, &after))
+    let c = inventory::compare(&guard.before, &after);
+    // After a quick proof, clients wrote to the same folder: what they pushed or deleted is theirs.
+    Ok(match &guard.held {
+        Some(h) => theirs_left_out(c, &h.tags, &crate::storage::tags(&h.data_dir)).0,
+        None => c,
+    })
 }
 
 #[cfg(test)]
