@@ -541,7 +541,9 @@ fn a_guarded_upgrade_killed_at_any_moment_comes_back_with_every_tag_read_write()
 /// registry that serves a copy of the storage (every tag there, as before) would pass it, and every write
 /// after the window would go to the copy. The tag the guard places in the storage after the new registry
 /// started is what shows it: `up` rolls back, naming the storage, and the earlier setup serves every tag,
-/// read-write. A walk of every tag cannot tell: the copy serves each one as before.
+/// read-write. A walk of every tag cannot tell (the copy serves each one as before), nor can the config
+/// check (the copy's registry serves registry-up's config, fingerprint and all, but another folder): before
+/// the placed tag, only the push/pull round trip caught it, after writes were taken again.
 #[test]
 fn an_upgrade_to_a_registry_serving_a_copy_of_the_storage_is_rolled_back() {
     let Some(app) = serving(&["--no-verify"]) else { return };
@@ -561,7 +563,16 @@ fn an_upgrade_to_a_registry_serving_a_copy_of_the_storage_is_rolled_back() {
         .status()
         .unwrap();
     assert!(copied.success());
-    let wrapper = "#!/bin/sh\nREGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY=/srv/snapshot exec /bin/registry \"$@\"\n";
+    // No REGISTRY_* variable (verify's config check names those): the wrapper serves registry-up's own
+    // config, fingerprint and all, with only its storage folder changed.
+    let wrapper = "#!/bin/sh\n\
+        while IFS= read -r line; do\n\
+          case \"$line\" in\n\
+            *rootdirectory:*) printf '%srootdirectory: /srv/snapshot\\n' \"${line%%rootdirectory:*}\" ;;\n\
+            *) printf '%s\\n' \"$line\" ;;\n\
+          esac\n\
+        done < /etc/registry-up/config.yml > /tmp/config.yml\n\
+        exec /bin/registry serve /tmp/config.yml\n";
     let (image, _names) = app.registry_image_from(
         "snapshot",
         "COPY snapshot /srv/snapshot\nCOPY --chmod=0755 registry /usr/local/bin/registry",
