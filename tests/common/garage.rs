@@ -54,7 +54,13 @@ fn run(config: &Path, args: &[&str]) -> Output {
 }
 
 /// Retries `f` until it is true or `secs` pass (a starting node takes a moment to answer).
-fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+fn eventually(secs: u64, what: &str, f: impl FnMut() -> bool) {
+    eventually_else(secs, what, f, String::new);
+}
+
+/// `eventually`, and when it fails, what `context` says then (the nodes' logs: they go with the test's
+/// temporary folder).
+fn eventually_else(secs: u64, what: &str, mut f: impl FnMut() -> bool, context: impl Fn() -> String) {
     let start = Instant::now();
     while start.elapsed() < Duration::from_secs(secs) {
         if f() {
@@ -62,7 +68,39 @@ fn eventually(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    panic!("{what} within {secs} s");
+    panic!("{what} within {secs} s\n{}", context());
+}
+
+/// The last lines of each node's log, and what each says of the cluster.
+fn logs(nodes: &[Node]) -> String {
+    let mut said = String::new();
+    for node in nodes {
+        let home = node.config.parent().unwrap();
+        let log = std::fs::read_to_string(home.join("garage.log")).unwrap_or_default();
+        let tail: Vec<&str> = log
+            .lines()
+            .rev()
+            .take(20)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let status = Command::new(binary())
+            .arg("-c")
+            .arg(&node.config)
+            .arg("status")
+            .output();
+        let status = status
+            .map(|o| super::text(&o.stdout) + &super::text(&o.stderr))
+            .unwrap_or_default();
+        said.push_str(&format!(
+            "--- {} (s3 port {}): garage status\n{status}\n--- its log, last lines\n{}\n",
+            home.display(),
+            node.s3_port,
+            tail.join("\n")
+        ));
+    }
+    said
 }
 
 impl Garage {
@@ -139,17 +177,22 @@ impl Garage {
         // Every node must be connected to every other before the cluster serves from any of them: the
         // first node introduced them, and they find each other over the next moments.
         for node in &garage.nodes {
-            eventually(60, "every Garage node sees the other two", || {
-                let out = Command::new(binary())
-                    .arg("-c")
-                    .arg(&node.config)
-                    .arg("status")
-                    .output()
-                    .unwrap();
-                let said = super::text(&out.stdout);
-                let healthy = said.split("FAILED NODES").next().unwrap_or_default();
-                out.status.success() && ids.iter().all(|id| healthy.contains(&id[..16]))
-            });
+            eventually_else(
+                60,
+                "every Garage node sees the other two",
+                || {
+                    let out = Command::new(binary())
+                        .arg("-c")
+                        .arg(&node.config)
+                        .arg("status")
+                        .output()
+                        .unwrap();
+                    let said = super::text(&out.stdout);
+                    let healthy = said.split("FAILED NODES").next().unwrap_or_default();
+                    out.status.success() && ids.iter().all(|id| healthy.contains(&id[..16]))
+                },
+                || logs(&garage.nodes),
+            );
         }
         eventually(30, "the bucket is made once the layout is everywhere", || {
             Command::new(binary())
