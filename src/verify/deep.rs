@@ -105,7 +105,19 @@ struct Served {
     children: Vec<String>,
 }
 
-impl TagWalk<'_> {
+impl<'a> TagWalk<'a> {
+    fn new(http: &'a Http, target: &'a Target, repo: &'a str, tag: &'a str, heads: bool) -> Self {
+        TagWalk {
+            http,
+            target,
+            repo,
+            tag,
+            heads,
+            result: TagResult::default(),
+            walked: Default::default(),
+        }
+    }
+
     fn problem(&mut self, digest: &str, problem: String) {
         self.result.problems.push(Problem {
             repository: self.repo.to_string(),
@@ -265,15 +277,7 @@ pub async fn served_tags(
         let (semaphore, http, target) = (semaphore.clone(), http.clone(), target.clone());
         set.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
-            let mut walk = TagWalk {
-                http: &http,
-                target: &target,
-                repo: &repo,
-                tag: &tag,
-                heads: false,
-                result: TagResult::default(),
-                walked: Default::default(),
-            };
+            let mut walk = TagWalk::new(&http, &target, &repo, &tag, false);
             let served = walk.manifest(&tag, 0).await;
             // Any request of the walk (an index's children too) that got no answer leaves it unknown.
             let unanswered = walk.result.problems.iter().find(|p| {
@@ -359,15 +363,7 @@ pub async fn walk(
         let (semaphore, http, target, bar) = (semaphore.clone(), http.clone(), target.clone(), bar.clone());
         set.spawn(async move {
             let _permit = semaphore.acquire_owned().await.expect("semaphore open");
-            let mut walk = TagWalk {
-                http: &http,
-                target: &target,
-                repo: &repo,
-                tag: &tag,
-                heads,
-                result: TagResult::default(),
-                walked: Default::default(),
-            };
+            let mut walk = TagWalk::new(&http, &target, &repo, &tag, heads);
             if let Some(served) = walk.manifest(&tag, 0).await {
                 walk.result.served = Some(inventory::Tag {
                     tag: tag.clone(),

@@ -606,13 +606,24 @@ pub fn prove(
     let mut why = None;
     let mut elsewhere = None;
     if settings.s3.is_none() {
-        let unchanged = guard.held.as_ref().map(|h| crate::storage::tags(&h.data_dir) == h.tags);
+        // The storage's tags, read once: compared with what it held (held only where the folder stays),
+        // and where the tag is placed.
+        let stored = crate::storage::tags(&settings.data_dir);
+        let unchanged = guard.held.as_ref().map(|h| stored == h.tags);
         let sample = if unchanged == Some(true) {
             sample_of(&guard.before)
         } else {
             Vec::new()
         };
-        match placed_and_sampled(rt, guard, &settings.data_dir, &settings.config_dir, target, &sample) {
+        match placed_and_sampled(
+            rt,
+            guard,
+            &settings.data_dir,
+            &stored,
+            &settings.config_dir,
+            target,
+            &sample,
+        ) {
             Err(Unproven::Elsewhere(e)) => elsewhere = Some(e),
             Err(Unproven::Unsure(e)) => why = Some(e),
             Ok(placed) => match unchanged {
@@ -671,13 +682,13 @@ fn placed_and_sampled(
     rt: &tokio::runtime::Runtime,
     guard: &Guard,
     data_dir: &Path,
+    stored: &BTreeMap<(String, String), String>,
     config_dir: &Path,
     target: &Target,
     sample: &[(String, String)],
 ) -> std::result::Result<bool, Unproven> {
     let storage = data_dir.join("docker");
     let before = guard.before.tags();
-    let stored = crate::storage::tags(data_dir);
     let Some(((repo, _), digest)) = stored.iter().find(|((r, t), d)| {
         before
             .get(&(r.as_str(), t.as_str()))
