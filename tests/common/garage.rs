@@ -117,9 +117,16 @@ impl Garage {
             secret: String::new(),
             _dir: dir,
         };
+        // Six distinct ports, held open together while chosen: free_port() one at a time handed the same
+        // port out twice once (a node's S3 port was another node's RPC port, and that node shut down).
+        let held: Vec<std::net::TcpListener> = (0..2 * homes.len())
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let mut ports: Vec<u16> = held.iter().map(|l| l.local_addr().unwrap().port()).collect();
+        drop(held);
         for home in homes {
             std::fs::create_dir_all(&home).unwrap();
-            let (rpc, s3) = (super::free_port(), super::free_port());
+            let (rpc, s3) = (ports.pop().unwrap(), ports.pop().unwrap());
             let config = home.join("garage.toml");
             std::fs::write(
                 &config,
